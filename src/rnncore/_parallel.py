@@ -1,0 +1,97 @@
+"""Running the two directions of a bidirectional layer at once.
+
+The Cython kernels release the GIL, so the forward and reverse recurrences of a layer,
+which are independent, can run on two threads. The thread count follows the usual
+conventions: :func:`set_num_threads`, else ``RNNCORE_NUM_THREADS``, else
+``OMP_NUM_THREADS``, else the number of CPUs this process may use.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["set_num_threads", "get_num_threads", "map_directions"]
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_num_threads: int | None = None
+
+# Below this many multiply-adds per direction, handing work to a thread costs more
+# than it saves.
+_MIN_PARALLEL_WORK = 1 << 18
+
+
+def _default_threads() -> int:
+    for var in ("RNNCORE_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.strip().isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set how many threads rnncore may use (None restores the default).
+
+    Parameters
+    ----------
+    n : int or None
+        1 runs everything on the calling thread; 2 or more lets the directions of a
+        bidirectional layer run at once.
+    """
+    global _num_threads
+    if n is not None and (not isinstance(n, (int, np.integer)) or isinstance(n, bool)
+                          or n < 1):
+        raise ValueError(f"n must be a positive integer or None; got {n!r}")
+    _num_threads = None if n is None else int(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads rnncore uses.
+
+    Returns
+    -------
+    int
+    """
+    return _num_threads if _num_threads is not None else _default_threads()
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnncore")
+        return _pool
+
+
+def map_directions(fn, jobs, accumulate=None):
+    """Call ``fn(*job)`` for each job (one per direction) and return the results.
+
+    With two jobs, more than one thread allowed and enough work, the second job runs on
+    a worker thread while the first runs here. ``accumulate`` names an array that every
+    job adds into (the last argument of each job); a worker thread then adds into a
+    private array which is summed in afterwards, so the two never race.
+    """
+    if len(jobs) == 1 or get_num_threads() < 2 or _work(jobs[0]) < _MIN_PARALLEL_WORK:
+        return [fn(*job) for job in jobs]
+    first, second = jobs
+    if accumulate is not None:
+        private = np.zeros_like(accumulate)
+        second = (*second[:-1], private)
+    future = _get_pool().submit(fn, *second)
+    result = fn(*first)
+    other = future.result()
+    if accumulate is not None:
+        accumulate += private
+    return [result, other]
+
+
+def _work(job) -> int:
+    x, w_ih, w_hh = job[0], job[1], job[2]
+    T, B = x.shape[0], x.shape[1]
+    return T * B * (w_ih.size + w_hh.size)

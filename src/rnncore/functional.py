@@ -1,0 +1,440 @@
+"""The RNN computation without a class: validate, normalise, dispatch to a backend.
+
+Everything public in rnncore reaches the kernels through :func:`forward` and
+:func:`backward`. This module is the one place that checks user input (shapes, dtypes,
+lengths), normalises it (time-major, C-contiguous, padded steps zeroed, a private copy
+whenever something had to change) and walks the layers and directions; the backends only
+ever see one layer-direction at a time, with arrays that are already checked.
+
+Parameters are passed as a mapping with PyTorch's keys (``weight_ih_l0``,
+``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``..._reverse``, ``..._l1``, ...);
+the number of layers, the directions, the sizes and whether there is a bias are read
+from the keys and shapes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _parallel, reference
+
+__all__ = ["forward", "backward", "backends", "Record", "param_shapes"]
+
+try:  # the compiled kernels; absent only in a source tree that was never built
+    from . import _kernels
+except ImportError:  # pragma: no cover - exercised only without a build
+    _kernels = None
+
+_BACKENDS = {"cython": _kernels, "numpy": reference} if _kernels else {"numpy": reference}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_NONLINEARITIES = ("tanh", "relu")
+
+
+def backends() -> tuple[str, ...]:
+    """The names of the available backends, fastest first.
+
+    Returns
+    -------
+    tuple of str
+        ``("cython", "numpy")`` when the extension is built, else ``("numpy",)``.
+    """
+    return tuple(_BACKENDS)
+
+
+def _backend_module(backend):
+    if backend is None:
+        return next(iter(_BACKENDS.values()))
+    if backend not in _BACKENDS:
+        raise ValueError(
+            f"backend must be one of {tuple(_BACKENDS)} or None; got {backend!r}")
+    return _BACKENDS[backend]
+
+
+def param_shapes(input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, bidirectional: bool = False) -> dict[str, tuple]:
+    """The parameter keys and shapes of an RNN, in PyTorch's order.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers : int
+        K, H and L.
+    bias : bool
+    bidirectional : bool
+
+    Returns
+    -------
+    dict
+        ``{"weight_ih_l0": (H, K), "weight_hh_l0": (H, H), "bias_ih_l0": (H,), ...}``,
+        with ``_reverse`` keys after each layer's forward keys when bidirectional.
+    """
+    D = 2 if bidirectional else 1
+    shapes = {}
+    for k in range(num_layers):
+        for sfx in ("", "_reverse")[:D]:
+            shapes[f"weight_ih_l{k}{sfx}"] = (hidden_size,
+                                              input_size if k == 0 else D * hidden_size)
+            shapes[f"weight_hh_l{k}{sfx}"] = (hidden_size, hidden_size)
+            if bias:
+                shapes[f"bias_ih_l{k}{sfx}"] = (hidden_size,)
+                shapes[f"bias_hh_l{k}{sfx}"] = (hidden_size,)
+    return shapes
+
+
+_KEY = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
+
+
+@dataclass(frozen=True)
+class _Config:
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    bias: bool
+    dtype: np.dtype
+
+    @property
+    def D(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+def _check_float(name: str, a: np.ndarray) -> None:
+    if a.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be float32 or float64; got dtype {a.dtype}")
+
+
+def _as_array(name: str, value) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array; got {type(value).__name__}") from exc
+
+
+def _read_params(params: Mapping[str, Any]) -> tuple[_Config, dict[str, np.ndarray]]:
+    """Check a parameter mapping and derive the configuration from it."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of parameter names to arrays; "
+                        f"got {type(params).__name__}")
+    arrays = {}
+    for key, value in params.items():
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise ValueError(f"params has an unexpected key {key!r}; expected keys like "
+                             f"'weight_ih_l0', 'bias_hh_l1_reverse'")
+        a = _as_array(f"params[{key!r}]", value)
+        _check_float(f"params[{key!r}]", a)
+        arrays[key] = a
+    w = arrays.get("weight_ih_l0")
+    if w is None or "weight_hh_l0" not in arrays:
+        raise ValueError("params must hold at least 'weight_ih_l0' and 'weight_hh_l0'; "
+                         f"got keys {sorted(arrays)}")
+    if w.ndim != 2:
+        raise ValueError(f"params['weight_ih_l0'] must have shape (hidden_size, "
+                         f"input_size); got {w.shape}")
+    H, K = w.shape
+    L = 1 + max(int(_KEY.fullmatch(k).group(3)) for k in arrays)
+    cfg = _Config(input_size=K, hidden_size=H, num_layers=L,
+                  bidirectional="weight_ih_l0_reverse" in arrays,
+                  bias="bias_ih_l0" in arrays, dtype=w.dtype)
+    expected = param_shapes(K, H, L, cfg.bias, cfg.bidirectional)
+    if set(arrays) != set(expected):
+        missing = sorted(set(expected) - set(arrays))
+        extra = sorted(set(arrays) - set(expected))
+        raise ValueError(f"params keys do not describe one RNN (num_layers={L}, "
+                         f"bidirectional={cfg.bidirectional}, bias={cfg.bias}): "
+                         f"missing {missing}, unexpected {extra}")
+    for key, shape in expected.items():
+        a = arrays[key]
+        if a.shape != shape:
+            raise ValueError(f"params[{key!r}] must have shape {shape} for "
+                             f"input_size={K}, hidden_size={H}; got {a.shape}")
+        if a.dtype != cfg.dtype:
+            raise TypeError(f"all parameters must share one dtype; params[{key!r}] is "
+                            f"{a.dtype} but params['weight_ih_l0'] is {cfg.dtype}")
+    return cfg, arrays
+
+
+def _layer_weights(cfg: _Config, arrays, layer: int, direction: int):
+    """(w_ih, w_hh, b) of one layer-direction, C-contiguous; b = b_ih + b_hh."""
+    sfx = "_reverse" if direction else ""
+    w_ih = np.ascontiguousarray(arrays[f"weight_ih_l{layer}{sfx}"])
+    w_hh = np.ascontiguousarray(arrays[f"weight_hh_l{layer}{sfx}"])
+    if cfg.bias:
+        b = arrays[f"bias_ih_l{layer}{sfx}"] + arrays[f"bias_hh_l{layer}{sfx}"]
+    else:
+        b = np.zeros(cfg.hidden_size, dtype=cfg.dtype)
+    return w_ih, w_hh, b
+
+
+def _read_lengths(lengths, B: int, T: int) -> np.ndarray | None:
+    if lengths is None:
+        return None
+    a = _as_array("lengths", lengths)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all() or (a != np.round(a)).any():
+            raise ValueError(f"lengths must hold whole numbers; got {a!r}")
+    elif a.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers; got dtype {a.dtype}")
+    if a.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) for batch size {B}; "
+                         f"got {a.shape}")
+    if B and (a.min() < 1 or a.max() > T):
+        raise ValueError(f"lengths must lie in [1, {T}] for a sequence length of {T}; "
+                         f"got values from {a.min()} to {a.max()}")
+    return a.astype(np.int64)
+
+
+def _check_state(name: str, h, cfg: _Config, B: int, unbatched: bool) -> np.ndarray:
+    """Validate h0 or dh_n; returns shape (L*D, B, H), C-contiguous."""
+    a = _as_array(name, h)
+    _check_float(name, a)
+    if a.dtype != cfg.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but the weights are {cfg.dtype}; "
+                        f"they must match")
+    LD = cfg.num_layers * cfg.D
+    expected = (LD, cfg.hidden_size) if unbatched else (LD, B, cfg.hidden_size)
+    if a.shape != expected:
+        raise ValueError(
+            f"{name} must have shape {expected} for num_layers={cfg.num_layers}, "
+            f"bidirectional={cfg.bidirectional}"
+            + ("" if unbatched else f", batch={B}")
+            + f", hidden_size={cfg.hidden_size}; got {a.shape}")
+    return np.ascontiguousarray(a.reshape(LD, B, cfg.hidden_size))
+
+
+def _padded_mask(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
+    """(T, B) boolean, True at padded steps; None when nothing is padded."""
+    if lengths is None or (lengths == T).all():
+        return None
+    return np.arange(T)[:, None] >= lengths[None, :]
+
+
+class Record:
+    """What :func:`backward` needs from a :func:`forward` call. Treat it as opaque.
+
+    It holds references to the weights given to forward and the hidden states of every
+    layer-direction; it is never modified, so one record can be back-propagated any
+    number of times.
+    """
+
+    __slots__ = ("cfg", "backend", "relu", "weights", "inputs", "states", "lengths",
+                 "padded", "T", "B", "batch_first", "unbatched")
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
+            nonlinearity: str = "tanh", batch_first: bool = False,
+            backend: str | None = None):
+    """Run a (multi-layer, possibly bidirectional) Elman RNN over a batch.
+
+    Parameters
+    ----------
+    x : array_like, shape (T, B, K), (B, T, K) if ``batch_first``, or (T, K)
+        Input sequence, float32 or float64 (the dtype of the weights).
+    params : mapping of str to array_like
+        Weights with PyTorch's keys; see :func:`param_shapes`.
+    h0 : array_like, shape (L*D, B, H) or (L*D, H) for unbatched input, optional
+        Initial hidden states; zeros when omitted.
+    lengths : array_like of int, shape (B,), optional
+        True length of each sequence, ``1 <= lengths[i] <= T``. Outputs at padded steps
+        are 0 and ``h_n`` holds each sequence's state at its last valid step.
+    nonlinearity : {"tanh", "relu"}
+    batch_first : bool
+        If True, ``x`` and the output are (B, T, ...).
+    backend : {"cython", "numpy"} or None
+        None picks the fastest available (see :func:`backends`).
+
+    Returns
+    -------
+    output : ndarray, shape (T, B, D*H) (or (B, T, D*H), or (T, D*H) unbatched)
+    h_n : ndarray, shape (L*D, B, H) (or (L*D, H) unbatched)
+    record : Record
+        What :func:`backward` needs.
+    """
+    module = _backend_module(backend)
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
+    cfg, arrays = _read_params(params)
+    x = _as_array("x", x)
+    _check_float("x", x)
+    if x.dtype != cfg.dtype:
+        raise TypeError(f"x has dtype {x.dtype} but the weights are {cfg.dtype}; "
+                        f"they must match")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"x must have shape (T, B, {cfg.input_size}), "
+                         f"(B, T, {cfg.input_size}) with batch_first=True, or "
+                         f"(T, {cfg.input_size}) unbatched; got {x.shape}")
+    unbatched = x.ndim == 2
+    if unbatched:
+        x = x[:, None, :]
+    elif batch_first:
+        x = x.transpose(1, 0, 2)
+    T, B, K = x.shape
+    if K != cfg.input_size:
+        raise ValueError(f"x must have {cfg.input_size} features in its last axis "
+                         f"(input_size of params['weight_ih_l0']); got shape "
+                         f"{x.shape if not batch_first or unbatched else (B, T, K)}")
+    lengths = _read_lengths(lengths, B, T)
+    H, D = cfg.hidden_size, cfg.D
+    LD = cfg.num_layers * D
+    if h0 is None:
+        h0 = np.zeros((LD, B, H), dtype=cfg.dtype)
+    else:
+        h0 = _check_state("h0", h0, cfg, B, unbatched)
+    padded = _padded_mask(lengths, T)
+    if padded is not None:
+        x = np.array(x, order="C")       # a private copy: padded steps are zeroed
+        x[padded] = 0
+    else:
+        x = np.ascontiguousarray(x)
+    steps = lengths if lengths is not None else np.full(B, T, dtype=np.int64)
+    relu = nonlinearity == "relu"
+
+    weights, inputs, states = [], [], []
+    h_n = np.empty((LD, B, H), dtype=cfg.dtype)
+    layer_in = x
+    for layer in range(cfg.num_layers):
+        ws = [_layer_weights(cfg, arrays, layer, d) for d in range(D)]
+        jobs = [(layer_in, *ws[d], h0[layer * D + d], steps, bool(d), relu)
+                for d in range(D)]
+        hs = _parallel.map_directions(module.layer_forward, jobs)
+        for d in range(D):
+            if d:
+                h_n[layer * D + d] = hs[d][0]
+            else:
+                h_n[layer * D] = hs[d][steps, np.arange(B)]
+        weights.append(ws)
+        inputs.append(layer_in)
+        states.append(hs)
+        layer_in = _layer_output(hs, T, B, H, padded)
+    output = layer_in
+    if D == 1 and output.base is not None:
+        output = output.copy()          # the record keeps hs; the caller owns output
+    record = Record(cfg=cfg, backend=module, relu=relu, weights=weights, inputs=inputs,
+                    states=states, lengths=steps, padded=padded, T=T, B=B,
+                    batch_first=batch_first, unbatched=unbatched)
+    return _to_user_layout(output, batch_first, unbatched), \
+        (h_n[:, 0] if unbatched else h_n), record
+
+
+def _layer_output(hs, T, B, H, padded):
+    """Concatenate the directions' states into the layer's output (T, B, D*H)."""
+    if len(hs) == 1:
+        return hs[0][1:]                 # forward states are already 0 at padded steps
+    out = np.empty((T, B, 2 * H), dtype=hs[0].dtype)
+    out[:, :, :H] = hs[0][1:]
+    out[:, :, H:] = hs[1][:T]
+    if padded is not None:
+        out[padded] = 0                  # hs[1] holds h0 at the first padded slot
+    return out
+
+
+def _to_user_layout(a, batch_first, unbatched):
+    if unbatched:
+        return a[:, 0]
+    if batch_first:
+        return a.transpose(1, 0, 2)
+    return a
+
+
+def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
+    """Back-propagate through time through the computation of one :func:`forward`.
+
+    Parameters
+    ----------
+    record : Record
+        The third value returned by :func:`forward`.
+    dy : array_like, optional
+        ∂L/∂output, the shape of forward's output; zeros when omitted. Values at
+        padded steps are ignored.
+    dh_n : array_like, shape of forward's ``h_n``, optional
+        ∂L/∂h_n; zeros when omitted.
+    need_dx : bool
+        Compute ∂L/∂x (skipping it saves one GEMM per layer-direction).
+
+    Returns
+    -------
+    dx : ndarray, the shape of forward's ``x``, or None if not ``need_dx``
+        Zero at padded steps.
+    dh0 : ndarray, the shape of forward's ``h_n``
+    grads : dict of str to ndarray
+        ∂L/∂(each parameter), with the keys and shapes of forward's ``params``.
+    """
+    if not isinstance(record, Record):
+        raise TypeError(f"record must be the Record returned by forward; "
+                        f"got {type(record).__name__}")
+    cfg, T, B, module = record.cfg, record.T, record.B, record.backend
+    H, D, L = cfg.hidden_size, cfg.D, cfg.num_layers
+    out_shape_tm = (T, B, D * H)
+    dy = _read_dy(dy, record, out_shape_tm)
+    dh_n = (np.zeros((L * D, B, H), dtype=cfg.dtype) if dh_n is None
+            else _check_state("dh_n", dh_n, cfg, B, record.unbatched))
+    grads: dict[str, np.ndarray] = {}
+    dh0 = np.empty((L * D, B, H), dtype=cfg.dtype)
+    dx = None
+    for layer in reversed(range(L)):
+        x = record.inputs[layer]
+        want_dx = layer > 0 or need_dx
+        dx = np.zeros(x.shape, dtype=cfg.dtype) if want_dx else None
+        jobs = []
+        for d in range(D):
+            w_ih, w_hh, _ = record.weights[layer][d]
+            jobs.append((x, w_ih, w_hh, record.states[layer][d], dy[:, :, d * H:(d + 1) * H],
+                         dh_n[layer * D + d], record.lengths, bool(d), record.relu, dx))
+        results = _parallel.map_directions(module.layer_backward, jobs, accumulate=dx)
+        for d, (dh0_d, dw_ih, dw_hh, db) in enumerate(results):
+            sfx = "_reverse" if d else ""
+            dh0[layer * D + d] = dh0_d
+            grads[f"weight_ih_l{layer}{sfx}"] = dw_ih
+            grads[f"weight_hh_l{layer}{sfx}"] = dw_hh
+            if cfg.bias:
+                grads[f"bias_ih_l{layer}{sfx}"] = db
+                grads[f"bias_hh_l{layer}{sfx}"] = db.copy()
+        dy = dx
+    order = param_shapes(cfg.input_size, H, L, cfg.bias, cfg.bidirectional)
+    grads = {k: grads[k] for k in order}
+    if dx is not None and T == 0:
+        dx = np.zeros(record.inputs[0].shape, dtype=cfg.dtype)
+    dx_user = None if dx is None else _to_user_layout(dx, record.batch_first,
+                                                      record.unbatched)
+    return dx_user, (dh0[:, 0] if record.unbatched else dh0), grads
+
+
+def _read_dy(dy, record: Record, shape_tm) -> np.ndarray:
+    """Validate ∂L/∂output; returns it time-major, with padded steps zeroed."""
+    cfg = record.cfg
+    if dy is None:
+        return np.zeros(shape_tm, dtype=cfg.dtype)
+    a = _as_array("dy", dy)
+    _check_float("dy", a)
+    if a.dtype != cfg.dtype:
+        raise TypeError(f"dy has dtype {a.dtype} but the weights are {cfg.dtype}; "
+                        f"they must match")
+    T, B, DH = shape_tm
+    if record.unbatched:
+        expected = (T, DH)
+    elif record.batch_first:
+        expected = (B, T, DH)
+    else:
+        expected = shape_tm
+    if a.shape != expected:
+        raise ValueError(f"dy must have the shape of the forward output {expected}; "
+                         f"got {a.shape}")
+    if record.unbatched:
+        a = a[:, None, :]
+    elif record.batch_first:
+        a = a.transpose(1, 0, 2)
+    if record.padded is not None:
+        a = np.array(a)                  # a private copy: padded steps are ignored
+        a[record.padded] = 0
+    elif a.strides[-1] != a.itemsize:
+        a = np.ascontiguousarray(a)      # the kernels read rows of dy contiguously
+    return a

@@ -1,0 +1,151 @@
+"""The NumPy reference: SPEC.md's equations for one layer and one direction, plainly.
+
+This module is the readable baseline and the correctness oracle. The Cython kernels in
+``_kernels.pyx`` have the same two functions with the same arguments and the same
+names for the same quantities, so the two can be read side by side.
+
+The mathematics (one layer, one direction, a batch of B sequences)::
+
+    a_t = x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh        (B×H)
+    h_t = f(a_t),   f = tanh or relu
+    δ_t = (∂L/∂h_t + δ_{t+1} W_hh) ⊙ f'(a_t)             f'(a_t) = 1 - h_t² for tanh,
+                                                          [h_t > 0] for relu
+    ∂L/∂W_ih = Σ_t δ_tᵀ x_t    ∂L/∂W_hh = Σ_t δ_tᵀ h_{t-1}    ∂L/∂b = Σ_t δ_t
+    ∂L/∂x_t  = δ_t W_ih        ∂L/∂h_0  = δ_1 W_hh
+
+(rows are batch entries, so the products read right to left compared with the column
+convention ``W_hh h_{t-1}`` of SPEC.md).
+
+Notation used by common texts, mapped onto the package's (PyTorch's) names:
+
+============================  ==============  ==================  ==================
+this package (PyTorch)        Goodfellow et    Elman / Karpathy    W_H / W_X / W_O
+                              al. (U/W/V)      ``min-char-rnn``    texts
+============================  ==============  ==================  ==================
+``weight_ih_l0``  (H, K)      U               Wxh                 W_X
+``weight_hh_l0``  (H, H)      W               Whh                 W_H
+``bias_ih_l0 + bias_hh_l0``   b               bh                  b_H
+output ``V`` (model)          V               Why                 W_O
+output ``c`` (model)          c               by                  b_O
+hidden state h_t              h_t (s_t)       hs[t]               s_t / h_t
+============================  ==============  ==================  ==================
+
+Layout shared with the kernels
+------------------------------
+Each layer-direction keeps its hidden states in one array ``hs`` of shape (T+1, B, H):
+
+* forward direction: ``hs[0] = h_0`` and ``hs[t+1] = h_t``; so the previous state of
+  every step, ``hs[:T]``, is one contiguous matrix.
+* reverse direction: ``hs[t] = h_t`` and the initial state of sequence ``b`` sits at
+  ``hs[len_b, b]`` (the first padded slot, or the extra row ``T``); the previous state
+  of step ``t`` is ``hs[t+1]``, so ``hs[1:]`` is one contiguous matrix.
+
+Rows of padded steps hold zeros, so whole-sequence products over them add nothing.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["layer_forward", "layer_backward"]
+
+
+def _steps(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def layer_forward(x, w_ih, w_hh, b, h0, lengths, reverse, relu):
+    """Run one layer in one direction.
+
+    Parameters
+    ----------
+    x : ndarray, shape (T, B, K)
+        Input, zero at padded steps.
+    w_ih : ndarray, shape (H, K)
+    w_hh : ndarray, shape (H, H)
+    b : ndarray, shape (H,)
+        ``b_ih + b_hh`` (zeros when the layer has no bias).
+    h0 : ndarray, shape (B, H)
+    lengths : ndarray of int64, shape (B,)
+        Valid steps of each sequence, ``1 <= lengths[i] <= T`` (all ``T`` when the
+        batch is not padded).
+    reverse : bool
+        Run from each sequence's last valid step back to step 0.
+    relu : bool
+        ``f = relu`` instead of ``tanh``.
+
+    Returns
+    -------
+    hs : ndarray, shape (T+1, B, H)
+        Hidden states in the layout described in the module docstring.
+    """
+    T, B, _ = x.shape
+    H = w_hh.shape[0]
+    hs = np.zeros((T + 1, B, H), dtype=x.dtype)
+    prev_slot = 1 if reverse else 0              # hs index of h_{t-1} is t + prev_slot
+    out_slot = 0 if reverse else 1               # hs index of h_t is t + out_slot
+    if reverse:
+        hs[lengths, np.arange(B)] = h0
+    else:
+        hs[0] = h0
+    for t in _steps(T, reverse):
+        valid = t < lengths                                   # (B,)
+        a = x[t] @ w_ih.T + b + hs[t + prev_slot] @ w_hh.T    # (B, H)
+        h = np.maximum(a, 0) if relu else np.tanh(a)
+        hs[t + out_slot][valid] = h[valid]
+    return hs
+
+
+def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu, dx):
+    """BPTT through one layer in one direction.
+
+    Parameters
+    ----------
+    x, w_ih, w_hh, lengths, reverse, relu
+        As given to :func:`layer_forward`.
+    hs : ndarray, shape (T+1, B, H)
+        What :func:`layer_forward` returned.
+    dy : ndarray, shape (T, B, H)
+        ∂L/∂h_t from above (the output), zero at padded steps.
+    dh_n : ndarray, shape (B, H)
+        ∂L/∂h_n, the gradient of each sequence's final state.
+    dx : ndarray, shape (T, B, K), or None
+        If given, ∂L/∂x is *added* into it.
+
+    Returns
+    -------
+    dh0 : ndarray, shape (B, H)
+    dw_ih : ndarray, shape (H, K)
+    dw_hh : ndarray, shape (H, H)
+    db : ndarray, shape (H,)
+        The gradient of ``b_ih`` and equally of ``b_hh``.
+    """
+    T, B, _ = x.shape
+    H = w_hh.shape[0]
+    prev_slot = 1 if reverse else 0
+    out_slot = 0 if reverse else 1
+    delta = np.zeros((T, B, H), dtype=x.dtype)
+    dh0 = dh_n.copy() if T == 0 else np.zeros_like(dh_n)
+    carry = np.zeros((B, H), dtype=x.dtype)                   # δ_{t+1} W_hh
+    zero = np.zeros(B, dtype=np.int64)
+    t_final = zero if reverse else lengths - 1     # the step that produced h_n
+    t_initial = lengths - 1 if reverse else zero   # the step that consumed h_0
+    for t in reversed(_steps(T, reverse)):                    # backward in time
+        valid = t < lengths
+        g = dy[t] + carry + np.where((t == t_final)[:, None], dh_n, 0)
+        h = hs[t + out_slot]
+        fprime = (h > 0).astype(x.dtype) if relu else 1 - h * h
+        delta[t] = np.where(valid[:, None], g * fprime, 0)
+        carry = delta[t] @ w_hh
+        at_start = t == t_initial
+        dh0[at_start] = carry[at_start]
+    if reverse:
+        h_prev = hs[1:]
+    else:
+        h_prev = hs[:T]
+    d2 = delta.reshape(T * B, H)
+    dw_ih = d2.T @ x.reshape(T * B, -1)
+    dw_hh = d2.T @ h_prev.reshape(T * B, H)
+    db = d2.sum(axis=0)
+    if dx is not None:
+        dx += (d2 @ w_ih).reshape(dx.shape)
+    return dh0, dw_ih, dw_hh, db
