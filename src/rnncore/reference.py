@@ -133,8 +133,8 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu, dx):
         valid = t < lengths
         g = dy[t] + carry + np.where((t == t_final)[:, None], dh_n, 0)
         h = hs[t + out_slot]
-        fprime = (h > 0).astype(x.dtype) if relu else 1 - h * h
-        delta[t] = np.where(valid[:, None], g * fprime, 0)
+        g_a = np.where(h > 0, g, 0) if relu else g * (1 - h * h)   # ∂L/∂a_t
+        delta[t] = np.where(valid[:, None], g_a, 0)
         carry = delta[t] @ w_hh
         at_start = t == t_initial
         dh0[at_start] = carry[at_start]
