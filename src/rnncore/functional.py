@@ -24,6 +24,8 @@ from . import _parallel, reference
 __all__ = ["forward", "backward", "backends", "Record", "param_shapes"]
 
 try:  # the compiled kernels; absent only in a source tree that was never built
+    import scipy_openblas32  # noqa: F401  (loads the OpenBLAS the kernels link against)
+
     from . import _kernels
 except ImportError:  # pragma: no cover - exercised only without a build
     _kernels = None
@@ -135,6 +137,9 @@ def _read_params(params: Mapping[str, Any]) -> tuple[_Config, dict[str, np.ndarr
         raise ValueError(f"params['weight_ih_l0'] must have shape (hidden_size, "
                          f"input_size); got {w.shape}")
     H, K = w.shape
+    if H < 1:
+        raise ValueError(f"params['weight_ih_l0'] must have at least one row "
+                         f"(hidden_size >= 1); got shape {w.shape}")
     L = 1 + max(int(_KEY.fullmatch(k).group(3)) for k in arrays)
     cfg = _Config(input_size=K, hidden_size=H, num_layers=L,
                   bidirectional="weight_ih_l0_reverse" in arrays,

@@ -1,0 +1,233 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The time loops of one layer in one direction, for float32 and float64.
+
+These two functions have the arguments, results and names of their twins in
+``reference.py``; read them side by side. What differs is the shape of the computation
+(PERF.md): the input projection of all T steps is one GEMM before the loop, into the
+same (T+1, B, H) array that will hold the hidden states; each step is then one recurrent
+product into a (B, H) scratch block and one fused pass (bias, nonlinearity, store) over
+it while it is in cache; the backward loop keeps only δ_t·W_hh per step, and ∂W_ih,
+∂W_hh, ∂b and ∂x are whole-sequence GEMMs (M = T·B) after it.
+
+``functional.py`` has checked every argument (shapes, dtypes, lengths in [1, T]) before
+these are called; nothing below raises inside ``nogil`` code. No global state is
+written after import except by :func:`set_isa`.
+"""
+import numpy as np
+
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+
+from rnncore._blas cimport floating, gemm
+
+cdef extern from "_vmath.h" nogil:
+    ctypedef struct rnn_vm_table:
+        void (*tanh_step_f)(int, float *, const float *, const float *) noexcept nogil
+        void (*relu_step_f)(int, float *, const float *, const float *) noexcept nogil
+        void (*tanh_step_d)(int, double *, const double *, const double *) noexcept nogil
+        void (*relu_step_d)(int, double *, const double *, const double *) noexcept nogil
+        void (*tanh_grad_f)(int, float *, const float *, const float *,
+                            const float *) noexcept nogil
+        void (*relu_grad_f)(int, float *, const float *, const float *,
+                            const float *) noexcept nogil
+        void (*tanh_grad_d)(int, double *, const double *, const double *,
+                            const double *) noexcept nogil
+        void (*relu_grad_d)(int, double *, const double *, const double *,
+                            const double *) noexcept nogil
+        void (*sum_rows_f)(long, int, float *, const float *) noexcept nogil
+        void (*sum_rows_d)(long, int, double *, const double *) noexcept nogil
+    const rnn_vm_table *rnn_vm
+    int rnn_vm_supported()
+    int rnn_vm_select(int index)
+    const char *rnn_vm_name(int index)
+
+cdef int INT_MAX = 2147483647
+ISAS = ("baseline", "avx2", "avx512")
+_isa = rnn_vm_select(-1)
+
+
+def isa():
+    """The instruction set of the element-wise passes in use: "baseline", "avx2" or "avx512"."""
+    return rnn_vm_name(_isa).decode()
+
+
+def supported_isas():
+    """The instruction sets this CPU can run, e.g. ``("baseline", "avx2", "avx512")``."""
+    cdef int mask = rnn_vm_supported()
+    return tuple(name for i, name in enumerate(ISAS) if mask >> i & 1)
+
+
+def set_isa(name=None):
+    """Use the element-wise passes compiled for ``name`` (None: the best supported).
+
+    Meant for tests and benchmarks that compare the code paths; not thread-safe with
+    kernels running at the same time.
+    """
+    global _isa
+    cdef int index = -1 if name is None else (ISAS.index(name) if name in ISAS else -2)
+    if index == -2 or rnn_vm_select(index) < 0:
+        raise ValueError(f"isa must be one of {supported_isas()} or None; got {name!r}")
+    _isa = rnn_vm_select(index)
+
+
+cdef inline void step_pass(bint relu, int n, floating *h, const floating *r,
+                           const floating *b) noexcept nogil:
+    """h = f(h + r + b) over one row of n values."""
+    if floating is float:
+        (rnn_vm.relu_step_f if relu else rnn_vm.tanh_step_f)(n, h, r, b)
+    else:
+        (rnn_vm.relu_step_d if relu else rnn_vm.tanh_step_d)(n, h, r, b)
+
+
+cdef inline void grad_pass(bint relu, int n, floating *delta, const floating *dy,
+                           const floating *carry, const floating *h) noexcept nogil:
+    """delta = (dy + carry) ⊙ f'(a) over one row, f' read off h = f(a)."""
+    if floating is float:
+        (rnn_vm.relu_grad_f if relu else rnn_vm.tanh_grad_f)(n, delta, dy, carry, h)
+    else:
+        (rnn_vm.relu_grad_d if relu else rnn_vm.tanh_grad_d)(n, delta, dy, carry, h)
+
+
+cdef inline void sum_rows(long rows, int n, floating *acc, const floating *x) noexcept nogil:
+    if floating is float:
+        rnn_vm.sum_rows_f(rows, n, acc, x)
+    else:
+        rnn_vm.sum_rows_d(rows, n, acc, x)
+
+
+cdef void _check_blas_sizes(Py_ssize_t T, Py_ssize_t B, Py_ssize_t K, Py_ssize_t H) except *:
+    if T * B > INT_MAX or K > INT_MAX or H > INT_MAX or B * H > INT_MAX:
+        raise ValueError(f"T*B = {T * B} rows exceeds the 32-bit BLAS limit of {INT_MAX}")
+
+
+def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded steps
+                  const floating[:, ::1] w_ih,      # IN  (H, K)
+                  const floating[:, ::1] w_hh,      # IN  (H, H)
+                  const floating[::1] b,            # IN  (H,)  b_ih + b_hh
+                  const floating[:, ::1] h0,        # IN  (B, H)
+                  const int64_t[::1] lengths,       # IN  (B,)  in [1, T]
+                  bint reverse, bint relu):
+    """Run one layer in one direction; see ``reference.layer_forward``.
+
+    Returns
+    -------
+    hs : ndarray, shape (T+1, B, H)
+        Forward: ``hs[0] = h0``, ``hs[t+1] = h_t``. Reverse: ``hs[t] = h_t`` and
+        ``hs[lengths[b], b] = h0[b]``. Zero at padded steps.
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_hh.shape[0]
+    _check_blas_sizes(T, B, K, H)
+    dtype = np.float32 if floating is float else np.float64
+    hs_arr = np.empty((T + 1, B, H), dtype=dtype)
+    scratch_arr = np.empty((B, H), dtype=dtype)
+    cdef floating[:, :, ::1] hs = hs_arr
+    cdef floating[:, ::1] scratch = scratch_arr
+    cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
+    cdef int prev_slot = 1 if reverse else 0       # hs index of h_{t-1} is t + prev_slot
+    cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
+    cdef int extra = T if reverse else 0           # the row the projection leaves free
+    cdef floating *h
+    cdef const floating *x_p = &x[0, 0, 0] if T * B * K else NULL
+    with nogil:
+        if B * H:
+            # (T·B × H) = (T·B × K)(H × K)ᵀ: the input projection of every step at once
+            gemm(False, True, <int>(T * B), <int>H, <int>K, <floating>1, x_p, <int>K,
+                 &w_ih[0, 0] if K else NULL, <int>K, <floating>0, &hs[out_slot, 0, 0], <int>H)
+            memset(&hs[extra, 0, 0], 0, B * row_bytes)
+            for i in range(B):
+                memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
+            for s in range(T):
+                t = T - 1 - s if reverse else s
+                # (B × H) = (B × H)(H × H)ᵀ: the recurrent product h_{t-1} W_hhᵀ
+                gemm(False, True, <int>B, <int>H, <int>H, <floating>1,
+                     &hs[t + prev_slot, 0, 0], <int>H, &w_hh[0, 0], <int>H,
+                     <floating>0, &scratch[0, 0], <int>H)
+                for i in range(B):
+                    h = &hs[t + out_slot, i, 0]
+                    if t < lengths[i]:
+                        step_pass(relu, <int>H, h, &scratch[i, 0], &b[0])
+                    elif not (reverse and t == lengths[i]):   # that slot holds h0
+                        memset(h, 0, row_bytes)
+    return hs_arr
+
+
+def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
+                   const floating[:, ::1] w_ih,     # IN  (H, K)
+                   const floating[:, ::1] w_hh,     # IN  (H, H)
+                   const floating[:, :, ::1] hs,    # IN  (T+1, B, H) from layer_forward
+                   const floating[:, :, :] dy,      # IN  (T, B, H) ∂L/∂h_t; rows contiguous
+                   const floating[:, ::1] dh_n,     # IN  (B, H)
+                   const int64_t[::1] lengths,      # IN  (B,)
+                   bint reverse, bint relu,
+                   dx):                             # OUT (T, B, K) added into, or None
+    """BPTT through one layer in one direction; see ``reference.layer_backward``.
+
+    Returns
+    -------
+    dh0 : ndarray, shape (B, H)
+    dw_ih : ndarray, shape (H, K)
+    dw_hh : ndarray, shape (H, H)
+    db : ndarray, shape (H,)
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_hh.shape[0]
+    _check_blas_sizes(T, B, K, H)
+    if H > 1 and dy.strides[2] != sizeof(floating):
+        raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
+    dtype = np.float32 if floating is float else np.float64
+    delta_arr = np.empty((T, B, H), dtype=dtype)
+    carry_arr = np.zeros((B, H), dtype=dtype)
+    dh0_arr = np.array(dh_n, dtype=dtype) if T == 0 else np.empty((B, H), dtype=dtype)
+    dw_ih_arr = np.empty((H, K), dtype=dtype)
+    dw_hh_arr = np.empty((H, H), dtype=dtype)
+    db_arr = np.zeros(H, dtype=dtype)
+    cdef floating[:, :, ::1] delta = delta_arr
+    cdef floating[:, ::1] carry = carry_arr             # δ_{t+1} W_hh
+    cdef floating[:, ::1] dh0 = dh0_arr
+    cdef floating[:, ::1] dw_ih = dw_ih_arr, dw_hh = dw_hh_arr
+    cdef floating[::1] db = db_arr
+    cdef floating[:, :, ::1] dx_view
+    cdef bint want_dx = dx is not None
+    if want_dx:
+        dx_view = dx
+    cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
+    cdef int prev_slot = 1 if reverse else 0
+    cdef int out_slot = 0 if reverse else 1
+    cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
+    cdef int M = <int>(T * B)
+    cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
+    cdef floating *delta_p = &delta[0, 0, 0] if M * H else NULL
+    with nogil:
+        if M * H:
+            for s in range(T):                           # backward in time
+                t = s if reverse else T - 1 - s
+                for i in range(B):
+                    t_final = 0 if reverse else lengths[i] - 1
+                    if t == t_final:
+                        for j in range(H):
+                            carry[i, j] += dh_n[i, j]
+                    if t < lengths[i]:
+                        grad_pass(relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
+                                  &carry[i, 0], &hs[t + out_slot, i, 0])
+                    else:
+                        memset(&delta[t, i, 0], 0, row_bytes)
+                # (B × H) = (B × H)(H × H): δ_t W_hh, carried to step t-1
+                gemm(False, False, <int>B, <int>H, <int>H, <floating>1, &delta[t, 0, 0],
+                     <int>H, &w_hh[0, 0], <int>H, <floating>0, &carry[0, 0], <int>H)
+                for i in range(B):
+                    t_initial = lengths[i] - 1 if reverse else 0
+                    if t == t_initial:
+                        memcpy(&dh0[i, 0], &carry[i, 0], row_bytes)
+        # (H × K) = (T·B × H)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
+        gemm(True, False, <int>H, <int>K, M, <floating>1, delta_p, <int>H, x_p, <int>K,
+             <floating>0, &dw_ih[0, 0] if H * K else NULL, <int>K)
+        # (H × H) = (T·B × H)ᵀ(T·B × H): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
+        gemm(True, False, <int>H, <int>H, M, <floating>1, delta_p, <int>H,
+             &hs[prev_slot, 0, 0] if M * H else NULL, <int>H, <floating>0,
+             &dw_hh[0, 0], <int>H)
+        # ∂b = Σ_t Σ_b δ_t
+        sum_rows(M, <int>H, &db[0], delta_p)
+        if want_dx and M * K:
+            # (T·B × K) += (T·B × H)(H × K): ∂x_t = δ_t W_ih
+            gemm(False, False, M, <int>K, <int>H, <floating>1, delta_p, <int>H,
+                 &w_ih[0, 0], <int>K, <floating>1, &dx_view[0, 0, 0], <int>K)
+    return dh0_arr, dw_ih_arr, dw_hh_arr, db_arr

@@ -1,0 +1,103 @@
+/* Vectorised element-wise passes for the kernels, with the instruction set chosen at
+ * run time.
+ *
+ * _vmath_impl.h is compiled three times: for the x86-64 baseline (SSE2), for AVX2+FMA
+ * and for AVX-512, each copy under its own names. rnn_vm_select() fills a table of
+ * function pointers with the best copy the CPU supports (or the one asked for), once,
+ * before any kernel runs; kernels only read the table. No -march flag is needed, so the
+ * extension runs on any x86-64.
+ */
+#ifndef RNNCORE_VMATH_H
+#define RNNCORE_VMATH_H
+#include <math.h>
+#include <string.h>
+
+typedef void (*rnn_step_f_t)(int, float *, const float *, const float *);
+typedef void (*rnn_step_d_t)(int, double *, const double *, const double *);
+typedef void (*rnn_grad_f_t)(int, float *, const float *, const float *, const float *);
+typedef void (*rnn_grad_d_t)(int, double *, const double *, const double *, const double *);
+typedef void (*rnn_sum_f_t)(long, int, float *, const float *);
+typedef void (*rnn_sum_d_t)(long, int, double *, const double *);
+
+typedef struct {
+    const char *name;
+    rnn_step_f_t tanh_step_f, relu_step_f;
+    rnn_step_d_t tanh_step_d, relu_step_d;
+    rnn_grad_f_t tanh_grad_f, relu_grad_f;
+    rnn_grad_d_t tanh_grad_d, relu_grad_d;
+    rnn_sum_f_t sum_rows_f;
+    rnn_sum_d_t sum_rows_d;
+} rnn_vm_table;
+
+#define VM(name) name##_base
+#include "_vmath_impl.h"
+#undef VM
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define RNN_VM_X86 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define VM(name) name##_avx2
+#include "_vmath_impl.h"
+#undef VM
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx2,fma")
+#define VM(name) name##_avx512
+#include "_vmath_impl.h"
+#undef VM
+#pragma GCC pop_options
+#endif
+
+#define RNN_VM_TABLE(sfx, label) { label,                                       \
+    tanh_step_f_##sfx, relu_step_f_##sfx, tanh_step_d_##sfx, relu_step_d_##sfx,   \
+    tanh_grad_f_##sfx, relu_grad_f_##sfx, tanh_grad_d_##sfx, relu_grad_d_##sfx,   \
+    sum_rows_f_##sfx, sum_rows_d_##sfx }
+
+static const rnn_vm_table rnn_vm_tables[] = {
+    RNN_VM_TABLE(base, "baseline"),
+#ifdef RNN_VM_X86
+    RNN_VM_TABLE(avx2, "avx2"),
+    RNN_VM_TABLE(avx512, "avx512"),
+#endif
+};
+#define RNN_VM_NTABLES ((int)(sizeof(rnn_vm_tables) / sizeof(rnn_vm_tables[0])))
+
+/* Which tables this CPU can run: a bit mask over rnn_vm_tables. */
+static int rnn_vm_supported(void)
+{
+    int mask = 1;
+#ifdef RNN_VM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        mask |= 2;
+    if ((mask & 2) && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        mask |= 4;
+#endif
+    return mask;
+}
+
+static const rnn_vm_table *rnn_vm = &rnn_vm_tables[0];
+
+/* Use table `index` (0 baseline, 1 avx2, 2 avx512), or the best supported if index < 0.
+ * Returns the index in use, or -1 if the CPU cannot run the one asked for. */
+static int rnn_vm_select(int index)
+{
+    int mask = rnn_vm_supported();
+    if (index < 0) {
+        for (index = RNN_VM_NTABLES - 1; !(mask >> index & 1); index--)
+            ;
+    } else if (index >= RNN_VM_NTABLES || !(mask >> index & 1)) {
+        return -1;
+    }
+    rnn_vm = &rnn_vm_tables[index];
+    return index;
+}
+
+static const char *rnn_vm_name(int index)
+{
+    return index >= 0 && index < RNN_VM_NTABLES ? rnn_vm_tables[index].name : "";
+}
+
+#endif

@@ -1,0 +1,91 @@
+/* The element-wise passes of one time step, written once and compiled once per
+ * instruction set by _vmath.h (which defines VM(name) to give each copy its own name).
+ *
+ * Every loop is branch-free over restrict pointers so the compiler vectorises it;
+ * selects (a ? b : c) compile to blends. NaN propagates: every comparison with NaN is
+ * false, and each select is written so that the false side keeps the NaN.
+ */
+
+/* tanh for float32: odd rational approximation p(x)/q(x) of degrees 13 and 6, the
+ * coefficients of Eigen's generic_fast_tanh_float (Eigen/src/Core/MathFunctionsImpl.h,
+ * MPL-2.0), also used by XLA and ONNX Runtime's MLAS. Beyond |x| = 7.9053111 tanh
+ * rounds to ±1 in float32, and we return exactly ±1 there; below |x| = 4e-4 tanh(x)
+ * rounds to x. */
+static inline __attribute__((always_inline)) float VM(tanh1_f)(float x)
+{
+    const float big = 7.90531110763549805f;
+    float ax = x < 0.0f ? -x : x;
+    float xc = ax > big ? (x < 0.0f ? -big : big) : x;   /* NaN stays NaN */
+    float x2 = xc * xc;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    p = p * xc;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    float r = p / q;
+    r = ax > big ? (x < 0.0f ? -1.0f : 1.0f) : r;
+    return ax < 4e-4f ? x : r;
+}
+
+/* h = tanh(h + r + b): the input projection already stored in h, plus the recurrent
+ * product r and the bias b (one row of H values). */
+static void VM(tanh_step_f)(int n, float *restrict h, const float *restrict r,
+                            const float *restrict b)
+{
+    for (int i = 0; i < n; i++)
+        h[i] = VM(tanh1_f)(h[i] + r[i] + b[i]);
+}
+
+static void VM(tanh_step_d)(int n, double *restrict h, const double *restrict r,
+                            const double *restrict b)
+{
+    for (int i = 0; i < n; i++)
+        h[i] = tanh(h[i] + r[i] + b[i]);
+}
+
+#define VM_RELU_STEP(NAME, T)                                                     \
+static void VM(NAME)(int n, T *restrict h, const T *restrict r, const T *restrict b) \
+{                                                                                 \
+    for (int i = 0; i < n; i++) {                                                 \
+        T a = h[i] + r[i] + b[i];                                                 \
+        h[i] = a < 0 ? 0 : a;                                                     \
+    }                                                                             \
+}
+VM_RELU_STEP(relu_step_f, float)
+VM_RELU_STEP(relu_step_d, double)
+#undef VM_RELU_STEP
+
+/* delta = (dy + carry) ⊙ f'(a), with f'(a) = 1 - h² for tanh and [h > 0] for relu. */
+#define VM_GRAD(NAME, T, EXPR)                                                    \
+static void VM(NAME)(int n, T *restrict delta, const T *restrict dy,              \
+                     const T *restrict carry, const T *restrict h)                \
+{                                                                                 \
+    for (int i = 0; i < n; i++) {                                                 \
+        T g = dy[i] + carry[i];                                                   \
+        delta[i] = EXPR;                                                          \
+    }                                                                             \
+}
+VM_GRAD(tanh_grad_f, float, g * (1 - h[i] * h[i]))
+VM_GRAD(tanh_grad_d, double, g * (1 - h[i] * h[i]))
+VM_GRAD(relu_grad_f, float, h[i] > 0 ? g : 0)
+VM_GRAD(relu_grad_d, double, h[i] > 0 ? g : 0)
+#undef VM_GRAD
+
+/* acc += Σ_rows x[row]: x is (rows × n), row-major. */
+#define VM_SUM_ROWS(NAME, T)                                                      \
+static void VM(NAME)(long rows, int n, T *restrict acc, const T *restrict x)     \
+{                                                                                 \
+    for (long k = 0; k < rows; k++)                                               \
+        for (int i = 0; i < n; i++)                                               \
+            acc[i] += x[k * n + i];                                               \
+}
+VM_SUM_ROWS(sum_rows_f, float)
+VM_SUM_ROWS(sum_rows_d, double)
+#undef VM_SUM_ROWS
