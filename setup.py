@@ -41,7 +41,8 @@ extensions = [
         # loaded the library; no path of the build environment is baked in.
         library_dirs=[scipy_openblas32.get_lib_dir()],
         libraries=[scipy_openblas32.get_library()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
+                       ("RNNCORE_CHECKED", "1" if checked else "0")],
         extra_compile_args=cflags,
     )
     for path in sorted(Path("src/rnncore").glob("*.pyx"))

@@ -41,6 +41,15 @@ cdef extern from "_vmath.h" nogil:
     int rnn_vm_select(int index)
     const char *rnn_vm_name(int index)
 
+cdef extern from *:
+    """
+    #ifndef RNNCORE_CHECKED
+    #define RNNCORE_CHECKED 0
+    #endif
+    """
+    int RNNCORE_CHECKED
+
+CHECKED = bool(RNNCORE_CHECKED)   # built with RNNCORE_CHECKED=1: bounds checks on
 cdef int INT_MAX = 2147483647
 ISAS = ("baseline", "avx2", "avx512")
 _isa = rnn_vm_select(-1)
