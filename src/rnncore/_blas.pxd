@@ -20,6 +20,12 @@ cdef extern from "cblas.h" nogil:
     void scipy_cblas_dgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
                            int m, int n, int k, double alpha, const double *a, int lda,
                            const double *b, int ldb, double beta, double *c, int ldc)
+    void scipy_cblas_sgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int m, int n,
+                           float alpha, const float *a, int lda, const float *x, int incx,
+                           float beta, float *y, int incy)
+    void scipy_cblas_dgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int m, int n,
+                           double alpha, const double *a, int lda, const double *x,
+                           int incx, double beta, double *y, int incy)
     void scipy_openblas_set_num_threads(int n)
     int scipy_openblas_get_num_threads()
 
@@ -56,3 +62,34 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                           CblasTrans if trans_b else CblasNoTrans, m, n, k, alpha,
                           a, lda if lda > 1 else 1, b, ldb if ldb > 1 else 1,
                           beta, c, ldc if ldc > 1 else 1)
+
+
+cdef inline void gemv(bint trans_a, int m, int n, floating alpha, const floating *a,
+                      int lda, const floating *x, floating beta,
+                      floating *y) noexcept nogil:
+    """y = alpha·op(A)·x + beta·y, A (m×n) row-major, x and y contiguous.
+
+    op(A) is A (y has m entries) or Aᵀ (y has n entries) when ``trans_a``.
+    """
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        scipy_cblas_sgemv(CblasRowMajor, CblasTrans if trans_a else CblasNoTrans, m, n,
+                          alpha, a, lda, x, 1, beta, y, 1)
+    else:
+        scipy_cblas_dgemv(CblasRowMajor, CblasTrans if trans_a else CblasNoTrans, m, n,
+                          alpha, a, lda, x, 1, beta, y, 1)
+
+
+cdef inline void row_product(int B, int H, const floating *h, const floating *m,
+                             floating *out) noexcept nogil:
+    """out (B×H) = h (B×H) · m (H×H), all row-major.
+
+    One row (B = 1) is a matrix-vector product, out = mᵀh, which OpenBLAS runs several
+    times faster than a 1-row GEMM; more rows are a plain NN GEMM (faster than NT for
+    small B, so callers pass the transpose they need already stored).
+    """
+    if B == 1:
+        gemv(True, H, H, <floating>1, m, H, h, <floating>0, out)
+    else:
+        gemm(False, False, B, H, H, <floating>1, h, H, m, H, <floating>0, out, H)

@@ -18,7 +18,7 @@ import numpy as np
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from rnncore._blas cimport floating, gemm
+from rnncore._blas cimport floating, gemm, row_product
 
 cdef extern from "_vmath.h" nogil:
     ctypedef struct rnn_vm_table:
@@ -104,6 +104,16 @@ cdef inline void sum_rows(long rows, int n, floating *acc, const floating *x) no
         rnn_vm.sum_rows_d(rows, n, acc, x)
 
 
+cdef void transpose(int n, const floating *a, floating *a_t) noexcept nogil:
+    """a_t = aᵀ for an (n×n) row-major a, in cache-sized tiles."""
+    cdef int i0, j0, i, j
+    for i0 in range(0, n, 32):
+        for j0 in range(0, n, 32):
+            for i in range(i0, i0 + 32 if i0 + 32 < n else n):
+                for j in range(j0, j0 + 32 if j0 + 32 < n else n):
+                    a_t[j * n + i] = a[i * n + j]
+
+
 cdef void _check_blas_sizes(Py_ssize_t T, Py_ssize_t B, Py_ssize_t K, Py_ssize_t H) except *:
     if T * B > INT_MAX or K > INT_MAX or H > INT_MAX or B * H > INT_MAX:
         raise ValueError(f"T*B = {T * B} rows exceeds the 32-bit BLAS limit of {INT_MAX}")
@@ -129,8 +139,10 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     dtype = np.float32 if floating is float else np.float64
     hs_arr = np.empty((T + 1, B, H), dtype=dtype)
     scratch_arr = np.empty((B, H), dtype=dtype)
+    w_hh_t_arr = np.empty((H, H), dtype=dtype)
     cdef floating[:, :, ::1] hs = hs_arr
     cdef floating[:, ::1] scratch = scratch_arr
+    cdef floating[:, ::1] w_hh_t = w_hh_t_arr          # W_hhᵀ, so each step is NN
     cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0       # hs index of h_{t-1} is t + prev_slot
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
@@ -145,12 +157,12 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
             memset(&hs[extra, 0, 0], 0, B * row_bytes)
             for i in range(B):
                 memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
+            transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):
                 t = T - 1 - s if reverse else s
-                # (B × H) = (B × H)(H × H)ᵀ: the recurrent product h_{t-1} W_hhᵀ
-                gemm(False, True, <int>B, <int>H, <int>H, <floating>1,
-                     &hs[t + prev_slot, 0, 0], <int>H, &w_hh[0, 0], <int>H,
-                     <floating>0, &scratch[0, 0], <int>H)
+                # (B × H) = (B × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
+                row_product(<int>B, <int>H, &hs[t + prev_slot, 0, 0], &w_hh_t[0, 0],
+                            &scratch[0, 0])
                 for i in range(B):
                     h = &hs[t + out_slot, i, 0]
                     if t < lengths[i]:
@@ -220,8 +232,7 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                     else:
                         memset(&delta[t, i, 0], 0, row_bytes)
                 # (B × H) = (B × H)(H × H): δ_t W_hh, carried to step t-1
-                gemm(False, False, <int>B, <int>H, <int>H, <floating>1, &delta[t, 0, 0],
-                     <int>H, &w_hh[0, 0], <int>H, <floating>0, &carry[0, 0], <int>H)
+                row_product(<int>B, <int>H, &delta[t, 0, 0], &w_hh[0, 0], &carry[0, 0])
                 for i in range(B):
                     t_initial = lengths[i] - 1 if reverse else 0
                     if t == t_initial:
