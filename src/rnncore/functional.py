@@ -13,6 +13,7 @@ from the keys and shapes.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -121,45 +122,54 @@ def _read_params(params: Mapping[str, Any]) -> tuple[_Config, dict[str, np.ndarr
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of parameter names to arrays; "
                         f"got {type(params).__name__}")
-    arrays = {}
-    for key, value in params.items():
+    arrays = {key: value if type(value) is np.ndarray else _as_array(f"params[{key!r}]", value)
+              for key, value in params.items()}
+    # The checks depend on keys, shapes and dtypes only: done once per configuration.
+    return _config_for(tuple((k, a.shape, a.dtype) for k, a in arrays.items())), arrays
+
+
+@functools.lru_cache(maxsize=64)
+def _config_for(signature: tuple) -> _Config:
+    """The configuration described by ((key, shape, dtype), ...), or a clear error."""
+    shapes = {}
+    for key, shape, dtype in signature:
         if not isinstance(key, str) or not _KEY.fullmatch(key):
             raise ValueError(f"params has an unexpected key {key!r}; expected keys like "
                              f"'weight_ih_l0', 'bias_hh_l1_reverse'")
-        a = _as_array(f"params[{key!r}]", value)
-        _check_float(f"params[{key!r}]", a)
-        arrays[key] = a
-    w = arrays.get("weight_ih_l0")
-    if w is None or "weight_hh_l0" not in arrays:
+        if dtype not in _FLOATS:
+            raise TypeError(f"params[{key!r}] must be float32 or float64; got dtype {dtype}")
+        shapes[key] = (shape, dtype)
+    if "weight_ih_l0" not in shapes or "weight_hh_l0" not in shapes:
         raise ValueError("params must hold at least 'weight_ih_l0' and 'weight_hh_l0'; "
-                         f"got keys {sorted(arrays)}")
-    if w.ndim != 2:
+                         f"got keys {sorted(shapes)}")
+    w_shape, w_dtype = shapes["weight_ih_l0"]
+    if len(w_shape) != 2:
         raise ValueError(f"params['weight_ih_l0'] must have shape (hidden_size, "
-                         f"input_size); got {w.shape}")
-    H, K = w.shape
+                         f"input_size); got {w_shape}")
+    H, K = w_shape
     if H < 1:
         raise ValueError(f"params['weight_ih_l0'] must have at least one row "
-                         f"(hidden_size >= 1); got shape {w.shape}")
-    L = 1 + max(int(_KEY.fullmatch(k).group(3)) for k in arrays)
+                         f"(hidden_size >= 1); got shape {w_shape}")
+    L = 1 + max(int(_KEY.fullmatch(k).group(3)) for k in shapes)
     cfg = _Config(input_size=K, hidden_size=H, num_layers=L,
-                  bidirectional="weight_ih_l0_reverse" in arrays,
-                  bias="bias_ih_l0" in arrays, dtype=w.dtype)
+                  bidirectional="weight_ih_l0_reverse" in shapes,
+                  bias="bias_ih_l0" in shapes, dtype=w_dtype)
     expected = param_shapes(K, H, L, cfg.bias, cfg.bidirectional)
-    if set(arrays) != set(expected):
-        missing = sorted(set(expected) - set(arrays))
-        extra = sorted(set(arrays) - set(expected))
+    if set(shapes) != set(expected):
+        missing = sorted(set(expected) - set(shapes))
+        extra = sorted(set(shapes) - set(expected))
         raise ValueError(f"params keys do not describe one RNN (num_layers={L}, "
                          f"bidirectional={cfg.bidirectional}, bias={cfg.bias}): "
                          f"missing {missing}, unexpected {extra}")
     for key, shape in expected.items():
-        a = arrays[key]
-        if a.shape != shape:
+        given, dtype = shapes[key]
+        if given != shape:
             raise ValueError(f"params[{key!r}] must have shape {shape} for "
-                             f"input_size={K}, hidden_size={H}; got {a.shape}")
-        if a.dtype != cfg.dtype:
+                             f"input_size={K}, hidden_size={H}; got {given}")
+        if dtype != cfg.dtype:
             raise TypeError(f"all parameters must share one dtype; params[{key!r}] is "
-                            f"{a.dtype} but params['weight_ih_l0'] is {cfg.dtype}")
-    return cfg, arrays
+                            f"{dtype} but params['weight_ih_l0'] is {cfg.dtype}")
+    return cfg
 
 
 def _layer_weights(cfg: _Config, arrays, layer: int, direction: int):
