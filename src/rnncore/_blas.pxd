@@ -82,14 +82,17 @@ cdef inline void gemv(bint trans_a, int m, int n, floating alpha, const floating
 
 
 cdef inline void row_product(int B, int H, const floating *h, const floating *m,
-                             floating *out) noexcept nogil:
-    """out (B×H) = h (B×H) · m (H×H), all row-major.
+                             const floating *m_t, floating *out) noexcept nogil:
+    """out (B×H) = h (B×H) · m (H×H), all row-major; m_t holds mᵀ.
 
-    One row (B = 1) is a matrix-vector product, out = mᵀh, which OpenBLAS runs several
-    times faster than a 1-row GEMM; more rows are a plain NN GEMM (faster than NT for
-    small B, so callers pass the transpose they need already stored).
+    The recurrent product of one step, chosen by measurement (docs/perf-notes.md): one
+    row (B = 1) is a matrix-vector product, which OpenBLAS runs several times faster
+    than a 1-row GEMM; otherwise sgemm is fastest in NN form on m and dgemm in NT form
+    on m_t.
     """
     if B == 1:
         gemv(True, H, H, <floating>1, m, H, h, <floating>0, out)
-    else:
+    elif floating is float:
         gemm(False, False, B, H, H, <floating>1, h, H, m, H, <floating>0, out, H)
+    else:
+        gemm(False, True, B, H, H, <floating>1, h, H, m_t, H, <floating>0, out, H)

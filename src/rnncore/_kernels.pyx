@@ -162,7 +162,7 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                 t = T - 1 - s if reverse else s
                 # (B × H) = (B × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
                 row_product(<int>B, <int>H, &hs[t + prev_slot, 0, 0], &w_hh_t[0, 0],
-                            &scratch[0, 0])
+                            &w_hh[0, 0], &scratch[0, 0])
                 for i in range(B):
                     h = &hs[t + out_slot, i, 0]
                     if t < lengths[i]:
@@ -206,6 +206,8 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating[:, ::1] dh0 = dh0_arr
     cdef floating[:, ::1] dw_ih = dw_ih_arr, dw_hh = dw_hh_arr
     cdef floating[::1] db = db_arr
+    w_hh_t_arr = np.empty((H, H), dtype=dtype)
+    cdef floating[:, ::1] w_hh_t = w_hh_t_arr          # W_hhᵀ, for the NT form
     cdef floating[:, :, ::1] dx_view
     cdef bint want_dx = dx is not None
     if want_dx:
@@ -219,6 +221,7 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating *delta_p = &delta[0, 0, 0] if M * H else NULL
     with nogil:
         if M * H:
+            transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):                           # backward in time
                 t = s if reverse else T - 1 - s
                 for i in range(B):
@@ -232,7 +235,8 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                     else:
                         memset(&delta[t, i, 0], 0, row_bytes)
                 # (B × H) = (B × H)(H × H): δ_t W_hh, carried to step t-1
-                row_product(<int>B, <int>H, &delta[t, 0, 0], &w_hh[0, 0], &carry[0, 0])
+                row_product(<int>B, <int>H, &delta[t, 0, 0], &w_hh[0, 0], &w_hh_t[0, 0],
+                            &carry[0, 0])
                 for i in range(B):
                     t_initial = lengths[i] - 1 if reverse else 0
                     if t == t_initial:
