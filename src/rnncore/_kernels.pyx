@@ -36,10 +36,14 @@ cdef extern from "_vmath.h" nogil:
                             const double *) noexcept nogil
         void (*sum_rows_f)(long, int, float *, const float *) noexcept nogil
         void (*sum_rows_d)(long, int, double *, const double *) noexcept nogil
+        void (*rowmm_f)(int, int, const float *, const float *, float *) noexcept nogil
     const rnn_vm_table *rnn_vm
     int rnn_vm_supported()
     int rnn_vm_select(int index)
     const char *rnn_vm_name(int index)
+    int rnn_vm_rowmm_nr(int B, int H)
+    long rnn_packed_size(int H, int nr)
+    void rnn_pack_f(int H, int nr, const float *m, long sk, long sc, float *packed)
 
 cdef extern from *:
     """
@@ -104,6 +108,17 @@ cdef inline void sum_rows(long rows, int n, floating *acc, const floating *x) no
         rnn_vm.sum_rows_d(rows, n, acc, x)
 
 
+cdef inline void step_product(int B, int H, const floating *h, const floating *m,
+                              const floating *m_t, const float *packed,
+                              floating *out) noexcept nogil:
+    """out (B×H) = h (B×H) · m (H×H): the packed kernel if ``packed``, else the BLAS."""
+    if floating is float:
+        if packed != NULL:
+            rnn_vm.rowmm_f(B, H, h, packed, out)
+            return
+    row_product(B, H, h, m, m_t, out)
+
+
 cdef void transpose(int n, const floating *a, floating *a_t) noexcept nogil:
     """a_t = aᵀ for an (n×n) row-major a, in cache-sized tiles."""
     cdef int i0, j0, i, j
@@ -143,6 +158,10 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef floating[:, :, ::1] hs = hs_arr
     cdef floating[:, ::1] scratch = scratch_arr
     cdef floating[:, ::1] w_hh_t = w_hh_t_arr          # W_hhᵀ, so each step is NN
+    cdef int nr = rnn_vm_rowmm_nr(<int>B, <int>H) if floating is float else 0
+    packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=np.float32)
+    cdef float[::1] packed = packed_arr                 # W_hhᵀ in panels, if nr
+    cdef const float *packed_p = &packed[0] if nr else NULL
     cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0       # hs index of h_{t-1} is t + prev_slot
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
@@ -157,12 +176,15 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
             memset(&hs[extra, 0, 0], 0, B * row_bytes)
             for i in range(B):
                 memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
+            if floating is float:
+                if nr:          # element (k, c) of W_hhᵀ is w_hh[c, k]
+                    rnn_pack_f(<int>H, nr, &w_hh[0, 0], 1, H, &packed[0])
             transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):
                 t = T - 1 - s if reverse else s
                 # (B × H) = (B × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
-                row_product(<int>B, <int>H, &hs[t + prev_slot, 0, 0], &w_hh_t[0, 0],
-                            &w_hh[0, 0], &scratch[0, 0])
+                step_product(<int>B, <int>H, &hs[t + prev_slot, 0, 0], &w_hh_t[0, 0],
+                             &w_hh[0, 0], packed_p, &scratch[0, 0])
                 for i in range(B):
                     h = &hs[t + out_slot, i, 0]
                     if t < lengths[i]:
@@ -208,6 +230,10 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating[::1] db = db_arr
     w_hh_t_arr = np.empty((H, H), dtype=dtype)
     cdef floating[:, ::1] w_hh_t = w_hh_t_arr          # W_hhᵀ, for the NT form
+    cdef int nr = rnn_vm_rowmm_nr(<int>B, <int>H) if floating is float else 0
+    packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=np.float32)
+    cdef float[::1] packed = packed_arr                 # W_hh in panels, if nr
+    cdef const float *packed_p = &packed[0] if nr else NULL
     cdef floating[:, :, ::1] dx_view
     cdef bint want_dx = dx is not None
     if want_dx:
@@ -221,6 +247,9 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating *delta_p = &delta[0, 0, 0] if M * H else NULL
     with nogil:
         if M * H:
+            if floating is float:
+                if nr:
+                    rnn_pack_f(<int>H, nr, &w_hh[0, 0], H, 1, &packed[0])
             transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):                           # backward in time
                 t = s if reverse else T - 1 - s
@@ -235,8 +264,8 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                     else:
                         memset(&delta[t, i, 0], 0, row_bytes)
                 # (B × H) = (B × H)(H × H): δ_t W_hh, carried to step t-1
-                row_product(<int>B, <int>H, &delta[t, 0, 0], &w_hh[0, 0], &w_hh_t[0, 0],
-                            &carry[0, 0])
+                step_product(<int>B, <int>H, &delta[t, 0, 0], &w_hh[0, 0], &w_hh_t[0, 0],
+                             packed_p, &carry[0, 0])
                 for i in range(B):
                     t_initial = lengths[i] - 1 if reverse else 0
                     if t == t_initial:

@@ -18,6 +18,7 @@ typedef void (*rnn_grad_f_t)(int, float *, const float *, const float *, const f
 typedef void (*rnn_grad_d_t)(int, double *, const double *, const double *, const double *);
 typedef void (*rnn_sum_f_t)(long, int, float *, const float *);
 typedef void (*rnn_sum_d_t)(long, int, double *, const double *);
+typedef void (*rnn_rowmm_f_t)(int, int, const float *, const float *, float *);
 
 typedef struct {
     const char *name;
@@ -27,6 +28,11 @@ typedef struct {
     rnn_grad_d_t tanh_grad_d, relu_grad_d;
     rnn_sum_f_t sum_rows_f;
     rnn_sum_d_t sum_rows_d;
+    /* float32 per-step product on a packed matrix (_rowmm.h): panel width, kernel, and
+     * the largest B and H where it beats the BLAS (0: always, measured in perf-notes). */
+    int rowmm_nr;
+    rnn_rowmm_f_t rowmm_f;
+    int rowmm_max_b, rowmm_max_h;
 } rnn_vm_table;
 
 #define VM(name) name##_base
@@ -49,16 +55,22 @@ typedef struct {
 #pragma GCC pop_options
 #endif
 
-#define RNN_VM_TABLE(sfx, label) { label,                                       \
+#define RNN_VM_NO_ROWMM 0, NULL, 0, 0
+#define RNN_VM_ROWMM(nr, fn, max_b, max_h) nr, fn, max_b, max_h
+#ifdef RNN_VM_X86
+#include "_rowmm.h"
+#endif
+
+#define RNN_VM_TABLE(sfx, label, rowmm) { label,                                \
     tanh_step_f_##sfx, relu_step_f_##sfx, tanh_step_d_##sfx, relu_step_d_##sfx,   \
     tanh_grad_f_##sfx, relu_grad_f_##sfx, tanh_grad_d_##sfx, relu_grad_d_##sfx,   \
-    sum_rows_f_##sfx, sum_rows_d_##sfx }
+    sum_rows_f_##sfx, sum_rows_d_##sfx, rowmm }
 
 static const rnn_vm_table rnn_vm_tables[] = {
-    RNN_VM_TABLE(base, "baseline"),
+    RNN_VM_TABLE(base, "baseline", RNN_VM_NO_ROWMM),
 #ifdef RNN_VM_X86
-    RNN_VM_TABLE(avx2, "avx2"),
-    RNN_VM_TABLE(avx512, "avx512"),
+    RNN_VM_TABLE(avx2, "avx2", RNN_VM_ROWMM(16, rnn_rowmm_f_avx2, 4, 64)),
+    RNN_VM_TABLE(avx512, "avx512", RNN_VM_ROWMM(32, rnn_rowmm_f_avx512, 0, 0)),
 #endif
 };
 #define RNN_VM_NTABLES ((int)(sizeof(rnn_vm_tables) / sizeof(rnn_vm_tables[0])))
@@ -93,6 +105,17 @@ static int rnn_vm_select(int index)
     }
     rnn_vm = &rnn_vm_tables[index];
     return index;
+}
+
+/* Whether the float32 per-step product of B rows and width H runs on the packed
+ * kernel; returns its panel width, or 0 for the BLAS. */
+static int rnn_vm_rowmm_nr(int B, int H)
+{
+    const rnn_vm_table *t = rnn_vm;
+    if (!t->rowmm_nr || (t->rowmm_max_b && B > t->rowmm_max_b) ||
+        (t->rowmm_max_h && H > t->rowmm_max_h))
+        return 0;
+    return t->rowmm_nr;
 }
 
 static const char *rnn_vm_name(int index)

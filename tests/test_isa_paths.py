@@ -1,0 +1,78 @@
+"""Every instruction-set path of the Cython kernels computes the same function.
+
+The element-wise passes (tanh, relu and their derivatives) and the float32 per-step
+product are compiled for the x86-64 baseline, AVX2+FMA and AVX-512 and chosen at import;
+each path this CPU can run is checked here against NumPy.
+"""
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import functional as F
+
+_kernels = pytest.importorskip("rnncore._kernels")
+ISAS = _kernels.supported_isas()
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    _kernels.set_isa(request.param)
+    yield request.param
+    _kernels.set_isa(None)
+
+
+def kernel_tanh(values, dtype):
+    """tanh through the kernel's forward pass: one step, H = 1, x·1 + 0."""
+    v = np.asarray(values, dtype=dtype)
+    B = v.size
+    hs = _kernels.layer_forward(
+        v.reshape(1, B, 1), np.ones((1, 1), dtype), np.zeros((1, 1), dtype),
+        np.zeros(1, dtype), np.zeros((B, 1), dtype), np.ones(B, np.int64), False, False)
+    return hs[1, :, 0]
+
+
+def sweep(dtype):
+    tiny = np.finfo(dtype).tiny
+    grid = np.linspace(-30, 30, 600_001)
+    mags = np.logspace(np.log10(tiny) - 5, 3, 100_000)
+    return np.concatenate([grid, mags, -mags]).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, max_ulp", [(np.float32, 8), (np.float64, 4)])
+def test_tanh_within_a_few_ulps_of_numpy(isa, dtype, max_ulp):
+    v = sweep(dtype)
+    got = kernel_tanh(v, dtype).astype(np.float64)
+    want = np.tanh(v.astype(np.float64))
+    ulps = np.abs(got - want) / np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
+    assert ulps.max() <= max_ulp
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_is_exactly_one_at_large_arguments(isa, dtype):
+    # beyond 9 (float32) and 19.1 (float64) tanh rounds to ±1
+    big = 9.0 if dtype == np.float32 else 19.5
+    got = kernel_tanh([big, 30.0, 1e30, np.inf, -big, -30.0, -1e30, -np.inf], dtype)
+    assert list(got) == [1, 1, 1, 1, -1, -1, -1, -1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_keeps_nan(isa, dtype):
+    assert np.isnan(kernel_tanh([np.nan], dtype)).all()
+
+
+@pytest.mark.parametrize("B, H", [(1, 64), (3, 7), (4, 32), (7, 40), (16, 128), (13, 33)])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_every_path_matches_the_reference(isa, B, H, nonlinearity):
+    rng = np.random.default_rng(B * 1000 + H)
+    rnn = rnncore.RNN(5, H, bidirectional=True, nonlinearity=nonlinearity, seed=1)
+    x = rng.standard_normal((9, B, 5)).astype(np.float32)
+    dy = rng.standard_normal((9, B, 2 * H)).astype(np.float32)
+    lengths = rng.integers(1, 10, size=B)
+    results = {}
+    for backend in ("cython", "numpy"):
+        y, h_n, record = F.forward(x, rnn.params, lengths=lengths,
+                                   nonlinearity=nonlinearity, backend=backend)
+        dx, dh0, grads = F.backward(record, dy)
+        results[backend] = [y, h_n, dx, dh0, *grads.values()]
+    for got, want in zip(results["cython"], results["numpy"]):
+        assert np.linalg.norm(got - want) <= 1e-5 * max(np.linalg.norm(want), 1)
