@@ -18,7 +18,8 @@ import numpy as np
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from rnncore._blas cimport floating, gemm, row_product
+from rnncore._blas cimport (floating, gemm, row_product, scipy_openblas_get_num_threads,
+                            scipy_openblas_set_num_threads)
 
 cdef extern from "_vmath.h" nogil:
     ctypedef struct rnn_vm_table:
@@ -81,6 +82,16 @@ def set_isa(name=None):
     if index == -2 or rnn_vm_select(index) < 0:
         raise ValueError(f"isa must be one of {supported_isas()} or None; got {name!r}")
     _isa = rnn_vm_select(index)
+
+
+def blas_threads():
+    """The size of the thread pool of the OpenBLAS the kernels call."""
+    return scipy_openblas_get_num_threads()
+
+
+def set_blas_threads(int n):
+    """Resize the thread pool of the OpenBLAS the kernels call (process-wide)."""
+    scipy_openblas_set_num_threads(n)
 
 
 cdef inline void step_pass(bint relu, int n, floating *h, const floating *r,
