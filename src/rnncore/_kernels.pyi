@@ -1,0 +1,23 @@
+"""Type stub of the compiled kernels (see _kernels.pyx)."""
+import numpy as np
+from numpy.typing import NDArray
+
+CHECKED: bool
+ISAS: tuple[str, ...]
+
+def isa() -> str: ...
+def supported_isas() -> tuple[str, ...]: ...
+def set_isa(name: str | None = ...) -> None: ...
+def blas_threads() -> int: ...
+def set_blas_threads(n: int) -> None: ...
+def layer_forward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
+                  w_hh: NDArray[np.floating], b: NDArray[np.floating],
+                  h0: NDArray[np.floating], lengths: NDArray[np.int64],
+                  reverse: bool, relu: bool) -> NDArray[np.floating]: ...
+def layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
+                   w_hh: NDArray[np.floating], hs: NDArray[np.floating],
+                   dy: NDArray[np.floating], dh_n: NDArray[np.floating],
+                   lengths: NDArray[np.int64], reverse: bool, relu: bool,
+                   dx: NDArray[np.floating] | None
+                   ) -> tuple[NDArray[np.floating], NDArray[np.floating],
+                              NDArray[np.floating], NDArray[np.floating]]: ...
