@@ -17,7 +17,9 @@ def layer_forward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
 def layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
                    w_hh: NDArray[np.floating], hs: NDArray[np.floating],
                    dy: NDArray[np.floating], dh_n: NDArray[np.floating],
-                   lengths: NDArray[np.int64], reverse: bool, relu: bool,
-                   dx: NDArray[np.floating] | None
+                   lengths: NDArray[np.int64], reverse: bool, relu: bool
                    ) -> tuple[NDArray[np.floating], NDArray[np.floating],
-                              NDArray[np.floating], NDArray[np.floating]]: ...
+                              NDArray[np.floating], NDArray[np.floating],
+                              NDArray[np.floating]]: ...
+def input_grad(delta: NDArray[np.floating], w_ih: NDArray[np.floating],
+               dx: NDArray[np.floating], accumulate: bool) -> None: ...

@@ -165,11 +165,13 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     dtype = np.float32 if floating is float else np.float64
     hs_arr = np.empty((T + 1, B, H), dtype=dtype)
     scratch_arr = np.empty((B, H), dtype=dtype)
-    w_hh_t_arr = np.empty((H, H), dtype=dtype)
     cdef floating[:, :, ::1] hs = hs_arr
     cdef floating[:, ::1] scratch = scratch_arr
-    cdef floating[:, ::1] w_hh_t = w_hh_t_arr          # W_hhᵀ, so each step is NN
     cdef int nr = rnn_vm_rowmm_nr(<int>B, <int>H) if floating is float else 0
+    # W_hhᵀ for the BLAS forms that read it (see row_product); else a placeholder
+    cdef bint need_t = not nr and (B == 1 or floating is float)
+    w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
+    cdef floating[:, ::1] w_hh_t = w_hh_t_arr
     packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=np.float32)
     cdef float[::1] packed = packed_arr                 # W_hhᵀ in panels, if nr
     cdef const float *packed_p = &packed[0] if nr else NULL
@@ -190,7 +192,8 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
             if floating is float:
                 if nr:          # element (k, c) of W_hhᵀ is w_hh[c, k]
                     rnn_pack_f(<int>H, nr, &w_hh[0, 0], 1, H, &packed[0])
-            transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
+            if need_t:
+                transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):
                 t = T - 1 - s if reverse else s
                 # (B × H) = (B × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
@@ -212,8 +215,7 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                    const floating[:, :, :] dy,      # IN  (T, B, H) ∂L/∂h_t; rows contiguous
                    const floating[:, ::1] dh_n,     # IN  (B, H)
                    const int64_t[::1] lengths,      # IN  (B,)
-                   bint reverse, bint relu,
-                   dx):                             # OUT (T, B, K) added into, or None
+                   bint reverse, bint relu):
     """BPTT through one layer in one direction; see ``reference.layer_backward``.
 
     Returns
@@ -222,6 +224,8 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     dw_ih : ndarray, shape (H, K)
     dw_hh : ndarray, shape (H, H)
     db : ndarray, shape (H,)
+    delta : ndarray, shape (T, B, H)
+        δ_t = ∂L/∂a_t, for :func:`input_grad`.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_hh.shape[0]
     _check_blas_sizes(T, B, K, H)
@@ -239,16 +243,13 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating[:, ::1] dh0 = dh0_arr
     cdef floating[:, ::1] dw_ih = dw_ih_arr, dw_hh = dw_hh_arr
     cdef floating[::1] db = db_arr
-    w_hh_t_arr = np.empty((H, H), dtype=dtype)
-    cdef floating[:, ::1] w_hh_t = w_hh_t_arr          # W_hhᵀ, for the NT form
     cdef int nr = rnn_vm_rowmm_nr(<int>B, <int>H) if floating is float else 0
+    cdef bint need_t = not nr and B > 1 and floating is double   # dgemm's NT form
+    w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
+    cdef floating[:, ::1] w_hh_t = w_hh_t_arr
     packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=np.float32)
     cdef float[::1] packed = packed_arr                 # W_hh in panels, if nr
     cdef const float *packed_p = &packed[0] if nr else NULL
-    cdef floating[:, :, ::1] dx_view
-    cdef bint want_dx = dx is not None
-    if want_dx:
-        dx_view = dx
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0
     cdef int out_slot = 0 if reverse else 1
@@ -261,7 +262,8 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
             if floating is float:
                 if nr:
                     rnn_pack_f(<int>H, nr, &w_hh[0, 0], H, 1, &packed[0])
-            transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
+            if need_t:
+                transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):                           # backward in time
                 t = s if reverse else T - 1 - s
                 for i in range(B):
@@ -290,8 +292,22 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
              &dw_hh[0, 0], <int>H)
         # ∂b = Σ_t Σ_b δ_t
         sum_rows(M, <int>H, &db[0], delta_p)
-        if want_dx and M * K:
-            # (T·B × K) += (T·B × H)(H × K): ∂x_t = δ_t W_ih
-            gemm(False, False, M, <int>K, <int>H, <floating>1, delta_p, <int>H,
-                 &w_ih[0, 0], <int>K, <floating>1, &dx_view[0, 0, 0], <int>K)
-    return dh0_arr, dw_ih_arr, dw_hh_arr, db_arr
+    return dh0_arr, dw_ih_arr, dw_hh_arr, db_arr, delta_arr
+
+
+def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
+               const floating[:, ::1] w_ih,        # IN  (H, K)
+               floating[:, :, ::1] dx,             # OUT (T, B, K)
+               bint accumulate):
+    """∂L/∂x_t = δ_t W_ih for every step at once; see ``reference.input_grad``."""
+    cdef Py_ssize_t T = delta.shape[0], B = delta.shape[1], H = delta.shape[2]
+    cdef Py_ssize_t K = w_ih.shape[1]
+    _check_blas_sizes(T, B, K, H)
+    cdef int M = <int>(T * B)
+    if M * K == 0:
+        return
+    with nogil:
+        # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
+        gemm(False, False, M, <int>K, <int>H, <floating>1, &delta[0, 0, 0] if H else NULL,
+             <int>H, &w_ih[0, 0] if H else NULL, <int>K,
+             <floating>1 if accumulate else <floating>0, &dx[0, 0, 0], <int>K)

@@ -70,26 +70,19 @@ def _get_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def map_directions(fn, jobs, accumulate=None):
+def map_directions(fn, jobs):
     """Call ``fn(*job)`` for each job (one per direction) and return the results.
 
     With two jobs, more than one thread allowed and enough work, the second job runs on
-    a worker thread while the first runs here. ``accumulate`` names an array that every
-    job adds into (the last argument of each job); a worker thread then adds into a
-    private array which is summed in afterwards, so the two never race.
+    a worker thread while the first runs here. The jobs must not write to shared arrays.
     """
     if len(jobs) == 1 or get_num_threads() < 2 or _work(jobs[0]) < _MIN_PARALLEL_WORK:
         return [fn(*job) for job in jobs]
     first, second = jobs
-    if accumulate is not None:
-        private = np.zeros_like(accumulate)
-        second = (*second[:-1], private)
     with _single_threaded_blas():
         future = _get_pool().submit(fn, *second)
         result = fn(*first)
         other = future.result()
-    if accumulate is not None:
-        accumulate += private
     return [result, other]
 
 

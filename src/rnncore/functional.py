@@ -397,15 +397,16 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     dx = None
     for layer in reversed(range(L)):
         x = record.inputs[layer]
-        want_dx = layer > 0 or need_dx
-        dx = np.zeros(x.shape, dtype=cfg.dtype) if want_dx else None
         jobs = []
         for d in range(D):
             w_ih, w_hh, _ = record.weights[layer][d]
             jobs.append((x, w_ih, w_hh, record.states[layer][d], dy[:, :, d * H:(d + 1) * H],
-                         dh_n[layer * D + d], record.lengths, bool(d), record.relu, dx))
-        results = _parallel.map_directions(module.layer_backward, jobs, accumulate=dx)
-        for d, (dh0_d, dw_ih, dw_hh, db) in enumerate(results):
+                         dh_n[layer * D + d], record.lengths, bool(d), record.relu))
+        results = _parallel.map_directions(module.layer_backward, jobs)
+        dx = np.empty(x.shape, dtype=cfg.dtype) if layer > 0 or need_dx else None
+        for d, (dh0_d, dw_ih, dw_hh, db, delta) in enumerate(results):
+            if dx is not None:      # ∂x of both directions, one after the other
+                module.input_grad(delta, record.weights[layer][d][0], dx, d > 0)
             sfx = "_reverse" if d else ""
             dh0[layer * D + d] = dh0_d
             grads[f"weight_ih_l{layer}{sfx}"] = dw_ih
@@ -416,8 +417,6 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         dy = dx
     order = param_shapes(cfg.input_size, H, L, cfg.bias, cfg.bidirectional)
     grads = {k: grads[k] for k in order}
-    if dx is not None and T == 0:
-        dx = np.zeros(record.inputs[0].shape, dtype=cfg.dtype)
     dx_user = None if dx is None else _to_user_layout(dx, record.batch_first,
                                                       record.unbatched)
     return dx_user, (dh0[:, 0] if record.unbatched else dh0), grads

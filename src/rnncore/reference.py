@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["layer_forward", "layer_backward"]
+__all__ = ["layer_forward", "layer_backward", "input_grad"]
 
 
 def _steps(T: int, reverse: bool) -> range:
@@ -95,7 +95,7 @@ def layer_forward(x, w_ih, w_hh, b, h0, lengths, reverse, relu):
     return hs
 
 
-def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu, dx):
+def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
     """BPTT through one layer in one direction.
 
     Parameters
@@ -108,8 +108,6 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu, dx):
         ∂L/∂h_t from above (the output), zero at padded steps.
     dh_n : ndarray, shape (B, H)
         ∂L/∂h_n, the gradient of each sequence's final state.
-    dx : ndarray, shape (T, B, K), or None
-        If given, ∂L/∂x is *added* into it.
 
     Returns
     -------
@@ -118,6 +116,8 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu, dx):
     dw_hh : ndarray, shape (H, H)
     db : ndarray, shape (H,)
         The gradient of ``b_ih`` and equally of ``b_hh``.
+    delta : ndarray, shape (T, B, H)
+        δ_t = ∂L/∂a_t, zero at padded steps; :func:`input_grad` turns it into ∂L/∂x.
     """
     T, B, _ = x.shape
     H = w_hh.shape[0]
@@ -146,6 +146,24 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu, dx):
     dw_ih = d2.T @ x.reshape(T * B, -1)
     dw_hh = d2.T @ h_prev.reshape(T * B, H)
     db = d2.sum(axis=0)
-    if dx is not None:
-        dx += (d2 @ w_ih).reshape(dx.shape)
-    return dh0, dw_ih, dw_hh, db
+    return dh0, dw_ih, dw_hh, db, delta
+
+
+def input_grad(delta, w_ih, dx, accumulate):
+    """∂L/∂x_t = δ_t W_ih for every step at once.
+
+    Parameters
+    ----------
+    delta : ndarray, shape (T, B, H)
+        From :func:`layer_backward`.
+    w_ih : ndarray, shape (H, K)
+    dx : ndarray, shape (T, B, K)
+        Written (``accumulate`` False) or added into (True): the two directions of a
+        bidirectional layer share one input.
+    accumulate : bool
+    """
+    g = (delta.reshape(-1, w_ih.shape[0]) @ w_ih).reshape(dx.shape)
+    if accumulate:
+        dx += g
+    else:
+        dx[...] = g
