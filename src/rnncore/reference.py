@@ -143,7 +143,7 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
     else:
         h_prev = hs[:T]
     d2 = delta.reshape(T * B, H)
-    dw_ih = d2.T @ x.reshape(T * B, -1)
+    dw_ih = d2.T @ x.reshape(T * B, x.shape[2])
     dw_hh = d2.T @ h_prev.reshape(T * B, H)
     db = d2.sum(axis=0)
     return dh0, dw_ih, dw_hh, db, delta

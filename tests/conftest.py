@@ -1,0 +1,34 @@
+"""Fixtures shared by the test suite: backends, dtypes and their tolerances."""
+import numpy as np
+import pytest
+
+import rnncore
+
+# SPEC.md: the backends agree within these norm-wise relative differences.
+RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+
+@pytest.fixture(params=rnncore.backends())
+def backend(request):
+    """Each available backend ("cython" when built, and "numpy")."""
+    return request.param
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return np.dtype(request.param)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def assert_close(got, want, rtol, what=""):
+    """Norm-wise relative comparison, the measure SPEC.md states tolerances in."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    scale = max(np.linalg.norm(want), 1e-30)
+    err = np.linalg.norm(got - want) / scale
+    assert err <= rtol, f"{what}: relative difference {err:.3g} > {rtol:.1g}"

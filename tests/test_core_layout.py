@@ -1,0 +1,139 @@
+"""Any memory layout and any size SPEC.md allows gives the contiguous result, untouched inputs."""
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import functional as F
+
+from conftest import RTOL, assert_close
+
+
+def run(params, x, h0=None, lengths=None, dy=None, dh_n=None, backend=None, **kw):
+    y, h_n, record = F.forward(x, params, h0, lengths, backend=backend, **kw)
+    dx, dh0, grads = F.backward(record, dy, dh_n)
+    return [y, h_n, dx, dh0, *grads.values()]
+
+
+@pytest.fixture
+def setup(dtype, rng):
+    rnn = rnncore.RNN(5, 6, num_layers=2, bidirectional=True, dtype=dtype, seed=2)
+    x = rng.standard_normal((8, 3, 5)).astype(dtype)
+    h0 = rng.standard_normal((4, 3, 6)).astype(dtype)
+    dy = rng.standard_normal((8, 3, 12)).astype(dtype)
+    dh_n = rng.standard_normal((4, 3, 6)).astype(dtype)
+    return rnn, x, h0, dy, dh_n
+
+
+def _strided(a):
+    """The same values as a, in a non-contiguous view."""
+    big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+    big[..., ::2] = a
+    return big[..., ::2]
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran", "readonly", "broadcast"])
+def test_any_layout_gives_the_contiguous_result(backend, dtype, setup, layout):
+    rnn, x, h0, dy, dh_n = setup
+    want = run(rnn.params, x, h0, None, dy, dh_n, backend)
+    if layout == "strided":
+        args = [_strided(a) for a in (x, h0, dy, dh_n)]
+        params = {k: _strided(v) if v.ndim == 2 else v[::-1][::-1] for k, v in rnn.params.items()}
+    elif layout == "fortran":
+        args = [np.asfortranarray(a) for a in (x, h0, dy, dh_n)]
+        params = {k: np.asfortranarray(v) for k, v in rnn.params.items()}
+    elif layout == "readonly":
+        args = [a.copy() for a in (x, h0, dy, dh_n)]
+        params = {k: v.copy() for k, v in rnn.params.items()}
+        for a in [*args, *params.values()]:
+            a.setflags(write=False)
+    else:   # read-only broadcast views of one step / one state
+        x = np.broadcast_to(x[:1], x.shape)
+        h0 = np.broadcast_to(h0[:, :1], h0.shape)
+        want = run(rnn.params, x.copy(), h0.copy(), None, dy, dh_n, backend)
+        args, params = [x, h0, dy, dh_n], rnn.params
+    got = run(params, args[0], args[1], None, args[2], args[3], backend)
+    for a, b in zip(got, want):
+        assert_close(a, b, RTOL[dtype] / 100)
+
+
+def test_inputs_are_never_modified(backend, dtype, setup):
+    rnn, x, h0, dy, dh_n = setup
+    lengths = np.array([8, 2, 5])
+    arrays = [x, h0, dy, dh_n, lengths, *rnn.params.values()]
+    before = [a.copy() for a in arrays]
+    run(rnn.params, x, h0, lengths, dy, dh_n, backend)
+    for a, b in zip(arrays, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_outputs_do_not_alias_inputs(backend, dtype, setup):
+    rnn, x, h0, dy, dh_n = setup
+    outputs = run(rnn.params, x, h0, None, dy, dh_n, backend)
+    for out in outputs:
+        for a in [x, h0, dy, dh_n, *rnn.params.values()]:
+            assert not np.shares_memory(out, a)
+
+
+def test_unidirectional_output_is_independent_of_the_record(backend, dtype, rng):
+    rnn = rnncore.RNN(3, 4, dtype=dtype, seed=0, backend=backend)
+    x = rng.standard_normal((5, 2, 3)).astype(dtype)
+    dy = rng.standard_normal((5, 2, 4)).astype(dtype)
+    y, _ = rnn(x)
+    dx_before, _ = rnn.backward(dy)
+    y[...] = 1e6                                 # the caller owns y
+    dx_after, _ = rnn.backward(dy)
+    np.testing.assert_array_equal(dx_before, dx_after)
+
+
+def test_zero_steps_gives_empty_output_and_h_n_equal_h0(backend, dtype, setup):
+    rnn, _, h0, _, dh_n = setup
+    x = np.zeros((0, 3, 5), dtype)
+    y, h_n, record = F.forward(x, rnn.params, h0, backend=backend)
+    assert y.shape == (0, 3, 12)
+    np.testing.assert_array_equal(h_n, h0)
+    dx, dh0, grads = F.backward(record, np.zeros((0, 3, 12), dtype), dh_n)
+    assert dx.shape == (0, 3, 5)
+    np.testing.assert_array_equal(dh0, dh_n)
+    assert all((g == 0).all() for g in grads.values())
+
+
+def test_empty_batch(backend, dtype, setup):
+    rnn = setup[0]
+    x = np.zeros((4, 0, 5), dtype)
+    y, h_n, record = F.forward(x, rnn.params, backend=backend)
+    assert y.shape == (4, 0, 12) and h_n.shape == (4, 0, 6)
+    dx, dh0, grads = F.backward(record, np.zeros_like(y))
+    assert dx.shape == (4, 0, 5) and dh0.shape == (4, 0, 6)
+    assert all((g == 0).all() for g in grads.values())
+
+
+def test_padded_steps_give_zero_output_and_zero_input_gradient(backend, dtype, setup):
+    rnn, x, h0, dy, dh_n = setup
+    lengths = np.array([8, 2, 5])
+    y, h_n, dx, *_ = run(rnn.params, x, h0, lengths, dy, dh_n, backend)
+    for b, n in enumerate(lengths):
+        assert (y[n:, b] == 0).all()
+        assert (dx[n:, b] == 0).all()
+        assert (y[:n, b] != 0).all()
+
+
+def test_padded_values_do_not_matter(backend, dtype, setup):
+    rnn, x, h0, dy, dh_n = setup
+    lengths = np.array([8, 2, 5])
+    want = run(rnn.params, x, h0, lengths, dy, dh_n, backend)
+    x2, dy2 = x.copy(), dy.copy()
+    for b, n in enumerate(lengths):
+        x2[n:, b] = np.nan
+        dy2[n:, b] = 1e30
+    got = run(rnn.params, x2, h0, lengths, dy2, dh_n, backend)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reverse_direction_starts_at_each_length(backend, dtype, setup):
+    rnn, x, h0, _, _ = setup
+    lengths = np.array([8, 2, 5])
+    y, _, _ = F.forward(x, rnn.params, h0, lengths, backend=backend)
+    for b, n in enumerate(lengths):   # sequence b alone, unpadded, gives the same
+        yb, _, _ = F.forward(x[:n, b:b + 1], rnn.params, h0[:, b:b + 1], backend=backend)
+        assert_close(y[:n, b:b + 1], yb, RTOL[dtype] / 100)
