@@ -76,12 +76,35 @@ def map_directions(fn, jobs):
     With two jobs, more than one thread allowed and enough work, the second job runs on
     a worker thread while the first runs here. The jobs must not write to shared arrays.
     """
-    if len(jobs) == 1 or get_num_threads() < 2 or _work(jobs[0]) < _MIN_PARALLEL_WORK:
+    if len(jobs) == 1 or not _worth_it(_work(jobs[0])):
         return [fn(*job) for job in jobs]
-    first, second = jobs
+    return _run_pair(lambda: fn(*jobs[0]), lambda: fn(*jobs[1]))
+
+
+def split_steps(fn, T: int, work: int, directions: int) -> None:
+    """Call ``fn(start, stop)`` over the steps [0, T), in two halves on two threads.
+
+    Used for the whole-sequence products after a bidirectional layer's recurrences, so
+    that they too run on rnncore's two threads with a one-thread BLAS: alternating with
+    a 2-thread BLAS leaves OpenBLAS's idle worker spinning on the core the next
+    parallel section needs (medium-bi backward 19.9 ms against 15.0 ms).
+    """
+    if directions < 2 or T < 2 or not _worth_it(work):
+        fn(0, T)
+        return
+    half = T // 2
+    _run_pair(lambda: fn(0, half), lambda: fn(half, T))
+
+
+def _worth_it(work: int) -> bool:
+    return work >= _MIN_PARALLEL_WORK and get_num_threads() >= 2
+
+
+def _run_pair(first, second):
+    """Run two callables at once, the second on the worker thread; their results."""
     with _single_threaded_blas():
-        future = _get_pool().submit(fn, *second)
-        result = fn(*first)
+        future = _get_pool().submit(second)
+        result = first()
         other = future.result()
     return [result, other]
 

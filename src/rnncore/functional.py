@@ -404,9 +404,10 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
                          dh_n[layer * D + d], record.lengths, bool(d), record.relu))
         results = _parallel.map_directions(module.layer_backward, jobs)
         dx = np.empty(x.shape, dtype=cfg.dtype) if layer > 0 or need_dx else None
-        for d, (dh0_d, dw_ih, dw_hh, db, delta) in enumerate(results):
-            if dx is not None:      # ∂x of both directions, one after the other
-                module.input_grad(delta, record.weights[layer][d][0], dx, d > 0)
+        if dx is not None:
+            _input_grad(module, [r[4] for r in results],
+                        [w[0] for w in record.weights[layer]], dx)
+        for d, (dh0_d, dw_ih, dw_hh, db, _) in enumerate(results):
             sfx = "_reverse" if d else ""
             dh0[layer * D + d] = dh0_d
             grads[f"weight_ih_l{layer}{sfx}"] = dw_ih
@@ -420,6 +421,16 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     dx_user = None if dx is None else _to_user_layout(dx, record.batch_first,
                                                       record.unbatched)
     return dx_user, (dh0[:, 0] if record.unbatched else dh0), grads
+
+
+def _input_grad(module, deltas, w_ihs, dx) -> None:
+    """dx = Σ_d δ_d W_ih,d: written by the first direction, added by the second."""
+    def steps(start, stop):
+        for d, (delta, w_ih) in enumerate(zip(deltas, w_ihs)):
+            module.input_grad(delta[start:stop], w_ih, dx[start:stop], d > 0)
+
+    T, B, K = dx.shape
+    _parallel.split_steps(steps, T, T * B * K * deltas[0].shape[2], len(deltas))
 
 
 def _read_dy(dy, record: Record, shape_tm) -> np.ndarray:
