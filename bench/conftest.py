@@ -1,0 +1,1 @@
+"""pytest-benchmark suites over PERF.md's grid; see bench/test_grid.py."""
