@@ -458,7 +458,7 @@ def _read_dy(dy, record: Record, shape_tm) -> np.ndarray:
     elif record.batch_first:
         a = a.transpose(1, 0, 2)
     if record.padded is not None:
-        a = np.array(a)                  # a private copy: padded steps are ignored
+        a = np.array(a, order="C")       # a private copy: padded steps are ignored
         a[record.padded] = 0
     elif a.strides[-1] != a.itemsize:
         a = np.ascontiguousarray(a)      # the kernels read rows of dy contiguously
