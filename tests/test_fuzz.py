@@ -71,13 +71,26 @@ def _layout(a, layout):
     return a
 
 
-def assert_same(got, want, dtype, what):
+def assert_same(got, want, dtype, what, exact_nonfinite=True):
+    """NaN and ±inf where the reference has them, finite values within tolerance.
+
+    With ``exact_nonfinite`` False only the places of non-finite values must agree, not
+    whether each is NaN or inf: where tanh saturates, the kernel's tanh returns exactly
+    ±1 (f' = 0) and NumPy's sometimes 1 - 2⁻²⁴ (f' ≈ 1e-7), so an infinite incoming
+    gradient becomes NaN (inf·0) in one and inf in the other.
+    """
     assert got.shape == want.shape, what
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{what}: NaN pattern")
+    if exact_nonfinite:
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want),
+                                      err_msg=f"{what}: NaN pattern")
+        np.testing.assert_array_equal(np.where(np.isinf(got), got, 0),
+                                      np.where(np.isinf(want), want, 0),
+                                      err_msg=f"{what}: inf pattern")
+    else:
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want),
+                                      err_msg=f"{what}: non-finite pattern")
     finite = np.isfinite(want) & np.isfinite(got)
-    np.testing.assert_array_equal(np.where(np.isinf(got), got, 0), np.where(np.isinf(want), want, 0),
-                                  err_msg=f"{what}: inf pattern")
     if finite.any():
         g, w = got[finite], want[finite]
         scale = max(np.abs(w).max(), 1.0)
@@ -120,7 +133,7 @@ def test_cython_matches_reference(cfg):
             # 1e15 makes sums cancel and overflow depending on their order: any two
             # summation orders may legitimately differ, so only the form is checked.
             continue
-        assert_same(got, want, dt, key)
+        assert_same(got, want, dt, key, exact_nonfinite=key in ("y", "h_n"))
     if cfg["nonlinearity"] == "tanh":
         y = results["cython"]["y"]
         assert (np.abs(y[~np.isnan(y)]) <= 1).all()
