@@ -3,11 +3,17 @@
 The time loops run in typed Cython kernels (``backend="cython"``); a plain NumPy
 implementation of the same computation (``backend="numpy"``) is the readable reference.
 """
-from . import functional
+from . import functional, losses, optim
 from ._parallel import get_num_threads, set_num_threads
+from .diagnostics import gradient_flow, plot_gradient_flow, recurrent_regimes
 from .functional import backends
+from .gradcheck import gradient_check
+from .model import RNNModel
+from .optim import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value, truncated_bptt
 from .rnn import RNN
 
-__all__ = ["RNN", "functional", "backends", "get_num_threads", "set_num_threads",
-           "__version__"]
+__all__ = ["RNN", "RNNModel", "functional", "losses", "optim", "backends",
+           "get_num_threads", "set_num_threads", "SGD", "Adagrad", "Adam",
+           "clip_grad_norm", "clip_grad_value", "truncated_bptt", "gradient_check",
+           "gradient_flow", "recurrent_regimes", "plot_gradient_flow", "__version__"]
 __version__ = "0.1.0"

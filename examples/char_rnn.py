@@ -1,0 +1,135 @@
+"""Train a character-level language model with rnncore, as in the classic char-rnn.
+
+    python examples/char_rnn.py                      # ~30 s on 2 cores, loss falls
+    python examples/char_rnn.py --steps 2000 --hidden 256 --checkpoint model.npz
+    python examples/char_rnn.py --resume model.npz --steps 0 --sample 400
+
+Reads a text (default: the public-domain Shakespeare excerpt in examples/data), trains
+an RNNModel (embedding → tanh RNN → softmax over characters) with truncated BPTT over
+batches of parallel streams, Adam and gradient-norm clipping, shows the running loss
+(a tqdm progress bar when tqdm is installed), prints samples as it goes, and saves a
+checkpoint that --resume loads.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+import rnncore
+from rnncore.optim import Adam, truncated_bptt
+
+DATA = pathlib.Path(__file__).with_name("data") / "coriolanus.txt"
+
+
+def encode(text: str):
+    chars = sorted(set(text))
+    return np.array([chars.index(c) for c in text], dtype=np.int64), chars
+
+
+def streams(ids: np.ndarray, batch: int):
+    """Cut the text into `batch` parallel streams, shape (T, batch), for stateful TBPTT."""
+    T = (len(ids) - 1) // batch
+    inputs = ids[:T * batch].reshape(batch, T).T
+    targets = ids[1:T * batch + 1].reshape(batch, T).T
+    return inputs, targets
+
+
+def sample(model: rnncore.RNNModel, chars, start: str, length: int, rng, temperature=0.8):
+    """Generate `length` characters after `start`, one step at a time."""
+    h = None
+    ids = [chars.index(c) for c in start if c in chars] or [0]
+    out = list(start)
+    for t, i in enumerate(ids[:-1]):
+        _, h = model.forward(np.array([[i]]), h0=h)
+    token = ids[-1]
+    for _ in range(length):
+        logits, h = model.forward(np.array([[token]]), h0=h)
+        z = logits[0, 0].astype(np.float64) / temperature
+        p = np.exp(z - z.max())
+        token = int(rng.choice(len(chars), p=p / p.sum()))
+        out.append(chars[token])
+    return "".join(out)
+
+
+def progress(total):
+    try:
+        from tqdm import tqdm
+        return tqdm(total=total, unit="step", dynamic_ncols=True)
+    except ImportError:
+        return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--text", type=pathlib.Path, default=DATA, help="training text (UTF-8)")
+    parser.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
+    parser.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
+    parser.add_argument("--layers", type=int, default=1, help="RNN layers (default 1)")
+    parser.add_argument("--batch", type=int, default=32, help="parallel streams (default 32)")
+    parser.add_argument("--chunk", type=int, default=32, help="truncated-BPTT length (default 32)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    parser.add_argument("--clip", type=float, default=5.0, help="gradient-norm clip")
+    parser.add_argument("--sample-every", type=int, default=100, help="print a sample every N steps")
+    parser.add_argument("--sample", type=int, default=200, help="length of each sample")
+    parser.add_argument("--checkpoint", type=pathlib.Path, help="save the model here (.npz)")
+    parser.add_argument("--resume", type=pathlib.Path, help="load a checkpoint first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    args = parser.parse_args(argv)
+
+    text = args.text.read_text(encoding="utf-8")
+    ids, chars = encode(text)
+    rng = np.random.default_rng(args.seed)
+    if args.resume:
+        model = rnncore.RNNModel.load(args.resume)
+        if model.vocab_size != len(chars):
+            parser.error(f"{args.resume} was trained on {model.vocab_size} characters; "
+                         f"this text has {len(chars)}")
+    else:
+        model = rnncore.RNNModel(len(chars), args.hidden, vocab_size=len(chars),
+                                 num_layers=args.layers, seed=args.seed)
+    optimizer = Adam(model.params, lr=args.lr)
+    inputs, targets = streams(ids, args.batch)
+    print(f"{len(text)} characters, {len(chars)} distinct; {model!r}", file=sys.stderr)
+
+    bar = None if args.quiet else progress(args.steps)
+    step, running, t0, history = 0, None, time.perf_counter(), []
+    while step < args.steps:
+        offset = int(rng.integers(0, args.chunk))      # a new cut of the text each pass
+        for loss, _ in truncated_bptt(model, inputs[offset:], targets[offset:], args.chunk,
+                                      optimizer, clip_norm=args.clip):
+            step += 1
+            running = loss if running is None else 0.95 * running + 0.05 * loss
+            history.append(loss)
+            if bar is not None:
+                bar.set_postfix(loss=f"{running:.3f}")
+                bar.update(1)
+            elif not args.quiet and step % 25 == 0:
+                print(f"step {step}: loss {running:.3f}", file=sys.stderr)
+            if not args.quiet and args.sample_every and step % args.sample_every == 0:
+                text_out = sample(model, chars, "\n", args.sample, rng)
+                (bar.write if bar is not None else print)(f"--- step {step}, loss {running:.3f}\n{text_out}\n---")
+            if step >= args.steps:
+                break
+    if bar is not None:
+        bar.close()
+    if history:
+        k = min(20, len(history))
+        print(f"loss: first {k} steps {np.mean(history[:k]):.3f}, last {k} steps "
+              f"{np.mean(history[-k:]):.3f} ({step} steps, {time.perf_counter() - t0:.1f} s)")
+    if args.checkpoint:
+        model.save(args.checkpoint)
+        print(f"saved {args.checkpoint}", file=sys.stderr)
+    if args.steps == 0 and args.sample:
+        print(sample(model, chars, "\n", args.sample, rng))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
