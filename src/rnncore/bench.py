@@ -373,6 +373,8 @@ def _targets(result: Result, sgemm: dict, results_by_name: dict, mode: str) -> l
     for peer in ("torch", "jax"):
         s = result.speedup("cython", mode, over=peer)
         check(f"> {peer}:", s, s > 1)
+    s = result.speedup("torch+rnncore", mode, over="torch")
+    check("torch+rnncore > torch:", s, s > 1)
     if mode == "fb" and np.isfinite(result.memory):
         check("mem ≤1.5×:", result.memory, result.memory <= 1.5, "{:.2f}×")
     return out
@@ -426,9 +428,10 @@ def format_table(results, sgemm, forward_only=False, markdown=False) -> str:
             times = [r.times.get((i, mode)) for i in impls]
             rows.append([r.case.name, "fwd+bwd" if mode == "fb" else "fwd"]
                         + [f"{t * 1e3:.3f}" if t else "–" for t in times]
-                        + [f"{r.gflops('cython', mode):.1f}",
-                           f"{r.speedup('cython', mode):.1f}×",
-                           f"{100 * r.gflops('cython', mode) / sgemm[r.case.threads]:.0f}%",
+                        + [_fmt(r.gflops("cython", mode), "{:.1f}"),
+                           _fmt(r.speedup("cython", mode), "{:.1f}×"),
+                           _fmt(100 * r.gflops("cython", mode) / sgemm[r.case.threads],
+                                "{:.0f}%"),
                            "; ".join(_targets(r, sgemm, by_name, mode))])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -437,6 +440,10 @@ def format_table(results, sgemm, forward_only=False, markdown=False) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def _fmt(value: float, fmt: str) -> str:
+    return fmt.format(value) if np.isfinite(value) else "–"
 
 
 def format_header(env: dict, sgemm: dict) -> str:
