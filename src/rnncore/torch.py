@@ -203,7 +203,8 @@ class RNN(torch.nn.RNN):
 
     def _runs_on_rnncore(self, x, hx, weights) -> bool:
         """The rule of the class docstring, "When torch's implementation runs"."""
-        if self._rnncore_backend == "torch" or not isinstance(x, torch.Tensor):
+        if (self._rnncore_backend == "torch" or not isinstance(x, torch.Tensor)
+                or torch.jit.is_tracing() or torch.compiler.is_compiling()):
             return False
         dtype = x.dtype
         if (dtype not in _FLOATS or not x.is_cpu or x.layout != torch.strided
@@ -222,9 +223,7 @@ class RNN(torch.nn.RNN):
                     or torch.overrides.has_torch_function((x, hx, *weights))
                     or torch._C._functorch.peek_interpreter_stack() is not None
                     or forward_ad._current_level >= 0
-                    or torch.is_autocast_enabled("cpu")
-                    or torch.jit.is_tracing()
-                    or torch.compiler.is_compiling())
+                    or torch.is_autocast_enabled("cpu"))
 
     def forward(self, input, hx=None):
         """Run the RNN; see the class docstring for inputs, outputs and the rule.

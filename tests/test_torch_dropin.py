@@ -1,0 +1,491 @@
+"""rnncore.torch.RNN is a drop-in torch.nn.RNN: same results and gradients as stock torch.
+
+Stock ``torch.nn.RNN`` with the same weights is the oracle, together with
+``torch.autograd.gradcheck`` (finite differences) in float64. A spy on
+``rnncore.functional`` tells whether a call ran on rnncore or fell back to torch.
+"""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import assert_close
+
+torch = pytest.importorskip("torch")
+import rnncore.torch as rt  # noqa: E402
+from rnncore import functional as F  # noqa: E402
+from torch.nn.utils.rnn import (PackedSequence, pack_padded_sequence,  # noqa: E402
+                                pad_packed_sequence)
+
+TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
+TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+T, B, K, H = 7, 3, 4, 5
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the calls into rnncore.functional made by rnncore.torch (and need_dx)."""
+    seen = {"forward": 0, "backward": 0, "need_dx": []}
+    forward, backward = F.forward, F.backward
+
+    def spy_forward(*args, **kwargs):
+        seen["forward"] += 1
+        return forward(*args, **kwargs)
+
+    def spy_backward(*args, **kwargs):
+        seen["backward"] += 1
+        seen["need_dx"].append(kwargs.get("need_dx", True))
+        return backward(*args, **kwargs)
+
+    monkeypatch.setattr(rt.functional, "forward", spy_forward)
+    monkeypatch.setattr(rt.functional, "backward", spy_backward)
+    return seen
+
+
+def make_pair(backend, tdtype, *args, seed=0, **kwargs):
+    """(drop-in, stock) with the same weights; args and kwargs as torch.nn.RNN's."""
+    torch.manual_seed(seed)
+    stock = torch.nn.RNN(*args, dtype=tdtype, **kwargs)
+    ours = rt.RNN(*args, dtype=tdtype, backend=backend, **kwargs)
+    ours.load_state_dict(stock.state_dict())
+    return ours, stock
+
+
+def run(module, x, h0, R, Rh, lengths=None, enforce_sorted=False):
+    """Output, h_n (and the packed output) and the gradients of x, h0 and every weight.
+
+    Loss = Σ output·R + Σ h_n·Rh, over the padded output when lengths are given.
+    """
+    xt = x.clone().requires_grad_(True)
+    ht = h0.clone().requires_grad_(True)
+    module.zero_grad()
+    packed_out = None
+    if lengths is not None:
+        packed = pack_padded_sequence(xt, torch.tensor(lengths), module.batch_first,
+                                      enforce_sorted=enforce_sorted)
+        packed_out, hn = module(packed, ht)
+        y, _ = pad_packed_sequence(packed_out, module.batch_first,
+                                   total_length=x.shape[1 if module.batch_first else 0])
+    else:
+        y, hn = module(xt, ht)
+    ((y * R).sum() + (hn * Rh).sum()).backward()
+    grads = {k: p.grad.clone() for k, p in module.named_parameters()}
+    return dict(output=y.detach(), h_n=hn.detach(), dx=xt.grad, dh0=ht.grad,
+                packed=packed_out, **grads)
+
+
+def compare(ours, stock, dtype):
+    for key, want in stock.items():
+        if key == "packed":
+            continue
+        assert ours[key].dtype == want.dtype, key
+        assert_close(ours[key].numpy(), want.numpy(), TOL[dtype], key)
+    if stock["packed"] is not None:
+        got, want = ours["packed"], stock["packed"]
+        assert isinstance(got, PackedSequence)
+        assert torch.equal(got.batch_sizes, want.batch_sizes)
+        for name in ("sorted_indices", "unsorted_indices"):
+            a, b = getattr(got, name), getattr(want, name)
+            assert (a is None and b is None) or torch.equal(a, b), name
+        assert_close(got.data.detach().numpy(), want.data.detach().numpy(), TOL[dtype],
+                     "packed data")
+
+
+def case(dtype, num_layers=1, bidirectional=False, batch_first=False, unbatched=False,
+         seed=1):
+    g = torch.Generator().manual_seed(seed)
+    tdtype = TORCH_DTYPE[dtype]
+    D = 2 if bidirectional else 1
+    if unbatched:
+        shape, state = (T, K), (num_layers * D, H)
+    else:
+        shape, state = ((B, T, K) if batch_first else (T, B, K)), (num_layers * D, B, H)
+
+    def rand(*s):
+        return torch.randn(*s, generator=g, dtype=tdtype)
+    return rand(*shape), rand(*state), rand(*shape[:-1], D * H), rand(*state)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_layers_directions_nonlinearities_match_stock(backend, dtype, calls, num_layers,
+                                                      bidirectional, nonlinearity):
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, num_layers,
+                            nonlinearity=nonlinearity, bidirectional=bidirectional)
+    x, h0, R, Rh = case(dtype, num_layers, bidirectional)
+    compare(run(ours, x, h0, R, Rh), run(stock, x, h0, R, Rh), dtype)
+    assert calls["forward"] == 1 and calls["backward"] == 1
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_batch_first_matches_stock(backend, dtype, calls, bidirectional):
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2, batch_first=True,
+                            bidirectional=bidirectional)
+    x, h0, R, Rh = case(dtype, 2, bidirectional, batch_first=True)
+    compare(run(ours, x, h0, R, Rh), run(stock, x, h0, R, Rh), dtype)
+    assert calls["forward"] == 1
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tm", "bf"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_unbatched_input_matches_stock(backend, dtype, calls, bidirectional, batch_first):
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2, nonlinearity="relu",
+                            bidirectional=bidirectional, batch_first=batch_first)
+    x, h0, R, Rh = case(dtype, 2, bidirectional, unbatched=True)
+    compare(run(ours, x, h0, R, Rh), run(stock, x, h0, R, Rh), dtype)
+    assert calls["forward"] == 1
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_no_bias_matches_stock(backend, dtype, calls, bidirectional):
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2, bias=False,
+                            bidirectional=bidirectional)
+    x, h0, R, Rh = case(dtype, 2, bidirectional)
+    compare(run(ours, x, h0, R, Rh), run(stock, x, h0, R, Rh), dtype)
+    assert calls["forward"] == 1
+
+
+@pytest.mark.parametrize("enforce_sorted", [False, True], ids=["unsorted", "sorted"])
+@pytest.mark.parametrize("lengths", [[7, 3, 5], [1, 7, 2], [7, 7, 7], [1, 1, 1]])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_packed_sequence_matches_stock(backend, dtype, calls, lengths, bidirectional,
+                                       enforce_sorted):
+    if enforce_sorted:
+        lengths = sorted(lengths, reverse=True)
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2,
+                            bidirectional=bidirectional)
+    x, h0, R, Rh = case(dtype, 2, bidirectional)
+    compare(run(ours, x, h0, R, Rh, lengths, enforce_sorted),
+            run(stock, x, h0, R, Rh, lengths, enforce_sorted), dtype)
+    assert calls["forward"] == 1
+
+
+def test_packed_sequence_with_batch_first_and_ties_matches_stock(backend, dtype, calls):
+    # equal lengths make the sort order a choice: the output must carry the input's
+    lengths = [4, 7, 4]
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 1, nonlinearity="relu",
+                            batch_first=True, bidirectional=True)
+    x, h0, R, Rh = case(dtype, 1, True, batch_first=True)
+    compare(run(ours, x, h0, R, Rh, lengths), run(stock, x, h0, R, Rh, lengths), dtype)
+    assert calls["forward"] == 1
+
+
+def test_packed_sequence_without_h0_matches_stock(backend, calls):
+    ours, stock = make_pair(backend, torch.float64, K, H, bidirectional=True)
+    seqs = [torch.randn(n, K, dtype=torch.float64) for n in (2, 6, 4)]
+    packed = torch.nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False)
+    (yo, ho), (ys, hs) = ours(packed), stock(packed)
+    assert torch.equal(yo.sorted_indices, ys.sorted_indices)
+    assert_close(yo.data.detach().numpy(), ys.data.detach().numpy(), 1e-12, "output")
+    assert_close(ho.detach().numpy(), hs.detach().numpy(), 1e-12, "h_n")
+    assert calls["forward"] == 1
+
+
+GRADCHECK_CASES = {
+    "tanh": dict(),
+    "relu": dict(nonlinearity="relu"),
+    "bidirectional": dict(bidirectional=True),
+    "two-layers-bi": dict(num_layers=2, bidirectional=True),
+    "batch_first": dict(batch_first=True, num_layers=2),
+    "no-bias": dict(bias=False),
+    "unbatched": dict(bidirectional=True, unbatched=True),
+    "packed": dict(bidirectional=True, lengths=[4, 2, 3]),
+    "packed-sorted": dict(num_layers=2, lengths=[4, 3, 1], enforce_sorted=True),
+}
+
+
+@pytest.mark.parametrize("config", list(GRADCHECK_CASES), ids=list(GRADCHECK_CASES))
+def test_gradcheck_of_input_state_and_weights(backend, calls, config):
+    kw = dict(GRADCHECK_CASES[config])
+    unbatched = kw.pop("unbatched", False)
+    lengths = kw.pop("lengths", None)
+    enforce_sorted = kw.pop("enforce_sorted", False)
+    torch.manual_seed(2)
+    rnn = rt.RNN(3, 3, dtype=torch.float64, backend=backend, **kw)
+    Tg, Bg = 4, 3
+    D = 2 if rnn.bidirectional else 1
+    if unbatched:
+        x = torch.randn(Tg, 3, dtype=torch.float64)
+        h0 = torch.randn(rnn.num_layers * D, 3, dtype=torch.float64)
+    else:
+        x = torch.randn(*((Bg, Tg) if rnn.batch_first else (Tg, Bg)), 3, dtype=torch.float64)
+        h0 = torch.randn(rnn.num_layers * D, Bg, 3, dtype=torch.float64)
+    names = [name for name, _ in rnn.named_parameters()]
+    weights = [p.detach().clone() for p in rnn.parameters()]
+
+    def fn(x, h0, *ws):
+        params = dict(zip(names, ws))
+        if lengths is None:
+            return torch.func.functional_call(rnn, params, (x, h0))
+        packed = pack_padded_sequence(x, torch.tensor(lengths), rnn.batch_first,
+                                      enforce_sorted=enforce_sorted)
+        y, h_n = torch.func.functional_call(rnn, params, (packed, h0))
+        return y.data, h_n
+
+    inputs = [t.requires_grad_(True) for t in (x, h0, *weights)]
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+    assert calls["forward"] > 0 and calls["backward"] > 0
+
+
+def test_input_gradient_is_computed_only_when_asked(backend, calls):
+    ours, stock = make_pair(backend, torch.float64, K, H, 2, bidirectional=True)
+    x, h0, R, Rh = case(np.dtype(np.float64), 2, True)
+    ours.weight_hh_l1.requires_grad_(False)
+    y, hn = ours(x)                       # neither x nor h0 requires grad
+    (y * R).sum().backward()
+    assert calls["need_dx"] == [False]
+    assert ours.weight_hh_l1.grad is None
+    ys, _ = stock(x)
+    (ys * R).sum().backward()
+    assert_close(ours.weight_hh_l0.grad.numpy(), stock.weight_hh_l0.grad.numpy(), 1e-12,
+                 "weight_hh_l0")
+    h0.requires_grad_(True)
+    y, hn = ours(x, h0)
+    hn.sum().backward()
+    assert calls["need_dx"] == [False, False] and h0.grad is not None
+
+
+def test_inference_without_autograd_matches_stock(backend, dtype, calls):
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2, bidirectional=True)
+    x, h0, _, _ = case(dtype, 2, True)
+    for ctx in (torch.no_grad, torch.inference_mode):
+        with ctx():
+            (yo, ho), (ys, hs) = ours(x, h0), stock(x, h0)
+        assert not yo.requires_grad and not ho.requires_grad
+        assert_close(yo.numpy(), ys.numpy(), TOL[dtype], "output")
+        assert_close(ho.numpy(), hs.numpy(), TOL[dtype], "h_n")
+    assert calls["forward"] == 2 and calls["backward"] == 0
+
+
+def test_double_backward_raises_a_clear_error(calls):
+    rnn = rt.RNN(K, H, dtype=torch.float64)
+    x = torch.randn(T, B, K, dtype=torch.float64, requires_grad=True)
+    y, _ = rnn(x)
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        gx.sum().backward()
+
+
+def test_weights_changed_in_place_before_backward_raise_like_stock(calls):
+    rnn = rt.RNN(K, H)
+    y, _ = rnn(torch.randn(T, B, K))
+    with torch.no_grad():
+        rnn.weight_hh_l0.mul_(2)          # e.g. an optimizer step between forward and backward
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_constructor_parameters_and_state_dict_are_torchs():
+    args = (K, H, 2, "relu", False, True, 0.0, True)
+    ours, stock = rt.RNN(*args), torch.nn.RNN(*args)
+    assert isinstance(ours, torch.nn.RNN)
+    assert repr(ours) == repr(stock)
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == \
+        [(k, v.shape) for k, v in stock.state_dict().items()]
+    ours.load_state_dict(stock.state_dict())
+    assert ours.backend is None
+    with pytest.raises(ValueError, match="backend must be one of"):
+        rt.RNN(K, H, backend="fortran")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ours.backend = "fortran"
+
+
+# ---- cases torch's own implementation runs, with torch's results ------------------------
+
+def test_backend_torch_runs_stock(calls):
+    ours, stock = make_pair("torch", torch.float32, K, H, 2)
+    x = torch.randn(T, B, K)
+    assert torch.equal(ours(x)[0], stock(x)[0])
+    assert calls["forward"] == 0
+    ours.backend = None
+    assert_close(ours(x)[0].detach().numpy(), stock(x)[0].detach().numpy(), 2e-5, "output")
+    assert calls["forward"] == 1
+
+
+def test_dropout_in_training_runs_stock_and_in_eval_runs_rnncore(calls):
+    ours, stock = make_pair(None, torch.float64, K, H, 3, dropout=0.5)
+    x = torch.randn(T, B, K, dtype=torch.float64)
+    torch.manual_seed(7)
+    yo, ho = ours(x)
+    torch.manual_seed(7)
+    ys, hs = stock(x)
+    assert torch.equal(yo, ys) and torch.equal(ho, hs) and calls["forward"] == 0
+    ours.eval()
+    stock.eval()
+    assert_close(ours(x)[0].detach().numpy(), stock(x)[0].detach().numpy(), 1e-12, "eval")
+    assert calls["forward"] == 1
+
+
+@pytest.mark.parametrize("tdtype", [torch.float16, torch.bfloat16])
+def test_other_dtypes_run_stock(calls, tdtype):
+    ours, stock = make_pair(None, tdtype, K, H, bidirectional=True)
+    x = torch.randn(T, B, K, dtype=tdtype)
+    assert all(torch.equal(a, b) for a, b in zip(ours(x), stock(x)))
+    assert calls["forward"] == 0
+
+
+def test_meta_device_runs_stock(calls):
+    ours = rt.RNN(K, H, 2, device="meta")
+    y, h_n = ours(torch.empty(T, B, K, device="meta"))
+    assert y.device.type == "meta" and y.shape == (T, B, H) and h_n.shape == (2, B, H)
+    assert calls["forward"] == 0
+
+
+def test_mismatched_dtypes_and_shapes_raise_torchs_errors(calls):
+    ours, stock = make_pair(None, torch.float32, K, H)
+    bad_inputs = [
+        (torch.randn(T, B, K, dtype=torch.float64), None),            # input dtype
+        (torch.randn(T, B, K), torch.randn(1, B, H, dtype=torch.float64)),   # hx dtype
+        (torch.randn(T, B, K), torch.randn(1, B + 1, H)),             # hx shape
+        (torch.randn(T, K), torch.randn(1, 1, H)),                    # unbatched with 3-D hx
+        (torch.randn(T, B, K + 1), None),                             # input_size
+        (torch.randn(T, B, K, 1), None),                              # ndim
+        (torch.randn(0, B, K), None),                                 # T = 0
+    ]
+    for x, h in bad_inputs:
+        with pytest.raises(Exception) as want:
+            stock(x, h)
+        with pytest.raises(want.type) as got:
+            ours(x, h)
+        assert str(got.value) == str(want.value)
+    y, h_n = ours(torch.randn(T, 0, K))                               # B = 0: torch's result
+    assert y.shape == (T, 0, H) and h_n.shape == (1, 0, H)
+
+
+def test_torch_func_transforms_run_stock(calls):
+    ours, stock = make_pair(None, torch.float64, K, H)
+    x = torch.randn(T, B, K, dtype=torch.float64)
+    go = torch.func.grad(lambda x: ours(x)[0].square().sum())(x)
+    gs = torch.func.grad(lambda x: stock(x)[0].square().sum())(x)
+    assert torch.equal(go, gs)
+    jo = torch.func.jacrev(lambda h: ours(x, h)[1])(torch.zeros(1, B, H, dtype=torch.float64))
+    js = torch.func.jacrev(lambda h: stock(x, h)[1])(torch.zeros(1, B, H, dtype=torch.float64))
+    assert torch.equal(jo, js)
+    assert calls["forward"] == 0
+
+
+def test_forward_mode_ad_runs_stock(calls):
+    import torch.autograd.forward_ad as fwAD
+    ours, stock = make_pair(None, torch.float64, K, H)
+    x, v = torch.randn(T, B, K, dtype=torch.float64), torch.randn(T, B, K, dtype=torch.float64)
+    tangents = []
+    for m in (ours, stock):
+        with fwAD.dual_level():
+            y, _ = m(fwAD.make_dual(x, v))
+            tangents.append(fwAD.unpack_dual(y).tangent)
+    assert torch.equal(*tangents)
+    assert calls["forward"] == 0
+
+
+class LastState(torch.nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        return self.rnn(x)[1]
+
+
+def test_jit_script_and_trace_compile_torchs_implementation(calls):
+    ours, stock = make_pair(None, torch.float32, K, H, 2)
+    x = torch.randn(T, B, K)
+    want = stock(x)
+    traced = torch.jit.trace(ours, (x,))     # (its check_trace reruns ours eagerly)
+    calls["forward"] = 0
+    assert all(torch.equal(a, b) for a, b in zip(traced(x), want))
+    assert calls["forward"] == 0
+    ours(x)                                  # the eager module still runs on rnncore
+    assert calls["forward"] == 1
+    params = list(ours.parameters())
+    scripted = torch.jit.script(LastState(ours))
+    assert torch.equal(scripted(x), want[1])
+    assert calls["forward"] == 1
+    assert all(a is b for a, b in zip(scripted.rnn.parameters(), params))
+
+
+# ---- patch -------------------------------------------------------------------------------
+
+class Tagger(torch.nn.Module):
+    """Two nn.RNNs (one nested) and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.RNN(K, H, 2, bidirectional=True))
+        self.decoder = torch.nn.RNN(2 * H, H, nonlinearity="relu", batch_first=False)
+        self.head = torch.nn.Linear(H, 2)
+
+    def forward(self, x):
+        y, _ = self.encoder(x)
+        y, _ = self.decoder(y)
+        return self.head(y)
+
+
+def test_patch_converts_every_rnn_keeping_parameters_and_outputs(calls):
+    torch.manual_seed(3)
+    model = Tagger()
+    x = torch.randn(T, B, K)
+    params = list(model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model(x).detach()
+    assert rt.patch(model) is model
+    assert isinstance(model.encoder[0], rt.RNN) and isinstance(model.decoder, rt.RNN)
+    assert list(model.parameters()) == params and all(
+        a is b for a, b in zip(model.parameters(), params))
+    assert_close(model(x).detach().numpy(), before.numpy(), 2e-5, "patched output")
+    assert calls["forward"] == 2
+
+    # the optimizer built before patch still trains the model: one step, against stock
+    torch.manual_seed(3)
+    reference = Tagger()
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for m, o in ((model, opt), (reference, ref_opt)):
+        o.zero_grad()
+        m(x).square().mean().backward()
+        o.step()
+    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+        assert_close(a.numpy(), b.numpy(), 2e-5, k)
+
+
+def test_patch_converts_a_bare_rnn_and_leaves_subclasses(calls):
+    class MyRNN(torch.nn.RNN):
+        pass
+
+    bare, sub = torch.nn.RNN(K, H), MyRNN(K, H)
+    assert rt.patch(bare, backend="numpy") is bare
+    assert type(bare) is rt.RNN and bare.backend == "numpy"
+    assert type(rt.patch(sub)) is MyRNN
+    bare(torch.randn(T, B, K))
+    assert calls["forward"] == 1
+
+
+# ---- torch stays optional -----------------------------------------------------------------
+
+def _python(code):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_import_rnncore_does_not_import_torch():
+    result = _python("""
+        import sys, rnncore
+        assert "torch" not in sys.modules, "rnncore imported torch"
+    """)
+    assert result.returncode == 0, result.stderr
+
+
+def test_rnncore_torch_without_torch_says_what_to_install():
+    result = _python("""
+        import sys
+        sys.modules["torch"] = None          # as if torch were not installed
+        try:
+            import rnncore.torch
+        except ImportError as e:
+            print(e)
+        else:
+            raise SystemExit("no ImportError")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "pip install torch" in result.stdout and "cpu" in result.stdout
