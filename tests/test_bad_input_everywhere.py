@@ -1,0 +1,441 @@
+"""Every public entry point rejects bad input with a clear ValueError or TypeError.
+
+One table: (entry point, bad input, expected exception, message pattern). Each pattern
+requires the message to name the argument, what was expected and what was given. The
+same table, run for real, generates docs/errors.md (``python tools/errors_table.py``).
+"""
+import re
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import functional as F
+
+# A model with L=2, D=2, K=3, H=4 and a batch of T=5, B=2; ``after_forward`` runs a
+# good forward first, so that a backward sees a record.
+rnn = rnncore.RNN(3, 4, num_layers=2, bidirectional=True, seed=0)
+x = np.ones((5, 2, 3), np.float32)
+params = rnn.params
+f32 = np.float32
+
+
+def after_forward(fn, model=rnn):
+    def call():
+        model(x)
+        fn()
+    return call
+
+
+def _record():
+    return F.forward(x, params)[2]
+
+
+def _with(key, value):
+    return {**params, key: value}
+
+
+def _without(key):
+    return {k: v for k, v in params.items() if k != key}
+
+
+E, T_ = ValueError, TypeError
+CASES = [
+    # ---- the constructor
+    ("RNN(...)", "input_size 0", lambda: rnncore.RNN(0, 4), E,
+     r"input_size must be >= 1; got 0"),
+    ("RNN(...)", "hidden_size -1", lambda: rnncore.RNN(3, -1), E,
+     r"hidden_size must be >= 1; got -1"),
+    ("RNN(...)", "num_layers 0", lambda: rnncore.RNN(3, 4, num_layers=0), E,
+     r"num_layers must be >= 1; got 0"),
+    ("RNN(...)", "num_layers 2.5", lambda: rnncore.RNN(3, 4, num_layers=2.5), T_,
+     r"num_layers must be an integer; got float"),
+    ("RNN(...)", "input_size 3.0", lambda: rnncore.RNN(3.0, 4), T_,
+     r"input_size must be an integer; got float"),
+    ("RNN(...)", "hidden_size True", lambda: rnncore.RNN(3, True), T_,
+     r"hidden_size must be an integer; got bool"),
+    ("RNN(...)", "input_size '3'", lambda: rnncore.RNN("3", 4), T_,
+     r"input_size must be an integer; got str"),
+    ("RNN(...)", "nonlinearity 'gelu'", lambda: rnncore.RNN(3, 4, nonlinearity="gelu"), E,
+     r"nonlinearity must be 'tanh' or 'relu'; got 'gelu'"),
+    ("RNN(...)", "dtype int32", lambda: rnncore.RNN(3, 4, dtype=np.int32), T_,
+     r"dtype must be float32 or float64; got int32"),
+    ("RNN(...)", "dtype float16", lambda: rnncore.RNN(3, 4, dtype=np.float16), T_,
+     r"dtype must be float32 or float64; got float16"),
+    ("RNN(...)", "dtype 'bogus'", lambda: rnncore.RNN(3, 4, dtype="bogus"), T_,
+     r"dtype must be float32 or float64; got 'bogus'"),
+    ("RNN(...)", "backend 'cuda'", lambda: rnncore.RNN(3, 4, backend="cuda"), E,
+     r"backend must be one of \(.*'numpy'\) or None; got 'cuda'"),
+    # ---- RNN.forward (through functional.forward)
+    ("RNN.forward", "x of ndim 1", lambda: rnn(np.ones(5, f32)), E,
+     r"x must have shape \(T, B, 3\).*; got \(5,\)"),
+    ("RNN.forward", "x of ndim 4", lambda: rnn(np.ones((5, 2, 3, 1), f32)), E,
+     r"x must have shape \(T, B, 3\).*; got \(5, 2, 3, 1\)"),
+    ("RNN.forward", "x with 4 features, input_size 3", lambda: rnn(np.ones((5, 2, 4), f32)),
+     E, r"x must have 3 features .*; got shape \(5, 2, 4\)"),
+    ("RNN.forward", "x float64, weights float32", lambda: rnn(np.ones((5, 2, 3))), T_,
+     r"x has dtype float64 but the weights are float32"),
+    ("RNN.forward", "x int64", lambda: rnn(np.ones((5, 2, 3), np.int64)), T_,
+     r"x must be float32 or float64; got dtype int64"),
+    ("RNN.forward", "x complex64", lambda: rnn(np.ones((5, 2, 3), np.complex64)), T_,
+     r"x must be float32 or float64; got dtype complex64"),
+    ("RNN.forward", "x bool", lambda: rnn(np.ones((5, 2, 3), bool)), T_,
+     r"x must be float32 or float64; got dtype bool"),
+    ("RNN.forward", "x a ragged list", lambda: rnn([[1.0], [1.0, 2.0]]), T_,
+     r"x must be an array; got list"),
+    ("RNN.forward", "x a string", lambda: rnn("abc"), T_,
+     r"x must be float32 or float64; got dtype <U3"),
+    ("RNN.forward", "h0 with 2 layer-directions, 4 expected",
+     lambda: rnn(x, np.zeros((2, 2, 4), f32)), E,
+     r"h0 must have shape \(4, 2, 4\) for num_layers=2, bidirectional=True, batch=2, "
+     r"hidden_size=4; got \(2, 2, 4\)"),
+    ("RNN.forward", "h0 of the wrong batch", lambda: rnn(x, np.zeros((4, 3, 4), f32)), E,
+     r"h0 must have shape \(4, 2, 4\) .*; got \(4, 3, 4\)"),
+    ("RNN.forward", "h0 unbatched for batched x", lambda: rnn(x, np.zeros((4, 4), f32)), E,
+     r"h0 must have shape \(4, 2, 4\) .*; got \(4, 4\)"),
+    ("RNN.forward", "h0 batched for unbatched x",
+     lambda: rnn(np.ones((5, 3), f32), np.zeros((4, 1, 4), f32)), E,
+     r"h0 must have shape \(4, 4\) .*; got \(4, 1, 4\)"),
+    ("RNN.forward", "h0 float64", lambda: rnn(x, np.zeros((4, 2, 4))), T_,
+     r"h0 has dtype float64 but the weights are float32"),
+    ("RNN.forward", "h0 int64", lambda: rnn(x, np.zeros((4, 2, 4), np.int64)), T_,
+     r"h0 must be float32 or float64; got dtype int64"),
+    ("RNN.forward", "lengths 0", lambda: rnn(x, lengths=[0, 5]), E,
+     r"lengths must lie in \[1, 5\] .*; got values from 0 to 5"),
+    ("RNN.forward", "lengths above T", lambda: rnn(x, lengths=[6, 5]), E,
+     r"lengths must lie in \[1, 5\] .*; got values from 5 to 6"),
+    ("RNN.forward", "lengths negative", lambda: rnn(x, lengths=[-1, 5]), E,
+     r"lengths must lie in \[1, 5\] .*; got values from -1 to 5"),
+    ("RNN.forward", "lengths with T = 0", lambda: rnn(np.ones((0, 2, 3), f32), lengths=[1, 1]),
+     E, r"lengths must lie in \[1, 0\] for a sequence length of 0; got values from 1 to 1"),
+    ("RNN.forward", "lengths of shape (1,) for B = 2", lambda: rnn(x, lengths=[5]), E,
+     r"lengths must have shape \(2,\) for batch size 2; got \(1,\)"),
+    ("RNN.forward", "lengths of shape (2, 1)", lambda: rnn(x, lengths=[[5], [5]]), E,
+     r"lengths must have shape \(2,\) for batch size 2; got \(2, 1\)"),
+    ("RNN.forward", "lengths with NaN", lambda: rnn(x, lengths=[np.nan, 5]), E,
+     r"lengths must hold whole numbers; got .*nan"),
+    ("RNN.forward", "lengths with inf", lambda: rnn(x, lengths=[np.inf, 5]), E,
+     r"lengths must hold whole numbers; got .*inf"),
+    ("RNN.forward", "lengths not whole", lambda: rnn(x, lengths=[2.5, 5]), E,
+     r"lengths must hold whole numbers; got .*2\.5"),
+    ("RNN.forward", "lengths bool", lambda: rnn(x, lengths=[True, True]), T_,
+     r"lengths must be integers; got dtype bool"),
+    ("RNN.forward", "lengths strings", lambda: rnn(x, lengths=["5", "5"]), T_,
+     r"lengths must be integers; got dtype <U1"),
+    ("RNN.forward", "lengths complex", lambda: rnn(x, lengths=[5j, 5j]), T_,
+     r"lengths must be integers; got dtype complex128"),
+    # ---- RNN.backward (through functional.backward)
+    ("RNN.backward", "before any forward", lambda: rnncore.RNN(3, 4).backward(), RuntimeError,
+     r"backward called before forward"),
+    ("RNN.backward", "dy of wrong shape",
+     after_forward(lambda: rnn.backward(np.ones((5, 2, 4), f32))), E,
+     r"dy must have the shape of the forward output \(5, 2, 8\); got \(5, 2, 4\)"),
+    ("RNN.backward", "dy batch-first for time-major output",
+     after_forward(lambda: rnn.backward(np.ones((2, 5, 8), f32))), E,
+     r"dy must have the shape of the forward output \(5, 2, 8\); got \(2, 5, 8\)"),
+    ("RNN.backward", "dy float64", after_forward(lambda: rnn.backward(np.ones((5, 2, 8)))),
+     T_, r"dy has dtype float64 but the weights are float32"),
+    ("RNN.backward", "dy int64",
+     after_forward(lambda: rnn.backward(np.ones((5, 2, 8), np.int64))), T_,
+     r"dy must be float32 or float64; got dtype int64"),
+    ("RNN.backward", "dh_n of wrong shape",
+     after_forward(lambda: rnn.backward(None, np.ones((4, 1, 4), f32))), E,
+     r"dh_n must have shape \(4, 2, 4\) for num_layers=2, bidirectional=True, batch=2, "
+     r"hidden_size=4; got \(4, 1, 4\)"),
+    ("RNN.backward", "dh_n float64",
+     after_forward(lambda: rnn.backward(None, np.ones((4, 2, 4)))), T_,
+     r"dh_n has dtype float64 but the weights are float32"),
+    # ---- RNN.load_state_dict
+    ("RNN.load_state_dict", "missing keys",
+     lambda: rnn.load_state_dict({"weight_ih_l0": np.ones((4, 3))}), E,
+     r"state_dict keys do not match this RNN: missing \['bias_hh_l0', .*\], unexpected \[\]"),
+    ("RNN.load_state_dict", "an extra key",
+     lambda: rnn.load_state_dict({**rnn.state_dict(), "weight_ih_l2": np.ones((4, 8))}), E,
+     r"state_dict keys do not match this RNN: missing \[\], unexpected \['weight_ih_l2'\]"),
+    ("RNN.load_state_dict", "torch's key with a prefix",
+     lambda: rnn.load_state_dict({"rnn." + k: v for k, v in rnn.state_dict().items()}), E,
+     r"missing \['bias_hh_l0', .*unexpected \['rnn\.bias_hh_l0'"),
+    ("RNN.load_state_dict", "wrong shape",
+     lambda: rnn.load_state_dict({**rnn.state_dict(), "weight_hh_l0": np.ones((4, 5))}), E,
+     r"state_dict\['weight_hh_l0'\] must have shape \(4, 4\); got \(4, 5\)"),
+    ("RNN.load_state_dict", "a transposed weight",
+     lambda: rnn.load_state_dict({**rnn.state_dict(), "weight_ih_l0": np.ones((3, 4))}), E,
+     r"state_dict\['weight_ih_l0'\] must have shape \(4, 3\); got \(3, 4\)"),
+    ("RNN.load_state_dict", "complex values",
+     lambda: rnn.load_state_dict({**rnn.state_dict(), "bias_ih_l0": np.ones(4, complex)}), T_,
+     r"state_dict\['bias_ih_l0'\] must be real numbers; got dtype complex128"),
+    ("RNN.load_state_dict", "not a mapping", lambda: rnn.load_state_dict([1, 2]), T_,
+     r"state_dict must be a mapping; got list"),
+    # ---- functional.forward / functional.backward
+    ("functional.forward", "params not a mapping", lambda: F.forward(x, [1]), T_,
+     r"params must be a mapping of parameter names to arrays; got list"),
+    ("functional.forward", "unknown key", lambda: F.forward(x, _with("bogus", 1)), E,
+     r"params has an unexpected key 'bogus'; expected keys like 'weight_ih_l0'"),
+    ("functional.forward", "missing weight_hh_l0",
+     lambda: F.forward(x, {"weight_ih_l0": params["weight_ih_l0"]}), E,
+     r"params must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got keys "
+     r"\['weight_ih_l0'\]"),
+    ("functional.forward", "a missing reverse bias",
+     lambda: F.forward(x, _without("bias_hh_l1_reverse")), E,
+     r"params keys do not describe one RNN \(num_layers=2, bidirectional=True, bias=True\): "
+     r"missing \['bias_hh_l1_reverse'\], unexpected \[\]"),
+    ("functional.forward", "weight_hh_l1 of wrong shape",
+     lambda: F.forward(x, _with("weight_hh_l1", np.ones((4, 5), f32))), E,
+     r"params\['weight_hh_l1'\] must have shape \(4, 4\) for input_size=3, hidden_size=4; "
+     r"got \(4, 5\)"),
+    ("functional.forward", "weight_ih_l1 sized for one direction",
+     lambda: F.forward(x, _with("weight_ih_l1", np.ones((4, 4), f32))), E,
+     r"params\['weight_ih_l1'\] must have shape \(4, 8\) .*; got \(4, 4\)"),
+    ("functional.forward", "bias of shape (4, 1)",
+     lambda: F.forward(x, _with("bias_ih_l0", np.ones((4, 1), f32))), E,
+     r"params\['bias_ih_l0'\] must have shape \(4,\) .*; got \(4, 1\)"),
+    ("functional.forward", "weight_ih_l0 1-D",
+     lambda: F.forward(x, _with("weight_ih_l0", np.ones(4, f32))), E,
+     r"params\['weight_ih_l0'\] must have shape \(hidden_size, input_size\); got \(4,\)"),
+    ("functional.forward", "hidden size 0",
+     lambda: F.forward(x, {"weight_ih_l0": np.ones((0, 3), f32),
+                           "weight_hh_l0": np.ones((0, 0), f32)}), E,
+     r"params\['weight_ih_l0'\] must have at least one row .*; got shape \(0, 3\)"),
+    ("functional.forward", "mixed dtypes",
+     lambda: F.forward(x, _with("weight_hh_l0", params["weight_hh_l0"].astype(np.float64))),
+     T_, r"all parameters must share one dtype; params\['weight_hh_l0'\] is float64 but "
+         r"params\['weight_ih_l0'\] is float32"),
+    ("functional.forward", "integer weights",
+     lambda: F.forward(x, _with("weight_hh_l0", np.ones((4, 4), np.int64))), T_,
+     r"params\['weight_hh_l0'\] must be float32 or float64; got dtype int64"),
+    ("functional.forward", "nonlinearity 'sigmoid'",
+     lambda: F.forward(x, params, nonlinearity="sigmoid"), E,
+     r"nonlinearity must be 'tanh' or 'relu'; got 'sigmoid'"),
+    ("functional.forward", "backend 'torch'", lambda: F.forward(x, params, backend="torch"), E,
+     r"backend must be one of \(.*\) or None; got 'torch'"),
+    ("functional.forward", "batch_first x with 4 features",
+     lambda: F.forward(np.ones((2, 5, 4), f32), params, batch_first=True), E,
+     r"x must have 3 features .*; got shape \(2, 5, 4\)"),
+    ("functional.backward", "record not from forward", lambda: F.backward({}), T_,
+     r"record must be the Record returned by forward; got dict"),
+    ("functional.backward", "dy of wrong shape",
+     lambda: F.backward(_record(), np.ones((5, 2, 4), f32)), E,
+     r"dy must have the shape of the forward output \(5, 2, 8\); got \(5, 2, 4\)"),
+    ("functional.backward", "dh_n unbatched for a batched record",
+     lambda: F.backward(_record(), None, np.ones((4, 4), f32)), E,
+     r"dh_n must have shape \(4, 2, 4\) .*; got \(4, 4\)"),
+    # ---- threads
+    ("set_num_threads", "0 threads", lambda: rnncore.set_num_threads(0), E,
+     r"n must be a positive integer or None; got 0"),
+    ("set_num_threads", "2.0 threads", lambda: rnncore.set_num_threads(2.0), E,
+     r"n must be a positive integer or None; got 2\.0"),
+]
+
+
+# ---- the model: rnncore.RNNModel
+def _model(**kw):
+    return rnncore.RNNModel(5, 4, **{"vocab_size": 7, "seed": 0, **kw})
+
+
+tokens = np.zeros((6, 2), np.int64)
+dense_model = rnncore.RNNModel(5, 4, input_size=3, seed=0)
+MODEL_CASES = [
+    ("RNNModel(...)", "output_size 0", lambda: rnncore.RNNModel(0, 4, vocab_size=7), E,
+     r"output_size must be >= 1; got 0"),
+    ("RNNModel(...)", "hidden_size -2", lambda: rnncore.RNNModel(5, -2, vocab_size=7), E,
+     r"hidden_size must be >= 1; got -2"),
+    ("RNNModel(...)", "vocab_size 0", lambda: rnncore.RNNModel(5, 4, vocab_size=0), E,
+     r"vocab_size must be >= 1; got 0"),
+    ("RNNModel(...)", "input_size 2.5", lambda: rnncore.RNNModel(5, 4, input_size=2.5), T_,
+     r"input_size must be an integer; got float"),
+    ("RNNModel(...)", "both vocab_size and input_size",
+     lambda: rnncore.RNNModel(5, 4, vocab_size=7, input_size=3), E,
+     r"give exactly one of vocab_size .* and input_size .*; got vocab_size=7, input_size=3"),
+    ("RNNModel(...)", "task 'regression'", lambda: _model(task="regression"), E,
+     r"task must be one of .*; got 'regression'"),
+    ("RNNModel(...)", "num_layers 0", lambda: _model(num_layers=0), E,
+     r"num_layers must be >= 1; got 0"),
+    ("RNNModel(...)", "dtype int32", lambda: _model(dtype=np.int32), T_,
+     r"dtype must be float32 or float64; got int32"),
+    ("RNNModel.forward", "float tokens", lambda: _model().forward(np.zeros((6, 2))), T_,
+     r"inputs must be integer token ids .*; got dtype float64"),
+    ("RNNModel.forward", "token out of range", lambda: _model().forward(np.full((6, 2), 7)), E,
+     r"inputs must lie in \[0, 7\); got values from 7 to 7"),
+    ("RNNModel.forward", "negative token", lambda: _model().forward(np.full((6, 2), -1)), E,
+     r"inputs must lie in \[0, 7\); got values from -1 to -1"),
+    ("RNNModel.forward", "tokens of ndim 3", lambda: _model().forward(np.zeros((6, 2, 1), int)), E,
+     r"inputs must have shape \(T, B\); got \(6, 2, 1\)"),
+    ("RNNModel.forward", "dense input of ndim 2", lambda: dense_model.forward(np.ones((6, 3), f32)), E,
+     r"inputs must have shape \(T, B, 3\); got \(6, 3\)"),
+    ("RNNModel.forward", "dense input float64", lambda: dense_model.forward(np.ones((6, 2, 3))), T_,
+     r"x has dtype float64 but the weights are float32"),
+    ("RNNModel.forward", "lengths 0", lambda: _model().forward(tokens, lengths=[0, 6]), E,
+     r"lengths must lie in \[1, 6\] .*; got values from 0 to 6"),
+    ("RNNModel.forward", "lengths with NaN", lambda: _model().forward(tokens, lengths=[np.nan, 6]), E,
+     r"lengths must hold whole numbers"),
+    ("RNNModel.forward", "h0 of wrong shape",
+     lambda: _model().forward(tokens, h0=np.zeros((2, 2, 4), f32)), E,
+     r"h0 must have shape \(1, 2, 4\) .*; got \(2, 2, 4\)"),
+    ("RNNModel.loss", "targets float", lambda: _model().loss(tokens, np.zeros((6, 2))), T_,
+     r"targets must be integer classes; got dtype float64"),
+    ("RNNModel.loss", "targets of wrong shape",
+     lambda: _model().loss(tokens, np.zeros((6, 3), int)), E,
+     r"targets must have shape \(6, 2\) for task='labeling'; got \(6, 3\)"),
+    ("RNNModel.loss", "classification targets of shape (T, B)",
+     lambda: _model(task="classification").loss(tokens, np.zeros((6, 2), int)), E,
+     r"targets must have shape \(2,\) for task='classification'; got \(6, 2\)"),
+    ("RNNModel.loss", "target class out of range",
+     lambda: _model().loss(tokens, np.full((6, 2), 5)), E,
+     r"targets must lie in \[0, 5\).*"),
+    ("RNNModel.load_params", "missing keys", lambda: _model().load_params({"V": 1}), E,
+     r"params keys do not match this model: missing \[.*\], unexpected \[\]"),
+    ("RNNModel.load_params", "V of wrong shape",
+     lambda: _model().load_params({**_model().params, "V": np.ones((4, 5))}), E,
+     r"params\['V'\] must have shape \(5, 4\); got \(4, 5\)"),
+]
+
+# ---- the optimisers: rnncore.optim
+w = {"w": np.ones((2, 3), f32)}
+OPTIM_CASES = [
+    ("SGD(...)", "params not a mapping", lambda: rnncore.SGD([np.ones(3)]), T_,
+     r"params must be a mapping of names to arrays; got list"),
+    ("SGD(...)", "lr -1", lambda: rnncore.SGD(w, lr=-1), E, r"lr must be >= 0 and finite; got -1"),
+    ("SGD(...)", "lr NaN", lambda: rnncore.SGD(w, lr=np.nan), E, r"lr must be .*; got nan"),
+    ("SGD(...)", "lr '0.1'", lambda: rnncore.SGD(w, lr="0.1"), T_,
+     r"lr must be a number; got str"),
+    ("SGD(...)", "momentum -0.5", lambda: rnncore.SGD(w, momentum=-0.5), E,
+     r"momentum must be >= 0 and finite; got -0.5"),
+    ("Adam(...)", "beta 1.0", lambda: rnncore.Adam(w, betas=(1.0, 0.999)), E,
+     r"must lie in \[0, 1\); got 1\.0"),
+    ("Adam(...)", "eps -1e-8", lambda: rnncore.Adam(w, eps=-1e-8), E,
+     r"eps must be .*; got -1e-08"),
+    ("Adagrad(...)", "lr_decay -1", lambda: rnncore.Adagrad(w, lr_decay=-1), E,
+     r"lr_decay must be >= 0 and finite; got -1"),
+    ("SGD.step", "a missing gradient", lambda: rnncore.SGD(w).step({}), E,
+     r"grads is missing \['w'\]"),
+    ("SGD.step", "a gradient of wrong shape",
+     lambda: rnncore.SGD(w).step({"w": np.ones((3, 2))}), E,
+     r"grads\['w'\] must have shape \(2, 3\); got \(3, 2\)"),
+    ("clip_grad_norm", "max_norm -1", lambda: rnncore.clip_grad_norm(dict(w), -1.0), E,
+     r"max_norm must be .*; got -1"),
+    ("clip_grad_value", "clip_value -1", lambda: rnncore.clip_grad_value(dict(w), -1.0), E,
+     r"clip_value must be .*; got -1"),
+    ("truncated_bptt", "chunk 0",
+     lambda: next(rnncore.truncated_bptt(_model(), tokens, tokens, 0)), E,
+     r"chunk must be a positive integer; got 0"),
+    ("truncated_bptt", "targets with fewer steps",
+     lambda: next(rnncore.truncated_bptt(_model(), tokens, tokens[:3], 2)), E,
+     r"targets must have 6 steps like inputs; got shape \(3, 2\)"),
+]
+
+
+def _ids(cases):
+    return [f"{where}: {what}" for where, what, *_ in cases]
+
+
+def _check(call, exc_type, pattern):
+    with pytest.raises(exc_type) as info:
+        call()
+    assert type(info.value) is exc_type, f"raised {type(info.value).__name__}: {info.value}"
+    assert re.search(pattern, str(info.value)), \
+        f"message {str(info.value)!r} does not match {pattern!r}"
+
+
+@pytest.mark.parametrize("where, what, call, exc_type, pattern", CASES, ids=_ids(CASES))
+def test_core_entry_points_reject_bad_input(where, what, call, exc_type, pattern):
+    _check(call, exc_type, pattern)
+
+
+@pytest.mark.parametrize("where, what, call, exc_type, pattern", MODEL_CASES,
+                         ids=_ids(MODEL_CASES))
+def test_model_rejects_bad_input(where, what, call, exc_type, pattern):
+    _check(call, exc_type, pattern)
+
+
+@pytest.mark.parametrize("where, what, call, exc_type, pattern", OPTIM_CASES,
+                         ids=_ids(OPTIM_CASES))
+def test_optimisers_reject_bad_input(where, what, call, exc_type, pattern):
+    _check(call, exc_type, pattern)
+
+
+@pytest.mark.parametrize("backend", rnncore.backends())
+def test_a_rejected_call_leaves_the_rnn_usable(backend):
+    """An error raised by validation leaves no half-updated state behind."""
+    rnn = rnncore.RNN(3, 4, num_layers=2, bidirectional=True, seed=0, backend=backend)
+    x = np.ones((5, 2, 3), np.float32)
+    before = rnn.state_dict()
+    y, h_n = rnn(x)
+    with pytest.raises(ValueError):
+        rnn.load_state_dict({**rnn.state_dict(), "weight_hh_l1": np.ones((4, 5))})
+    for key, value in before.items():                    # not one array was written
+        np.testing.assert_array_equal(rnn.params[key], value)
+    with pytest.raises(ValueError):
+        rnn(x, lengths=[0, 5])
+    dx, dh0 = rnn.backward(np.ones_like(y))             # still the record of the good call
+    np.testing.assert_array_equal(rnn(x)[0], y)
+    assert dx.shape == x.shape and dh0.shape == h_n.shape
+
+
+@pytest.mark.parametrize("lengths", [[5, 5], np.array([5, 5], np.int32),
+                                     np.array([5, 5], np.uint8), np.array([5.0, 5.0]),
+                                     (5, 5)], ids=["list", "int32", "uint8", "whole floats",
+                                                   "tuple"])
+def test_lengths_accept_any_whole_numbers(lengths):
+    rnn = rnncore.RNN(3, 4, seed=0)
+    x = np.ones((5, 2, 3), np.float32)
+    np.testing.assert_array_equal(rnn(x, lengths=lengths)[0], rnn(x)[0])
+
+
+def test_zero_batch_accepts_empty_lengths():
+    rnn = rnncore.RNN(3, 4, seed=0)
+    y, h_n = rnn(np.ones((5, 0, 3), np.float32), lengths=[])
+    assert y.shape == (5, 0, 4) and h_n.shape == (1, 0, 4)
+
+
+
+
+# ---- the torch adapter: a drop-in raises exactly what torch.nn.RNN raises
+TORCH_CASES = {
+    "input of ndim 1": lambda t, m: m(t.ones(5)),
+    "input with 4 features, input_size 3": lambda t, m: m(t.ones(5, 2, 4)),
+    "input float64, weights float32": lambda t, m: m(t.ones(5, 2, 3, dtype=t.float64)),
+    "input int64": lambda t, m: m(t.ones(5, 2, 3, dtype=t.int64)),
+    "hx with 1 layer-direction, 4 expected": lambda t, m: m(t.ones(5, 2, 3), t.zeros(1, 2, 4)),
+    "hx of the wrong batch": lambda t, m: m(t.ones(5, 2, 3), t.zeros(4, 3, 4)),
+    "unbatched input, batched hx": lambda t, m: m(t.ones(5, 3), t.zeros(4, 2, 4)),
+    "hx float64": lambda t, m: m(t.ones(5, 2, 3), t.zeros(4, 2, 4, dtype=t.float64)),
+    "hx not a tensor": lambda t, m: m(t.ones(5, 2, 3), np.zeros((4, 2, 4), f32)),
+}
+
+
+@pytest.mark.parametrize("what", list(TORCH_CASES))
+def test_torch_dropin_raises_what_torch_raises(what):
+    torch = pytest.importorskip("torch")
+    rnncore_torch = pytest.importorskip("rnncore.torch")
+    stock = torch.nn.RNN(3, 4, num_layers=2, bidirectional=True)
+    ours = rnncore_torch.RNN(3, 4, num_layers=2, bidirectional=True)
+    ours.load_state_dict(stock.state_dict())
+    with pytest.raises(Exception) as want:
+        TORCH_CASES[what](torch, stock)
+    with pytest.raises(Exception) as got:
+        TORCH_CASES[what](torch, ours)
+    assert type(got.value) is type(want.value)
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("kwargs", [dict(hidden_size=0), dict(num_layers=0),
+                                    dict(nonlinearity="gelu"), dict(hidden_size=-1),
+                                    dict(num_layers=1.5)],
+                         ids=lambda kw: ", ".join(f"{k}={v!r}" for k, v in kw.items()))
+def test_torch_dropin_constructor_raises_what_torch_raises(kwargs):
+    torch = pytest.importorskip("torch")
+    rnncore_torch = pytest.importorskip("rnncore.torch")
+    args = {"input_size": 3, "hidden_size": 4, **kwargs}
+    with pytest.raises(Exception) as want:
+        torch.nn.RNN(**args)
+    with pytest.raises(Exception) as got:
+        rnncore_torch.RNN(**args)
+    assert type(got.value) is type(want.value)
+    assert str(got.value) == str(want.value)
+
+
+def test_torch_dropin_rejects_an_unknown_backend():
+    pytest.importorskip("torch")
+    rnncore_torch = pytest.importorskip("rnncore.torch")
+    with pytest.raises(ValueError, match=r"backend must be one of .*; got 'cuda'"):
+        rnncore_torch.RNN(3, 4, backend="cuda")
