@@ -5,7 +5,7 @@ implementation of the same computation (``backend="numpy"``) is the readable ref
 """
 from . import functional, losses, optim
 from ._parallel import get_num_threads, set_num_threads
-from .diagnostics import gradient_flow, plot_gradient_flow, recurrent_regimes
+from .diagnostics import gradient_norms, plot_gradient_norms, recurrent_regimes
 from .functional import backends
 from .gradcheck import gradient_check
 from .model import RNNModel
@@ -15,5 +15,5 @@ from .rnn import RNN
 __all__ = ["RNN", "RNNModel", "functional", "losses", "optim", "backends",
            "get_num_threads", "set_num_threads", "SGD", "Adagrad", "Adam",
            "clip_grad_norm", "clip_grad_value", "truncated_bptt", "gradient_check",
-           "gradient_flow", "recurrent_regimes", "plot_gradient_flow", "__version__"]
+           "gradient_norms", "recurrent_regimes", "plot_gradient_norms", "__version__"]
 __version__ = "0.1.0"

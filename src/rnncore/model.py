@@ -42,6 +42,9 @@ class RNNModel:
         Dense input of this many features instead of tokens.
     num_layers, nonlinearity, bias, bidirectional
         The recurrence, as :class:`rnncore.RNN`.
+    batch_first : bool
+        Inputs, targets and logits are (B, T, ...) instead of (T, B, ...); ``h0`` and
+        ``h_n`` stay (L·D, B, H), as in torch.
     task : {"labeling", "classification"}
         Loss at every valid step, or at the last valid step only.
     ignore_index : int
@@ -56,18 +59,38 @@ class RNNModel:
     ----------
     params : dict of str to ndarray
         ``embedding`` (vocab_size, E) when token input; the recurrence under torch's
-        keys (``weight_ih_l0`` ...); ``V`` (O, D·H) and ``c`` (O,).
+        keys (``weight_ih_l0`` ...); ``V`` (O, D·H) and ``c`` (O,). The live arrays:
+        optimisers update them in place.
+    grads : dict of str to ndarray
+        The gradients of the last :meth:`loss_and_grads` call, same keys and shapes.
 
     Notes
     -----
-    Inputs are time-major: tokens (T, B) or dense (T, B, K); targets (T, B) for
-    labeling, (B,) for classification.
+    Inputs are time-major unless ``batch_first``: tokens (T, B) of int or dense
+    (T, B, K); targets (T, B) for labeling, (B,) for classification.
+
+    With ``task="classification"`` and ``bidirectional=True`` the feature fed to the
+    output layer is the concatenation [forward state at each sequence's last valid step,
+    reverse state at step 0] of the top layer — the two states that have read the whole
+    sequence, i.e. ``torch.cat([h_n[-2], h_n[-1]], dim=1)`` as torch users write it.
+
+    Examples
+    --------
+    >>> import numpy as np, rnncore
+    >>> model = rnncore.RNNModel(output_size=5, hidden_size=8, vocab_size=5, seed=0)
+    >>> tokens = np.array([[0, 1], [2, 3], [4, 0]])          # (T=3, B=2)
+    >>> loss, grads = model.loss_and_grads(tokens[:-1], tokens[1:])
+    >>> sorted(grads) == sorted(model.params)
+    True
+    >>> model.predict(tokens).shape
+    (3, 2)
     """
 
     def __init__(self, output_size: int, hidden_size: int, *, vocab_size: int | None = None,
                  embedding_dim: int | None = None, input_size: int | None = None,
                  num_layers: int = 1, nonlinearity: str = "tanh", bias: bool = True,
-                 bidirectional: bool = False, task: str = "labeling",
+                 bidirectional: bool = False, batch_first: bool = False,
+                 task: str = "labeling",
                  ignore_index: int = -100, dtype=np.float32, seed=None,
                  backend: str | None = None):
         if (vocab_size is None) == (input_size is None):
@@ -86,6 +109,9 @@ class RNNModel:
         in_size = self.embedding_dim if vocab_size is not None else _positive_int(
             "input_size", input_size)
         self.task = task
+        self.batch_first = bool(batch_first)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            raise TypeError(f"ignore_index must be an integer; got {ignore_index!r}")
         self.ignore_index = int(ignore_index)
         rng = np.random.default_rng(seed)
         self.rnn = RNN(in_size, hidden_size, num_layers, nonlinearity, bias,
@@ -100,6 +126,7 @@ class RNNModel:
         self.params.update(self.rnn.params)          # the same arrays: one set of weights
         self.params["V"] = rng.uniform(-bound, bound, (self.output_size, DH)).astype(self.dtype)
         self.params["c"] = rng.uniform(-bound, bound, self.output_size).astype(self.dtype)
+        self.grads: dict[str, np.ndarray] = {k: np.zeros_like(p) for k, p in self.params.items()}
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
@@ -110,7 +137,7 @@ class RNNModel:
                     input_size=None if self.vocab_size else self.rnn.input_size,
                     num_layers=self.rnn.num_layers, nonlinearity=self.rnn.nonlinearity,
                     bias=self.rnn.bias, bidirectional=self.rnn.bidirectional,
-                    task=self.task, ignore_index=self.ignore_index,
+                    batch_first=self.batch_first, task=self.task, ignore_index=self.ignore_index,
                     dtype=self.dtype.name)
 
     def __repr__(self) -> str:
@@ -122,40 +149,66 @@ class RNNModel:
         return {k: self.params[k] for k in self.rnn.params}
 
     # ------------------------------------------------------------------ forward
+    def _time_major(self, a, name):
+        """(B, T, ...) -> (T, B, ...) when batch_first; a view, never a copy."""
+        if not self.batch_first:
+            return a
+        if a.ndim < 2:
+            raise ValueError(f"{name} must have at least 2 dimensions (B, T, ...) with "
+                             f"batch_first=True; got shape {a.shape}")
+        return a.swapaxes(0, 1)
+
     def _embed(self, inputs):
+        """Check the inputs; returns (token ids or None, x) time-major."""
+        layout = "(B, T)" if self.batch_first else "(T, B)"
         if self.vocab_size is not None:
             tokens = np.asarray(inputs)
             if tokens.dtype.kind not in "iu":
                 raise TypeError(f"inputs must be integer token ids for a model with "
                                 f"vocab_size; got dtype {tokens.dtype}")
             if tokens.ndim != 2:
-                raise ValueError(f"inputs must have shape (T, B); got {tokens.shape}")
+                raise ValueError(f"inputs must have shape {layout} of token ids; "
+                                 f"got {tokens.shape}")
             if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
-                raise ValueError(f"inputs must lie in [0, {self.vocab_size}); got values "
-                                 f"from {tokens.min()} to {tokens.max()}")
+                raise ValueError(f"inputs must lie in [0, {self.vocab_size}) "
+                                 f"(vocab_size={self.vocab_size}); got values from "
+                                 f"{tokens.min()} to {tokens.max()}")
+            tokens = self._time_major(tokens, "inputs")
             return tokens, self.params["embedding"][tokens]    # a gather, not a matmul
         x = np.asarray(inputs)
-        if x.ndim != 3:
-            raise ValueError(f"inputs must have shape (T, B, {self.rnn.input_size}); "
-                             f"got {x.shape}")
-        return None, x
+        K = self.rnn.input_size
+        if x.ndim != 3 or x.shape[2] != K:
+            raise ValueError(f"inputs must have shape {layout[:-1]}, {K}) for "
+                             f"input_size={K}; got {x.shape}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"inputs must have the model's dtype {self.dtype}; got "
+                            f"{x.dtype}")
+        return None, self._time_major(x, "inputs")
 
     def forward(self, inputs, lengths=None, h0=None):
         """Logits of every step (labeling) or of each sequence (classification).
 
         Parameters
         ----------
-        inputs : ndarray, shape (T, B) of int, or (T, B, K)
+        inputs : ndarray, shape (T, B) of int, or (T, B, K); (B, T, ...) if batch_first
         lengths : array_like of int, shape (B,), optional
+            True length of each sequence, ``1 <= lengths[i] <= T``.
         h0 : ndarray, shape (L·D, B, H), optional
+            Initial states; zeros when omitted.
 
         Returns
         -------
-        logits : ndarray, shape (T, B, O) (labeling) or (B, O) (classification)
+        logits : ndarray, shape (T, B, O) (or (B, T, O)) for labeling, (B, O) for
+            classification
         h_n : ndarray, shape (L·D, B, H)
         """
         logits, h_n, _ = self._forward(inputs, lengths, h0)
-        return logits, h_n
+        return self._user_logits(logits), h_n
+
+    def _user_logits(self, logits):
+        if self.batch_first and self.task == "labeling":
+            return logits.swapaxes(0, 1)
+        return logits
 
     def _forward(self, inputs, lengths, h0):
         tokens, x = self._embed(inputs)
@@ -164,36 +217,47 @@ class RNNModel:
                                             backend=self.rnn.backend)
         T, B = y.shape[:2]
         steps = (np.full(B, T, dtype=np.int64) if lengths is None
-                 else np.asarray(lengths).astype(np.int64))
+                 else np.asarray(lengths).reshape(B).astype(np.int64))
         feature = self._final_feature(y, steps) if self.task == "classification" else y
-        logits = affine(feature, self.params["V"], self.params["c"])
-        return logits, h_n, (tokens, x, y, record, steps, feature)
+        logits = affine(feature, self.params["V"], self.params["c"])   # one product
+        return logits, h_n, (tokens, y, record, steps, feature)
 
     def _final_feature(self, y, steps):
         """(B, D·H): forward state at each last valid step, reverse state at step 0."""
         if y.shape[0] == 0:
             raise ValueError("classification needs at least one step; got T = 0")
         H, B = self.hidden_size, y.shape[1]
-        feature = y[steps - 1, np.arange(B)].copy()
+        feature = y[steps - 1, np.arange(B)]          # fancy indexing: a new array
         if self.rnn.bidirectional:
             feature[:, H:] = y[0, :, H:]
         return feature
 
     def predict(self, inputs, lengths=None, h0=None) -> np.ndarray:
-        """Most probable class.
+        """The most probable class.
+
+        Parameters
+        ----------
+        inputs, lengths, h0
+            As for :meth:`forward`.
 
         Returns
         -------
-        ndarray of int, shape (T, B) (labeling; -1 at padded steps) or (B,)
+        ndarray of int64, shape (T, B) (or (B, T)) for labeling, with -1 at padded
+            steps; shape (B,) for classification
         """
-        logits, _ = self.forward(inputs, lengths, h0)
+        logits, _, (_, y, _, steps, _) = self._forward(inputs, lengths, h0)
         classes = logits.argmax(axis=-1)
-        if self.task == "labeling" and lengths is not None:
-            classes[np.arange(classes.shape[0])[:, None] >= np.asarray(lengths)[None, :]] = -1
-        return classes
+        if self.task == "labeling":
+            classes[np.arange(y.shape[0])[:, None] >= steps[None, :]] = -1
+        return self._user_logits(classes)
 
     def predict_proba(self, inputs, lengths=None, h0=None) -> np.ndarray:
-        """softmax of the logits: shape (T, B, O) or (B, O)."""
+        """Class probabilities, softmax of the logits.
+
+        Returns
+        -------
+        ndarray, shape (T, B, O) (or (B, T, O)) for labeling, (B, O) for classification
+        """
         return softmax(self.forward(inputs, lengths, h0)[0])
 
     # ------------------------------------------------------------------ loss and BPTT
@@ -201,37 +265,22 @@ class RNNModel:
         t = np.asarray(targets)
         if t.dtype.kind not in "iu":
             raise TypeError(f"targets must be integer classes; got dtype {t.dtype}")
-        expected = (T, B) if self.task == "labeling" else (B,)
+        if self.task == "labeling":
+            expected = (B, T) if self.batch_first else (T, B)
+        else:
+            expected = (B,)
         if t.shape != expected:
-            raise ValueError(f"targets must have shape {expected} for task={self.task!r}; "
+            raise ValueError(f"targets must have shape {expected} for task={self.task!r}"
+                             f"{', batch_first=True' if self.batch_first else ''}; "
                              f"got {t.shape}")
         if self.task == "labeling":
-            t = t.copy()
+            t = np.array(self._time_major(t, "targets"))           # a private copy
             t[np.arange(T)[:, None] >= steps[None, :]] = self.ignore_index  # padding
         return t
 
-    def loss_and_grads(self, inputs, targets, lengths=None, h0=None):
-        """Mean cross-entropy and its gradient for every parameter, by BPTT.
-
-        Parameters
-        ----------
-        inputs : ndarray, shape (T, B) of int, or (T, B, K)
-        targets : ndarray of int, shape (T, B) (labeling) or (B,) (classification)
-            Classes in [0, O); ``ignore_index`` marks steps that do not count. Steps past
-            ``lengths`` never count.
-        lengths : array_like of int, shape (B,), optional
-        h0 : ndarray, shape (L·D, B, H), optional
-
-        Returns
-        -------
-        loss : float
-            Mean over the counted steps (labeling) or sequences (classification).
-        grads : dict of str to ndarray
-            The keys and shapes of ``params``.
-        h_n : ndarray, shape (L·D, B, H)
-            Final states, to carry into the next chunk (truncated BPTT).
-        """
-        logits, h_n, (tokens, x, y, record, steps, feature) = self._forward(inputs, lengths, h0)
+    def _loss_and_output_grad(self, inputs, targets, lengths, h0):
+        """Forward, loss, ∂loss/∂V, ∂loss/∂c and ∂loss/∂(RNN output) (T, B, D·H)."""
+        logits, h_n, (tokens, y, record, steps, feature) = self._forward(inputs, lengths, h0)
         T, B = y.shape[:2]
         t = self._check_targets(targets, T, B, steps)
         O = self.output_size
@@ -239,35 +288,85 @@ class RNNModel:
                                          self.ignore_index)
         dfeature, dV, dc = affine_backward(feature, self.params["V"], dz.reshape(logits.shape))
         if self.task == "classification":
-            H = self.hidden_size
+            H, rows = self.hidden_size, np.arange(B)
             dy = np.zeros_like(y)
             if self.rnn.bidirectional:
-                dy[steps - 1, np.arange(B), :H] = dfeature[:, :H]
+                dy[steps - 1, rows, :H] = dfeature[:, :H]
                 dy[0, :, H:] += dfeature[:, H:]
             else:
-                dy[steps - 1, np.arange(B)] = dfeature
+                dy[steps - 1, rows] = dfeature
         else:
             dy = dfeature
+        return loss, dV, dc, dy, tokens, record, h_n
+
+    def loss_and_grads(self, inputs, targets, lengths=None, h0=None, *,
+                       return_h_n: bool = False):
+        """Mean cross-entropy and its gradient for every parameter, by BPTT.
+
+        Parameters
+        ----------
+        inputs : ndarray, shape (T, B) of int, or (T, B, K); (B, T, ...) if batch_first
+        targets : ndarray of int, shape (T, B) (or (B, T)) for labeling, (B,) for
+            classification
+            Classes in [0, O); ``ignore_index`` marks steps or sequences that do not
+            count. Steps past ``lengths`` never count, whatever they hold.
+        lengths : array_like of int, shape (B,), optional
+            True length of each sequence, ``1 <= lengths[i] <= T``.
+        h0 : ndarray, shape (L·D, B, H), optional
+            Initial states, taken as constants (no gradient flows into them).
+        return_h_n : bool
+            Also return the final states, to carry into the next chunk of a long
+            sequence (truncated BPTT).
+
+        Returns
+        -------
+        loss : float
+            Mean over the counted steps (labeling) or sequences (classification).
+        grads : dict of str to ndarray
+            The keys and shapes of ``params``; also stored as ``self.grads``.
+        h_n : ndarray, shape (L·D, B, H)
+            Only with ``return_h_n=True``.
+        """
+        loss, dV, dc, dy, tokens, record, h_n = self._loss_and_output_grad(
+            inputs, targets, lengths, h0)
         dx, _, rnn_grads = functional.backward(record, dy, need_dx=tokens is not None)
         grads: dict[str, np.ndarray] = {}
         if tokens is not None:
+            # the gather's adjoint: a scatter-add of ∂L/∂x_t into the rows read
             d_embedding = np.zeros_like(self.params["embedding"])
             np.add.at(d_embedding, tokens.reshape(-1), dx.reshape(-1, dx.shape[-1]))
             grads["embedding"] = d_embedding
         grads.update(rnn_grads)
         grads["V"], grads["c"] = dV, dc
-        return loss, grads, h_n
+        self.grads = grads
+        return (loss, grads, h_n) if return_h_n else (loss, grads)
 
     def loss(self, inputs, targets, lengths=None, h0=None) -> float:
-        """Mean cross-entropy (no gradients)."""
-        logits, _, (_, _, y, _, steps, _) = self._forward(inputs, lengths, h0)
+        """Mean cross-entropy, without gradients.
+
+        Parameters
+        ----------
+        inputs, targets, lengths, h0
+            As for :meth:`loss_and_grads`.
+
+        Returns
+        -------
+        float
+        """
+        logits, _, (_, y, _, steps, _) = self._forward(inputs, lengths, h0)
         t = self._check_targets(targets, y.shape[0], y.shape[1], steps)
         return softmax_cross_entropy(logits.reshape(-1, self.output_size), t.reshape(-1),
                                      self.ignore_index)[0]
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
-        """Write the configuration and every parameter to an ``.npz`` file."""
+        """Write the configuration and every parameter to an ``.npz`` file.
+
+        Parameters
+        ----------
+        path : str or path-like
+            NumPy appends ``.npz`` when the name lacks it.
+        """
         np.savez(path, __config__=np.array(json.dumps(self.config())), **self.params)
 
     @classmethod
@@ -284,6 +383,9 @@ class RNNModel:
         RNNModel
         """
         with np.load(path, allow_pickle=False) as data:
+            if "__config__" not in data.files:
+                raise ValueError(f"{path} was not written by RNNModel.save: it has no "
+                                 f"__config__ entry; got entries {sorted(data.files)}")
             config = json.loads(str(data["__config__"]))
             config["dtype"] = np.dtype(config["dtype"])
             model = cls(**config, backend=backend)
@@ -291,16 +393,29 @@ class RNNModel:
         return model
 
     def load_params(self, params: Mapping[str, Any]) -> None:
-        """Copy parameters in (exactly this model's keys and shapes)."""
+        """Copy parameters in: exactly this model's keys, each of its shape.
+
+        Parameters
+        ----------
+        params : mapping of str to array_like
+            Real numbers; converted to the model's dtype.
+        """
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping; got {type(params).__name__}")
         missing = sorted(set(self.params) - set(params))
         extra = sorted(set(params) - set(self.params))
         if missing or extra:
             raise ValueError(f"params keys do not match this model: missing {missing}, "
                              f"unexpected {extra}")
+        arrays = {}
         for key, value in params.items():
             a = np.asarray(value)
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"params[{key!r}] must hold real numbers; got dtype "
+                                f"{a.dtype}")
             if a.shape != self.params[key].shape:
-                raise ValueError(f"params[{key!r}] must have shape {self.params[key].shape}; "
-                                 f"got {a.shape}")
-        for key, value in params.items():
-            self.params[key][...] = value
+                raise ValueError(f"params[{key!r}] must have shape "
+                                 f"{self.params[key].shape}; got {a.shape}")
+            arrays[key] = a
+        for key, a in arrays.items():
+            self.params[key][...] = a
