@@ -1,4 +1,6 @@
 """The kernels are safe to call from many threads at once, and release the GIL."""
+import random
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,67 +11,154 @@ import pytest
 import rnncore
 from rnncore import functional as F
 
+LENGTHS = np.array([30, 7, 19, 1, 30])
 
-def _case(dtype, bidirectional, seed=0):
-    rng = np.random.default_rng(seed)
+
+def _case(dtype, bidirectional):
+    rng = np.random.default_rng(0)
     rnn = rnncore.RNN(16, 48, num_layers=2, bidirectional=bidirectional, dtype=dtype, seed=1)
     D = 2 if bidirectional else 1
     xs = [rng.standard_normal((30, 5, 16)).astype(dtype) for _ in range(8)]
     dys = [rng.standard_normal((30, 5, D * 48)).astype(dtype) for _ in range(8)]
-    return rnn.params, xs, dys
+    dh_ns = [rng.standard_normal((2 * D, 5, 48)).astype(dtype) for _ in range(8)]
+    return rnn.params, list(zip(xs, dys, dh_ns))
 
 
-def _fwd_bwd(params, x, dy, backend):
-    y, h_n, record = F.forward(x, params, lengths=np.array([30, 7, 19, 1, 30]),
-                               backend=backend)
-    dx, dh0, grads = F.backward(record, dy)
+def _fwd_bwd(params, x, dy, dh_n, backend):
+    y, h_n, record = F.forward(x, params, lengths=LENGTHS, backend=backend)
+    dx, dh0, grads = F.backward(record, dy, dh_n)
     return [y, h_n, dx, dh0, *grads.values()]
 
 
+@pytest.mark.parametrize("num_threads", [1, 2], ids=["rnncore-1-thread", "rnncore-2-threads"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_eight_threads_on_shared_weights_equal_serial_calls_bitwise(backend, dtype,
-                                                                    bidirectional):
-    params, xs, dys = _case(dtype, bidirectional)
-    serial = [_fwd_bwd(params, x, dy, backend) for x, dy in zip(xs, dys)]
-    for _ in range(3):
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            parallel = list(pool.map(lambda a: _fwd_bwd(params, *a, backend), zip(xs, dys)))
-        for s, p in zip(serial, parallel):
-            for a, b in zip(s, p):
-                np.testing.assert_array_equal(a, b)
+                                                                    bidirectional,
+                                                                    num_threads):
+    # with 2 rnncore threads, each bidirectional call also hands its reverse direction to
+    # the shared worker thread: 8 callers then contend for it and for the BLAS setting
+    params, cases = _case(dtype, bidirectional)
+    rnncore.set_num_threads(num_threads)
+    try:
+        serial = [_fwd_bwd(params, *case, backend) for case in cases]
+        for _ in range(3):
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                parallel = list(pool.map(lambda case: _fwd_bwd(params, *case, backend),
+                                         cases))
+            for s, p in zip(serial, parallel):
+                for a, b in zip(s, p):
+                    np.testing.assert_array_equal(a, b)
+    finally:
+        rnncore.set_num_threads(None)
 
 
-def test_a_long_kernel_call_lets_other_threads_run():
-    if "cython" not in rnncore.backends():
-        pytest.skip("needs the compiled kernels")
-    rnn = rnncore.RNN(8, 16, dtype=np.float64, seed=0)
-    x = np.random.default_rng(0).standard_normal((200_000, 1, 8))
-    from rnncore import _kernels
-    args = [np.ascontiguousarray(rnn.params["weight_ih_l0"]),
-            np.ascontiguousarray(rnn.params["weight_hh_l0"]), np.zeros(16), np.zeros((1, 16)),
-            np.array([len(x)])]
-    t0 = time.perf_counter()
-    _kernels.layer_forward(x, *args[:4], args[4], False, False)
-    alone = time.perf_counter() - t0                     # one call, nothing else running
+def test_threads_with_different_configurations_at_once(backend):
+    """Different shapes, dtypes and nonlinearities interleaved: no shared scratch."""
+    rng = np.random.default_rng(1)
+    jobs = []
+    for i in range(16):
+        dtype = (np.float32, np.float64)[i % 2]
+        rnn = rnncore.RNN(3 + i % 4, 5 + 7 * (i % 5), num_layers=1 + i % 3,
+                          nonlinearity=("tanh", "relu")[i // 2 % 2],
+                          bidirectional=bool(i // 4 % 2), dtype=dtype, seed=i)
+        x = rng.standard_normal((11 + i, 1 + i % 4, rnn.input_size)).astype(dtype)
+        jobs.append((rnn, x))
 
-    ticks = 0
-    done = threading.Event()
+    def run(job):
+        rnn, x = job
+        y, h_n, record = F.forward(x, rnn.params, nonlinearity=rnn.nonlinearity,
+                                   backend=backend)
+        dx, dh0, grads = F.backward(record, np.ones_like(y))
+        return [y, h_n, dx, dh0, *grads.values()]
 
-    def count():
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1                                    # needs the GIL for every tick
+    serial = [run(job) for job in jobs]
+    shuffled = jobs * 3
+    random.Random(0).shuffle(shuffled)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(run, shuffled))
+    for job, got in zip(shuffled, parallel):
+        for a, b in zip(serial[jobs.index(job)], got):
+            np.testing.assert_array_equal(a, b)
+
+
+class _Counter:
+    """A Python thread that counts; each tick needs the GIL and then gives it up.
+
+    While counting, the interpreter's switch interval is set to a minute: a thread that
+    holds the GIL is then never asked to drop it, so the counter can only tick while
+    the other thread has released the GIL of its own accord (as ``nogil`` code does).
+    """
+
+    def __init__(self):
+        self.ticks = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._done.is_set():
+            self.ticks += 1
             time.sleep(0)
 
-    counter = threading.Thread(target=count)
-    counter.start()
-    time.sleep(0.01)
-    before = ticks
-    _kernels.layer_forward(x, *args[:4], args[4], False, False)
-    during = ticks - before
-    done.set()
-    counter.join()
-    # With the GIL held for the whole call, the counter would be stuck (a handful of
-    # ticks at the switch interval of 5 ms); released, it counts freely meanwhile.
-    assert alone > 0.02
-    assert during > 100
+    def __enter__(self):
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(60.0)
+        self._thread.start()
+        while self.ticks == 0:
+            time.sleep(0.001)
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        sys.setswitchinterval(self._interval)
+
+    def most_ticks_during(self, call, attempts, enough):
+        """The most ticks counted while ``call()`` ran, over up to ``attempts`` calls."""
+        best = 0
+        for _ in range(attempts):
+            before = self.ticks
+            call()
+            best = max(best, self.ticks - before)
+            if best >= enough:
+                break
+        return best
+
+
+# With the GIL held for a whole call, the counter cannot tick at all (the control test
+# below); released, it counts for as long as it gets a CPU. No timing threshold: a
+# loaded machine only needs more attempts.
+ENOUGH = 50
+
+
+@pytest.mark.parametrize("step", ["layer_forward", "layer_backward"])
+def test_a_long_kernel_call_lets_other_threads_run(dtype, step):
+    if "cython" not in rnncore.backends():
+        pytest.skip("needs the compiled kernels")
+    from rnncore import _kernels
+    T, H, K = 200_000, 8, 4
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, 1, K)).astype(dtype)
+    w_ih = (rng.standard_normal((H, K)) / 4).astype(dtype)
+    w_hh = (rng.standard_normal((H, H)) / 4).astype(dtype)
+    b, h0, lengths = np.zeros(H, dtype), np.zeros((1, H), dtype), np.array([T])
+    if step == "layer_forward":
+        def call():
+            _kernels.layer_forward(x, w_ih, w_hh, b, h0, lengths, False, False)
+    else:
+        hs = _kernels.layer_forward(x, w_ih, w_hh, b, h0, lengths, False, False)
+        dy = np.ones((T, 1, H), dtype)
+
+        def call():
+            _kernels.layer_backward(x, w_ih, w_hh, hs, dy, h0, lengths, False, False)
+    with _Counter() as counter:
+        during = counter.most_ticks_during(call, attempts=20, enough=ENOUGH)
+    assert during >= ENOUGH, f"only {during} ticks of another thread during the call"
+
+
+def test_the_counter_stands_still_while_the_gil_is_held():
+    """The measure above discriminates: a C call that holds the GIL stops the counter."""
+    values = list(range(300_000))
+    random.Random(0).shuffle(values)
+    with _Counter() as counter:
+        during = counter.most_ticks_during(lambda: sorted(values), attempts=5, enough=1)
+    assert during == 0
