@@ -3,44 +3,75 @@ import numpy as np
 import pytest
 
 import rnncore
-from rnncore import gradient_flow, recurrent_regimes
+from rnncore import RNNModel, functional, gradient_norms, recurrent_regimes
 
 
 def test_small_recurrent_weights_make_gradients_vanish_geometrically():
-    flows = recurrent_regimes(hidden_size=16, steps=30, radii=(0.5,))
-    jac = flows[0.5]["jacobian"][::-1]                  # by distance T − k
+    jac = recurrent_regimes(hidden_size=16, steps=30, radii=(0.5,))[0.5]["jacobian"][::-1]
+    # near-linear tanh units and an orthogonal W_hh: ‖∂h_T/∂h_k‖ = 0.5^(T−k)
     np.testing.assert_allclose(jac[1:21], 0.5 ** np.arange(1, 21), rtol=0.05)
 
 
 def test_large_recurrent_weights_make_gradients_grow():
-    jac = recurrent_regimes(hidden_size=16, steps=30, radii=(1.5,))[1.5]["jacobian"][::-1]
+    result = recurrent_regimes(hidden_size=16, steps=30, radii=(1.5,))[1.5]
+    jac = result["jacobian"][::-1]
     growth_per_step = np.exp(np.polyfit(np.arange(31), np.log(jac), 1)[0])
     assert growth_per_step > 1.1
     assert jac[30] > 100
+    assert result["dE_dh"][0] > 100 * result["dE_dh"][-1]
 
 
-def test_dE_dh_follows_the_backward_recurrence(backend):
-    # against rnncore's own BPTT: ∂E/∂h_0 is the dh0 of a backward with dh_n = ∂E/∂h_T
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_dE_dh_equals_rnncore_bptt_from_each_step(backend, nonlinearity):
+    # oracle: ∂E/∂h_k = (direct term at step k) + dh0 of a BPTT over steps k+1.. from h_k
     rng = np.random.default_rng(0)
-    rnn = rnncore.RNN(3, 6, dtype=np.float64, seed=0, backend=backend)
-    x = rng.standard_normal((12, 1, 3))
-    u = rng.standard_normal(6)
-    flow = gradient_flow(rnn.params, x, dE_dhT=u, backend=backend)
-    rnn(x)
-    _, dh0 = rnn.backward(None, u.reshape(1, 1, 6))
-    assert flow["dE_dh"][0] == pytest.approx(np.linalg.norm(dh0), rel=1e-12)
-    assert flow["dE_dh"][-1] == pytest.approx(np.linalg.norm(u))
+    model = RNNModel(3, 6, input_size=2, nonlinearity=nonlinearity, dtype=np.float64,
+                     seed=0, backend=backend)
+    x = rng.standard_normal((9, 2, 2))
+    y = rng.integers(0, 3, (9, 2))
+    lengths = np.array([9, 7])
+    result = gradient_norms(model, x, y, lengths, sequence=1)
+    assert result["dE_dh"].shape == (8,)
+    _, _, _, dy, _, _, _ = model._loss_and_output_grad(x, y, lengths, None)
+    rnn_params = {k: model.params[k] for k in model.rnn.params}
+    seq = x[:7, 1:2]
+    out, _, _ = functional.forward(seq, rnn_params, nonlinearity=nonlinearity)
+    for k in (0, 3, 6):
+        h_k = np.zeros((1, 1, 6)) if k == 0 else out[k - 1][None]
+        _, _, rec = functional.forward(seq[k:], rnn_params, h_k, nonlinearity=nonlinearity,
+                                       backend=backend)
+        _, dh0, _ = functional.backward(rec, dy[k:7, 1:2], need_dx=False)
+        direct = dy[k - 1, 1] if k else 0
+        assert result["dE_dh"][k] == pytest.approx(np.linalg.norm(dh0[0, 0] + direct),
+                                                   rel=1e-10)
+
+
+def test_jacobian_norm_is_one_at_the_last_step_and_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    model = RNNModel(2, 4, input_size=3, task="classification", dtype=np.float64, seed=2)
+    x = rng.standard_normal((5, 1, 3))
+    result = gradient_norms(model, x, np.array([0]))
+    assert result["jacobian"][-1] == 1.0
+    params = {k: model.params[k] for k in model.rnn.params}
+    h0 = np.zeros((1, 1, 4))
+    eps, J = 1e-6, np.empty((4, 4))
+    for i in range(4):
+        up, down = h0.copy(), h0.copy()
+        up[0, 0, i] += eps
+        down[0, 0, i] -= eps
+        J[:, i] = (functional.forward(x, params, up)[1] -
+                   functional.forward(x, params, down)[1])[0, 0] / (2 * eps)
+    assert result["jacobian"][0] == pytest.approx(np.linalg.norm(J, 2), rel=1e-6)
 
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    path = tmp_path / "flow.png"
-    rnncore.plot_gradient_flow({f"radius {k}": v for k, v in recurrent_regimes(steps=10).items()},
-                               path)
+    path = tmp_path / "norms.png"
+    rnncore.plot_gradient_norms(recurrent_regimes(steps=10), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_gradient_flow_rejects_deep_networks():
-    rnn = rnncore.RNN(3, 4, num_layers=2)
-    with pytest.raises(ValueError, match="one-layer, unidirectional"):
-        gradient_flow(rnn.params, np.zeros((2, 1, 3), np.float32))
+def test_sequence_out_of_range_is_refused(rng):
+    model = RNNModel(2, 4, input_size=3, dtype=np.float64)
+    with pytest.raises(ValueError, match=r"sequence must be an integer in \[0, 2\)"):
+        gradient_norms(model, np.zeros((3, 2, 3)), np.zeros((3, 2), int), sequence=2)

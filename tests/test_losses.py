@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rnncore.losses import log_softmax, softmax_cross_entropy
+from rnncore.losses import affine, affine_backward, log_softmax, softmax_cross_entropy
 
 
 def test_extreme_logits_do_not_overflow(dtype):
@@ -12,6 +12,30 @@ def test_extreme_logits_do_not_overflow(dtype):
     # row 0: log p(1) = -2e4; row 1: uniform, log 3; row 2: two tied, log 2
     np.testing.assert_allclose(loss, (2e4 + np.log(3) + np.log(2)) / 3, rtol=1e-6)
     np.testing.assert_allclose(dz.sum(axis=1), 0, atol=1e-6)
+    assert dz.dtype == dtype
+    # ŷ − y exactly where the softmax saturates: row 0 puts all mass on class 0
+    np.testing.assert_allclose(dz[0], np.array([1, -1, 0]) / 3, atol=1e-7)
+
+
+def test_huge_logits_keep_a_finite_gradient(dtype):
+    big = np.finfo(dtype).max / 4
+    z = np.array([[big, -big], [-big, big]], dtype=dtype)
+    with np.errstate(over="raise", invalid="raise"):      # no overflow, no NaN
+        loss, dz = softmax_cross_entropy(z, np.array([0, 0]))
+    assert np.isfinite(dz).all()
+    assert loss == pytest.approx(float(big), rel=1e-6)   # (0 + 2·big) / 2
+
+
+def test_affine_is_one_product_over_all_steps_and_its_adjoint(rng):
+    h = rng.standard_normal((4, 3, 5))
+    V, c = rng.standard_normal((2, 5)), rng.standard_normal(2)
+    z = affine(h, V, c)
+    np.testing.assert_allclose(z[2, 1], V @ h[2, 1] + c, rtol=1e-12)
+    dz = rng.standard_normal(z.shape)
+    dh, dV, dc = affine_backward(h, V, dz)
+    np.testing.assert_allclose(dh, np.einsum("tbo,oh->tbh", dz, V), rtol=1e-12)
+    np.testing.assert_allclose(dV, np.einsum("tbo,tbh->oh", dz, h), rtol=1e-12)
+    np.testing.assert_allclose(dc, dz.sum(axis=(0, 1)), rtol=1e-12)
 
 
 def test_gradient_is_softmax_minus_onehot_over_count(rng):
@@ -49,15 +73,24 @@ def test_matches_torch_cross_entropy(rng):
     np.testing.assert_allclose(dz, zt.grad.numpy(), rtol=1e-10, atol=1e-15)
 
 
-def test_log_softmax_of_inf_logit_is_finite_elsewhere():
-    out = log_softmax(np.array([[np.inf, 0.0]]))
-    assert np.isnan(out).sum() <= 1
+def test_log_softmax_of_an_inf_logit_follows_ieee():
+    out = log_softmax(np.array([[np.inf, 0.0], [1.0, 2.0]]))
+    assert np.isnan(out[0, 0]) and out[0, 1] == -np.inf
+    np.testing.assert_allclose(np.exp(out[1]).sum(), 1)
+
+
+def test_logits_are_not_modified(rng):
+    z = rng.standard_normal((3, 4))
+    z0 = z.copy()
+    softmax_cross_entropy(z, np.array([0, 1, 2]))
+    np.testing.assert_array_equal(z, z0)
 
 
 @pytest.mark.parametrize("targets, error, message", [
     (np.array([0, 3]), ValueError, r"targets must lie in \[0, 3\)"),
     (np.array([0.0, 1.0]), TypeError, r"targets must be integers"),
     (np.array([0]), ValueError, r"targets must have shape \(2,\)"),
+    (np.array([-1, 0]), ValueError, r"targets must lie in \[0, 3\) or equal ignore_index"),
 ])
 def test_bad_targets(targets, error, message):
     with pytest.raises(error, match=message):
