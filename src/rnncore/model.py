@@ -105,7 +105,8 @@ class RNNModel:
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.vocab_size = None if vocab_size is None else _positive_int("vocab_size", vocab_size)
         self.embedding_dim = (None if vocab_size is None else
-                              _positive_int("embedding_dim", embedding_dim or hidden_size))
+                              _positive_int("embedding_dim", hidden_size if embedding_dim is None
+                                            else embedding_dim))
         in_size = self.embedding_dim if vocab_size is not None else _positive_int(
             "input_size", input_size)
         self.task = task
@@ -130,7 +131,13 @@ class RNNModel:
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this model (without weights)."""
+        """The constructor arguments that rebuild this model (without weights).
+
+        Returns
+        -------
+        dict
+            Keyword arguments of :class:`RNNModel`, JSON-serialisable (dtype by name).
+        """
         return dict(output_size=self.output_size, hidden_size=self.hidden_size,
                     vocab_size=self.vocab_size,
                     embedding_dim=self.embedding_dim,
@@ -185,7 +192,7 @@ class RNNModel:
                             f"{x.dtype}")
         return None, self._time_major(x, "inputs")
 
-    def forward(self, inputs, lengths=None, h0=None):
+    def forward(self, inputs, lengths=None, h0=None) -> tuple[np.ndarray, np.ndarray]:
         """Logits of every step (labeling) or of each sequence (classification).
 
         Parameters
@@ -300,7 +307,7 @@ class RNNModel:
         return loss, dV, dc, dy, tokens, record, h_n
 
     def loss_and_grads(self, inputs, targets, lengths=None, h0=None, *,
-                       return_h_n: bool = False):
+                       return_h_n: bool = False) -> tuple:
         """Mean cross-entropy and its gradient for every parameter, by BPTT.
 
         Parameters
