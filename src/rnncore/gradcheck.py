@@ -90,5 +90,5 @@ def gradient_check(model, *args, eps: float | None = None, samples: int = 20, se
                 flat[i] = old
             numeric = (up - down) / (2 * step)
             err = max(err, abs(g[i] - numeric) / max(abs(g[i]), abs(numeric), floor))
-        worst[key] = err
+        worst[key] = float(err)
     return worst
