@@ -25,6 +25,22 @@ __all__ = ["RNNModel"]
 _TASKS = ("labeling", "classification")
 
 
+def _scatter_add_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """out[i] = Σ rows[j] over j with ids[j] == i; shape (n, rows.shape[1]).
+
+    Sorting the ids and summing runs with ``np.add.reduceat`` is several times faster
+    than ``np.add.at`` for (T·B, E) rows.
+    """
+    out = np.zeros((n, rows.shape[1]), dtype=rows.dtype)
+    if ids.size == 0:
+        return out
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    out[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return out
+
+
 class RNNModel:
     """An Elman RNN with an affine softmax output, trained by BPTT.
 
@@ -340,9 +356,9 @@ class RNNModel:
         grads: dict[str, np.ndarray] = {}
         if tokens is not None:
             # the gather's adjoint: a scatter-add of ∂L/∂x_t into the rows read
-            d_embedding = np.zeros_like(self.params["embedding"])
-            np.add.at(d_embedding, tokens.reshape(-1), dx.reshape(-1, dx.shape[-1]))
-            grads["embedding"] = d_embedding
+            grads["embedding"] = _scatter_add_rows(tokens.reshape(-1),
+                                                   dx.reshape(-1, dx.shape[-1]),
+                                                   self.vocab_size)
         grads.update(rnn_grads)
         grads["V"], grads["c"] = dV, dc
         self.grads = grads
