@@ -20,8 +20,20 @@ def dtype(request):
 
 
 @pytest.fixture
+def tol(dtype):
+    """SPEC.md's norm-wise relative tolerance between backends for ``dtype``."""
+    return RTOL[dtype]
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """The torch module; the test is skipped when torch is not installed."""
+    return pytest.importorskip("torch")
 
 
 def assert_close(got, want, rtol, what=""):

@@ -50,7 +50,7 @@ def backends() -> tuple[str, ...]:
 def _backend_module(backend):
     if backend is None:
         return next(iter(_BACKENDS.values()))
-    if backend not in _BACKENDS:
+    if not isinstance(backend, str) or backend not in _BACKENDS:
         raise ValueError(
             f"backend must be one of {tuple(_BACKENDS)} or None; got {backend!r}")
     return _BACKENDS[backend]
