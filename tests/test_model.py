@@ -265,7 +265,7 @@ def test_bad_inputs_and_targets(rng, change, error, message):
 def test_dense_inputs_of_the_wrong_dtype_or_width(rng):
     model = make("labeling", tokens=False, dtype=np.float32)
     x, y = data(rng, "labeling", tokens=False, dtype=np.float64)
-    with pytest.raises(TypeError, match="inputs must have the model's dtype float32; got float64"):
+    with pytest.raises(TypeError, match="dtype float64 but the weights are float32"):
         model.loss_and_grads(x, y)
     with pytest.raises(ValueError, match=r"inputs must have shape \(T, B, 3\)"):
         model.loss_and_grads(x[:, :, :2].astype(np.float32), y)

@@ -149,7 +149,7 @@ def test_bad_grads_leave_the_parameters_untouched():
     (lambda p: clip_grad_value(p, float("nan")), ValueError, "clip_value must be >= 0"),
     (lambda p: list(rnncore.truncated_bptt(None, np.zeros((4, 1), int),
                                            np.zeros((4, 1), int), chunk=0)),
-     ValueError, "chunk must be >= 1"),
+     ValueError, "chunk must be a positive integer; got 0"),
 ])
 def test_bad_arguments(make, error, message):
     with pytest.raises(error, match=message):

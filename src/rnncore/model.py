@@ -190,22 +190,16 @@ class RNNModel:
                 raise TypeError(f"inputs must be integer token ids for a model with "
                                 f"vocab_size; got dtype {tokens.dtype}")
             if tokens.ndim != 2:
-                raise ValueError(f"inputs must have shape {layout} of token ids; "
-                                 f"got {tokens.shape}")
+                raise ValueError(f"inputs must have shape {layout}; got {tokens.shape}")
             if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
-                raise ValueError(f"inputs must lie in [0, {self.vocab_size}) "
-                                 f"(vocab_size={self.vocab_size}); got values from "
-                                 f"{tokens.min()} to {tokens.max()}")
+                raise ValueError(f"inputs must lie in [0, {self.vocab_size}); got values "
+                                 f"from {tokens.min()} to {tokens.max()}")
             tokens = self._time_major(tokens, "inputs")
             return tokens, self.params["embedding"][tokens]    # a gather, not a matmul
         x = np.asarray(inputs)
         K = self.rnn.input_size
         if x.ndim != 3 or x.shape[2] != K:
-            raise ValueError(f"inputs must have shape {layout[:-1]}, {K}) for "
-                             f"input_size={K}; got {x.shape}")
-        if x.dtype != self.dtype:
-            raise TypeError(f"inputs must have the model's dtype {self.dtype}; got "
-                            f"{x.dtype}")
+            raise ValueError(f"inputs must have shape {layout[:-1]}, {K}); got {x.shape}")
         return None, self._time_major(x, "inputs")
 
     def forward(self, inputs, lengths=None, h0=None) -> tuple[np.ndarray, np.ndarray]:

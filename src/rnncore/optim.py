@@ -313,10 +313,8 @@ def truncated_bptt(model, inputs, targets, chunk: int, optimizer=None,
     grad_norm : float
         The chunk's global gradient L2 norm before clipping.
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)):
-        raise TypeError(f"chunk must be an integer; got {type(chunk).__name__}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1; got {chunk}")
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     if getattr(model, "task", "labeling") != "labeling" or getattr(model, "batch_first",
                                                                     False):
         raise ValueError("truncated_bptt needs a time-major model with task='labeling'")
