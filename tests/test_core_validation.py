@@ -1,4 +1,6 @@
 """Bad input raises TypeError/ValueError naming the argument, the expected and the given."""
+import re
+
 import numpy as np
 import pytest
 
@@ -15,9 +17,10 @@ def x_of(shape=(5, 2, 3), dtype=np.float32):
     return np.ones(shape, dtype=dtype)
 
 
-@pytest.mark.parametrize("shape", [(5,), (1, 5, 2, 3)])
+@pytest.mark.parametrize("shape", [(5,), (1, 5, 2, 3), ()])
 def test_wrong_ndim_of_x(rnn, shape):
-    with pytest.raises(ValueError, match=r"x must have shape .*got \(" ):
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, 3\), .*\(T, 3\) "
+                                         r"unbatched; got " + re.escape(str(shape))):
         rnn(x_of(shape))
 
 
@@ -34,6 +37,11 @@ def test_wrong_h0_shape_names_expected_and_given(rnn):
 def test_x_dtype_other_than_weights_names_both(rnn):
     with pytest.raises(TypeError, match=r"x has dtype float64 but the weights are float32"):
         rnn(x_of(dtype=np.float64))
+
+
+def test_unbatched_h0_must_drop_the_batch_axis(rnn):
+    with pytest.raises(ValueError, match=r"h0 must have shape \(4, 4\) .*got \(4, 1, 4\)"):
+        rnn(x_of((5, 3)), h0=np.zeros((4, 1, 4), np.float32))
 
 
 def test_h0_dtype_other_than_weights_names_both(rnn):
@@ -55,6 +63,8 @@ def test_non_float_x_is_a_type_error(rnn, dtype):
     ([[5, 5]], ValueError, r"lengths must have shape \(2,\)"),
     ([np.nan, 5], ValueError, r"lengths must hold whole numbers"),
     ([2.5, 5], ValueError, r"lengths must hold whole numbers"),
+    ([np.inf, 5], ValueError, r"lengths must hold whole numbers"),
+    ([2 + 0j, 5], TypeError, r"lengths must be integers; got dtype complex128"),
     ([True, True], TypeError, r"lengths must be integers; got dtype bool"),
     (["a", "b"], TypeError, r"lengths must be integers"),
 ])
@@ -68,26 +78,45 @@ def test_whole_float_lengths_are_accepted(rnn):
     assert (y[2:, 0] == 0).all()
 
 
-def test_bad_nonlinearity():
-    with pytest.raises(ValueError, match=r"nonlinearity must be 'tanh' or 'relu'; got 'gelu'"):
-        rnncore.RNN(3, 4, nonlinearity="gelu")
+@pytest.mark.parametrize("value", ["gelu", "Tanh", None])
+def test_bad_nonlinearity(value):
+    message = r"nonlinearity must be 'tanh' or 'relu'; got " + re.escape(repr(value))
+    with pytest.raises(ValueError, match=message):
+        rnncore.RNN(3, 4, nonlinearity=value)
+    rnn = rnncore.RNN(3, 4, seed=0)
+    with pytest.raises(ValueError, match=message):
+        F.forward(x_of(), rnn.params, nonlinearity=value)
 
 
-def test_bad_backend_name():
-    with pytest.raises(ValueError, match=r"backend must be one of .* got 'cuda'"):
-        rnncore.RNN(3, 4, backend="cuda")
+@pytest.mark.parametrize("value", ["cuda", "", ["numpy"]])
+def test_bad_backend_name(value):
+    message = r"backend must be one of \(.*'numpy'\) or None; got " + re.escape(repr(value))
+    with pytest.raises(ValueError, match=message):
+        rnncore.RNN(3, 4, backend=value)
+    rnn = rnncore.RNN(3, 4, seed=0)
+    with pytest.raises(ValueError, match=message):
+        F.forward(x_of(), rnn.params, backend=value)
 
 
-@pytest.mark.parametrize("name, value, error", [
-    ("input_size", 0, ValueError), ("input_size", -3, ValueError),
-    ("hidden_size", 0, ValueError), ("hidden_size", -1, ValueError),
-    ("num_layers", 0, ValueError), ("hidden_size", 2.5, TypeError),
-    ("hidden_size", True, TypeError), ("num_layers", "2", TypeError),
+@pytest.mark.parametrize("name, value", [
+    ("input_size", 0), ("input_size", -3), ("hidden_size", 0), ("hidden_size", -1),
+    ("num_layers", 0), ("num_layers", np.int64(-2)),
 ])
-def test_bad_sizes_in_constructor(name, value, error):
+def test_sizes_below_one_in_constructor(name, value):
     kwargs = dict(input_size=3, hidden_size=4, num_layers=1)
     kwargs[name] = value
-    with pytest.raises(error, match=name):
+    with pytest.raises(ValueError, match=rf"{name} must be >= 1; got {value}$"):
+        rnncore.RNN(**kwargs)
+
+
+@pytest.mark.parametrize("name, value, given", [
+    ("hidden_size", 2.5, "float"), ("hidden_size", True, "bool"),
+    ("input_size", False, "bool"), ("num_layers", "2", "str"), ("num_layers", None, "NoneType"),
+])
+def test_non_integer_sizes_in_constructor(name, value, given):
+    kwargs = dict(input_size=3, hidden_size=4, num_layers=1)
+    kwargs[name] = value
+    with pytest.raises(TypeError, match=rf"{name} must be an integer; got {given}$"):
         rnncore.RNN(**kwargs)
 
 
@@ -110,6 +139,20 @@ def test_dh_n_of_wrong_shape(rnn):
         rnn.backward(None, np.ones((4, 1, 4), np.float32))
 
 
+def test_dy_of_wrong_shape_with_batch_first():
+    rnn = rnncore.RNN(3, 4, batch_first=True, seed=0)
+    rnn(x_of((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"dy must have the shape of the forward output "
+                                         r"\(2, 5, 4\); got \(5, 2, 4\)"):
+        rnn.backward(np.ones((5, 2, 4), np.float32))
+
+
+def test_dh_n_of_wrong_dtype(rnn):
+    rnn(x_of())
+    with pytest.raises(TypeError, match=r"dh_n has dtype float64 but the weights are float32"):
+        rnn.backward(None, np.ones((4, 2, 4)))
+
+
 def test_dy_of_wrong_dtype(rnn):
     rnn(x_of())
     with pytest.raises(TypeError, match=r"dy has dtype float64 but the weights are float32"):
@@ -126,6 +169,19 @@ def test_load_state_dict_with_missing_and_extra_keys(rnn):
     state.pop("weight_hh_l1")
     state["weight_hh_l2"] = np.zeros((4, 4))
     with pytest.raises(ValueError, match=r"missing \['weight_hh_l1'\], unexpected \['weight_hh_l2'\]"):
+        rnn.load_state_dict(state)
+
+
+def test_load_state_dict_of_a_non_mapping(rnn):
+    with pytest.raises(TypeError, match=r"state_dict must be a mapping; got list"):
+        rnn.load_state_dict([rnn.params["weight_ih_l0"]])
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.bool_, object])
+def test_load_state_dict_of_non_real_values(rnn, dtype):
+    state = {k: np.ones(v.shape, dtype) for k, v in rnn.params.items()}
+    with pytest.raises(TypeError, match=r"state_dict\['weight_ih_l0'\] must be real numbers; "
+                                        r"got dtype"):
         rnn.load_state_dict(state)
 
 
