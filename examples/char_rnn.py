@@ -32,8 +32,10 @@ DATA = pathlib.Path(__file__).with_name("data") / "coriolanus.txt"
 
 
 def encode(text: str):
+    """Character ids of the text, and the sorted characters (id -> character)."""
     chars = sorted(set(text))
-    return np.array([chars.index(c) for c in text], dtype=np.int64), chars
+    index = {c: i for i, c in enumerate(chars)}
+    return np.array([index[c] for c in text], dtype=np.int64), chars
 
 
 def streams(ids: np.ndarray, batch: int):
@@ -49,7 +51,7 @@ def sample(model: rnncore.RNNModel, chars, start: str, length: int, rng, tempera
     h = None
     ids = [chars.index(c) for c in start if c in chars] or [0]
     out = list(start)
-    for t, i in enumerate(ids[:-1]):
+    for i in ids[:-1]:                                  # read the prompt
         _, h = model.forward(np.array([[i]]), h0=h)
     token = ids[-1]
     for _ in range(length):
@@ -62,6 +64,7 @@ def sample(model: rnncore.RNNModel, chars, start: str, length: int, rng, tempera
 
 
 def progress(total):
+    """A tqdm progress bar, or None when tqdm is not installed."""
     try:
         from tqdm import tqdm
         return tqdm(total=total, unit="step", dynamic_ncols=True)
