@@ -71,7 +71,7 @@ def test_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_sequence_out_of_range_is_refused(rng):
+def test_sequence_out_of_range_is_refused():
     model = RNNModel(2, 4, input_size=3, dtype=np.float64)
     with pytest.raises(ValueError, match=r"sequence must be an integer in \[0, 2\)"):
         gradient_norms(model, np.zeros((3, 2, 3)), np.zeros((3, 2), int), sequence=2)
