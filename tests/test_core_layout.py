@@ -31,13 +31,22 @@ def _strided(a):
     return big[..., ::2]
 
 
-@pytest.mark.parametrize("layout", ["strided", "fortran", "readonly", "broadcast"])
-def test_any_layout_gives_the_contiguous_result(backend, dtype, setup, layout):
+def _negative(a):
+    """The same values as a, in a view with negative strides on every axis."""
+    flip = (slice(None, None, -1),) * a.ndim
+    return a[flip].copy()[flip]
+
+
+@pytest.mark.parametrize("lengths", [None, [8, 2, 5]], ids=["full", "lengths"])
+@pytest.mark.parametrize("layout", ["strided", "negative", "fortran", "readonly",
+                                    "broadcast"])
+def test_any_layout_gives_the_contiguous_result(backend, dtype, setup, layout, lengths):
     rnn, x, h0, dy, dh_n = setup
-    want = run(rnn.params, x, h0, None, dy, dh_n, backend)
-    if layout == "strided":
-        args = [_strided(a) for a in (x, h0, dy, dh_n)]
-        params = {k: _strided(v) if v.ndim == 2 else v[::-1][::-1] for k, v in rnn.params.items()}
+    want = run(rnn.params, x, h0, lengths, dy, dh_n, backend)
+    if layout in ("strided", "negative"):
+        view = _strided if layout == "strided" else _negative
+        args = [view(a) for a in (x, h0, dy, dh_n)]
+        params = {k: view(v) for k, v in rnn.params.items()}
     elif layout == "fortran":
         args = [np.asfortranarray(a) for a in (x, h0, dy, dh_n)]
         params = {k: np.asfortranarray(v) for k, v in rnn.params.items()}
@@ -49,29 +58,69 @@ def test_any_layout_gives_the_contiguous_result(backend, dtype, setup, layout):
     else:   # read-only broadcast views of one step / one state
         x = np.broadcast_to(x[:1], x.shape)
         h0 = np.broadcast_to(h0[:, :1], h0.shape)
-        want = run(rnn.params, x.copy(), h0.copy(), None, dy, dh_n, backend)
+        want = run(rnn.params, x.copy(), h0.copy(), lengths, dy, dh_n, backend)
         args, params = [x, h0, dy, dh_n], rnn.params
-    got = run(params, args[0], args[1], None, args[2], args[3], backend)
+    if layout != "readonly":
+        assert not args[0].flags.c_contiguous    # the case really is another layout
+    got = run(params, args[0], args[1], lengths, args[2], args[3], backend)
     for a, b in zip(got, want):
         assert_close(a, b, RTOL[dtype] / 100)
 
 
-def test_inputs_are_never_modified(backend, dtype, setup):
-    rnn, x, h0, dy, dh_n = setup
-    lengths = np.array([8, 2, 5])
-    arrays = [x, h0, dy, dh_n, lengths, *rnn.params.values()]
-    before = [a.copy() for a in arrays]
-    run(rnn.params, x, h0, lengths, dy, dh_n, backend)
-    for a, b in zip(arrays, before):
+CALLS = {   # name: (batch_first, unbatched, lengths)
+    "time-major": (False, False, None),
+    "lengths": (False, False, [8, 2, 5]),
+    "batch_first-lengths": (True, False, [3, 8, 1]),
+    "unbatched": (False, True, None),
+}
+
+
+def call_arrays(x, h0, dy, dh_n, batch_first, unbatched):
+    """The setup's arrays in the layout of one kind of call."""
+    if unbatched:
+        return x[:, 0], h0[:, 0], dy[:, 0], dh_n[:, 0]
+    if batch_first:
+        return (np.ascontiguousarray(x.transpose(1, 0, 2)), h0,
+                np.ascontiguousarray(dy.transpose(1, 0, 2)), dh_n)
+    return x, h0, dy, dh_n
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_inputs_are_never_modified(backend, dtype, setup, call):
+    rnn, *arrays = setup
+    batch_first, unbatched, lengths = CALLS[call]
+    x, h0, dy, dh_n = call_arrays(*arrays, batch_first, unbatched)
+    lengths = None if lengths is None else np.array(lengths)
+    given = [x, h0, dy, dh_n, *rnn.params.values()] + ([] if lengths is None else [lengths])
+    before = [a.copy() for a in given]
+    run(rnn.params, x, h0, lengths, dy, dh_n, backend, batch_first=batch_first)
+    for a, b in zip(given, before):
         np.testing.assert_array_equal(a, b)
 
 
-def test_outputs_do_not_alias_inputs(backend, dtype, setup):
-    rnn, x, h0, dy, dh_n = setup
-    outputs = run(rnn.params, x, h0, None, dy, dh_n, backend)
-    for out in outputs:
-        for a in [x, h0, dy, dh_n, *rnn.params.values()]:
+@pytest.mark.parametrize("call", CALLS)
+def test_outputs_do_not_alias_inputs_or_each_other(backend, dtype, setup, call):
+    rnn, *arrays = setup
+    batch_first, unbatched, lengths = CALLS[call]
+    x, h0, dy, dh_n = call_arrays(*arrays, batch_first, unbatched)
+    outputs = run(rnn.params, x, h0, lengths, dy, dh_n, backend, batch_first=batch_first)
+    for i, out in enumerate(outputs):
+        for a in [x, h0, dy, dh_n, *rnn.params.values(), *outputs[i + 1:]]:
             assert not np.shares_memory(out, a)
+
+
+def test_class_inputs_are_never_modified(backend, dtype, setup):
+    rnn, x, h0, dy, dh_n = setup
+    rnn.backend = backend
+    params_before = rnn.state_dict()
+    given = [x, h0, dy, dh_n]
+    before = [a.copy() for a in given]
+    rnn(x, h0, [8, 2, 5])
+    rnn.backward(dy, dh_n)
+    for a, b in zip(given, before):
+        np.testing.assert_array_equal(a, b)
+    for key, value in rnn.params.items():
+        np.testing.assert_array_equal(value, params_before[key])
 
 
 def test_unidirectional_output_is_independent_of_the_record(backend, dtype, rng):
@@ -89,12 +138,33 @@ def test_zero_steps_gives_empty_output_and_h_n_equal_h0(backend, dtype, setup):
     rnn, _, h0, _, dh_n = setup
     x = np.zeros((0, 3, 5), dtype)
     y, h_n, record = F.forward(x, rnn.params, h0, backend=backend)
-    assert y.shape == (0, 3, 12)
+    assert y.shape == (0, 3, 12) and y.dtype == dtype
     np.testing.assert_array_equal(h_n, h0)
+    assert not np.shares_memory(h_n, h0)
     dx, dh0, grads = F.backward(record, np.zeros((0, 3, 12), dtype), dh_n)
-    assert dx.shape == (0, 3, 5)
+    assert dx.shape == (0, 3, 5) and dx.dtype == dtype
     np.testing.assert_array_equal(dh0, dh_n)
+    assert not np.shares_memory(dh0, dh_n)
+    assert list(grads) == list(rnn.params)
     assert all((g == 0).all() for g in grads.values())
+
+
+def test_zero_steps_with_batch_first_and_unbatched(backend, dtype, setup):
+    rnn, _, h0, _, dh_n = setup
+    y, h_n, record = F.forward(np.zeros((3, 0, 5), dtype), rnn.params, h0,
+                               batch_first=True, backend=backend)
+    assert y.shape == (3, 0, 12)
+    np.testing.assert_array_equal(h_n, h0)
+    dx, dh0, _ = F.backward(record, np.zeros((3, 0, 12), dtype), dh_n)
+    assert dx.shape == (3, 0, 5)
+    np.testing.assert_array_equal(dh0, dh_n)
+    y, h_n, record = F.forward(np.zeros((0, 5), dtype), rnn.params, h0[:, 0],
+                               backend=backend)
+    assert y.shape == (0, 12)
+    np.testing.assert_array_equal(h_n, h0[:, 0])
+    dx, dh0, _ = F.backward(record, np.zeros((0, 12), dtype), dh_n[:, 0])
+    assert dx.shape == (0, 5)
+    np.testing.assert_array_equal(dh0, dh_n[:, 0])
 
 
 def test_empty_batch(backend, dtype, setup):
