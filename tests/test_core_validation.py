@@ -51,7 +51,8 @@ def test_h0_dtype_other_than_weights_names_both(rnn):
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.complex64, np.bool_, object])
 def test_non_float_x_is_a_type_error(rnn, dtype):
-    with pytest.raises(TypeError, match=r"x must be float32 or float64; got dtype"):
+    given = np.dtype(dtype).name
+    with pytest.raises(TypeError, match=rf"x must be float32 or float64; got dtype {given}$"):
         rnn(np.ones((5, 2, 3), dtype=dtype))
 
 
