@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover - exercised only without a build
     _kernels = None
 
 _BACKENDS = {"cython": _kernels, "numpy": reference} if _kernels else {"numpy": reference}
+if _kernels:
+    _parallel.configure_kernel_blas(_kernels)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NONLINEARITIES = ("tanh", "relu")
 
