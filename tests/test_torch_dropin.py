@@ -211,7 +211,8 @@ def test_gradcheck_of_input_state_and_weights(backend, calls, config):
         x = torch.randn(Tg, 3, dtype=torch.float64)
         h0 = torch.randn(rnn.num_layers * D, 3, dtype=torch.float64)
     else:
-        x = torch.randn(*((Bg, Tg) if rnn.batch_first else (Tg, Bg)), 3, dtype=torch.float64)
+        shape = (Bg, Tg, 3) if rnn.batch_first else (Tg, Bg, 3)
+        x = torch.randn(*shape, dtype=torch.float64)
         h0 = torch.randn(rnn.num_layers * D, Bg, 3, dtype=torch.float64)
     names = [name for name, _ in rnn.named_parameters()]
     weights = [p.detach().clone() for p in rnn.parameters()]
@@ -269,11 +270,24 @@ def test_double_backward_raises_a_clear_error(calls):
         gx.sum().backward()
 
 
+def test_backward_twice_with_retain_graph_accumulates_like_stock(backend, calls):
+    ours, stock = make_pair(backend, torch.float64, K, H, 2, bidirectional=True)
+    x, h0, R, Rh = case(np.dtype(np.float64), 2, True)
+    for m in (ours, stock):
+        y, hn = m(x, h0)
+        loss = (y * R).sum() + (hn * Rh).sum()
+        loss.backward(retain_graph=True)
+        loss.backward()
+    for (key, a), b in zip(ours.named_parameters(), stock.parameters()):
+        assert_close(a.grad.numpy(), b.grad.numpy(), 1e-12, key)
+    assert calls["backward"] == 2
+
+
 def test_weights_changed_in_place_before_backward_raise_like_stock(calls):
     rnn = rt.RNN(K, H)
     y, _ = rnn(torch.randn(T, B, K))
     with torch.no_grad():
-        rnn.weight_hh_l0.mul_(2)          # e.g. an optimizer step between forward and backward
+        rnn.weight_hh_l0.mul_(2)          # e.g. an optimizer step before backward
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
 
@@ -340,7 +354,7 @@ def test_mismatched_dtypes_and_shapes_raise_torchs_errors(calls):
         (torch.randn(T, B, K, dtype=torch.float64), None),            # input dtype
         (torch.randn(T, B, K), torch.randn(1, B, H, dtype=torch.float64)),   # hx dtype
         (torch.randn(T, B, K), torch.randn(1, B + 1, H)),             # hx shape
-        (torch.randn(T, K), torch.randn(1, 1, H)),                    # unbatched with 3-D hx
+        (torch.randn(T, K), torch.randn(1, 1, H)),                    # unbatched, 3-D hx
         (torch.randn(T, B, K + 1), None),                             # input_size
         (torch.randn(T, B, K, 1), None),                              # ndim
         (torch.randn(0, B, K), None),                                 # T = 0
@@ -351,7 +365,7 @@ def test_mismatched_dtypes_and_shapes_raise_torchs_errors(calls):
         with pytest.raises(want.type) as got:
             ours(x, h)
         assert str(got.value) == str(want.value)
-    y, h_n = ours(torch.randn(T, 0, K))                               # B = 0: torch's result
+    y, h_n = ours(torch.randn(T, 0, K))                    # B = 0: torch's result
     assert y.shape == (T, 0, H) and h_n.shape == (1, 0, H)
 
 
@@ -361,8 +375,9 @@ def test_torch_func_transforms_run_stock(calls):
     go = torch.func.grad(lambda x: ours(x)[0].square().sum())(x)
     gs = torch.func.grad(lambda x: stock(x)[0].square().sum())(x)
     assert torch.equal(go, gs)
-    jo = torch.func.jacrev(lambda h: ours(x, h)[1])(torch.zeros(1, B, H, dtype=torch.float64))
-    js = torch.func.jacrev(lambda h: stock(x, h)[1])(torch.zeros(1, B, H, dtype=torch.float64))
+    h0 = torch.zeros(1, B, H, dtype=torch.float64)
+    jo = torch.func.jacrev(lambda h: ours(x, h)[1])(h0)
+    js = torch.func.jacrev(lambda h: stock(x, h)[1])(h0)
     assert torch.equal(jo, js)
     assert calls["forward"] == 0
 
@@ -370,7 +385,7 @@ def test_torch_func_transforms_run_stock(calls):
 def test_forward_mode_ad_runs_stock(calls):
     import torch.autograd.forward_ad as fwAD
     ours, stock = make_pair(None, torch.float64, K, H)
-    x, v = torch.randn(T, B, K, dtype=torch.float64), torch.randn(T, B, K, dtype=torch.float64)
+    x, v = (torch.randn(T, B, K, dtype=torch.float64) for _ in range(2))
     tangents = []
     for m in (ours, stock):
         with fwAD.dual_level():
@@ -461,7 +476,7 @@ def test_patch_converts_a_bare_rnn_and_leaves_subclasses(calls):
     assert calls["forward"] == 1
 
 
-# ---- torch stays optional -----------------------------------------------------------------
+# ---- torch stays optional ------------------------------------------------------------
 
 def _python(code):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],

@@ -260,10 +260,11 @@ class RNN(torch.nn.RNN):
                     or any(w.requires_grad for w in weights)):
                 y, h_n = _RNNFunction.apply(x, hx, call, *weights)
             else:
+                params = dict(zip(call[0], [w.detach().numpy() for w in weights]))
                 y, h_n, _ = functional.forward(
-                    x.detach().numpy(), dict(zip(call[0], [w.detach().numpy() for w in weights])),
-                    None if hx is None else hx.detach().numpy(), lengths,
-                    nonlinearity=call[1], batch_first=batch_first, backend=call[4])
+                    x.detach().numpy(), params, None if hx is None else hx.detach().numpy(),
+                    lengths, nonlinearity=call[1], batch_first=batch_first,
+                    backend=call[4])
                 y, h_n = torch.from_numpy(y), torch.from_numpy(h_n)
         except (ValueError, TypeError):
             # Shapes or types rnncore rejects: torch raises its own error for them (or,
