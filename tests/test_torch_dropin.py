@@ -249,6 +249,31 @@ def test_input_gradient_is_computed_only_when_asked(backend, calls):
     assert calls["need_dx"] == [False, False] and h0.grad is not None
 
 
+def test_strided_inputs_and_gradients_match_stock(backend, dtype, calls):
+    # non-contiguous input, a broadcast (stride 0) h0 and a stride-0 gradient from sum()
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2, bidirectional=True)
+    big = torch.randn(2 * T, B, K + 3, dtype=TORCH_DTYPE[dtype])
+    x = big[::2, :, 1:K + 1]
+    h0 = torch.randn(4, 1, H, dtype=TORCH_DTYPE[dtype]).expand(4, B, H)
+    results = []
+    for m in (ours, stock):
+        xt = x.detach().requires_grad_(True)
+        y, hn = m(xt, h0)
+        (y.sum() + hn.sum()).backward()
+        results.append([y.detach(), hn.detach(), xt.grad,
+                        *[p.grad for p in m.parameters()]])
+    for got, want in zip(*results):
+        assert_close(got.numpy(), want.numpy(), TOL[dtype])
+    assert calls["forward"] == 1 and calls["backward"] == 1
+
+
+def test_negative_view_input_runs_stock(calls):
+    ours, stock = make_pair(None, torch.float64, K, H)
+    x = torch.randn(T, B, K, dtype=torch.float64)._neg_view()
+    assert all(torch.equal(a, b) for a, b in zip(ours(x), stock(x)))
+    assert calls["forward"] == 0
+
+
 def test_inference_without_autograd_matches_stock(backend, dtype, calls):
     ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2, bidirectional=True)
     x, h0, _, _ = case(dtype, 2, True)

@@ -62,8 +62,9 @@ class _RNNFunction(torch.autograd.Function):
         ctx.saved_tensors  # raises if x or a weight was modified in place since forward
         need = ctx.needs_input_grad
         dx, dh0, grads = functional.backward(
-            ctx.record, None if dy is None else dy.detach().numpy(),
-            None if dh_n is None else dh_n.detach().numpy(), need_dx=need[0])
+            ctx.record, None if dy is None else dy.detach().resolve_neg().numpy(),
+            None if dh_n is None else dh_n.detach().resolve_neg().numpy(),
+            need_dx=need[0])
         return (None if dx is None else torch.from_numpy(dx),
                 torch.from_numpy(dh0) if need[1] else None,
                 None,
@@ -132,8 +133,9 @@ class RNN(torch.nn.RNN):
     runs ``torch.nn.RNN.forward`` unchanged:
 
     - ``backend`` is not "torch";
-    - the input, ``hx`` and every weight are CPU tensors with the strided layout, and
-      the input is float32 or float64 with ``hx`` and the weights of the same dtype;
+    - the input, ``hx`` and every weight are CPU tensors with the strided layout (and
+      no negative-view bit), and the input is float32 or float64 with ``hx`` and the
+      weights of the same dtype;
     - the input is not empty (T = 0 or B = 0 get torch's own error or result);
     - not in training mode with ``dropout > 0`` and ``num_layers > 1``;
     - no tensor is a ``__torch_function__`` subclass, no ``torch.func`` transform
@@ -208,14 +210,15 @@ class RNN(torch.nn.RNN):
             return False
         dtype = x.dtype
         if (dtype not in _FLOATS or not x.is_cpu or x.layout != torch.strided
-                or x.numel() == 0):
+                or x.is_neg() or x.numel() == 0):
             return False
         if hx is not None and (not isinstance(hx, torch.Tensor) or hx.dtype != dtype
-                               or not hx.is_cpu or hx.layout != torch.strided):
+                               or not hx.is_cpu or hx.layout != torch.strided
+                               or hx.is_neg()):
             return False
         for w in weights:
             if (not isinstance(w, torch.Tensor) or w.dtype != dtype or not w.is_cpu
-                    or w.layout != torch.strided):
+                    or w.layout != torch.strided or w.is_neg()):
                 return False
         if self.training and self.dropout > 0 and self.num_layers > 1:
             return False
