@@ -66,6 +66,10 @@ CASES = [
      r"dtype must be float32 or float64; got 'bogus'"),
     ("RNN(...)", "backend 'cuda'", lambda: rnncore.RNN(3, 4, backend="cuda"), E,
      r"backend must be one of \(.*'numpy'\) or None; got 'cuda'"),
+    ("RNN(...)", "seed 'x'", lambda: rnncore.RNN(3, 4, seed="x"), T_,
+     r"seed must be a non-negative int, a np.random.Generator or None; got 'x'"),
+    ("RNN(...)", "seed -1", lambda: rnncore.RNN(3, 4, seed=-1), E,
+     r"seed must be a non-negative int, .*; got -1"),
     # ---- RNN.forward (through functional.forward)
     ("RNN.forward", "x of ndim 1", lambda: rnn(np.ones(5, f32)), E,
      r"x must have shape \(T, B, 3\).*; got \(5,\)"),
@@ -350,6 +354,27 @@ def test_model_rejects_bad_input(where, what, call, exc_type, pattern):
 @pytest.mark.parametrize("where, what, call, exc_type, pattern", OPTIM_CASES,
                          ids=_ids(OPTIM_CASES))
 def test_optimisers_reject_bad_input(where, what, call, exc_type, pattern):
+    _check(call, exc_type, pattern)
+
+
+# Bad input that is rejected, but with a message that does not name the argument or
+# what was expected: each is a known gap, listed so that it is fixed deliberately.
+KNOWN_GAPS = [
+    ("Adam(...)", "betas of length 1", lambda: rnncore.Adam(w, betas=(0.9,)), E,
+     r"betas must be .*; got \(0\.9,\)"),
+    ("Adam(...)", "betas a string", lambda: rnncore.Adam(w, betas="ab"), T_,
+     r"betas must be .*; got 'ab'"),
+    ("RNNModel.forward", "a ragged list", lambda: _model().forward([[1], [1, 2]]), T_,
+     r"inputs must be .*; got list"),
+    ("RNNModel(...)", "seed 'x'", lambda: _model(seed="x"), T_,
+     r"seed must be .*; got 'x'"),
+]
+
+
+@pytest.mark.xfail(reason="known gap: the message does not name the argument", strict=False)
+@pytest.mark.parametrize("where, what, call, exc_type, pattern", KNOWN_GAPS,
+                         ids=_ids(KNOWN_GAPS))
+def test_known_gaps(where, what, call, exc_type, pattern):
     _check(call, exc_type, pattern)
 
 

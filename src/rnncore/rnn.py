@@ -84,7 +84,11 @@ class RNN:
             raise ValueError(f"backend must be one of {functional.backends()} or None; "
                              f"got {backend!r}")
         self.backend = backend
-        rng = np.random.default_rng(seed)
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"seed must be a non-negative int, a np.random.Generator or "
+                            f"None; got {seed!r}") from exc
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params: dict[str, np.ndarray] = {
             key: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
