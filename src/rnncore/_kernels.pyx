@@ -311,3 +311,30 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
         gemm(False, False, M, <int>K, <int>H, <floating>1, &delta[0, 0, 0] if H else NULL,
              <int>H, &w_ih[0, 0] if H else NULL, <int>K,
              <floating>1 if accumulate else <floating>0, &dx[0, 0, 0], <int>K)
+
+
+def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if trans_a
+           const floating[:, ::1] b,               # IN  (k, n), or (n, k) if trans_b
+           floating[:, ::1] out,                   # OUT (m, n)
+           bint trans_a=False, bint trans_b=False):
+    """out = op(a) · op(b) through the kernels' BLAS (one thread unless configured).
+
+    For the products around the recurrence (the output layer of the model), so that a
+    training step wakes one OpenBLAS pool, not NumPy's as well.
+    """
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    if kb != k or out.shape[0] != m or out.shape[1] != n:
+        raise ValueError(f"matmul: op(a) is ({m}, {k}), op(b) is ({kb}, {n}) and out is "
+                         f"({out.shape[0]}, {out.shape[1]}); they do not fit")
+    if m > INT_MAX or n > INT_MAX or k > INT_MAX:
+        raise ValueError(f"matmul: dimensions ({m}, {k}, {n}) exceed the 32-bit BLAS limit")
+    if m * n == 0:
+        return
+    with nogil:
+        gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>1,
+             &a[0, 0] if a.shape[0] * a.shape[1] else NULL, <int>a.shape[1],
+             &b[0, 0] if b.shape[0] * b.shape[1] else NULL, <int>b.shape[1],
+             <floating>0, &out[0, 0], <int>n)

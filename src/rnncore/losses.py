@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._linalg import matmul
+
 __all__ = ["affine", "affine_backward", "log_softmax", "softmax",
            "softmax_cross_entropy"]
 
@@ -27,7 +29,9 @@ def affine(h: np.ndarray, V: np.ndarray, c: np.ndarray) -> np.ndarray:
         raise ValueError(f"affine needs h (..., H), V (O, H) and c (O,); got h {h.shape}, "
                          f"V {V.shape}, c {c.shape}")
     flat = h.reshape(-1, h.shape[-1])
-    return (flat @ V.T + c).reshape(h.shape[:-1] + (V.shape[0],))
+    z = matmul(np.ascontiguousarray(flat), np.ascontiguousarray(V), trans_b=True)
+    z += c
+    return z.reshape(h.shape[:-1] + (V.shape[0],))
 
 
 def affine_backward(h: np.ndarray, V: np.ndarray,
@@ -48,7 +52,9 @@ def affine_backward(h: np.ndarray, V: np.ndarray,
     """
     h2 = h.reshape(-1, h.shape[-1])
     dz2 = dz.reshape(-1, dz.shape[-1])
-    return (dz2 @ V).reshape(h.shape), dz2.T @ h2, dz2.sum(axis=0)
+    dz2 = np.ascontiguousarray(dz2)
+    dh = matmul(dz2, np.ascontiguousarray(V)).reshape(h.shape)
+    return dh, matmul(dz2, np.ascontiguousarray(h2), trans_a=True), dz2.sum(axis=0)
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
