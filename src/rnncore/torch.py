@@ -18,8 +18,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "rnncore.torch needs PyTorch, which is not installed. Install it with "
-        "`pip install torch` (CPU-only wheels: `pip install torch --index-url "
-        "https://download.pytorch.org/whl/cpu`).") from exc
+        "`pip install torch` (a cpu-only build is enough).") from exc
 
 import numpy as np
 from torch.autograd import forward_ad
