@@ -17,8 +17,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import functional
+from .functional import _as_array
 from .losses import affine, affine_backward, softmax, softmax_cross_entropy
-from .rnn import RNN, _positive_int
+from .rnn import RNN, _positive_int, make_rng
 
 __all__ = ["RNNModel"]
 
@@ -130,7 +131,7 @@ class RNNModel:
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
             raise TypeError(f"ignore_index must be an integer; got {ignore_index!r}")
         self.ignore_index = int(ignore_index)
-        rng = np.random.default_rng(seed)
+        rng = make_rng(seed)
         self.rnn = RNN(in_size, hidden_size, num_layers, nonlinearity, bias,
                        bidirectional=bidirectional, dtype=dtype, seed=rng, backend=backend)
         self.dtype = self.rnn.dtype
@@ -185,7 +186,7 @@ class RNNModel:
         """Check the inputs; returns (token ids or None, x) time-major."""
         layout = "(B, T)" if self.batch_first else "(T, B)"
         if self.vocab_size is not None:
-            tokens = np.asarray(inputs)
+            tokens = _as_array("inputs", inputs)
             if tokens.dtype.kind not in "iu":
                 raise TypeError(f"inputs must be integer token ids for a model with "
                                 f"vocab_size; got dtype {tokens.dtype}")
@@ -196,7 +197,7 @@ class RNNModel:
                                  f"from {tokens.min()} to {tokens.max()}")
             tokens = self._time_major(tokens, "inputs")
             return tokens, self.params["embedding"][tokens]    # a gather, not a matmul
-        x = np.asarray(inputs)
+        x = _as_array("inputs", inputs)
         K = self.rnn.input_size
         if x.ndim != 3 or x.shape[2] != K:
             raise ValueError(f"inputs must have shape {layout[:-1]}, {K}); got {x.shape}")

@@ -163,6 +163,10 @@ class Adam(_Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__"):
+            raise TypeError(f"betas must be a pair of floats in [0, 1); got {betas!r}")
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair of floats in [0, 1); got {betas!r}")
         b1, b2 = betas
         for name, b in (("betas[0]", b1), ("betas[1]", b2)):
             if not 0 <= b < 1:

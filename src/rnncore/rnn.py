@@ -18,6 +18,15 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def make_rng(seed) -> np.random.Generator:
+    """``np.random.default_rng(seed)``, with an error that names ``seed``."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"seed must be a non-negative int, a np.random.Generator or "
+                        f"None; got {seed!r}") from exc
+
+
 class RNN:
     """An Elman RNN with PyTorch's ``nn.RNN`` interface, on NumPy arrays.
 
@@ -84,11 +93,7 @@ class RNN:
             raise ValueError(f"backend must be one of {functional.backends()} or None; "
                              f"got {backend!r}")
         self.backend = backend
-        try:
-            rng = np.random.default_rng(seed)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"seed must be a non-negative int, a np.random.Generator or "
-                            f"None; got {seed!r}") from exc
+        rng = make_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params: dict[str, np.ndarray] = {
             key: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
