@@ -1,0 +1,156 @@
+"""The ``rnncore-bench`` command (also ``python -m rnncore.bench``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+
+from .cases import CASES, QUICK, variants
+from .report import LEGEND, MODES, environment, format_header, format_table, \
+    markdown_page, plot, to_json
+from .runners import IMPLS, xla_flags
+from .timing import run
+
+__all__ = ["main"]
+
+# Variables that make OpenBLAS use another CPU's kernels; --native-blas runs without them.
+_BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _progress(total: int):
+    """A progress callback on stderr (tqdm when installed) and a function closing it."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        count = [0]
+
+        def show(text):
+            count[0] += 1
+            print(f"[{count[0]}/{total}] {text}", file=sys.stderr, flush=True)
+        return show, lambda: None
+    bar = tqdm(total=total, file=sys.stderr, leave=False, unit="step")
+
+    def show(text):
+        bar.set_description(text)
+        bar.update(1)
+    return show, bar.close
+
+
+def _parser() -> argparse.ArgumentParser:
+    names = [c.name for c in CASES]
+    p = argparse.ArgumentParser(
+        prog="rnncore-bench",
+        description="Time rnncore's backends against its NumPy reference, PyTorch's "
+                    "nn.RNN, rnncore's torch drop-in and a JAX lax.scan RNN (those "
+                    "installed) over the size grid of PERF.md, forward and "
+                    "forward+backward, and check PERF.md's targets.")
+    p.add_argument("--cases", default=",".join(names),
+                   help=f"comma-separated cases (default: all): {', '.join(names)}")
+    p.add_argument("--threads", default=None,
+                   help="comma-separated thread counts to run every case at, e.g. 1,2 "
+                        "(default: each case's own: 1, and 2 for medium-bi-2t)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                   help="run every case in this dtype (default: each case's own)")
+    p.add_argument("--forward-only", action="store_true", help="time the forward pass only")
+    p.add_argument("--impls", default=",".join(IMPLS),
+                   help=f"comma-separated implementations to try (default: all "
+                        f"installed): {', '.join(IMPLS)}")
+    p.add_argument("--budget", type=float, default=0.4,
+                   help="seconds of timed calls per implementation and mode (default 0.4; "
+                        "at least one call per round)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved rounds per case (default 5)")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                   help="pin the process to as many CPUs as the case has threads "
+                        "(default: on)")
+    p.add_argument("--quick", action="store_true",
+                   help="a seconds-long smoke run: every case at toy sizes, few repeats")
+    p.add_argument("--json", metavar="PATH", help="write every figure as JSON")
+    p.add_argument("--markdown", metavar="PATH",
+                   help="write the report as a Markdown page (how docs/benchmarks.md is "
+                        "made: rnncore-bench --markdown docs/benchmarks.md)")
+    p.add_argument("--plot", metavar="PATH",
+                   help="write a PNG of the speed-up over NumPy against size (needs "
+                        "matplotlib)")
+    p.add_argument("--native-blas", action="store_true",
+                   help=f"run with {' and '.join(_BLAS_OVERRIDES)} removed from the "
+                        "environment (for this command only), so that OpenBLAS picks its "
+                        "kernels for this CPU")
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the ``rnncore-bench`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``); ``--help`` lists them.
+
+    Returns
+    -------
+    int
+        The exit status, 0 on success (usage errors exit with 2).
+    """
+    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if args.native_blas and any(k in os.environ for k in _BLAS_OVERRIDES):
+        # OpenBLAS reads them when it loads: start again without them.
+        env = {k: v for k, v in os.environ.items() if k not in _BLAS_OVERRIDES}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "rnncore.bench", *argv], env)
+
+    names = [c.name for c in CASES]
+    wanted = [n.strip() for n in args.cases.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {names}")
+    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    bad = [i for i in impls if i not in IMPLS]
+    if bad:
+        parser.error(f"unknown implementation(s) {bad}; choose from {list(IMPLS)}")
+    threads = None
+    if args.threads:
+        try:
+            threads = [int(n) for n in args.threads.split(",") if n.strip()]
+        except ValueError:
+            threads = [0]
+        if not threads or min(threads) < 1:
+            parser.error(f"--threads must be positive integers, e.g. 1 or 1,2; "
+                         f"got {args.threads!r}")
+    if args.rounds < 1 or args.budget <= 0:
+        parser.error(f"--rounds must be >= 1 and --budget > 0; got {args.rounds} "
+                     f"and {args.budget}")
+
+    grid = QUICK if args.quick else CASES
+    cases = variants([c for c in grid if c.name in wanted], threads, args.dtype)
+    if "jax" in impls and cases:            # JAX reads its thread flags once, at start
+        os.environ.setdefault("XLA_FLAGS", xla_flags(max(c.threads for c in cases)))
+    budget, rounds, gemm_n = (0.01, 2, 256) if args.quick else (args.budget, args.rounds, 1024)
+    show, close = _progress(len(cases) * (rounds + 1))
+    try:
+        results = run(cases, impls, args.forward_only, budget, rounds, args.pin, show, gemm_n)
+    finally:
+        close()
+
+    env = environment(results)
+    modes = ("fwd",) if args.forward_only else ("fb", "fwd")
+    print(format_header(env))
+    for mode in modes:
+        print(f"\n{MODES[mode]}:")
+        print(format_table(results, mode))
+    print("\n" + LEGEND)
+    if args.markdown:
+        command = shlex.join(["rnncore-bench", *argv])
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(markdown_page(results, env, command, args.forward_only))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(to_json(results, env), f, indent=2)
+    if args.plot:
+        plot(results, args.plot)
+    return 0

@@ -1,0 +1,302 @@
+"""What a run reports: the header (machine, versions, BLAS, threads), the tables, the
+Markdown page, the JSON and the plot."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from dataclasses import asdict
+
+import numpy as np
+
+from .. import __version__
+from .cases import targets
+from .runners import IMPLS
+
+__all__ = ["environment", "format_header", "format_table", "format_targets",
+           "markdown_page", "to_json", "plot"]
+
+MODES = {"fb": "forward+backward", "fwd": "forward"}
+# Set on some machines to make OpenBLAS use another CPU's kernels; printed when set.
+ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+            "OMP_NUM_THREADS", "RNNCORE_NUM_THREADS", "RNNCORE_BLAS_THREADS", "XLA_FLAGS")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(results) -> dict:
+    """Machine, versions, BLAS libraries and threads of a run.
+
+    Parameters
+    ----------
+    results : list of Result
+
+    Returns
+    -------
+    dict
+        Keys: date, cpu, cores, kernel_isa, platform, versions, blas, threads, cpus,
+        gemm_gflops, env.
+    """
+    from threadpoolctl import threadpool_info
+    versions = {"python": platform.python_version(), "numpy": np.__version__,
+                "rnncore": __version__}
+    for mod in ("torch", "jax"):
+        if mod in sys.modules:
+            versions[mod] = sys.modules[mod].__version__
+    try:
+        from .. import _kernels
+        isa = _kernels.isa()
+    except (ImportError, AttributeError):
+        isa = "(cython backend not built)"
+    gemm = {}
+    for r in results:
+        gemm.setdefault(f"{r.case.dtype}/{r.case.threads}", []).append(r.gemm_gflops)
+    gemm_n = {r.gemm_n for r in results}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "kernel_isa": isa,
+        "platform": platform.platform(), "versions": versions,
+        "blas": [{k: info.get(k) for k in ("internal_api", "version", "architecture",
+                                           "threading_layer", "filepath")}
+                 for info in threadpool_info()],
+        "threads": sorted({r.case.threads for r in results}),
+        "cpus": {r.case.name: r.cpus for r in results},
+        "gemm_gflops": {k: float(np.median(v)) for k, v in gemm.items()},
+        "gemm_n": max(gemm_n, default=1024),
+        "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+    }
+
+
+def format_header(env: dict) -> str:
+    """The lines above the tables: machine, versions, BLAS, threads, GEMM rates, method."""
+    blas = "\n".join(f"  {b['internal_api']} {b['version']}"
+                     + (f" ({b['architecture']})" if b.get("architecture") else "")
+                     + f": {b['filepath']}" for b in env["blas"])
+    pinned = sorted({str(c) for c in env["cpus"].values() if c})
+    gemm = ", ".join(f"{v:.1f} GFLOP/s {k.split('/')[0]} on {k.split('/')[1]} thread"
+                     + ("s" if k.split("/")[1] != "1" else "")
+                     for k, v in env["gemm_gflops"].items())
+    lines = [
+        f"rnncore {env['versions']['rnncore']} benchmark, {env['date']}",
+        f"machine: {env['cpu']}, {env['cores']} CPUs; rnncore kernels: {env['kernel_isa']}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        "BLAS libraries loaded (each limited to the case's threads with threadpoolctl):",
+        blas,
+        "threads per case: " + ", ".join(map(str, env["threads"]))
+        + " (BLAS, OpenMP, torch and rnncore); "
+        + (f"pinned to CPU(s) {', '.join(pinned)}" if pinned else "not pinned"),
+        f"GEMM {env['gemm_n']}³ np.matmul, median during the cases: {gemm}",
+    ]
+    if env["env"]:
+        lines.append("environment: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    if "OPENBLAS_CORETYPE" in env["env"]:
+        lines.append("note: OPENBLAS_CORETYPE makes OpenBLAS run that CPU type's kernels, not "
+                     "this CPU's (slower NumPy and GEMM rate); --native-blas runs without it")
+    return "\n".join(lines)
+
+
+def _ms(t) -> str:
+    if t is None:
+        return "–"
+    ms = t * 1e3
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+def _fmt(value: float, fmt: str) -> str:
+    return fmt.format(value) if value is not None and np.isfinite(value) else "–"
+
+
+def format_targets(result, by_name: dict, mode: str) -> str:
+    """PERF.md's targets for one case and mode as "label: value ✓/✗", "; "-separated."""
+    return "; ".join(f"{label}: {fmt.format(v)} {'✓' if ok else '✗'}"
+                     for label, v, ok, fmt in targets(result, by_name, mode))
+
+
+def format_table(results, mode: str = "fb", markdown: bool = False) -> str:
+    """One row per case: median ms of each implementation, rnncore's ratios, targets.
+
+    Parameters
+    ----------
+    results : list of Result
+    mode : {"fb", "fwd"}
+        Forward+backward or forward.
+    markdown : bool
+        A Markdown table instead of aligned text.
+
+    Returns
+    -------
+    str
+    """
+    impls = [i for i in IMPLS if any((i, mode) in r.samples for r in results)]
+    by_name = {r.case.name: r for r in results}
+    head = (["case", "T, B, K, H" if markdown else ""]
+            + [f"{i} ms" for i in impls]
+            + ["GFLOP/s", "×NumPy", "%GEMM", "IQR", "targets (PERF.md)"])
+    rows = []
+    for r in results:
+        times, spread = r.times, r.spread
+        worst = max((spread[(i, mode)] for i in impls if (i, mode) in spread), default=None)
+        rows.append([r.case.name, r.case.size if markdown else ""]
+                    + [_ms(times.get((i, mode))) for i in impls]
+                    + [_fmt(r.gflops("cython", mode), "{:.1f}"),
+                       _fmt(r.speedup("cython", mode), "{:.1f}×"),
+                       _fmt(100 * r.gemm_fraction("cython", mode), "{:.0f}%"),
+                       _fmt(None if worst is None else 100 * worst, "{:.0f}%"),
+                       format_targets(r, by_name, mode)])
+    if not markdown:
+        head, rows = head[:1] + head[2:], [row[:1] + row[2:] for row in rows]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+
+        def line(row):
+            return "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
+        return "\n".join([line(head), line(["-" * w for w in widths])]
+                         + [line(row) for row in rows])
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(out + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+LEGEND = ("times: median ms per call over interleaved rounds; GFLOP/s, ×NumPy and %GEMM "
+          "are rnncore's cython backend (FLOPs 2·T·B·(K·H+H·H) per direction, "
+          "forward+backward 3×; %GEMM: of the 1024³ np.matmul rate in the case's dtype "
+          "measured with the case); IQR: the largest interquartile range of the row, "
+          "relative to its median; – : not installed or not measured")
+
+
+def markdown_page(results, env: dict, command: str, forward_only: bool = False) -> str:
+    """docs/benchmarks.md: how the figures were obtained, the machine, and the tables."""
+    e = env["env"]
+    blas_vars = {k: v for k, v in e.items() if k.startswith("OPENBLAS_")}
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` on {env['date']}; regenerate it with the same command "
+        "rather than editing it. `rnncore-bench --help` lists the options.",
+        "",
+        "## How these figures were obtained",
+        "",
+        "- The grid, the FLOP count and the targets are PERF.md's: one layer, tanh, "
+        "float32 unless the row says otherwise (`-f64`), one thread unless it says "
+        "otherwise (`-2t`).",
+        "- Forward+backward is the forward pass, then BPTT of loss = Σ y·R for a fixed "
+        "random R, with every gradient (input, h0, weights). Inputs, weights and R are "
+        "random, never zeros. rnncore is timed through `rnncore.functional.forward` and "
+        "`rnncore.functional.backward`; PyTorch as `nn.RNN` with `y.backward(R)`; "
+        "`torch+rnncore` is `rnncore.torch.RNN`, timed exactly as stock torch; JAX as a "
+        "`jax.jit` of a `lax.scan` RNN and `jit(grad(...))` of it.",
+        "- Each case runs with BLAS and OpenMP limited to its thread count (threadpoolctl), "
+        "`rnncore.set_num_threads` and `torch.set_num_threads` set to the same count, and "
+        "every thread of the process pinned to that many CPUs (the least busy ones when "
+        "the case starts).",
+        "- Everything is called twice to warm up (JAX compiles there). Then the "
+        "implementations take turns in 5 interleaved rounds, a block of calls each, "
+        "together with a 1024³ `np.matmul` (the GEMM rate the `%GEMM` column divides by), "
+        "so that load from other processes on a shared machine falls on all of them alike. "
+        "Figures are medians of every timed call; the `IQR` column shows how noisy the "
+        "row was. Quote the ratios rather than the absolute times.",
+    ]
+    if blas_vars:
+        parts.append(
+            "- This machine's environment sets "
+            + ", ".join(f"`{k}={v}`" for k, v in blas_vars.items())
+            + ". The run kept them, as a user's process would: they make every OpenBLAS "
+            "in the process (NumPy's and the one rnncore's kernels link) pick kernels for "
+            "that CPU type instead of this one's, which slows the NumPy reference, NumPy's "
+            "GEMM rate, and PyTorch and JAX where they use it. `rnncore-bench --native-blas` "
+            "runs without them (it says so in its header).")
+    parts += ["", "## Machine and versions", "", "```", format_header(env), "```", ""]
+    for mode in (("fwd",) if forward_only else ("fb", "fwd")):
+        parts += [f"## {MODES[mode].capitalize()}", "",
+                  format_table(results, mode, markdown=True), ""]
+    parts += [LEGEND + ".", ""]
+    return "\n".join(parts)
+
+
+def to_json(results, env: dict) -> dict:
+    """Every figure of a run as plain data (what ``--json`` writes).
+
+    Returns
+    -------
+    dict
+        ``environment``, ``sgemm_gflops`` (float32 GEMM rate by thread count) and
+        ``cases``: per case its sizes, ``times_s`` and ``iqr_s`` ("impl/mode" keys),
+        ``repeats``, ``gflops``, ``speedup_vs_numpy``, ``gemm_gflops``,
+        ``memory_ratio`` and ``targets``.
+    """
+    by_name = {r.case.name: r for r in results}
+    sgemm = {k.split("/")[1]: v for k, v in env["gemm_gflops"].items()
+             if k.startswith("float32/")}
+    cases = []
+    for r in results:
+        times, keys = r.times, list(r.samples)
+        modes = sorted({m for _, m in keys})
+
+        def finite(v):
+            return v if np.isfinite(v) else None
+        cases.append({
+            "case": asdict(r.case),
+            "flops_forward": r.case.flops_forward,
+            "cpus": r.cpus,
+            "times_s": {f"{i}/{m}": times[(i, m)] for i, m in keys},
+            "iqr_s": {f"{i}/{m}": float(np.subtract(*np.percentile(v, [75, 25])))
+                      for (i, m), v in r.samples.items()},
+            "repeats": {f"{i}/{m}": int(v.size) for (i, m), v in r.samples.items()},
+            "gflops": {f"{i}/{m}": finite(r.gflops(i, m)) for i, m in keys},
+            "speedup_vs_numpy": {f"{i}/{m}": finite(r.speedup(i, m)) for i, m in keys},
+            "gemm_gflops": r.gemm_gflops,
+            "memory_ratio": finite(r.memory),
+            "targets": {m: [{"target": label, "value": v, "met": ok}
+                            for label, v, ok, _ in targets(r, by_name, m)] for m in modes},
+        })
+    return {"environment": env, "sgemm_gflops": sgemm, "cases": cases}
+
+
+def plot(results, path) -> None:
+    """Write a PNG of each implementation's speed-up over the NumPy reference against size.
+
+    Parameters
+    ----------
+    results : list of Result
+    path : str
+        Where to write the PNG.
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
+    modes = [m for m in ("fwd", "fb") if any((i, m) in r.samples for r in results
+                                              for i in IMPLS)]
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.5), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        for impl in IMPLS:
+            pts = sorted((r.case.flops(mode), r.speedup(impl, mode), r.case.name)
+                         for r in results if (impl, mode) in r.samples)
+            pts = [p for p in pts if np.isfinite(p[1])]
+            if impl == "numpy" or not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=impl)
+            if impl == "cython":
+                for x, y, name in pts:
+                    ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4),
+                                fontsize=8)
+        ax.axhline(1, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"FLOPs of one {MODES[mode]} call")
+        ax.set_ylabel("speed-up over the NumPy reference")
+        ax.set_title(f"{MODES[mode]} (higher is faster)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

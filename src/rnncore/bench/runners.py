@@ -1,0 +1,150 @@
+"""The callables that are timed: one forward and one forward+backward per implementation.
+
+Forward+backward is the forward pass, then BPTT of ``loss = Σ y·R`` for a fixed random R,
+with every gradient (input, h0 and weights). Every implementation gets the same input,
+weights and R (random, never zeros), in the case's dtype.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import functional
+from ..rnn import RNN
+
+__all__ = ["IMPLS", "make_runners", "xla_flags"]
+
+IMPLS = ("numpy", "cython", "torch", "torch+rnncore", "jax")
+
+
+def _inputs(case, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(case.dtype)
+    x = rng.standard_normal((case.T, case.B, case.K)).astype(dt)
+    R = rng.standard_normal((case.T, case.B, case.directions * case.H)).astype(dt)
+    rnn = RNN(case.K, case.H, bidirectional=case.bidirectional, dtype=dt, seed=seed)
+    return rnn.params, x, R
+
+
+def _rnncore_runners(case, backend):
+    params, x, R = _inputs(case)
+
+    def forward():
+        functional.forward(x, params, backend=backend)
+
+    def forward_backward():
+        _, _, record = functional.forward(x, params, backend=backend)
+        functional.backward(record, R)
+
+    return forward, forward_backward
+
+
+def _torch_runners(case, module_class):
+    import torch
+
+    params, x, R = _inputs(case)
+    tdt = torch.float64 if case.dtype == "float64" else torch.float32
+    module = module_class(case.K, case.H, bidirectional=case.bidirectional).to(tdt)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    xt = torch.from_numpy(x).requires_grad_(True)
+    Rt = torch.from_numpy(R)
+
+    def forward():
+        with torch.no_grad():
+            module(xt)
+
+    def forward_backward():
+        xt.grad = None
+        module.zero_grad(set_to_none=True)
+        y, _ = module(xt)
+        y.backward(Rt)                       # the gradient of Σ y·R
+
+    return forward, forward_backward
+
+
+def xla_flags(threads: int) -> str:
+    """XLA_FLAGS that give JAX's CPU backend ``threads`` intra-op threads.
+
+    JAX reads them once, when it first starts its CPU client; :func:`make_runners` sets
+    them (unless the environment already has XLA_FLAGS) before importing jax.
+    """
+    flags = f"intra_op_parallelism_threads={threads}"
+    if threads == 1:
+        flags = "--xla_cpu_multi_thread_eigen=false " + flags
+    return flags
+
+
+def _jax_runners(case):
+    os.environ.setdefault("XLA_FLAGS", xla_flags(case.threads))
+    import jax
+    import jax.numpy as jnp
+
+    if case.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    params, x, R = _inputs(case)
+    p = {k: jnp.asarray(v) for k, v in params.items()}
+    xj, Rj = jnp.asarray(x), jnp.asarray(R)
+
+    def direction(p, x, sfx):
+        w_ih, w_hh = p["weight_ih_l0" + sfx], p["weight_hh_l0" + sfx]
+        b = p["bias_ih_l0" + sfx] + p["bias_hh_l0" + sfx]
+        xp = x @ w_ih.T + b                          # input projection of every step
+
+        def step(h, a):
+            h = jnp.tanh(a + h @ w_hh.T)
+            return h, h
+
+        h0 = jnp.zeros((x.shape[1], w_hh.shape[0]), x.dtype)
+        return jax.lax.scan(step, h0, xp)[1]
+
+    def rnn(p, x):
+        y = direction(p, x, "")
+        if case.bidirectional:
+            y = jnp.concatenate([y, direction(p, x[::-1], "_reverse")[::-1]], axis=-1)
+        return y
+
+    fwd = jax.jit(rnn)
+    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(rnn(p, x) * Rj), argnums=(0, 1)))
+
+    def forward():
+        fwd(p, xj).block_until_ready()
+
+    def forward_backward():
+        jax.block_until_ready(grad(p, xj))
+
+    return forward, forward_backward
+
+
+def make_runners(case, impl: str):
+    """The (forward, forward+backward) callables of one implementation at one case.
+
+    Parameters
+    ----------
+    case : rnncore.bench.Case
+    impl : {"numpy", "cython", "torch", "torch+rnncore", "jax"}
+        rnncore's backends, PyTorch's ``nn.RNN``, rnncore's drop-in ``rnncore.torch.RNN``
+        (timed exactly as stock torch), and a ``jax.jit`` of a ``lax.scan`` RNN (forward)
+        and ``jit(grad(...))`` (forward+backward).
+
+    Returns
+    -------
+    tuple of two callables, or None
+        None when the implementation is not installed (or the backend not built).
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
+    try:
+        if impl in ("numpy", "cython"):
+            if impl not in functional.backends():
+                return None
+            return _rnncore_runners(case, impl)
+        if impl == "torch":
+            import torch
+            return _torch_runners(case, torch.nn.RNN)
+        if impl == "torch+rnncore":
+            from .. import torch as rnncore_torch
+            return _torch_runners(case, rnncore_torch.RNN)
+        return _jax_runners(case)
+    except ImportError:
+        return None

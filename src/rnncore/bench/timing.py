@@ -1,0 +1,308 @@
+"""How the grid is timed on a shared, noisy machine.
+
+- Threads: BLAS and OpenMP pools limited with threadpoolctl, ``rnncore.set_num_threads``
+  and ``torch.set_num_threads`` set to the case's count.
+- CPUs: the process pinned to as many CPUs as the case has threads, the least busy ones
+  when the case starts. Linux sets affinity per thread, so every thread of the process is
+  pinned (thread pools started earlier would escape a pin of the main thread alone).
+- Warm-up: two calls of everything (the first compiles JAX's functions), the second timed
+  to size the repeats.
+- Interleaving: the implementations of a case (and a GEMM probe) take turns, in rounds, a
+  block of calls each, so that a neighbour's load falls on all of them alike and the ratios
+  between them hold even when the absolute times drift.
+- Statistics: the median of every timed call, and the interquartile range as the spread.
+"""
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import functional, set_num_threads
+from .runners import _inputs, make_runners
+
+__all__ = ["Limits", "Result", "measure", "gemm_probe", "memory_ratio", "run"]
+
+
+def _cpu_busy(cpus, interval: float = 0.05) -> dict:
+    """Fraction of ``interval`` each CPU spent busy (from /proc/stat); {} if unreadable."""
+    def sample():
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *v = line.split()
+                    v = list(map(int, v))
+                    out[int(name[3:])] = (sum(v), v[3] + v[4])      # total, idle+iowait
+        return out
+    try:
+        a = sample()
+        time.sleep(interval)
+        b = sample()
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {c: 1 - (b[c][1] - a[c][1]) / max(1, b[c][0] - a[c][0])
+            for c in cpus if c in a and c in b}
+
+
+def _set_affinity(cpus) -> bool:
+    """Pin every thread of this process to ``cpus``; False where the OS cannot."""
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:                      # a thread that has just exited
+            pass
+    return True
+
+
+class Limits:
+    """Threads (and CPUs, when pinning) of one case; restores what it found on exit.
+
+    Parameters
+    ----------
+    threads : int
+        BLAS/OpenMP threads (threadpoolctl), rnncore threads and torch threads.
+    pin : bool
+        Pin the process to ``threads`` CPUs, the least busy ones at entry.
+
+    Attributes
+    ----------
+    cpus : list of int or None
+        The CPUs pinned to, None when not pinned.
+    """
+
+    def __init__(self, threads: int, pin: bool = True):
+        self.threads, self.pin, self.cpus = threads, pin, None
+
+    def __enter__(self):
+        from threadpoolctl import threadpool_limits
+        self._affinity = None
+        if self.pin and hasattr(os, "sched_getaffinity"):
+            self._affinity = os.sched_getaffinity(0)
+            busy = _cpu_busy(self._affinity)
+            cpus = sorted(self._affinity, key=lambda c: (busy.get(c, 0.0), c))
+            self.cpus = sorted(cpus[:self.threads])
+            if not _set_affinity(self.cpus):
+                self.cpus = self._affinity = None
+        self._limits = threadpool_limits(limits=self.threads)
+        set_num_threads(self.threads)
+        try:
+            import torch
+        except ImportError:
+            self._torch_threads = None
+        else:
+            self._torch_threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        self._limits.restore_original_limits()
+        set_num_threads(None)
+        if self._torch_threads is not None:
+            import torch
+            torch.set_num_threads(self._torch_threads)
+        if self._affinity is not None:
+            _set_affinity(self._affinity)
+
+
+def gemm_probe(dtype: str = "float32", n: int = 1024):
+    """A callable computing one n³ ``np.matmul`` in ``dtype``, and its FLOPs (2n³)."""
+    a = np.random.default_rng(1).standard_normal((n, n)).astype(dtype)
+    out = np.empty_like(a)
+    return (lambda: np.matmul(a, a, out=out)), 2.0 * n ** 3
+
+
+def _call_time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(fns: dict, budget: float, rounds: int = 5, progress=None) -> dict:
+    """Time several callables in interleaved rounds.
+
+    Parameters
+    ----------
+    fns : dict of key to callable
+    budget : float
+        Seconds of timed calls per callable, over all rounds (at least one call a round).
+    rounds : int
+        Each round runs a block of calls of every callable, in an order rotated by one
+        each round.
+    progress : callable, optional
+        Called with a short text after the warm-up and after each round.
+
+    Returns
+    -------
+    dict of key to ndarray
+        The seconds of every timed call.
+    """
+    keys = list(fns)
+    once = {}
+    for k in keys:                          # warm-up; the second call sizes the blocks
+        fns[k]()
+        once[k] = max(_call_time(fns[k]), 1e-7)
+    if progress:
+        progress("warm-up")
+    per_block = {k: int(np.clip(budget / rounds / once[k], 1, 100_000)) for k in keys}
+    times = {k: [] for k in keys}
+    for r in range(rounds):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            fn, n, ts = fns[k], per_block[k], times[k]
+            if n > 2:
+                fn()                        # back in cache after the others' turn
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+        if progress:
+            progress(f"round {r + 1}/{rounds}")
+    return {k: np.asarray(v) for k, v in times.items()}
+
+
+def memory_ratio(case, backend: str = "cython") -> float:
+    """Peak memory allocated by one forward+backward over the arrays it must keep.
+
+    What must be kept: the hidden states of every step and direction, h_0 first (for one
+    direction they are the output), the concatenated output of a bidirectional layer, and
+    every gradient (input, h0, weights). Measured with tracemalloc, which sees NumPy's
+    allocations, on a fresh call; NaN when ``backend`` is not available.
+
+    Parameters
+    ----------
+    case : rnncore.bench.Case
+    backend : str
+
+    Returns
+    -------
+    float
+    """
+    if backend not in functional.backends():
+        return float("nan")
+    params, x, R = _inputs(case)
+    T, B, K, H, D = case.T, case.B, case.K, case.H, case.directions
+    kept = (D * (T + 1) * B * H                  # hidden states, h_0 first
+            + (T * B * D * H if D > 1 else 0)    # the concatenated output
+            + T * B * K + D * B * H              # ∂x, ∂h0
+            + sum(p.size for p in params.values()))      # ∂weights
+    kept *= np.dtype(case.dtype).itemsize
+    tracemalloc.start()
+    try:
+        _, _, record = functional.forward(x, params, backend=backend)
+        functional.backward(record, R)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak / kept
+
+
+@dataclass
+class Result:
+    """The timings of one case.
+
+    Attributes
+    ----------
+    case : Case
+    samples : dict of (impl, mode) to ndarray
+        Seconds of every timed call; mode is "fwd" or "fb" (forward+backward).
+    gemm_gflops : float
+        The gemm_n³ ``np.matmul`` rate in the case's dtype, measured among the case's calls.
+    memory : float
+        :func:`memory_ratio` of the case (NaN if not measured).
+    cpus : list of int or None
+        The CPUs the case was pinned to.
+    gemm_n : int
+        Size of the GEMM probe.
+    """
+
+    case: object
+    samples: dict = field(default_factory=dict)
+    gemm_gflops: float = float("nan")
+    memory: float = float("nan")
+    cpus: list | None = None
+    gemm_n: int = 1024
+
+    @property
+    def times(self) -> dict:
+        """Median seconds per call, by (impl, mode)."""
+        return {k: float(np.median(v)) for k, v in self.samples.items()}
+
+    @property
+    def spread(self) -> dict:
+        """Interquartile range over median, by (impl, mode)."""
+        return {k: float(np.subtract(*np.percentile(v, [75, 25])) / np.median(v))
+                for k, v in self.samples.items()}
+
+    def speedup(self, impl: str, mode: str, over: str = "numpy") -> float:
+        """Median time of ``over`` divided by that of ``impl`` (NaN if either is missing)."""
+        a, b = self.times.get((over, mode)), self.times.get((impl, mode))
+        return a / b if a and b else float("nan")
+
+    def gflops(self, impl: str, mode: str) -> float:
+        """GFLOP/s of ``impl`` in ``mode`` (PERF.md's FLOP count)."""
+        t = self.times.get((impl, mode))
+        return self.case.flops(mode) / t / 1e9 if t else float("nan")
+
+    def gemm_fraction(self, impl: str, mode: str) -> float:
+        """GFLOP/s of ``impl`` as a fraction of the GEMM rate measured with the case."""
+        return self.gflops(impl, mode) / self.gemm_gflops
+
+
+def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: int = 5,
+        pin: bool = True, progress=None, gemm_n: int = 1024) -> list[Result]:
+    """Time every implementation at every case.
+
+    Parameters
+    ----------
+    cases : list of Case
+    impls : sequence of str
+        Implementations to try (see :func:`make_runners`); those not installed are
+        skipped.
+    forward_only : bool
+        Time the forward pass only.
+    budget : float
+        Seconds of timed calls per implementation and mode (at least ``rounds`` calls).
+    rounds : int
+        Interleaved rounds per case (see :func:`measure`).
+    pin : bool
+        Pin the process to as many CPUs as the case has threads.
+    progress : callable, optional
+        Called with a short text (rounds + 1) times per case.
+    gemm_n : int
+        Size of the GEMM probe (PERF.md's is 1024; a smoke run may use less).
+
+    Returns
+    -------
+    list of Result
+    """
+    results = []
+    for case in cases:
+        with Limits(case.threads, pin) as limits:
+            fns = {}
+            for impl in impls:
+                runners = make_runners(case, impl)
+                if runners is None:
+                    continue
+                fns[(impl, "fwd")] = runners[0]
+                if not forward_only:
+                    fns[(impl, "fb")] = runners[1]
+            probe, probe_flops = gemm_probe(case.dtype, gemm_n)
+            fns[("gemm", "")] = probe
+            show = (lambda text: progress(f"{case.name}: {text}")) if progress else None
+            samples = measure(fns, budget, rounds, show)
+            gemm = samples.pop(("gemm", ""))
+            result = Result(case, samples, probe_flops / float(np.median(gemm)) / 1e9,
+                            cpus=limits.cpus, gemm_n=gemm_n)
+            if not forward_only:
+                result.memory = memory_ratio(case)
+        results.append(result)
+    return results
