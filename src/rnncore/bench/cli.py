@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from .cases import CASES, QUICK, variants
-from .report import LEGEND, MODES, environment, format_header, format_table, \
+from .report import LEGEND, MODES, REMOVED_ENV, environment, format_header, format_table, \
     markdown_page, plot, to_json
 from .runners import IMPLS, xla_flags
 from .timing import run
@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     if args.native_blas and any(k in os.environ for k in _BLAS_OVERRIDES):
         # OpenBLAS reads them when it loads: start again without them.
         env = {k: v for k, v in os.environ.items() if k not in _BLAS_OVERRIDES}
+        env[REMOVED_ENV] = ", ".join(f"{k}={os.environ[k]}" for k in _BLAS_OVERRIDES
+                                     if k in os.environ)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, "-m", "rnncore.bench", *argv], env)
@@ -129,7 +131,9 @@ def main(argv=None) -> int:
     grid = QUICK if args.quick else CASES
     cases = variants([c for c in grid if c.name in wanted], threads, args.dtype)
     if "jax" in impls and cases:            # JAX reads its thread flags once, at start
-        os.environ.setdefault("XLA_FLAGS", xla_flags(max(c.threads for c in cases)))
+        flags = xla_flags(max(c.threads for c in cases))
+        if flags:
+            os.environ.setdefault("XLA_FLAGS", flags)
     budget, rounds, gemm_n = (0.01, 2, 256) if args.quick else (args.budget, args.rounds, 1024)
     show, close = _progress(len(cases) * (rounds + 1))
     try:

@@ -19,6 +19,8 @@ __all__ = ["environment", "format_header", "format_table", "format_targets",
 
 MODES = {"fb": "forward+backward", "fwd": "forward"}
 # Set on some machines to make OpenBLAS use another CPU's kernels; printed when set.
+# Set by --native-blas: the variables it removed from the environment for the run.
+REMOVED_ENV = "RNNCORE_BENCH_REMOVED_ENV"
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
             "OMP_NUM_THREADS", "RNNCORE_NUM_THREADS", "RNNCORE_BLAS_THREADS", "XLA_FLAGS")
 
@@ -74,6 +76,7 @@ def environment(results) -> dict:
         "gemm_gflops": {k: float(np.median(v)) for k, v in gemm.items()},
         "gemm_n": max(gemm_n, default=1024),
         "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+        "removed_env": os.environ.get(REMOVED_ENV, ""),
     }
 
 
@@ -99,6 +102,9 @@ def format_header(env: dict) -> str:
     ]
     if env["env"]:
         lines.append("environment: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    if env.get("removed_env"):
+        lines.append(f"environment: {env['removed_env']} removed for this run "
+                     "(--native-blas)")
     if "OPENBLAS_CORETYPE" in env["env"]:
         lines.append("note: OPENBLAS_CORETYPE makes OpenBLAS run that CPU type's kernels, not "
                      "this CPU's (slower NumPy and GEMM rate); --native-blas runs without it")
@@ -167,8 +173,8 @@ def format_table(results, mode: str = "fb", markdown: bool = False) -> str:
 
 LEGEND = ("times: median ms per call over interleaved rounds; GFLOP/s, ×NumPy and %GEMM "
           "are rnncore's cython backend (FLOPs 2·T·B·(K·H+H·H) per direction, "
-          "forward+backward 3×; %GEMM: of the 1024³ np.matmul rate in the case's dtype "
-          "measured with the case); IQR: the largest interquartile range of the row, "
+          "forward+backward 3×; %GEMM: of the n³ np.matmul rate in the case's dtype "
+          "measured with the case, n in the header); IQR: the largest interquartile range of the row, "
           "relative to its median; – : not installed or not measured")
 
 
@@ -271,6 +277,7 @@ def plot(results, path) -> None:
     """
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -279,20 +286,29 @@ def plot(results, path) -> None:
                                               for i in IMPLS)]
     fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.5), squeeze=False)
     for ax, mode in zip(axes[0], modes):
-        for impl in IMPLS:
-            pts = sorted((r.case.flops(mode), r.speedup(impl, mode), r.case.name)
-                         for r in results if (impl, mode) in r.samples)
-            pts = [p for p in pts if np.isfinite(p[1])]
+        for k, impl in enumerate(IMPLS):
+            pts = sorted(((r.case.flops(mode), r.speedup(impl, mode), r) for r in results
+                          if np.isfinite(r.speedup(impl, mode))), key=lambda p: p[0])
             if impl == "numpy" or not pts:
                 continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=impl)
+            color = f"C{k}"
+            # a line through the 1-thread float32 sizes, the variants as open markers
+            plain = [p for p in pts if p[2].case.threads == 1 and p[2].case.dtype ==
+                     "float32" and not p[2].case.bidirectional]
+            other = [p for p in pts if p not in plain]
+            ax.plot([p[0] for p in plain], [p[1] for p in plain], "o-", color=color,
+                    label=impl)
+            ax.plot([p[0] for p in other], [p[1] for p in other], "o", color=color,
+                    mfc="none")
             if impl == "cython":
-                for x, y, name in pts:
-                    ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4),
-                                fontsize=8)
+                for x, y, r in pts:
+                    ax.annotate(r.case.name, (x, y), textcoords="offset points",
+                                xytext=(4, 4), fontsize=8)
         ax.axhline(1, color="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"FLOPs of one {MODES[mode]} call")
         ax.set_ylabel("speed-up over the NumPy reference")
         ax.set_title(f"{MODES[mode]} (higher is faster)")

@@ -7,6 +7,7 @@ weights and R (random, never zeros), in the case's dtype.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -64,19 +65,18 @@ def _torch_runners(case, module_class):
 
 
 def xla_flags(threads: int) -> str:
-    """XLA_FLAGS that give JAX's CPU backend ``threads`` intra-op threads.
+    """XLA_FLAGS that keep JAX's CPU backend on one thread when ``threads`` is 1.
 
-    JAX reads them once, when it first starts its CPU client; :func:`make_runners` sets
-    them (unless the environment already has XLA_FLAGS) before importing jax.
+    JAX reads them once, when it starts its CPU client; the command sets them (unless the
+    environment already has XLA_FLAGS) before importing jax. With more threads XLA keeps
+    its defaults, and the CPUs the process is pinned to bound what it uses.
     """
-    flags = f"intra_op_parallelism_threads={threads}"
-    if threads == 1:
-        flags = "--xla_cpu_multi_thread_eigen=false " + flags
-    return flags
+    return "--xla_cpu_multi_thread_eigen=false" if threads == 1 else ""
 
 
 def _jax_runners(case):
-    os.environ.setdefault("XLA_FLAGS", xla_flags(case.threads))
+    if xla_flags(case.threads) and "jax" not in sys.modules:
+        os.environ.setdefault("XLA_FLAGS", xla_flags(case.threads))
     import jax
     import jax.numpy as jnp
 
