@@ -128,6 +128,11 @@ def main(argv=None) -> int:
         parser.error(f"--rounds must be >= 1 and --budget > 0; got {args.rounds} "
                      f"and {args.budget}")
 
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install matplotlib")
     grid = QUICK if args.quick else CASES
     cases = variants([c for c in grid if c.name in wanted], threads, args.dtype)
     if "jax" in impls and cases:            # JAX reads its thread flags once, at start
@@ -150,8 +155,10 @@ def main(argv=None) -> int:
     print("\n" + LEGEND)
     if args.markdown:
         command = shlex.join(["rnncore-bench", *argv])
+        image = (os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
+                 if args.plot else None)
         with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(markdown_page(results, env, command, args.forward_only))
+            f.write(markdown_page(results, env, command, args.forward_only, image))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(to_json(results, env), f, indent=2)

@@ -178,8 +178,26 @@ LEGEND = ("times: median ms per call over interleaved rounds; GFLOP/s, ×NumPy a
           "relative to its median; – : not installed or not measured")
 
 
-def markdown_page(results, env: dict, command: str, forward_only: bool = False) -> str:
-    """docs/benchmarks.md: how the figures were obtained, the machine, and the tables."""
+def markdown_page(results, env: dict, command: str, forward_only: bool = False,
+                  image: str | None = None) -> str:
+    """docs/benchmarks.md: how the figures were obtained, the machine, and the tables.
+
+    Parameters
+    ----------
+    results : list of Result
+    env : dict
+        :func:`environment` of the run.
+    command : str
+        The command line that made the page.
+    forward_only : bool
+        The run timed the forward pass only.
+    image : str, optional
+        Path of the ``--plot`` PNG relative to the page, shown under the tables.
+
+    Returns
+    -------
+    str
+    """
     e = env["env"]
     blas_vars = {k: v for k, v in e.items() if k.startswith("OPENBLAS_")}
     parts = [
@@ -224,6 +242,8 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False) 
         parts += [f"## {MODES[mode].capitalize()}", "",
                   format_table(results, mode, markdown=True), ""]
     parts += [LEGEND + ".", ""]
+    if image:
+        parts += ["![Speed-up over the NumPy reference against size](" + image + ")", ""]
     return "\n".join(parts)
 
 
