@@ -53,7 +53,7 @@ class Case:
 
     @property
     def size(self) -> str:
-        """"T, B, K, H" as a string."""
+        """The sizes as the string "T, B, K, H"."""
         return f"{self.T}, {self.B}, {self.K}, {self.H}"
 
 

@@ -135,8 +135,10 @@ def main(argv=None) -> int:
             parser.error("--plot needs matplotlib: pip install matplotlib")
     grid = QUICK if args.quick else CASES
     cases = variants([c for c in grid if c.name in wanted], threads, args.dtype)
-    if "jax" in impls and cases:            # JAX reads its thread flags once, at start
-        flags = xla_flags(max(c.threads for c in cases))
+    if "jax" in impls and cases:
+        # JAX reads its flags once, at start: one Eigen thread if any case has one thread
+        # (PERF.md's JAX figures are single-threaded; the header prints the flags).
+        flags = xla_flags(min(c.threads for c in cases))
         if flags:
             os.environ.setdefault("XLA_FLAGS", flags)
     budget, rounds, gemm_n = (0.01, 2, 256) if args.quick else (args.budget, args.rounds, 1024)

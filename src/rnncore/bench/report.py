@@ -47,7 +47,8 @@ def environment(results) -> dict:
     -------
     dict
         Keys: date, cpu, cores, kernel_isa, platform, versions, blas, threads, cpus,
-        gemm_gflops, env.
+        gemm_gflops, gemm_n, env, load_average (1, 5, 15 min, at the end of the run),
+        removed_env.
     """
     from threadpoolctl import threadpool_info
     versions = {"python": platform.python_version(), "numpy": np.__version__,
@@ -76,6 +77,7 @@ def environment(results) -> dict:
         "gemm_gflops": {k: float(np.median(v)) for k, v in gemm.items()},
         "gemm_n": max(gemm_n, default=1024),
         "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "removed_env": os.environ.get(REMOVED_ENV, ""),
     }
 
@@ -102,6 +104,10 @@ def format_header(env: dict) -> str:
     ]
     if env["env"]:
         lines.append("environment: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    if env.get("load_average"):
+        lines.append("load average at the end of the run (1, 5, 15 min): "
+                     + ", ".join(f"{v:.2f}" for v in env["load_average"])
+                     + f" on {env['cores']} CPUs")
     if env.get("removed_env"):
         lines.append(f"environment: {env['removed_env']} removed for this run "
                      "(--native-blas)")
@@ -227,6 +233,9 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "so that load from other processes on a shared machine falls on all of them alike. "
         "Figures are medians of every timed call; the `IQR` column shows how noisy the "
         "row was. Quote the ratios rather than the absolute times.",
+        "- Two-thread rows need both CPUs free of other work: with other load on the "
+        "machine (the header gives the load average) they show contention, not scaling, "
+        "NumPy's 2-thread OpenBLAS most of all.",
     ]
     if blas_vars:
         parts.append(

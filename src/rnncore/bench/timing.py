@@ -172,9 +172,9 @@ def measure(fns: dict, budget: float, rounds: int = 5, progress=None) -> dict:
 def memory_ratio(case, backend: str = "cython") -> float:
     """Peak memory allocated by one forward+backward over the arrays it must keep.
 
-    What must be kept: the hidden states of every step and direction, h_0 first (for one
-    direction they are the output), the concatenated output of a bidirectional layer, and
-    every gradient (input, h0, weights). Measured with tracemalloc, which sees NumPy's
+    What must be kept (PERF.md's memory target, as docs/perf-notes.md counts it): the
+    output and h_n, the hidden states of every step and direction (h_0 first), and every
+    gradient (input, h0, weights). Measured with tracemalloc, which sees NumPy's
     allocations, on a fresh call; NaN when ``backend`` is not available.
 
     Parameters
@@ -190,8 +190,8 @@ def memory_ratio(case, backend: str = "cython") -> float:
         return float("nan")
     params, x, R = _inputs(case)
     T, B, K, H, D = case.T, case.B, case.K, case.H, case.directions
-    kept = (D * (T + 1) * B * H                  # hidden states, h_0 first
-            + (T * B * D * H if D > 1 else 0)    # the concatenated output
+    kept = (T * B * D * H + D * B * H            # output, h_n
+            + D * (T + 1) * B * H                # hidden states, h_0 first
             + T * B * K + D * B * H              # ∂x, ∂h0
             + sum(p.size for p in params.values()))      # ∂weights
     kept *= np.dtype(case.dtype).itemsize
