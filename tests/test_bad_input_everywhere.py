@@ -256,12 +256,16 @@ MODEL_CASES = [
      r"num_layers must be >= 1; got 0"),
     ("RNNModel(...)", "dtype int32", lambda: _model(dtype=np.int32), T_,
      r"dtype must be float32 or float64; got int32"),
+    ("RNNModel(...)", "seed 'x'", lambda: _model(seed="x"), T_,
+     r"seed must be a non-negative int, a np.random.Generator or None; got 'x'"),
     ("RNNModel.forward", "float tokens", lambda: _model().forward(np.zeros((6, 2))), T_,
      r"inputs must be integer token ids .*; got dtype float64"),
     ("RNNModel.forward", "token out of range", lambda: _model().forward(np.full((6, 2), 7)), E,
      r"inputs must lie in \[0, 7\); got values from 7 to 7"),
     ("RNNModel.forward", "negative token", lambda: _model().forward(np.full((6, 2), -1)), E,
      r"inputs must lie in \[0, 7\); got values from -1 to -1"),
+    ("RNNModel.forward", "a ragged list of tokens", lambda: _model().forward([[1], [1, 2]]),
+     T_, r"inputs must be an array; got list"),
     ("RNNModel.forward", "tokens of ndim 3", lambda: _model().forward(np.zeros((6, 2, 1), int)), E,
      r"inputs must have shape \(T, B\); got \(6, 2, 1\)"),
     ("RNNModel.forward", "dense input of ndim 2", lambda: dense_model.forward(np.ones((6, 3), f32)), E,
@@ -306,6 +310,10 @@ OPTIM_CASES = [
      r"momentum must be >= 0 and finite; got -0.5"),
     ("Adam(...)", "beta 1.0", lambda: rnncore.Adam(w, betas=(1.0, 0.999)), E,
      r"must lie in \[0, 1\); got 1\.0"),
+    ("Adam(...)", "betas of length 1", lambda: rnncore.Adam(w, betas=(0.9,)), E,
+     r"betas must be a pair of floats in \[0, 1\); got \(0\.9,\)"),
+    ("Adam(...)", "betas a string", lambda: rnncore.Adam(w, betas="ab"), T_,
+     r"betas must be a pair of floats in \[0, 1\); got 'ab'"),
     ("Adam(...)", "eps -1e-8", lambda: rnncore.Adam(w, eps=-1e-8), E,
      r"eps must be .*; got -1e-08"),
     ("Adagrad(...)", "lr_decay -1", lambda: rnncore.Adagrad(w, lr_decay=-1), E,
@@ -354,27 +362,6 @@ def test_model_rejects_bad_input(where, what, call, exc_type, pattern):
 @pytest.mark.parametrize("where, what, call, exc_type, pattern", OPTIM_CASES,
                          ids=_ids(OPTIM_CASES))
 def test_optimisers_reject_bad_input(where, what, call, exc_type, pattern):
-    _check(call, exc_type, pattern)
-
-
-# Bad input that is rejected, but with a message that does not name the argument or
-# what was expected: each is a known gap, listed so that it is fixed deliberately.
-KNOWN_GAPS = [
-    ("Adam(...)", "betas of length 1", lambda: rnncore.Adam(w, betas=(0.9,)), E,
-     r"betas must be .*; got \(0\.9,\)"),
-    ("Adam(...)", "betas a string", lambda: rnncore.Adam(w, betas="ab"), T_,
-     r"betas must be .*; got 'ab'"),
-    ("RNNModel.forward", "a ragged list", lambda: _model().forward([[1], [1, 2]]), T_,
-     r"inputs must be .*; got list"),
-    ("RNNModel(...)", "seed 'x'", lambda: _model(seed="x"), T_,
-     r"seed must be .*; got 'x'"),
-]
-
-
-@pytest.mark.xfail(reason="known gap: the message does not name the argument", strict=False)
-@pytest.mark.parametrize("where, what, call, exc_type, pattern", KNOWN_GAPS,
-                         ids=_ids(KNOWN_GAPS))
-def test_known_gaps(where, what, call, exc_type, pattern):
     _check(call, exc_type, pattern)
 
 
