@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Case", "CASES", "QUICK", "variants", "targets"]
+__all__ = ["Case", "CASES", "QUICK", "TARGETS", "variants", "targets"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,19 @@ CASES = [
 # The same rows at toy sizes: a seconds-long smoke run of the whole machinery.
 QUICK = [dataclasses.replace(c, T=max(4, c.T // 25), B=max(1, c.B // 8), K=max(8, c.K // 8),
                              H=max(16, c.H // 8), what="quick: " + c.what) for c in CASES]
+
+
+# PERF.md's targets in words; :func:`targets` checks them.
+TARGETS = [
+    ("tiny, long", "≥ 10× the NumPy reference, and faster than JAX where installed"),
+    ("small", "≥ 1.5× the NumPy reference"),
+    ("medium, large", "≥ 85% of the single-core SGEMM rate measured in the same run"),
+    ("every case", "faster than PyTorch CPU and JAX where they are installed, forward and "
+                   "forward+backward (and the torch drop-in faster than stock torch)"),
+    ("medium-bi-2t", "≥ 1.8× medium-bi, its own 1-thread time"),
+    ("memory", "peak memory of forward+backward ≤ 1.5× the arrays it must keep (output, "
+               "hidden states, gradients)"),
+]
 
 
 def _base(name: str) -> str:

@@ -44,8 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="rnncore-bench",
         description="Time rnncore's backends against its NumPy reference, PyTorch's "
                     "nn.RNN, rnncore's torch drop-in and a JAX lax.scan RNN (those "
-                    "installed) over the size grid of PERF.md, forward and "
-                    "forward+backward, and check PERF.md's targets.")
+                    "installed) over a grid of sizes from one short sequence to a "
+                    "BLAS-bound batch, forward and forward+backward, and check rnncore's "
+                    "performance targets (docs/benchmarks.md lists both).")
     p.add_argument("--cases", default=",".join(names),
                    help=f"comma-separated cases (default: all): {', '.join(names)}")
     p.add_argument("--threads", default=None,

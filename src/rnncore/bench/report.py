@@ -11,7 +11,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import __version__
-from .cases import targets
+from .cases import CASES, TARGETS, targets
 from .runners import IMPLS
 
 __all__ = ["environment", "format_header", "format_table", "format_targets",
@@ -153,7 +153,7 @@ def format_table(results, mode: str = "fb", markdown: bool = False) -> str:
     by_name = {r.case.name: r for r in results}
     head = (["case", "T, B, K, H" if markdown else ""]
             + [f"{i} ms" for i in impls]
-            + ["GFLOP/s", "×NumPy", "%GEMM", "IQR", "targets (PERF.md)"])
+            + ["GFLOP/s", "×NumPy", "%GEMM", "IQR", "targets"])
     rows = []
     for r in results:
         times, spread = r.times, r.spread
@@ -214,9 +214,10 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "",
         "## How these figures were obtained",
         "",
-        "- The grid, the FLOP count and the targets are PERF.md's: one layer, tanh, "
-        "float32 unless the row says otherwise (`-f64`), one thread unless it says "
-        "otherwise (`-2t`).",
+        "- The grid and the targets are below: one layer, tanh, float32 unless the case "
+        "says otherwise (`-f64`), one thread unless it says otherwise (`-2t`). FLOPs are "
+        "counted as 2·T·B·(K·H + H·H) per direction for the forward pass, 3× that for "
+        "forward+backward.",
         "- Forward+backward is the forward pass, then BPTT of loss = Σ y·R for a fixed "
         "random R, with every gradient (input, h0, weights). Inputs, weights and R are "
         "random, never zeros. rnncore is timed through `rnncore.functional.forward` and "
@@ -228,8 +229,8 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "every thread of the process pinned to that many CPUs (the least busy ones when "
         "the case starts).",
         "- Everything is called twice to warm up (JAX compiles there). Then the "
-        "implementations take turns in 5 interleaved rounds, a block of calls each, "
-        "together with a 1024³ `np.matmul` (the GEMM rate the `%GEMM` column divides by), "
+        "implementations take turns in interleaved rounds (5 by default), a block of "
+        f"calls each, together with a {env['gemm_n']}³ `np.matmul` (the GEMM rate the `%GEMM` column divides by), "
         "so that load from other processes on a shared machine falls on all of them alike. "
         "Figures are medians of every timed call; the `IQR` column shows how noisy the "
         "row was. Quote the ratios rather than the absolute times.",
@@ -246,6 +247,11 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
             "that CPU type instead of this one's, which slows the NumPy reference, NumPy's "
             "GEMM rate, and PyTorch and JAX where they use it. `rnncore-bench --native-blas` "
             "runs without them (it says so in its header).")
+    parts += ["", "## The grid and the targets", "",
+              "| case | T, B, K, H | what it stands for |", "|---|---|---|"]
+    parts += [f"| {c.name} | {c.size} | {c.what} |" for c in CASES]
+    parts += ["", "| case | target |", "|---|---|"]
+    parts += [f"| {who} | {what} |" for who, what in TARGETS]
     parts += ["", "## Machine and versions", "", "```", format_header(env), "```", ""]
     for mode in (("fwd",) if forward_only else ("fb", "fwd")):
         parts += [f"## {MODES[mode].capitalize()}", "",
