@@ -10,10 +10,12 @@
 - Interleaving: the implementations of a case (and a GEMM probe) take turns, in rounds, a
   block of calls each, so that a neighbour's load falls on all of them alike and the ratios
   between them hold even when the absolute times drift.
-- Statistics: the median of every timed call, and the interquartile range as the spread.
+- Statistics: the median of every timed call (garbage collection off while timing, as
+  timeit does), and the interquartile range as the spread.
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
 import tracemalloc
@@ -156,14 +158,19 @@ def measure(fns: dict, budget: float, rounds: int = 5, progress=None) -> dict:
     per_block = {k: int(np.clip(budget / rounds / once[k], 1, 100_000)) for k in keys}
     times = {k: [] for k in keys}
     for r in range(rounds):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            fn, n, ts = fns[k], per_block[k], times[k]
-            if n > 2:
-                fn()                        # back in cache after the others' turn
-            for _ in range(n):
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
+        gc.collect()
+        gc.disable()                        # as timeit does: no collector pauses inside
+        try:
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                fn, n, ts = fns[k], per_block[k], times[k]
+                if n > 2:
+                    fn()                    # back in cache after the others' turn
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    fn()
+                    ts.append(time.perf_counter() - t0)
+        finally:
+            gc.enable()
         if progress:
             progress(f"round {r + 1}/{rounds}")
     return {k: np.asarray(v) for k, v in times.items()}
