@@ -36,7 +36,7 @@ def test_quick_run_exits_zero_and_prints_a_row_per_case_and_mode(quick_run):
     assert status == 0
     assert _rows(out) == [c.name for c in QUICK] * 2        # forward+backward, forward
     assert "forward+backward:" in out and "forward:" in out
-    assert "GEMM 256³ np.matmul" in out and "BLAS libraries loaded" in out
+    assert "GEMM 256³ np.matmul" in out and "BLAS/OpenMP libraries loaded" in out
     assert "numpy 2" in out or "numpy 1" in out             # versions in the header
 
 

@@ -69,8 +69,11 @@ def environment(results) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(), "cores": os.cpu_count(), "kernel_isa": isa,
         "platform": platform.platform(), "versions": versions,
-        "blas": [{k: info.get(k) for k in ("internal_api", "version", "architecture",
-                                           "threading_layer", "filepath")}
+        "blas": [{**{k: info.get(k) for k in ("internal_api", "version", "architecture",
+                                              "filepath")},
+                  "threads_used": {
+                      str(r.case.threads): p["num_threads"] for r in results
+                      for p in r.pools if p["filepath"] == info.get("filepath")}}
                  for info in threadpool_info()],
         "threads": sorted({r.case.threads for r in results}),
         "cpus": {r.case.name: r.cpus for r in results},
@@ -84,9 +87,13 @@ def environment(results) -> dict:
 
 def format_header(env: dict) -> str:
     """The lines above the tables: machine, versions, BLAS, threads, GEMM rates, method."""
+    def used(b):
+        t = b.get("threads_used") or {}
+        return ("; threads used: " + ", ".join(f"{v} in {k}-thread cases"
+                                              for k, v in sorted(t.items()))) if t else ""
     blas = "\n".join(f"  {b['internal_api']} {b['version']}"
                      + (f" ({b['architecture']})" if b.get("architecture") else "")
-                     + f": {b['filepath']}" for b in env["blas"])
+                     + f": {b['filepath']}{used(b)}" for b in env["blas"])
     pinned = sorted({str(c) for c in env["cpus"].values() if c})
     gemm = ", ".join(f"{v:.1f} GFLOP/s {k.split('/')[0]} on {k.split('/')[1]} thread"
                      + ("s" if k.split("/")[1] != "1" else "")
@@ -95,7 +102,8 @@ def format_header(env: dict) -> str:
         f"rnncore {env['versions']['rnncore']} benchmark, {env['date']}",
         f"machine: {env['cpu']}, {env['cores']} CPUs; rnncore kernels: {env['kernel_isa']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        "BLAS libraries loaded (each limited to the case's threads with threadpoolctl):",
+        "BLAS/OpenMP libraries loaded (limited to at most the case's threads with "
+        "threadpoolctl):",
         blas,
         "threads per case: " + ", ".join(map(str, env["threads"]))
         + " (BLAS, OpenMP, torch and rnncore); "
@@ -224,8 +232,10 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "`rnncore.functional.backward`; PyTorch as `nn.RNN` with `y.backward(R)`; "
         "`torch+rnncore` is `rnncore.torch.RNN`, timed exactly as stock torch; JAX as a "
         "`jax.jit` of a `lax.scan` RNN and `jit(grad(...))` of it.",
-        "- Each case runs with BLAS and OpenMP limited to its thread count (threadpoolctl), "
-        "`rnncore.set_num_threads` and `torch.set_num_threads` set to the same count, and "
+        "- Each case runs with `rnncore.set_num_threads` and `torch.set_num_threads` set to "
+        "its thread count, every BLAS/OpenMP pool limited to at most that count "
+        "(threadpoolctl; a pool already smaller, such as the one-thread OpenBLAS of "
+        "rnncore's kernels, is left as it is; the header lists what each used), and "
         "every thread of the process pinned to that many CPUs (the least busy ones when "
         "the case starts).",
         "- Everything is called twice to warm up (JAX compiles there). Then the "

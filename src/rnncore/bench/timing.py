@@ -1,7 +1,8 @@
 """How the grid is timed on a shared, noisy machine.
 
-- Threads: BLAS and OpenMP pools limited with threadpoolctl, ``rnncore.set_num_threads``
-  and ``torch.set_num_threads`` set to the case's count.
+- Threads: ``rnncore.set_num_threads`` and ``torch.set_num_threads`` set to the case's
+  count, and every BLAS/OpenMP pool limited to it with threadpoolctl (lowered, never
+  raised: the OpenBLAS rnncore's kernels link stays at its one thread by default).
 - CPUs: the process pinned to as many CPUs as the case has threads, the least busy ones
   when the case starts. Linux sets affinity per thread, so every thread of the process is
   pinned (thread pools started earlier would escape a pin of the main thread alone).
@@ -72,7 +73,8 @@ class Limits:
     Parameters
     ----------
     threads : int
-        BLAS/OpenMP threads (threadpoolctl), rnncore threads and torch threads.
+        rnncore's and torch's threads; the most threads any BLAS/OpenMP pool may use
+        (threadpoolctl lowers pools above it, and leaves smaller ones as they are).
     pin : bool
         Pin the process to ``threads`` CPUs, the least busy ones at entry.
 
@@ -80,13 +82,15 @@ class Limits:
     ----------
     cpus : list of int or None
         The CPUs pinned to, None when not pinned.
+    pools : list of dict
+        Each BLAS/OpenMP pool's internal_api, num_threads and filepath inside the limits.
     """
 
     def __init__(self, threads: int, pin: bool = True):
         self.threads, self.pin, self.cpus = threads, pin, None
 
     def __enter__(self):
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
         self._affinity = None
         if self.pin and hasattr(os, "sched_getaffinity"):
             self._affinity = os.sched_getaffinity(0)
@@ -95,7 +99,6 @@ class Limits:
             self.cpus = sorted(cpus[:self.threads])
             if not _set_affinity(self.cpus):
                 self.cpus = self._affinity = None
-        self._limits = threadpool_limits(limits=self.threads)
         set_num_threads(self.threads)
         try:
             import torch
@@ -104,10 +107,20 @@ class Limits:
         else:
             self._torch_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
+        # Limit, never raise: a pool already smaller keeps its size. (rnncore's kernels
+        # keep their OpenBLAS at one thread by default and parallelise on threads of
+        # their own; raising it would time a configuration nobody runs.)
+        self._pools = [(lib, lib.num_threads) for lib in
+                       ThreadpoolController().lib_controllers]
+        for lib, n in self._pools:
+            lib.set_num_threads(min(n, self.threads))
+        self.pools = [{"internal_api": lib.internal_api, "num_threads": lib.num_threads,
+                       "filepath": lib.filepath} for lib, _ in self._pools]
         return self
 
     def __exit__(self, *exc):
-        self._limits.restore_original_limits()
+        for lib, n in self._pools:
+            lib.set_num_threads(n)
         set_num_threads(None)
         if self._torch_threads is not None:
             import torch
@@ -229,6 +242,8 @@ class Result:
         The CPUs the case was pinned to.
     gemm_n : int
         Size of the GEMM probe.
+    pools : list of dict
+        The BLAS/OpenMP pools and their thread counts while the case ran.
     """
 
     case: object
@@ -237,6 +252,7 @@ class Result:
     memory: float = float("nan")
     cpus: list | None = None
     gemm_n: int = 1024
+    pools: list = field(default_factory=list)
 
     @property
     def times(self) -> dict:
@@ -308,7 +324,7 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
             samples = measure(fns, budget, rounds, show)
             gemm = samples.pop(("gemm", ""))
             result = Result(case, samples, probe_flops / float(np.median(gemm)) / 1e9,
-                            cpus=limits.cpus, gemm_n=gemm_n)
+                            cpus=limits.cpus, gemm_n=gemm_n, pools=limits.pools)
             if not forward_only:
                 result.memory = memory_ratio(case)
         results.append(result)
