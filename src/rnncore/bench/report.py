@@ -241,7 +241,9 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "- Everything is called twice to warm up (JAX compiles there). Then the "
         "implementations take turns in interleaved rounds (5 by default), a block of "
         f"calls each, together with a {env['gemm_n']}³ `np.matmul` (the GEMM rate the `%GEMM` column divides by), "
-        "so that load from other processes on a shared machine falls on all of them alike. "
+        "so that load from other processes on a shared machine falls on all of them alike "
+        "(on two threads each block starts with 0.15 s of untimed calls, while the "
+        "previous library's idle BLAS/OpenMP workers stop spinning). "
         "Figures are medians of every timed call; the `IQR` column shows how noisy the "
         "row was. Quote the ratios rather than the absolute times.",
         "- Two-thread rows need both CPUs free of other work: with other load on the "

@@ -10,7 +10,9 @@
   to size the repeats.
 - Interleaving: the implementations of a case (and a GEMM probe) take turns, in rounds, a
   block of calls each, so that a neighbour's load falls on all of them alike and the ratios
-  between them hold even when the absolute times drift.
+  between them hold even when the absolute times drift. On several threads each block
+  starts with 0.15 s of untimed calls, while the previous library's idle pools stop
+  spinning.
 - Statistics: the median of every timed call (garbage collection off while timing, as
   timeit does), and the interquartile range as the spread.
 """
@@ -142,7 +144,8 @@ def _call_time(fn) -> float:
     return time.perf_counter() - t0
 
 
-def measure(fns: dict, budget: float, rounds: int = 5, progress=None) -> dict:
+def measure(fns: dict, budget: float, rounds: int = 5, progress=None,
+            settle: float = 0.0) -> dict:
     """Time several callables in interleaved rounds.
 
     Parameters
@@ -155,6 +158,11 @@ def measure(fns: dict, budget: float, rounds: int = 5, progress=None) -> dict:
         each round.
     progress : callable, optional
         Called with a short text after the warm-up and after each round.
+    settle : float
+        Seconds of untimed calls before each block (at least one call when the block has
+        more than two). On several threads, the pools of the callable that ran before
+        (OpenBLAS, OpenMP) keep spinning for a while after its last call and take CPU
+        from the next one; a user running one library does not see that.
 
     Returns
     -------
@@ -176,8 +184,11 @@ def measure(fns: dict, budget: float, rounds: int = 5, progress=None) -> dict:
         try:
             for k in keys[r % len(keys):] + keys[:r % len(keys)]:
                 fn, n, ts = fns[k], per_block[k], times[k]
-                if n > 2:
-                    fn()                    # back in cache after the others' turn
+                if n > 2 or settle:         # back in cache after the others' turn
+                    t_end = time.perf_counter() + settle
+                    fn()
+                    while time.perf_counter() < t_end:
+                        fn()
                 for _ in range(n):
                     t0 = time.perf_counter()
                     fn()
@@ -321,7 +332,8 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
             probe, probe_flops = gemm_probe(case.dtype, gemm_n)
             fns[("gemm", "")] = probe
             show = (lambda text: progress(f"{case.name}: {text}")) if progress else None
-            samples = measure(fns, budget, rounds, show)
+            samples = measure(fns, budget, rounds, show,
+                              settle=0.15 if case.threads > 1 else 0.0)
             gemm = samples.pop(("gemm", ""))
             result = Result(case, samples, probe_flops / float(np.median(gemm)) / 1e9,
                             cpus=limits.cpus, gemm_n=gemm_n, pools=limits.pools)
