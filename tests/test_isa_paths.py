@@ -14,10 +14,16 @@ _kernels = pytest.importorskip("rnncore._kernels")
 ISAS = _kernels.supported_isas()
 
 
-@pytest.fixture(params=ISAS)
+PATHS = [(isa, "blas") for isa in ISAS] + [("avx512", "avx512")] * ("avx512" in ISAS)
+
+
+@pytest.fixture(params=PATHS, ids=[f"{i}-{g}" for i, g in PATHS])
 def isa(request):
-    _kernels.set_isa(request.param)
-    yield request.param
+    """Each instruction set, and for AVX-512 both ways of the whole-sequence products."""
+    name, gemm = request.param
+    _kernels.set_isa(name)
+    _kernels.set_whole_sequence_gemm(gemm)
+    yield name
     _kernels.set_isa(None)
 
 
@@ -60,13 +66,16 @@ def test_tanh_keeps_nan(isa, dtype):
     assert np.isnan(kernel_tanh([np.nan], dtype)).all()
 
 
-@pytest.mark.parametrize("B, H", [(1, 64), (3, 7), (4, 32), (7, 40), (16, 128), (13, 33)])
+@pytest.mark.parametrize("B, H", [(1, 64), (3, 7), (4, 32), (7, 40), (16, 128), (13, 33),
+                                  (2, 1), (40, 300)])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_every_path_matches_the_reference(isa, B, H, nonlinearity):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_every_path_matches_the_reference(isa, B, H, nonlinearity, dtype):
     rng = np.random.default_rng(B * 1000 + H)
-    rnn = rnncore.RNN(5, H, bidirectional=True, nonlinearity=nonlinearity, seed=1)
-    x = rng.standard_normal((9, B, 5)).astype(np.float32)
-    dy = rng.standard_normal((9, B, 2 * H)).astype(np.float32)
+    rnn = rnncore.RNN(5, H, bidirectional=True, nonlinearity=nonlinearity, seed=1,
+                      dtype=dtype)
+    x = rng.standard_normal((9, B, 5)).astype(dtype)
+    dy = rng.standard_normal((9, B, 2 * H)).astype(dtype)
     lengths = rng.integers(1, 10, size=B)
     results = {}
     for backend in ("cython", "numpy"):
@@ -75,4 +84,5 @@ def test_every_path_matches_the_reference(isa, B, H, nonlinearity):
         dx, dh0, grads = F.backward(record, dy)
         results[backend] = [y, h_n, dx, dh0, *grads.values()]
     for got, want in zip(results["cython"], results["numpy"]):
-        assert np.linalg.norm(got - want) <= 1e-5 * max(np.linalg.norm(want), 1)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        assert np.linalg.norm(got - want) <= tol * max(np.linalg.norm(want), 1)

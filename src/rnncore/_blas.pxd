@@ -27,6 +27,7 @@ cdef extern from "cblas.h" nogil:
                            double alpha, const double *a, int lda, const double *x,
                            int incx, double beta, double *y, int incy)
     void scipy_openblas_set_num_threads(int n)
+    const char *scipy_openblas_get_corename()
     int scipy_openblas_get_num_threads()
 
 ctypedef fused floating:

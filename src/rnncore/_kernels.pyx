@@ -18,8 +18,8 @@ import numpy as np
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from rnncore._blas cimport (floating, gemm, row_product, scipy_openblas_get_num_threads,
-                            scipy_openblas_set_num_threads)
+from rnncore._blas cimport (floating, gemm, row_product, scipy_openblas_get_corename,
+                            scipy_openblas_get_num_threads, scipy_openblas_set_num_threads)
 
 cdef extern from "_vmath.h" nogil:
     ctypedef struct rnn_vm_table:
@@ -45,6 +45,17 @@ cdef extern from "_vmath.h" nogil:
     int rnn_vm_rowmm_nr(int B, int H)
     long rnn_packed_size(int H, int nr)
     void rnn_pack_f(int H, int nr, const float *m, long sk, long sc, float *packed)
+    int RNN_HAVE_GEMM512
+    long rnn_gemm512_work(int N, long K, int nr)
+    void rnn_gemm512_ps(long M, int N, long K, const float *a, long ar, long ak,
+                        const float *b, long bk, long bj, float *c, long ldc,
+                        int accumulate, float *work)
+    void rnn_gemm512_pd(long M, int N, long K, const double *a, long ar, long ak,
+                        const double *b, long bk, long bj, double *c, long ldc,
+                        int accumulate, double *work)
+    void rnn_gpack_pd(long K, int N, const double *m, long sk, long sc, double *out)
+    void rnn_gemm512_packed_pd(long M, int N, long K, const double *a, long ar, long ak,
+                               const double *packed, double *c, long ldc, int accumulate)
 
 cdef extern from *:
     """
@@ -57,7 +68,48 @@ cdef extern from *:
 CHECKED = bool(RNNCORE_CHECKED)   # built with RNNCORE_CHECKED=1: bounds checks on
 cdef int INT_MAX = 2147483647
 ISAS = ("baseline", "avx2", "avx512")
+# OpenBLAS kernels that already run AVX-512 at full width (OpenBLAS's core names)
+_BLAS_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 _isa = rnn_vm_select(-1)
+cdef bint _gemm512 = False      # whole-sequence products on _gemm512.h instead of the BLAS
+
+
+cdef void _choose_gemm() noexcept:
+    """Use _gemm512.h where the CPU runs AVX-512 but OpenBLAS was set up without it."""
+    global _gemm512
+    core = scipy_openblas_get_corename().decode().lower()
+    _gemm512 = (RNN_HAVE_GEMM512 and ISAS[_isa] == "avx512"
+                and not any(core.startswith(c) for c in _BLAS_AVX512_CORES))
+
+
+_choose_gemm()
+
+
+def blas_core():
+    """The CPU kernel set OpenBLAS chose (OpenBLAS's name, e.g. "Haswell", "SkylakeX")."""
+    return scipy_openblas_get_corename().decode()
+
+
+def whole_sequence_gemm():
+    """Who computes the whole-sequence products: "avx512" (_gemm512.h) or "blas"."""
+    return "avx512" if _gemm512 else "blas"
+
+
+def set_whole_sequence_gemm(name=None):
+    """Force "avx512" or "blas" for the whole-sequence products (None: choose again).
+
+    For tests and benchmarks that compare the two; "avx512" needs the avx512 isa.
+    """
+    global _gemm512
+    if name is None:
+        _choose_gemm()
+    elif name == "blas":
+        _gemm512 = False
+    elif name == "avx512" and RNN_HAVE_GEMM512 and ISAS[_isa] == "avx512":
+        _gemm512 = True
+    else:
+        raise ValueError(f"name must be 'blas', 'avx512' (with the avx512 isa) or None; "
+                         f"got {name!r}")
 
 
 def isa():
@@ -82,6 +134,7 @@ def set_isa(name=None):
     if index == -2 or rnn_vm_select(index) < 0:
         raise ValueError(f"isa must be one of {supported_isas()} or None; got {name!r}")
     _isa = rnn_vm_select(index)
+    _choose_gemm()
 
 
 def blas_threads():
@@ -120,14 +173,64 @@ cdef inline void sum_rows(long rows, int n, floating *acc, const floating *x) no
 
 
 cdef inline void step_product(int B, int H, const floating *h, const floating *m,
-                              const floating *m_t, const float *packed,
+                              const floating *m_t, const floating *packed,
                               floating *out) noexcept nogil:
-    """out (B×H) = h (B×H) · m (H×H): the packed kernel if ``packed``, else the BLAS."""
-    if floating is float:
-        if packed != NULL:
+    """out (B×H) = h (B×H) · m (H×H): a packed kernel if ``packed``, else the BLAS."""
+    if packed != NULL:
+        if floating is float:
             rnn_vm.rowmm_f(B, H, h, packed, out)
-            return
+        else:
+            rnn_gemm512_packed_pd(B, H, H, h, H, 1, packed, out, H, False)
+        return
     row_product(B, H, h, m, m_t, out)
+
+
+cdef inline int step_panels(Py_ssize_t B, Py_ssize_t H, bint single) noexcept:
+    """Panel width of the packed per-step kernel to use, 0 for the BLAS."""
+    if single:
+        return rnn_vm_rowmm_nr(<int>B, <int>H)
+    return 16 if _gemm512 else 0
+
+
+cdef inline void pack_step_matrix(int H, int nr, const floating *m, long sk, long sc,
+                                  floating *packed) noexcept nogil:
+    """Pack the step matrix (element (k, c) at m[k·sk + c·sc]) for step_product."""
+    if floating is float:
+        rnn_pack_f(H, nr, m, sk, sc, packed)
+    else:
+        rnn_gpack_pd(H, H, m, sk, sc, packed)
+
+
+cdef inline void seq_product(long M, int N, long K,
+                             const floating *a, long ar, long ak,
+                             const floating *b, long bk, long bj,
+                             floating *c, long ldc, bint accumulate,
+                             floating *work) noexcept nogil:
+    """C (M×N) (+)= A (M×K) · B (K×N), element (i, k) of A at a[i·ar + k·ak] and
+    (k, j) of B at b[k·bk + j·bj], each with one unit stride: a whole-sequence product.
+
+    On _gemm512.h when chosen (``work`` then holds rnn_gemm512_work(N, ·) elements),
+    else on the BLAS, the strides mapped onto its transposition flags.
+    """
+    if _gemm512:
+        if floating is float:
+            rnn_gemm512_ps(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
+        else:
+            rnn_gemm512_pd(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
+        return
+    # A is (M×K) row-major (unit column stride) or the transpose of a (K×M) one; the
+    # leading dimension of a single row or column is free, so give the BLAS a legal one
+    cdef bint ta = ak != 1, tb = bj != 1
+    cdef long lda = (ak if K > 1 else M) if ta else (ar if M > 1 else K)
+    cdef long ldb = (bj if N > 1 else K) if tb else (bk if K > 1 else N)
+    gemm(ta, tb, <int>M, N, <int>K, <floating>1, a, <int>lda, b, <int>ldb,
+         <floating>1 if accumulate else <floating>0, c, <int>ldc)
+
+
+cdef object seq_workspace(Py_ssize_t N, Py_ssize_t K, dtype):
+    """The workspace seq_product needs for products N columns wide and K deep."""
+    cdef int nr = 32 if dtype is np.float32 else 16
+    return np.empty(max(rnn_gemm512_work(<int>N, K, nr) if _gemm512 else 0, 1), dtype=dtype)
 
 
 cdef void transpose(int n, const floating *a, floating *a_t) noexcept nogil:
@@ -167,31 +270,31 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     scratch_arr = np.empty((B, H), dtype=dtype)
     cdef floating[:, :, ::1] hs = hs_arr
     cdef floating[:, ::1] scratch = scratch_arr
-    cdef int nr = rnn_vm_rowmm_nr(<int>B, <int>H) if floating is float else 0
+    cdef int nr = step_panels(B, H, floating is float)
     # W_hhᵀ for the BLAS forms that read it (see row_product); else a placeholder
     cdef bint need_t = not nr and (B == 1 or floating is float)
     w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
     cdef floating[:, ::1] w_hh_t = w_hh_t_arr
-    packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=np.float32)
-    cdef float[::1] packed = packed_arr                 # W_hhᵀ in panels, if nr
-    cdef const float *packed_p = &packed[0] if nr else NULL
+    packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=dtype)
+    cdef floating[::1] packed = packed_arr              # W_hhᵀ in panels, if nr
+    cdef const floating *packed_p = &packed[0] if nr else NULL
     cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0       # hs index of h_{t-1} is t + prev_slot
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
     cdef int extra = T if reverse else 0           # the row the projection leaves free
     cdef floating *h
     cdef const floating *x_p = &x[0, 0, 0] if T * B * K else NULL
+    cdef floating[::1] work = seq_workspace(H, K, dtype)
     with nogil:
         if B * H:
             # (T·B × H) = (T·B × K)(H × K)ᵀ: the input projection of every step at once
-            gemm(False, True, <int>(T * B), <int>H, <int>K, <floating>1, x_p, <int>K,
-                 &w_ih[0, 0] if K else NULL, <int>K, <floating>0, &hs[out_slot, 0, 0], <int>H)
+            seq_product(T * B, <int>H, K, x_p, K, 1, &w_ih[0, 0] if K else NULL, 1, K,
+                        &hs[out_slot, 0, 0], H, False, &work[0])
             memset(&hs[extra, 0, 0], 0, B * row_bytes)
             for i in range(B):
                 memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
-            if floating is float:
-                if nr:          # element (k, c) of W_hhᵀ is w_hh[c, k]
-                    rnn_pack_f(<int>H, nr, &w_hh[0, 0], 1, H, &packed[0])
+            if nr:              # element (k, c) of W_hhᵀ is w_hh[c, k]
+                pack_step_matrix(<int>H, nr, &w_hh[0, 0], 1, H, &packed[0])
             if need_t:
                 transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):
@@ -243,13 +346,13 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating[:, ::1] dh0 = dh0_arr
     cdef floating[:, ::1] dw_ih = dw_ih_arr, dw_hh = dw_hh_arr
     cdef floating[::1] db = db_arr
-    cdef int nr = rnn_vm_rowmm_nr(<int>B, <int>H) if floating is float else 0
+    cdef int nr = step_panels(B, H, floating is float)
     cdef bint need_t = not nr and B > 1 and floating is double   # dgemm's NT form
     w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
     cdef floating[:, ::1] w_hh_t = w_hh_t_arr
-    packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=np.float32)
-    cdef float[::1] packed = packed_arr                 # W_hh in panels, if nr
-    cdef const float *packed_p = &packed[0] if nr else NULL
+    packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=dtype)
+    cdef floating[::1] packed = packed_arr              # W_hh in panels, if nr
+    cdef const floating *packed_p = &packed[0] if nr else NULL
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0
     cdef int out_slot = 0 if reverse else 1
@@ -257,11 +360,11 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef int M = <int>(T * B)
     cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
     cdef floating *delta_p = &delta[0, 0, 0] if M * H else NULL
+    cdef floating[::1] work = seq_workspace(max(H, K), T * B, dtype)
     with nogil:
         if M * H:
-            if floating is float:
-                if nr:
-                    rnn_pack_f(<int>H, nr, &w_hh[0, 0], H, 1, &packed[0])
+            if nr:
+                pack_step_matrix(<int>H, nr, &w_hh[0, 0], H, 1, &packed[0])
             if need_t:
                 transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):                           # backward in time
@@ -284,12 +387,11 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                     if t == t_initial:
                         memcpy(&dh0[i, 0], &carry[i, 0], row_bytes)
         # (H × K) = (T·B × H)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
-        gemm(True, False, <int>H, <int>K, M, <floating>1, delta_p, <int>H, x_p, <int>K,
-             <floating>0, &dw_ih[0, 0] if H * K else NULL, <int>K)
+        seq_product(H, <int>K, M, delta_p, 1, H, x_p, K, 1,
+                    &dw_ih[0, 0] if H * K else NULL, K, False, &work[0])
         # (H × H) = (T·B × H)ᵀ(T·B × H): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
-        gemm(True, False, <int>H, <int>H, M, <floating>1, delta_p, <int>H,
-             &hs[prev_slot, 0, 0] if M * H else NULL, <int>H, <floating>0,
-             &dw_hh[0, 0], <int>H)
+        seq_product(H, <int>H, M, delta_p, 1, H, &hs[prev_slot, 0, 0] if M * H else NULL,
+                    H, 1, &dw_hh[0, 0], H, False, &work[0])
         # ∂b = Σ_t Σ_b δ_t
         sum_rows(M, <int>H, &db[0], delta_p)
     return dh0_arr, dw_ih_arr, dw_hh_arr, db_arr, delta_arr
@@ -306,11 +408,12 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
     cdef int M = <int>(T * B)
     if M * K == 0:
         return
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] work = seq_workspace(K, H, dtype)
     with nogil:
         # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
-        gemm(False, False, M, <int>K, <int>H, <floating>1, &delta[0, 0, 0] if H else NULL,
-             <int>H, &w_ih[0, 0] if H else NULL, <int>K,
-             <floating>1 if accumulate else <floating>0, &dx[0, 0, 0], <int>K)
+        seq_product(M, <int>K, H, &delta[0, 0, 0] if H else NULL, H, 1,
+                    &w_ih[0, 0] if H else NULL, K, 1, &dx[0, 0, 0], K, accumulate, &work[0])
 
 
 def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if trans_a

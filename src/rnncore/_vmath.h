@@ -59,6 +59,21 @@ typedef struct {
 #define RNN_VM_ROWMM(nr, fn, max_b, max_h) nr, fn, max_b, max_h
 #ifdef RNN_VM_X86
 #include "_rowmm.h"
+#include "_gemm512.h"
+#define RNN_HAVE_GEMM512 1
+#else
+#define RNN_HAVE_GEMM512 0
+static inline long rnn_gemm512_work(int N, long K, int nr) { return 0; }
+static void rnn_gemm512_ps(long M, int N, long K, const float *a, long ar, long ak,
+                           const float *b, long bk, long bj, float *c, long ldc,
+                           int accumulate, float *work) {}
+static void rnn_gemm512_pd(long M, int N, long K, const double *a, long ar, long ak,
+                           const double *b, long bk, long bj, double *c, long ldc,
+                           int accumulate, double *work) {}
+static void rnn_gpack_pd(long K, int N, const double *m, long sk, long sc, double *out) {}
+static void rnn_gemm512_packed_pd(long M, int N, long K, const double *a, long ar,
+                                  long ak, const double *packed, double *c, long ldc,
+                                  int accumulate) {}
 #endif
 
 #define RNN_VM_TABLE(sfx, label, rowmm) { label,                                \
