@@ -72,14 +72,19 @@ ISAS = ("baseline", "avx2", "avx512")
 _BLAS_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 _isa = rnn_vm_select(-1)
 cdef bint _gemm512 = False      # whole-sequence products on _gemm512.h instead of the BLAS
+cdef bint _avx512 = False       # the AVX-512 kernels are in use (the float64 step product)
 
 
 cdef void _choose_gemm() noexcept:
-    """Use _gemm512.h where the CPU runs AVX-512 but OpenBLAS was set up without it."""
-    global _gemm512
+    """Use _gemm512.h where the CPU runs AVX-512 but OpenBLAS was set up without it.
+
+    The per-step products always take the packed kernels on AVX-512: they gain from
+    packing W_hh once whatever kernels the BLAS runs.
+    """
+    global _gemm512, _avx512
     core = scipy_openblas_get_corename().decode().lower()
-    _gemm512 = (RNN_HAVE_GEMM512 and ISAS[_isa] == "avx512"
-                and not any(core.startswith(c) for c in _BLAS_AVX512_CORES))
+    _avx512 = RNN_HAVE_GEMM512 and ISAS[_isa] == "avx512"
+    _gemm512 = _avx512 and not any(core.startswith(c) for c in _BLAS_AVX512_CORES)
 
 
 _choose_gemm()
@@ -189,7 +194,7 @@ cdef inline int step_panels(Py_ssize_t B, Py_ssize_t H, bint single) noexcept:
     """Panel width of the packed per-step kernel to use, 0 for the BLAS."""
     if single:
         return rnn_vm_rowmm_nr(<int>B, <int>H)
-    return 16 if _gemm512 else 0
+    return 16 if _avx512 else 0
 
 
 cdef inline void pack_step_matrix(int H, int nr, const floating *m, long sk, long sc,
