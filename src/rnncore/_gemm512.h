@@ -136,6 +136,27 @@ RNN_GEMM512(pd, double, __m512d, 8, _mm512_set1_pd, _mm512_setzero_pd, _mm512_lo
             _mm512_fmadd_pd, _mm512_mask_loadu_pd, _mm512_mask_storeu_pd, __mmask8)
 #undef RNN_GEMM512
 
+/* The float32 per-step product out (B×H) = a (B×H) · m (H×H), m packed whole by
+ * rnn_pack_f with 32-column panels: the micro-kernel above without depth chunks, the
+ * leanest loop for the small products of one time step (_rowmm.h's contract). */
+static void rnn_rowmm_f_avx512(int B, int H, const float *a, const float *packed, float *c)
+{
+    for (int p = 0; p < H; p += 32) {
+        const float *w = packed + (long)p * H;
+        int ncols = H - p < 32 ? H - p : 32;
+        int r = 0;
+        for (; r + RNN_G_MR <= B; r += RNN_G_MR)
+            rnn_gmk_ps(RNN_G_MR, H, a + (long)r * H, H, 1, w, c + (long)r * H + p, H, ncols, 0);
+        switch (B - r) {
+        case 5: rnn_gmk_ps(5, H, a + (long)r * H, H, 1, w, c + (long)r * H + p, H, ncols, 0); break;
+        case 4: rnn_gmk_ps(4, H, a + (long)r * H, H, 1, w, c + (long)r * H + p, H, ncols, 0); break;
+        case 3: rnn_gmk_ps(3, H, a + (long)r * H, H, 1, w, c + (long)r * H + p, H, ncols, 0); break;
+        case 2: rnn_gmk_ps(2, H, a + (long)r * H, H, 1, w, c + (long)r * H + p, H, ncols, 0); break;
+        case 1: rnn_gmk_ps(1, H, a + (long)r * H, H, 1, w, c + (long)r * H + p, H, ncols, 0); break;
+        }
+    }
+}
+
 #pragma GCC pop_options
 #endif
 #endif

@@ -8,8 +8,9 @@
  * broadcasting a[r, k] against row k of the panel. The panel stays in L1/L2 while every
  * block of rows passes over it.
  *
- * Compiled only for AVX2+FMA (NR = 16) and AVX-512 (NR = 32), under #pragma GCC target,
- * so the default build still runs on any x86-64; _vmath.h picks the variant at import.
+ * Compiled for AVX2+FMA (NR = 16) under #pragma GCC target, so the default build still
+ * runs on any x86-64; the AVX-512 variant (NR = 32) is rnn_rowmm_f_avx512 in _gemm512.h,
+ * on that file's micro-kernel. _vmath.h picks the variant at import.
  */
 #ifndef RNNCORE_ROWMM_H
 #define RNNCORE_ROWMM_H
@@ -83,47 +84,5 @@ static void rnn_rowmm_f_avx2(int B, int H, const float *a, const float *packed, 
 }
 #pragma GCC pop_options
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-static inline __attribute__((always_inline)) void
-rnn_mk_avx512(const int mr, int H, const float *a, const float *w, float *c, int ncols)
-{
-    __m512 acc[RNN_MR][2];
-    for (int r = 0; r < mr; r++)
-        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int k = 0; k < H; k++) {
-        __m512 w0 = _mm512_loadu_ps(w + 32 * k), w1 = _mm512_loadu_ps(w + 32 * k + 16);
-        for (int r = 0; r < mr; r++) {
-            __m512 av = _mm512_set1_ps(a[(long)r * H + k]);
-            acc[r][0] = _mm512_fmadd_ps(av, w0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(av, w1, acc[r][1]);
-        }
-    }
-    __mmask16 m0 = ncols >= 16 ? 0xFFFF : (__mmask16)((1u << ncols) - 1);
-    __mmask16 m1 = ncols >= 32 ? 0xFFFF : ncols > 16 ? (__mmask16)((1u << (ncols - 16)) - 1) : 0;
-    for (int r = 0; r < mr; r++) {
-        _mm512_mask_storeu_ps(c + (long)r * H, m0, acc[r][0]);
-        _mm512_mask_storeu_ps(c + (long)r * H + 16, m1, acc[r][1]);
-    }
-}
-
-static void rnn_rowmm_f_avx512(int B, int H, const float *a, const float *packed, float *c)
-{
-    for (int p = 0; p < H; p += 32) {
-        const float *w = packed + (long)p * H;
-        int ncols = H - p < 32 ? H - p : 32;
-        int r = 0;
-        for (; r + RNN_MR <= B; r += RNN_MR)
-            rnn_mk_avx512(RNN_MR, H, a + (long)r * H, w, c + (long)r * H + p, ncols);
-        switch (B - r) {
-        case 5: rnn_mk_avx512(5, H, a + (long)r * H, w, c + (long)r * H + p, ncols); break;
-        case 4: rnn_mk_avx512(4, H, a + (long)r * H, w, c + (long)r * H + p, ncols); break;
-        case 3: rnn_mk_avx512(3, H, a + (long)r * H, w, c + (long)r * H + p, ncols); break;
-        case 2: rnn_mk_avx512(2, H, a + (long)r * H, w, c + (long)r * H + p, ncols); break;
-        case 1: rnn_mk_avx512(1, H, a + (long)r * H, w, c + (long)r * H + p, ncols); break;
-        }
-    }
-}
-#pragma GCC pop_options
 #endif
 #endif
