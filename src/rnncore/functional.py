@@ -206,13 +206,19 @@ def _read_lengths(lengths, B: int, T: int) -> np.ndarray | None:
     return a.astype(np.int64)
 
 
+def _as_weights_dtype(name: str, value, dtype: np.dtype) -> np.ndarray:
+    """An array of floats in the weights' dtype, or a TypeError naming both dtypes."""
+    a = _as_array(name, value)
+    _check_float(name, a)
+    if a.dtype != dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but the weights are {dtype}; "
+                        f"they must match")
+    return a
+
+
 def _check_state(name: str, h, cfg: _Config, B: int, unbatched: bool) -> np.ndarray:
     """Validate h0 or dh_n; returns shape (L*D, B, H), C-contiguous."""
-    a = _as_array(name, h)
-    _check_float(name, a)
-    if a.dtype != cfg.dtype:
-        raise TypeError(f"{name} has dtype {a.dtype} but the weights are {cfg.dtype}; "
-                        f"they must match")
+    a = _as_weights_dtype(name, h, cfg.dtype)
     LD = cfg.num_layers * cfg.D
     expected = (LD, cfg.hidden_size) if unbatched else (LD, B, cfg.hidden_size)
     if a.shape != expected:
@@ -280,11 +286,7 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
     cfg, arrays = _read_params(params)
-    x = _as_array("x", x)
-    _check_float("x", x)
-    if x.dtype != cfg.dtype:
-        raise TypeError(f"x has dtype {x.dtype} but the weights are {cfg.dtype}; "
-                        f"they must match")
+    x = _as_weights_dtype("x", x, cfg.dtype)
     if x.ndim not in (2, 3):
         raise ValueError(f"x must have shape (T, B, {cfg.input_size}), "
                          f"(B, T, {cfg.input_size}) with batch_first=True, or "
@@ -440,11 +442,7 @@ def _read_dy(dy, record: Record, shape_tm) -> np.ndarray:
     cfg = record.cfg
     if dy is None:
         return np.zeros(shape_tm, dtype=cfg.dtype)
-    a = _as_array("dy", dy)
-    _check_float("dy", a)
-    if a.dtype != cfg.dtype:
-        raise TypeError(f"dy has dtype {a.dtype} but the weights are {cfg.dtype}; "
-                        f"they must match")
+    a = _as_weights_dtype("dy", dy, cfg.dtype)
     T, B, DH = shape_tm
     if record.unbatched:
         expected = (T, DH)
