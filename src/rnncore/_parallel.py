@@ -3,7 +3,8 @@
 The Cython kernels release the GIL, so the forward and reverse recurrences of a layer,
 which are independent, can run on two threads. The thread count follows the usual
 conventions: :func:`set_num_threads`, else ``RNNCORE_NUM_THREADS``, else
-``OMP_NUM_THREADS``, else the number of CPUs this process may use.
+``OMP_NUM_THREADS``, else the number of CPUs this process may use. A child made by
+``fork`` starts with no worker thread and a fresh lock (see ``_after_fork_in_child``).
 """
 from __future__ import annotations
 
@@ -159,6 +160,39 @@ def _single_threaded_blas():
             _blas_users -= 1
             if _blas_users == 0:
                 kernels.set_blas_threads(_blas_saved)
+
+
+def _before_fork() -> None:
+    # No other thread is then between the lock's acquire and release: the counters,
+    # the pool and OpenBLAS's setting are consistent at the fork.
+    _lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """Start the child without the parent's threads and the state they held.
+
+    The child has only the forking thread: the pool's worker is gone (a job submitted
+    to the inherited pool would wait forever), and so are the calls in flight, whose
+    count of BLAS users and one-thread OpenBLAS setting the child must not inherit.
+    The thread count of :func:`set_num_threads` is kept.
+    """
+    global _lock, _pool, _blas_users
+    _lock = threading.Lock()
+    _pool = None
+    if _blas_users:
+        _blas_users = 0
+        kernels = _kernels()
+        if kernels is not None:
+            kernels.set_blas_threads(_blas_saved)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 def _kernels():
