@@ -88,7 +88,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-every", type=int, default=500, help="print a sample every N steps")
     parser.add_argument("--sample", type=int, default=200, help="length of each sample")
     parser.add_argument("--checkpoint", type=pathlib.Path,
-                        help="save the model here (.npz) at each sample and at the end")
+                        help="save the model here (an .npz, under exactly this name) at "
+                        "each sample and at the end; an interrupted save keeps the "
+                        "previous checkpoint")
     parser.add_argument("--resume", type=pathlib.Path, help="load a checkpoint first")
     parser.add_argument("--backend", choices=rnncore.backends(), default=None,
                         help="rnncore backend (default: the fastest available)")

@@ -29,3 +29,11 @@ def test_short_run_lowers_the_loss_and_resumes_from_its_checkpoint(tmp_path):
     assert "--- step 40" in result.stdout + result.stderr     # a sample was printed
     resumed = run("--resume", str(ckpt), "--steps", "0", "--sample", "50", "--quiet")
     assert len(resumed.stdout.strip()) >= 40
+
+
+def test_a_checkpoint_named_without_npz_resumes(tmp_path):
+    ckpt = tmp_path / "model"
+    run("--steps", "2", "--hidden", "8", "--quiet", "--checkpoint", str(ckpt))
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    resumed = run("--resume", str(ckpt), "--steps", "0", "--sample", "20", "--quiet")
+    assert len(resumed.stdout.strip()) >= 10

@@ -56,6 +56,19 @@ def test_ignored_rows_have_no_loss_and_no_gradient(rng):
     assert (dz[[1, 3]] == 0).all()
 
 
+@pytest.mark.parametrize("target_dtype", [np.uint8, np.uint16, np.uint32, np.uint64,
+                                          np.int8, np.int16, np.int32],
+                         ids=lambda d: np.dtype(d).name)
+def test_targets_of_any_integer_dtype_give_the_int64_result(rng, target_dtype):
+    z = rng.standard_normal((4, 3))
+    t = np.array([0, 2, 1, 2])
+    want_loss, want = softmax_cross_entropy(z, t, ignore_index=1)
+    loss, dz = softmax_cross_entropy(z, t.astype(target_dtype), ignore_index=1)
+    assert loss == want_loss
+    np.testing.assert_array_equal(dz, want)
+    assert softmax_cross_entropy(z, t.astype(target_dtype))[0] == softmax_cross_entropy(z, t)[0]
+
+
 def test_all_rows_ignored_gives_zero():
     loss, dz = softmax_cross_entropy(np.ones((2, 3)), np.array([-100, -100]))
     assert loss == 0.0 and (dz == 0).all()

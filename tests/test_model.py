@@ -5,12 +5,10 @@ import pytest
 import rnncore
 from rnncore import RNNModel, gradient_check
 
-from conftest import assert_close
+from conftest import RTOL, assert_close
 
 T, B, V, E, K, H, O = 6, 3, 7, 3, 3, 5, 4
 LENGTHS = np.array([6, 2, 4])
-# torch and rnncore agree to rounding: norm-wise, in the dtype's precision
-GRAD_RTOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-9}
 
 
 def make(task, bidirectional=False, tokens=True, backend=None, num_layers=1,
@@ -71,7 +69,7 @@ def torch_loss_and_grads(model, x, y, lengths):
 def assert_matches_torch(model, x, y, lengths):
     loss, grads = model.loss_and_grads(x, y, lengths)
     want_loss, want = torch_loss_and_grads(model, x, y, lengths)
-    rtol = GRAD_RTOL[model.dtype]
+    rtol = RTOL[model.dtype]                     # SPEC.md's, norm-wise
     assert loss == pytest.approx(want_loss, rel=rtol)
     assert set(grads) == set(want) == set(model.params)
     for key in want:
@@ -153,6 +151,45 @@ def test_padded_targets_never_count(rng):
     garbage = y.copy()
     garbage[2:, 1] = 99                                     # past lengths[1] = 2
     assert model.loss(x, garbage, LENGTHS) == model.loss(x, y, LENGTHS)
+
+
+INTEGER_DTYPES = [np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize("target_dtype", INTEGER_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("task", ["labeling", "classification"])
+def test_targets_of_any_integer_dtype_give_the_int64_loss_and_gradients(rng, task,
+                                                                        target_dtype):
+    # byte-level models hold their targets as uint8; ignore_index stays -100
+    model = make(task)
+    x, y = data(rng, task)
+    want_loss, want = model.loss_and_grads(x, y, LENGTHS)
+    loss, grads = model.loss_and_grads(x, y.astype(target_dtype), LENGTHS)
+    assert loss == want_loss
+    for key in want:
+        np.testing.assert_array_equal(grads[key], want[key])
+
+
+@pytest.mark.parametrize("target_dtype", INTEGER_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_out_of_range_targets_of_any_integer_dtype_are_rejected(rng, target_dtype):
+    model = make("labeling")
+    x, y = data(rng, "labeling")
+    y = y.astype(target_dtype)
+    big = np.iinfo(target_dtype).max
+    y[0, 0] = big
+    with pytest.raises(ValueError, match=rf"targets must lie in \[0, 4\) or equal "
+                                         rf"ignore_index=-100; got values from 0 to {big}$"):
+        model.loss_and_grads(x, y, LENGTHS)
+
+
+def test_ignore_index_marks_targets_of_an_unsigned_dtype(rng):
+    model = make("labeling", ignore_index=255)
+    x, y = data(rng, "labeling")
+    ignored = y.astype(np.uint8)
+    ignored[0] = 255
+    reference = y.copy()
+    reference[0] = -100
+    assert model.loss(x, ignored, LENGTHS) == make("labeling").loss(x, reference, LENGTHS)
 
 
 def test_h0_changes_the_loss_and_h_n_is_returned(rng):

@@ -99,7 +99,8 @@ def softmax_cross_entropy(z: np.ndarray, targets,
         Logits, float32 or float64; never modified.
     targets : array_like of int, shape (N,)
         Class of each row in [0, C), or ``ignore_index`` for rows that do not count
-        (padding).
+        (padding). Any integer dtype: ``ignore_index`` is compared with the values,
+        not cast to the targets' dtype, so uint8 targets work with -100.
     ignore_index : int
 
     Returns
