@@ -75,6 +75,19 @@ def test_clip_grad_norm_leaves_small_gradients_alone():
     np.testing.assert_array_equal(grads["a"], [0.3, 0.4])
 
 
+def test_clip_grad_norm_with_infinite_max_norm_returns_the_norm_and_clips_nothing():
+    torch = pytest.importorskip("torch")
+    grads = {"a": np.array([[30.0, -40.0]]), "b": np.array([120.0])}
+    tp = [torch.zeros(1, 2, dtype=torch.float64, requires_grad=True),
+          torch.zeros(1, dtype=torch.float64, requires_grad=True)]
+    for p, g in zip(tp, grads.values()):
+        p.grad = torch.tensor(g.copy())
+    want = torch.nn.utils.clip_grad_norm_(tp, float("inf"))
+    assert clip_grad_norm(grads, float("inf")) == want.item() == 130.0
+    for p, g in zip(tp, grads.values()):
+        np.testing.assert_array_equal(g, p.grad.numpy())
+
+
 def test_clip_grad_value_matches_torch():
     torch = pytest.importorskip("torch")
     g = np.array([-3.0, -0.5, 0.2, 7.0])
@@ -128,6 +141,32 @@ def test_truncated_bptt_with_an_optimiser_lowers_the_loss():
     losses = [loss for _ in range(3)
               for loss, _ in rnncore.truncated_bptt(model, x, y, 20, opt, clip_norm=5.0)]
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5])
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(chunk=0), ValueError, r"chunk must be a positive integer; got 0"),
+    (dict(chunk=2.5), ValueError, r"chunk must be a positive integer; got 2\.5"),
+    (dict(clip_norm=-1.0), ValueError, r"clip_norm must be >= 0 \(inf for no clipping\); "
+                                       r"got -1\.0"),
+    (dict(clip_norm="5"), TypeError, r"clip_norm must be a number; got str"),
+    (dict(targets=np.zeros((3, 2), int)), ValueError,
+     r"targets must have 6 steps like inputs; got shape \(3, 2\)"),
+])
+def test_truncated_bptt_checks_its_arguments_at_the_call(kwargs, error, message):
+    model = rnncore.RNNModel(4, 6, vocab_size=5, seed=0)
+    args = {"inputs": np.zeros((6, 2), int), "targets": np.zeros((6, 2), int), "chunk": 2,
+            **kwargs}
+    with pytest.raises(error, match=message):
+        rnncore.truncated_bptt(model, **args)                # no next() needed
+
+
+def test_truncated_bptt_with_an_infinite_clip_norm_clips_nothing():
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 5, (8, 2)), rng.integers(0, 4, (8, 2))
+    model = rnncore.RNNModel(4, 6, vocab_size=5, dtype=np.float64, seed=0)
+    plain = list(rnncore.truncated_bptt(model, x, y, chunk=4))
+    unclipped = list(rnncore.truncated_bptt(model, x, y, chunk=4, clip_norm=float("inf")))
+    assert unclipped == plain
 
 
 def test_bad_grads_leave_the_parameters_untouched():

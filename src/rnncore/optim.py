@@ -192,6 +192,16 @@ class Adam(_Optimizer):
         p -= (self.lr / c1) * m / (np.sqrt(v) / np.sqrt(c2) + self.eps)
 
 
+def _check_max_norm(name, value) -> float:
+    """A clipping threshold: >= 0, or +inf for no clipping (as torch allows)."""
+    if isinstance(value, (float, np.floating)) and value == np.inf:
+        return np.inf
+    try:
+        return _check_positive(name, value)
+    except ValueError:
+        raise ValueError(f"{name} must be >= 0 (inf for no clipping); got {value}") from None
+
+
 def _grad_arrays(grads: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """The gradient arrays of a mapping, checked to be writable float arrays."""
     if not isinstance(grads, Mapping):
@@ -264,7 +274,7 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float,
     grads : mapping of str to ndarray
         Scaled in place.
     max_norm : float
-        >= 0.
+        >= 0; ``float("inf")`` never scales (the norm is still returned), as torch.
     norm_type : float
         p of the p-norm; ``float("inf")`` for the largest absolute entry.
 
@@ -273,7 +283,7 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float,
     float
         The global norm before clipping (NaN or inf if a gradient holds one).
     """
-    m = _check_positive("max_norm", max_norm)
+    m = _check_max_norm("max_norm", max_norm)
     arrays = _grad_arrays(grads)
     total = global_norm(grads, norm_type)
     scale = m / (total + 1e-6)
@@ -306,7 +316,7 @@ def truncated_bptt(model, inputs, targets, chunk: int, optimizer=None,
     optimizer : optimiser over ``model.params``, optional
         None computes losses and gradients without updating.
     clip_norm : float, optional
-        Clip each chunk's global gradient norm to this.
+        Clip each chunk's global gradient norm to this (>= 0, or inf).
     h0 : ndarray, shape (L·D, B, H), optional
         The state before the first chunk; zeros when omitted.
 
@@ -316,18 +326,32 @@ def truncated_bptt(model, inputs, targets, chunk: int, optimizer=None,
         The chunk's mean loss.
     grad_norm : float
         The chunk's global gradient L2 norm before clipping.
+
+    Raises
+    ------
+    ValueError, TypeError
+        At the call, before any chunk runs, for a bad ``chunk``, ``clip_norm``, model
+        or number of target steps.
     """
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     if getattr(model, "task", "labeling") != "labeling" or getattr(model, "batch_first",
                                                                     False):
         raise ValueError("truncated_bptt needs a time-major model with task='labeling'")
+    if clip_norm is not None:
+        _check_max_norm("clip_norm", clip_norm)
     T = np.shape(inputs)[0]
     if np.shape(targets)[:1] != (T,):
         raise ValueError(f"targets must have {T} steps like inputs; got shape "
                          f"{np.shape(targets)}")
+    # the arguments are checked at the call; the chunks run as the caller iterates
+    return _chunks(model, inputs, targets, int(chunk), optimizer, clip_norm, h0)
+
+
+def _chunks(model, inputs, targets, chunk, optimizer, clip_norm, h0):
+    """The loop of :func:`truncated_bptt`, one chunk per ``next``."""
     h = h0
-    for start in range(0, T, chunk):
+    for start in range(0, np.shape(inputs)[0], chunk):
         loss, grads, h = model.loss_and_grads(inputs[start:start + chunk],
                                               targets[start:start + chunk], h0=h,
                                               return_h_n=True)
