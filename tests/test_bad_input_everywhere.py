@@ -238,6 +238,18 @@ def _model(**kw):
 
 tokens = np.zeros((6, 2), np.int64)
 dense_model = rnncore.RNNModel(5, 4, input_size=3, seed=0)
+
+
+def _checkpoint(**config):
+    """A checkpoint of ``_model()`` in memory, its __config__ changed by ``config``."""
+    import io, json
+    buffer = io.BytesIO()
+    np.savez(buffer, __config__=np.array(json.dumps({**_model().config(), **config})),
+             **_model().params)
+    buffer.seek(0)
+    return buffer
+
+
 MODEL_CASES = [
     ("RNNModel(...)", "output_size 0", lambda: rnncore.RNNModel(0, 4, vocab_size=7), E,
      r"output_size must be >= 1; got 0"),
@@ -290,6 +302,17 @@ MODEL_CASES = [
     ("RNNModel.loss", "target class out of range",
      lambda: _model().loss(tokens, np.full((6, 2), 5)), E,
      r"targets must lie in \[0, 5\).*"),
+    ("RNNModel.loss", "uint8 target class out of range",
+     lambda: _model().loss(tokens, np.full((6, 2), 255, np.uint8)), E,
+     r"targets must lie in \[0, 5\) or equal ignore_index=-100; got values from 255 to 255"),
+    ("RNNModel.save", "path an int", lambda: _model().save(3), T_,
+     r"path must be a str, a path-like or a writable binary file; got int"),
+    ("RNNModel.load", "a __config__ key unknown",
+     lambda: rnncore.RNNModel.load(_checkpoint(dropout=0.5)), E,
+     r"__config__ keys do not match RNNModel's arguments: missing \[\], unknown \['dropout'\]"),
+    ("RNNModel.load", "__config__ hidden_size 3000 with arrays of 4",
+     lambda: rnncore.RNNModel.load(_checkpoint(hidden_size=3000)), E,
+     r"weight_ih_l0 must have shape \(3000, 4\) by its __config__; got \(4, 4\)"),
     ("RNNModel.load_params", "missing keys", lambda: _model().load_params({"V": 1}), E,
      r"params keys do not match this model: missing \[.*\], unexpected \[\]"),
     ("RNNModel.load_params", "V of wrong shape",
@@ -325,6 +348,14 @@ OPTIM_CASES = [
      r"grads\['w'\] must have shape \(2, 3\); got \(3, 2\)"),
     ("clip_grad_norm", "max_norm -1", lambda: rnncore.clip_grad_norm(dict(w), -1.0), E,
      r"max_norm must be .*; got -1"),
+    ("clip_grad_norm", "max_norm NaN", lambda: rnncore.clip_grad_norm(dict(w), np.nan), E,
+     r"max_norm must be >= 0 \(inf for no clipping\); got nan"),
+    ("truncated_bptt", "clip_norm -1, at the call",
+     lambda: rnncore.truncated_bptt(_model(), tokens, tokens, 2, clip_norm=-1.0), E,
+     r"clip_norm must be >= 0 \(inf for no clipping\); got -1\.0"),
+    ("truncated_bptt", "chunk 0, at the call",
+     lambda: rnncore.truncated_bptt(_model(), tokens, tokens, 0), E,
+     r"chunk must be a positive integer; got 0"),
     ("clip_grad_value", "clip_value -1", lambda: rnncore.clip_grad_value(dict(w), -1.0), E,
      r"clip_value must be .*; got -1"),
     ("truncated_bptt", "chunk 0",
