@@ -162,3 +162,92 @@ def test_the_counter_stands_still_while_the_gil_is_held():
     with _Counter() as counter:
         during = counter.most_ticks_during(lambda: sorted(values), attempts=5, enough=1)
     assert during == 0
+
+
+# (batch, hidden) sizes that take the packed per-step kernels (one row, small H) and the
+# BLAS per-step and whole-sequence products (larger B and H)
+POLICY_SIZES = [(1, 64), (4, 48), (16, 128)]
+
+
+@pytest.fixture
+def restore_policy():
+    """Put the kernels' ISA and whole-sequence GEMM choice back as they were."""
+    from rnncore import _kernels
+    isa, gemm = _kernels.isa(), _kernels.whole_sequence_gemm()
+    try:
+        yield _kernels
+    finally:
+        _kernels.set_isa(isa)
+        _kernels.set_whole_sequence_gemm(gemm)
+
+
+def _policy_case(dtype, B, H, bidirectional):
+    rng = np.random.default_rng(B * H)
+    rnn = rnncore.RNN(12, H, num_layers=2, bidirectional=bidirectional, dtype=dtype, seed=B)
+    D = 2 if bidirectional else 1
+    x = rng.standard_normal((20, B, 12)).astype(dtype)
+    dy = rng.standard_normal((20, B, D * H)).astype(dtype)
+    return rnn.params, x, dy, np.array([20 - i % 7 for i in range(B)])
+
+
+def test_policy_flips_while_other_threads_compute_give_correct_results(restore_policy):
+    """set_isa / set_whole_sequence_gemm from other threads never corrupt a running call.
+
+    Each call must agree with its serial result within SPEC.md's tolerance (not bitwise:
+    a call may start under any ISA, whose rounding differs).
+    """
+    if "cython" not in rnncore.backends():
+        pytest.skip("needs the compiled kernels")
+    from conftest import RTOL, assert_close
+    kernels = restore_policy
+    isas = kernels.supported_isas()
+    gemms = ["blas", None] + (["avx512"] if "avx512" in isas else [])
+    cases = [(np.dtype(dt), B, H, bi) for dt in (np.float32, np.float64)
+             for B, H in POLICY_SIZES for bi in (False, True)]
+    inputs = [_policy_case(*case) for case in cases]
+
+    def run(i):
+        params, x, dy, lengths = inputs[i]
+        y, h_n, record = F.forward(x, params, lengths=lengths, backend="cython")
+        dx, dh0, grads = F.backward(record, dy)
+        return [y, h_n, dx, dh0, *grads.values()]
+
+    serial = [run(i) for i in range(len(cases))]
+    stop = threading.Event()
+    flips, errors = [], []
+
+    def flip(seed):
+        rng = random.Random(seed)
+        n = 0
+        try:
+            while not stop.is_set():
+                kernels.set_isa(rng.choice(isas))
+                gemm = rng.choice(gemms)
+                try:
+                    kernels.set_whole_sequence_gemm(gemm)
+                except ValueError:
+                    if gemm != "avx512":
+                        raise     # "avx512" is refused while another ISA is set
+                n += 1
+        except BaseException as e:      # reported by the main thread
+            errors.append(e)
+        flips.append(n)
+
+    flippers = [threading.Thread(target=flip, args=(seed,)) for seed in range(2)]
+    for t in flippers:
+        t.start()
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            order = list(range(len(cases))) * 4
+            random.Random(0).shuffle(order)
+            results = list(pool.map(run, order))
+    finally:
+        stop.set()
+        for t in flippers:
+            t.join()
+    assert not errors, errors
+    assert sum(flips) > len(order), "the policy hardly changed while the calls ran"
+    for i, got in zip(order, results):
+        dtype, B, H, bi = cases[i]
+        for k, (a, b) in enumerate(zip(got, serial[i])):
+            assert_close(a, b, RTOL[dtype], what=f"{cases[i]} result {k}")
