@@ -675,9 +675,9 @@ class RNNModel:
 
     @classmethod
     def _load_from(cls, f, where, backend):
-        f.seek(0, os.SEEK_END)
-        length = f.tell()
-        f.seek(0)
+        start = f.tell()
+        length = f.seek(0, os.SEEK_END)
+        f.seek(start)
         try:
             archive = zipfile.ZipFile(f)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
