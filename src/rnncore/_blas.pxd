@@ -80,20 +80,3 @@ cdef inline void gemv(bint trans_a, int m, int n, floating alpha, const floating
     else:
         scipy_cblas_dgemv(CblasRowMajor, CblasTrans if trans_a else CblasNoTrans, m, n,
                           alpha, a, lda, x, 1, beta, y, 1)
-
-
-cdef inline void row_product(int B, int H, const floating *h, const floating *m,
-                             const floating *m_t, floating *out) noexcept nogil:
-    """out (B×H) = h (B×H) · m (H×H), all row-major; m_t holds mᵀ.
-
-    The recurrent product of one step, chosen by measurement (docs/perf-notes.md): one
-    row (B = 1) is a matrix-vector product, which OpenBLAS runs several times faster
-    than a 1-row GEMM; otherwise sgemm is fastest in NN form on m and dgemm in NT form
-    on m_t.
-    """
-    if B == 1:
-        gemv(True, H, H, <floating>1, m, H, h, <floating>0, out)
-    elif floating is float:
-        gemm(False, False, B, H, H, <floating>1, h, H, m, H, <floating>0, out, H)
-    else:
-        gemm(False, True, B, H, H, <floating>1, h, H, m_t, H, <floating>0, out, H)

@@ -1,7 +1,7 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3
 """The time loops of one layer in one direction, for float32 and float64.
 
-These two functions have the arguments, results and names of their twins in
+These functions have the arguments, results and names of their twins in
 ``reference.py``; read them side by side. What differs is the shape of the computation
 (PERF.md): the input projection of all T steps is one GEMM before the loop, into the
 same (T+1, B, H) array that will hold the hidden states; each step is then one recurrent
@@ -9,20 +9,28 @@ product into a (B, H) scratch block and one fused pass (bias, nonlinearity, stor
 it while it is in cache; the backward loop keeps only δ_t·W_hh per step, and ∂W_ih,
 ∂W_hh, ∂b and ∂x are whole-sequence GEMMs (M = T·B) after it.
 
-``functional.py`` has checked every argument (shapes, dtypes, lengths in [1, T]) before
-these are called; nothing below raises inside ``nogil`` code. No global state is
-written after import except by :func:`set_isa`.
+Every ``def`` entry point checks its own memory-safety preconditions before it allocates
+or releases the GIL — shapes that agree with each other, lengths within [0, T], sizes
+that fit the BLAS's 32-bit arguments — at O(B) cost, so that no call from Python, private
+ones included, reads or writes out of bounds. ``functional.py`` checks the user's input
+(with messages in the user's terms) before these are called; nothing below raises inside
+``nogil`` code.
+
+The policy (instruction set of the element-wise passes, who computes the products) is
+one value that :func:`set_isa` and :func:`set_whole_sequence_gemm` swap whole; each call
+reads it once, at its start, into the :c:type:`Plan` its loops receive (``_vmath.h``).
 """
 import numpy as np
 
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from rnncore._blas cimport (floating, gemm, row_product, scipy_openblas_get_corename,
+from rnncore._blas cimport (floating, gemm, gemv, scipy_openblas_get_corename,
                             scipy_openblas_get_num_threads, scipy_openblas_set_num_threads)
 
 cdef extern from "_vmath.h" nogil:
     ctypedef struct rnn_vm_table:
+        const char *name
         void (*tanh_step_f)(int, float *, const float *, const float *) noexcept nogil
         void (*relu_step_f)(int, float *, const float *, const float *) noexcept nogil
         void (*tanh_step_d)(int, double *, const double *, const double *) noexcept nogil
@@ -38,11 +46,18 @@ cdef extern from "_vmath.h" nogil:
         void (*sum_rows_f)(long, int, float *, const float *) noexcept nogil
         void (*sum_rows_d)(long, int, double *, const double *) noexcept nogil
         void (*rowmm_f)(int, int, const float *, const float *, float *) noexcept nogil
-    const rnn_vm_table *rnn_vm
+    ctypedef struct rnn_policy:
+        const rnn_vm_table *vm
+        int isa
+        int avx512
+        int gemm512
     int rnn_vm_supported()
-    int rnn_vm_select(int index)
+    int rnn_vm_resolve(int index)
     const char *rnn_vm_name(int index)
-    int rnn_vm_rowmm_nr(int B, int H)
+    int rnn_vm_rowmm_nr(const rnn_vm_table *t, long B, long H)
+    void rnn_policy_init()
+    void rnn_policy_store(int isa, int gemm512)
+    rnn_policy rnn_policy_load()
     long rnn_packed_size(int H, int nr)
     void rnn_pack_f(int H, int nr, const float *m, long sk, long sc, float *packed)
     int RNN_HAVE_GEMM512
@@ -66,28 +81,31 @@ cdef extern from *:
     int RNNCORE_CHECKED
 
 CHECKED = bool(RNNCORE_CHECKED)   # built with RNNCORE_CHECKED=1: bounds checks on
-cdef int INT_MAX = 2147483647
+cdef Py_ssize_t INT_MAX = 2147483647
 ISAS = ("baseline", "avx2", "avx512")
 # OpenBLAS kernels that already run AVX-512 at full width (OpenBLAS's core names)
 _BLAS_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
-_isa = rnn_vm_select(-1)
-cdef bint _gemm512 = False      # whole-sequence products on _gemm512.h instead of the BLAS
-cdef bint _avx512 = False       # the AVX-512 kernels are in use (the float64 step product)
 
 
-cdef void _choose_gemm() noexcept:
-    """Use _gemm512.h where the CPU runs AVX-512 but OpenBLAS was set up without it.
+# -- the policy ------------------------------------------------------------------------
 
-    The per-step products always take the packed kernels on AVX-512: they gain from
-    packing W_hh once whatever kernels the BLAS runs.
-    """
-    global _gemm512, _avx512
+def _blas_runs_avx512():
     core = scipy_openblas_get_corename().decode().lower()
-    _avx512 = RNN_HAVE_GEMM512 and ISAS[_isa] == "avx512"
-    _gemm512 = _avx512 and not any(core.startswith(c) for c in _BLAS_AVX512_CORES)
+    return any(core.startswith(c) for c in _BLAS_AVX512_CORES)
 
 
-_choose_gemm()
+def _store_policy(int isa_index, gemm=None):
+    """Make ``isa_index`` the policy, with _gemm512.h for the whole-sequence products if
+    ``gemm`` is "avx512", the BLAS if "blas", and if None wherever the CPU runs AVX-512
+    but OpenBLAS was set up without it. The per-step products always take the packed
+    kernels on AVX-512: they gain from packing W_hh once whatever kernels the BLAS runs.
+    """
+    rnn_policy_store(isa_index, gemm == "avx512" if gemm is not None
+                     else not _blas_runs_avx512())
+
+
+rnn_policy_init()
+_store_policy(rnn_vm_resolve(-1))
 
 
 def blas_core():
@@ -97,29 +115,25 @@ def blas_core():
 
 def whole_sequence_gemm():
     """Who computes the whole-sequence products: "avx512" (_gemm512.h) or "blas"."""
-    return "avx512" if _gemm512 else "blas"
+    return "avx512" if rnn_policy_load().gemm512 else "blas"
 
 
 def set_whole_sequence_gemm(name=None):
     """Force "avx512" or "blas" for the whole-sequence products (None: choose again).
 
-    For tests and benchmarks that compare the two; "avx512" needs the avx512 isa.
+    For tests and benchmarks that compare the two; "avx512" needs the avx512 isa. Safe
+    while kernels run: a running call keeps the policy it started with.
     """
-    global _gemm512
-    if name is None:
-        _choose_gemm()
-    elif name == "blas":
-        _gemm512 = False
-    elif name == "avx512" and RNN_HAVE_GEMM512 and ISAS[_isa] == "avx512":
-        _gemm512 = True
-    else:
+    cdef rnn_policy now = rnn_policy_load()
+    if not (name is None or name == "blas" or (name == "avx512" and now.avx512)):
         raise ValueError(f"name must be 'blas', 'avx512' (with the avx512 isa) or None; "
                          f"got {name!r}")
+    _store_policy(now.isa, name)
 
 
 def isa():
     """The instruction set of the element-wise passes in use: "baseline", "avx2" or "avx512"."""
-    return rnn_vm_name(_isa).decode()
+    return rnn_vm_name(rnn_policy_load().isa).decode()
 
 
 def supported_isas():
@@ -131,15 +145,14 @@ def supported_isas():
 def set_isa(name=None):
     """Use the element-wise passes compiled for ``name`` (None: the best supported).
 
-    Meant for tests and benchmarks that compare the code paths; not thread-safe with
-    kernels running at the same time.
+    Also chooses the whole-sequence products again (see :func:`set_whole_sequence_gemm`).
+    Meant for tests and benchmarks that compare the code paths. Safe while kernels run:
+    a running call keeps the policy it started with.
     """
-    global _isa
     cdef int index = -1 if name is None else (ISAS.index(name) if name in ISAS else -2)
-    if index == -2 or rnn_vm_select(index) < 0:
+    if index == -2 or rnn_vm_resolve(index) < 0:
         raise ValueError(f"isa must be one of {supported_isas()} or None; got {name!r}")
-    _isa = rnn_vm_select(index)
-    _choose_gemm()
+    _store_policy(rnn_vm_resolve(index))
 
 
 def blas_threads():
@@ -152,72 +165,115 @@ def set_blas_threads(int n):
     scipy_openblas_set_num_threads(n)
 
 
-cdef inline void step_pass(bint relu, int n, floating *h, const floating *r,
-                           const floating *b) noexcept nogil:
-    """h = f(h + r + b) over one row of n values."""
-    if floating is float:
-        (rnn_vm.relu_step_f if relu else rnn_vm.tanh_step_f)(n, h, r, b)
+# -- the plan of one call ----------------------------------------------------------------
+
+cdef enum StepForm:
+    PACKED      # a packed micro-kernel (_rowmm.h, _gemm512.h), m packed once per call
+    GEMV        # one row: a matrix-vector product on m, which OpenBLAS runs faster
+    GEMM_NN     # the BLAS on m (sgemm is fastest this way)
+    GEMM_NT     # the BLAS on mᵀ (dgemm is fastest this way)
+
+
+cdef struct Plan:
+    rnn_policy policy   # the element-wise table and who computes the products
+    StepForm form       # how the per-step product out = h · m is computed
+    int nr              # panel width of the PACKED form
+
+
+cdef Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single) noexcept:
+    """Read the policy once and decide every choice of one call from it.
+
+    The forms were chosen by measurement (docs/perf-notes.md).
+    """
+    cdef Plan plan
+    plan.policy = rnn_policy_load()
+    if single:
+        plan.nr = rnn_vm_rowmm_nr(plan.policy.vm, B, H)
     else:
-        (rnn_vm.relu_step_d if relu else rnn_vm.tanh_step_d)(n, h, r, b)
-
-
-cdef inline void grad_pass(bint relu, int n, floating *delta, const floating *dy,
-                           const floating *carry, const floating *h) noexcept nogil:
-    """delta = (dy + carry) ⊙ f'(a) over one row, f' read off h = f(a)."""
-    if floating is float:
-        (rnn_vm.relu_grad_f if relu else rnn_vm.tanh_grad_f)(n, delta, dy, carry, h)
+        plan.nr = 16 if plan.policy.avx512 else 0
+    if plan.nr:
+        plan.form = PACKED
+    elif B == 1:
+        plan.form = GEMV
     else:
-        (rnn_vm.relu_grad_d if relu else rnn_vm.tanh_grad_d)(n, delta, dy, carry, h)
+        plan.form = GEMM_NN if single else GEMM_NT
+    return plan
 
 
-cdef inline void sum_rows(long rows, int n, floating *acc, const floating *x) noexcept nogil:
-    if floating is float:
-        rnn_vm.sum_rows_f(rows, n, acc, x)
-    else:
-        rnn_vm.sum_rows_d(rows, n, acc, x)
+cdef inline bint reads_m(const Plan *plan) noexcept nogil:
+    """Whether the per-step product reads m itself (else mᵀ, or m packed)."""
+    return plan.form == GEMV or plan.form == GEMM_NN
 
 
-cdef inline void step_product(int B, int H, const floating *h, const floating *m,
-                              const floating *m_t, const floating *packed,
-                              floating *out) noexcept nogil:
-    """out (B×H) = h (B×H) · m (H×H): a packed kernel if ``packed``, else the BLAS."""
-    if packed != NULL:
+cdef inline void step_product(const Plan *plan, int B, int H, const floating *h,
+                              const floating *m, const floating *m_t,
+                              const floating *packed, floating *out) noexcept nogil:
+    """out (B×H) = h (B×H) · m (H×H), all row-major; m_t holds mᵀ, packed holds m
+    packed; only what the plan's form reads need be valid."""
+    if plan.form == PACKED:
         if floating is float:
-            rnn_vm.rowmm_f(B, H, h, packed, out)
+            plan.policy.vm.rowmm_f(B, H, h, packed, out)
         else:
             rnn_gemm512_packed_pd(B, H, H, h, H, 1, packed, out, H, False)
-        return
-    row_product(B, H, h, m, m_t, out)
+    elif plan.form == GEMV:
+        gemv(True, H, H, <floating>1, m, H, h, <floating>0, out)
+    elif plan.form == GEMM_NN:
+        gemm(False, False, B, H, H, <floating>1, h, H, m, H, <floating>0, out, H)
+    else:
+        gemm(False, True, B, H, H, <floating>1, h, H, m_t, H, <floating>0, out, H)
 
 
-cdef inline int step_panels(Py_ssize_t B, Py_ssize_t H, bint single) noexcept:
-    """Panel width of the packed per-step kernel to use, 0 for the BLAS."""
-    if single:
-        return rnn_vm_rowmm_nr(<int>B, <int>H)
-    return 16 if _avx512 else 0
-
-
-cdef inline void pack_step_matrix(int H, int nr, const floating *m, long sk, long sc,
-                                  floating *packed) noexcept nogil:
-    """Pack the step matrix (element (k, c) at m[k·sk + c·sc]) for step_product."""
+cdef inline void pack_step_matrix(const Plan *plan, int H, const floating *m, long sk,
+                                  long sc, floating *packed) noexcept nogil:
+    """Pack the step matrix (element (k, c) at m[k·sk + c·sc]) for the PACKED form."""
     if floating is float:
-        rnn_pack_f(H, nr, m, sk, sc, packed)
+        rnn_pack_f(H, plan.nr, m, sk, sc, packed)
     else:
         rnn_gpack_pd(H, H, m, sk, sc, packed)
 
 
-cdef inline void seq_product(long M, int N, long K,
-                             const floating *a, long ar, long ak,
-                             const floating *b, long bk, long bj,
-                             floating *c, long ldc, bint accumulate,
+cdef inline void step_pass(const Plan *plan, bint relu, int n, floating *h,
+                           const floating *r, const floating *b) noexcept nogil:
+    """h = f(h + r + b) over one row of n values."""
+    if floating is float:
+        (plan.policy.vm.relu_step_f if relu else plan.policy.vm.tanh_step_f)(n, h, r, b)
+    else:
+        (plan.policy.vm.relu_step_d if relu else plan.policy.vm.tanh_step_d)(n, h, r, b)
+
+
+cdef inline void grad_pass(const Plan *plan, bint relu, int n, floating *delta,
+                           const floating *dy, const floating *carry,
+                           const floating *h) noexcept nogil:
+    """delta = (dy + carry) ⊙ f'(a) over one row, f' read off h = f(a)."""
+    if floating is float:
+        (plan.policy.vm.relu_grad_f if relu else plan.policy.vm.tanh_grad_f)(
+            n, delta, dy, carry, h)
+    else:
+        (plan.policy.vm.relu_grad_d if relu else plan.policy.vm.tanh_grad_d)(
+            n, delta, dy, carry, h)
+
+
+cdef inline void sum_rows(const Plan *plan, Py_ssize_t rows, int n, floating *acc,
+                          const floating *x) noexcept nogil:
+    if floating is float:
+        plan.policy.vm.sum_rows_f(rows, n, acc, x)
+    else:
+        plan.policy.vm.sum_rows_d(rows, n, acc, x)
+
+
+cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K,
+                             const floating *a, Py_ssize_t ar, Py_ssize_t ak,
+                             const floating *b, Py_ssize_t bk, Py_ssize_t bj,
+                             floating *c, Py_ssize_t ldc, bint accumulate,
                              floating *work) noexcept nogil:
     """C (M×N) (+)= A (M×K) · B (K×N), element (i, k) of A at a[i·ar + k·ak] and
     (k, j) of B at b[k·bk + j·bj], each with one unit stride: a whole-sequence product.
 
-    On _gemm512.h when chosen (``work`` then holds rnn_gemm512_work(N, ·) elements),
-    else on the BLAS, the strides mapped onto its transposition flags.
+    On _gemm512.h when the plan says so (``work`` then holds seq_workspace's elements),
+    else on the BLAS, the strides mapped onto its transposition flags. M, N and K fit
+    in an int (check_sizes).
     """
-    if _gemm512:
+    if plan.policy.gemm512:
         if floating is float:
             rnn_gemm512_ps(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
         else:
@@ -226,21 +282,22 @@ cdef inline void seq_product(long M, int N, long K,
     # A is (M×K) row-major (unit column stride) or the transpose of a (K×M) one; the
     # leading dimension of a single row or column is free, so give the BLAS a legal one
     cdef bint ta = ak != 1, tb = bj != 1
-    cdef long lda = (ak if K > 1 else M) if ta else (ar if M > 1 else K)
-    cdef long ldb = (bj if N > 1 else K) if tb else (bk if K > 1 else N)
+    cdef Py_ssize_t lda = (ak if K > 1 else M) if ta else (ar if M > 1 else K)
+    cdef Py_ssize_t ldb = (bj if N > 1 else K) if tb else (bk if K > 1 else N)
     gemm(ta, tb, <int>M, N, <int>K, <floating>1, a, <int>lda, b, <int>ldb,
          <floating>1 if accumulate else <floating>0, c, <int>ldc)
 
 
-cdef object seq_workspace(Py_ssize_t N, Py_ssize_t K, dtype):
-    """The workspace seq_product needs for products N columns wide and K deep."""
+cdef object seq_workspace(const Plan *plan, Py_ssize_t N, Py_ssize_t K, dtype):
+    """The workspace seq_product needs, under this plan, for products N wide, K deep."""
     cdef int nr = 32 if dtype is np.float32 else 16
-    return np.empty(max(rnn_gemm512_work(<int>N, K, nr) if _gemm512 else 0, 1), dtype=dtype)
+    cdef Py_ssize_t n = rnn_gemm512_work(<int>N, K, nr) if plan.policy.gemm512 else 0
+    return np.empty(max(n, 1), dtype=dtype)
 
 
-cdef void transpose(int n, const floating *a, floating *a_t) noexcept nogil:
+cdef void transpose(Py_ssize_t n, const floating *a, floating *a_t) noexcept nogil:
     """a_t = aᵀ for an (n×n) row-major a, in cache-sized tiles."""
-    cdef int i0, j0, i, j
+    cdef Py_ssize_t i0, j0, i, j
     for i0 in range(0, n, 32):
         for j0 in range(0, n, 32):
             for i in range(i0, i0 + 32 if i0 + 32 < n else n):
@@ -248,17 +305,86 @@ cdef void transpose(int n, const floating *a, floating *a_t) noexcept nogil:
                     a_t[j * n + i] = a[i * n + j]
 
 
-cdef void _check_blas_sizes(Py_ssize_t T, Py_ssize_t B, Py_ssize_t K, Py_ssize_t H) except *:
-    if T * B > INT_MAX or K > INT_MAX or H > INT_MAX or B * H > INT_MAX:
-        raise ValueError(f"T*B = {T * B} rows exceeds the 32-bit BLAS limit of {INT_MAX}")
+# -- preconditions -----------------------------------------------------------------------
 
+cdef struct Sizes:
+    Py_ssize_t T, B, K, H
+
+
+cdef int check_sizes_c(Sizes sz) except -1:
+    if sz.B and sz.T > INT_MAX // sz.B:
+        what = ("T*B", sz.T * <object>sz.B, "rows of the whole-sequence products")
+    elif sz.K > INT_MAX:
+        what = ("K", sz.K, "input features")
+    elif sz.H > INT_MAX:
+        what = ("H", sz.H, "hidden units")
+    else:
+        return 0
+    raise ValueError(f"{what[0]} = {what[1]} ({what[2]}) exceeds the 32-bit BLAS limit "
+                     f"of {INT_MAX}")
+
+
+def check_sizes(Py_ssize_t T, Py_ssize_t B, Py_ssize_t K, Py_ssize_t H):
+    """Raise ValueError if a size reaches past the BLAS's 32-bit integer arguments.
+
+    The BLAS receives T·B (the rows of the whole-sequence products), K and H (their
+    widths and depths, and the leading dimensions); every index the kernels compute
+    themselves is a Py_ssize_t. Called by ``functional`` before it copies anything, and
+    by every kernel.
+    """
+    check_sizes_c(Sizes(T, B, K, H))
+
+
+cdef int expect_shape(str name, int ndim, const Py_ssize_t *given, Py_ssize_t e0,
+                      Py_ssize_t e1, Py_ssize_t e2, Sizes sz, str source) except -1:
+    """ValueError unless ``given[:ndim]`` is (e0, e1, e2)[:ndim]."""
+    cdef Py_ssize_t e[3]
+    e[0], e[1], e[2] = e0, e1, e2
+    cdef int d
+    for d in range(ndim):
+        if given[d] != e[d]:
+            raise ValueError(
+                f"{name} must have shape {tuple([e[i] for i in range(ndim)])} for "
+                f"(T, B, K, H) = {(sz.T, sz.B, sz.K, sz.H)} read off {source}; got "
+                f"{tuple([given[i] for i in range(ndim)])}")
+    return 0
+
+
+cdef int check_layer(Sizes sz, const Py_ssize_t *w_ih, const Py_ssize_t *w_hh,
+                     const int64_t[::1] lengths) except -1:
+    """The preconditions every layer kernel shares; sz read off x (T, B, K) and w_hh."""
+    if sz.H < 1:
+        raise ValueError(f"w_hh must have at least one row; got shape "
+                         f"({w_hh[0]}, {w_hh[1]})")
+    expect_shape("w_hh", 2, w_hh, sz.H, sz.H, 0, sz, "x and w_hh")
+    expect_shape("w_ih", 2, w_ih, sz.H, sz.K, 0, sz, "x and w_hh")
+    expect_shape("lengths", 1, &lengths.shape[0], sz.B, 0, 0, sz, "x and w_hh")
+    cdef Py_ssize_t i
+    for i in range(sz.B):
+        if lengths[i] < 0 or lengths[i] > sz.T:
+            raise ValueError(f"lengths must lie in [0, {sz.T}]; got {lengths[i]} at "
+                             f"index {i}")
+    check_sizes_c(sz)
+    return 0
+
+
+def _bounds_probe(const floating[::1] a, Py_ssize_t i):
+    """``a[i]``, indexed as the kernels index, under the directives of this build.
+
+    For the tests of the build only: in the checked build an index outside [-n, n)
+    raises IndexError and a negative one wraps around; the release build trusts it.
+    """
+    return a[i]
+
+
+# -- the kernels -------------------------------------------------------------------------
 
 def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded steps
                   const floating[:, ::1] w_ih,      # IN  (H, K)
                   const floating[:, ::1] w_hh,      # IN  (H, H)
                   const floating[::1] b,            # IN  (H,)  b_ih + b_hh
                   const floating[:, ::1] h0,        # IN  (B, H)
-                  const int64_t[::1] lengths,       # IN  (B,)  in [1, T]
+                  const int64_t[::1] lengths,       # IN  (B,)  in [0, T]
                   bint reverse, bint relu):
     """Run one layer in one direction; see ``reference.layer_forward``.
 
@@ -269,48 +395,53 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
         ``hs[lengths[b], b] = h0[b]``. Zero at padded steps.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_hh.shape[0]
-    _check_blas_sizes(T, B, K, H)
+    cdef Sizes sz = Sizes(T, B, K, H)
+    check_layer(sz, w_ih.shape, w_hh.shape, lengths)
+    expect_shape("b", 1, b.shape, H, 0, 0, sz, "x and w_hh")
+    expect_shape("h0", 2, h0.shape, B, H, 0, sz, "x and w_hh")
     dtype = np.float32 if floating is float else np.float64
+    cdef Plan plan = make_plan(B, H, floating is float)
     hs_arr = np.empty((T + 1, B, H), dtype=dtype)
     scratch_arr = np.empty((B, H), dtype=dtype)
     cdef floating[:, :, ::1] hs = hs_arr
     cdef floating[:, ::1] scratch = scratch_arr
-    cdef int nr = step_panels(B, H, floating is float)
-    # W_hhᵀ for the BLAS forms that read it (see row_product); else a placeholder
-    cdef bint need_t = not nr and (B == 1 or floating is float)
+    # W_hhᵀ for the forms that read m = W_hhᵀ itself; else a placeholder
+    cdef bint need_t = reads_m(&plan)
     w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
     cdef floating[:, ::1] w_hh_t = w_hh_t_arr
-    packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=dtype)
-    cdef floating[::1] packed = packed_arr              # W_hhᵀ in panels, if nr
-    cdef const floating *packed_p = &packed[0] if nr else NULL
+    packed_arr = np.empty(rnn_packed_size(<int>H, plan.nr) if plan.form == PACKED else 1,
+                          dtype=dtype)
+    cdef floating[::1] packed = packed_arr              # W_hhᵀ in panels, if PACKED
     cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0       # hs index of h_{t-1} is t + prev_slot
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
-    cdef int extra = T if reverse else 0           # the row the projection leaves free
+    cdef Py_ssize_t extra = T if reverse else 0    # the row the projection leaves free
     cdef floating *h
     cdef const floating *x_p = &x[0, 0, 0] if T * B * K else NULL
-    cdef floating[::1] work = seq_workspace(H, K, dtype)
+    cdef floating[::1] work = seq_workspace(&plan, H, K, dtype)
     with nogil:
-        if B * H:
+        if B:
             # (T·B × H) = (T·B × K)(H × K)ᵀ: the input projection of every step at once
-            seq_product(T * B, <int>H, K, x_p, K, 1, &w_ih[0, 0] if K else NULL, 1, K,
-                        &hs[out_slot, 0, 0], H, False, &work[0])
+            if T:
+                seq_product(&plan, T * B, <int>H, K, x_p, K, 1,
+                            &w_ih[0, 0] if K else NULL, 1, K,
+                            &hs[out_slot, 0, 0], H, False, &work[0])
             memset(&hs[extra, 0, 0], 0, B * row_bytes)
             for i in range(B):
                 memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
-            if nr:              # element (k, c) of W_hhᵀ is w_hh[c, k]
-                pack_step_matrix(<int>H, nr, &w_hh[0, 0], 1, H, &packed[0])
+            if plan.form == PACKED:          # element (k, c) of W_hhᵀ is w_hh[c, k]
+                pack_step_matrix(&plan, <int>H, &w_hh[0, 0], 1, H, &packed[0])
             if need_t:
-                transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
+                transpose(H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):
                 t = T - 1 - s if reverse else s
                 # (B × H) = (B × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
-                step_product(<int>B, <int>H, &hs[t + prev_slot, 0, 0], &w_hh_t[0, 0],
-                             &w_hh[0, 0], packed_p, &scratch[0, 0])
+                step_product(&plan, <int>B, <int>H, &hs[t + prev_slot, 0, 0],
+                             &w_hh_t[0, 0], &w_hh[0, 0], &packed[0], &scratch[0, 0])
                 for i in range(B):
                     h = &hs[t + out_slot, i, 0]
                     if t < lengths[i]:
-                        step_pass(relu, <int>H, h, &scratch[i, 0], &b[0])
+                        step_pass(&plan, relu, <int>H, h, &scratch[i, 0], &b[0])
                     elif not (reverse and t == lengths[i]):   # that slot holds h0
                         memset(h, 0, row_bytes)
     return hs_arr
@@ -322,13 +453,14 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                    const floating[:, :, ::1] hs,    # IN  (T+1, B, H) from layer_forward
                    const floating[:, :, :] dy,      # IN  (T, B, H) ∂L/∂h_t; rows contiguous
                    const floating[:, ::1] dh_n,     # IN  (B, H)
-                   const int64_t[::1] lengths,      # IN  (B,)
+                   const int64_t[::1] lengths,      # IN  (B,)  in [0, T]
                    bint reverse, bint relu):
     """BPTT through one layer in one direction; see ``reference.layer_backward``.
 
     Returns
     -------
     dh0 : ndarray, shape (B, H)
+        A sequence of length 0 passes ``dh_n`` through.
     dw_ih : ndarray, shape (H, K)
     dw_hh : ndarray, shape (H, H)
     db : ndarray, shape (H,)
@@ -336,13 +468,18 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
         δ_t = ∂L/∂a_t, for :func:`input_grad`.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_hh.shape[0]
-    _check_blas_sizes(T, B, K, H)
+    cdef Sizes sz = Sizes(T, B, K, H)
+    check_layer(sz, w_ih.shape, w_hh.shape, lengths)
+    expect_shape("hs", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
+    expect_shape("dy", 3, dy.shape, T, B, H, sz, "x and w_hh")
+    expect_shape("dh_n", 2, dh_n.shape, B, H, 0, sz, "x and w_hh")
     if H > 1 and dy.strides[2] != sizeof(floating):
         raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
     dtype = np.float32 if floating is float else np.float64
+    cdef Plan plan = make_plan(B, H, floating is float)
     delta_arr = np.empty((T, B, H), dtype=dtype)
     carry_arr = np.zeros((B, H), dtype=dtype)
-    dh0_arr = np.array(dh_n, dtype=dtype) if T == 0 else np.empty((B, H), dtype=dtype)
+    dh0_arr = np.array(dh_n, dtype=dtype)       # rows of length > 0 are overwritten
     dw_ih_arr = np.empty((H, K), dtype=dtype)
     dw_hh_arr = np.empty((H, H), dtype=dtype)
     db_arr = np.zeros(H, dtype=dtype)
@@ -351,27 +488,27 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating[:, ::1] dh0 = dh0_arr
     cdef floating[:, ::1] dw_ih = dw_ih_arr, dw_hh = dw_hh_arr
     cdef floating[::1] db = db_arr
-    cdef int nr = step_panels(B, H, floating is float)
-    cdef bint need_t = not nr and B > 1 and floating is double   # dgemm's NT form
+    # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
+    cdef bint need_t = plan.form == GEMM_NT
     w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
     cdef floating[:, ::1] w_hh_t = w_hh_t_arr
-    packed_arr = np.empty(rnn_packed_size(<int>H, nr) if nr else 1, dtype=dtype)
-    cdef floating[::1] packed = packed_arr              # W_hh in panels, if nr
-    cdef const floating *packed_p = &packed[0] if nr else NULL
+    packed_arr = np.empty(rnn_packed_size(<int>H, plan.nr) if plan.form == PACKED else 1,
+                          dtype=dtype)
+    cdef floating[::1] packed = packed_arr              # W_hh in panels, if PACKED
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0
     cdef int out_slot = 0 if reverse else 1
     cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
-    cdef int M = <int>(T * B)
+    cdef Py_ssize_t M = T * B
     cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
-    cdef floating *delta_p = &delta[0, 0, 0] if M * H else NULL
-    cdef floating[::1] work = seq_workspace(max(H, K), T * B, dtype)
+    cdef floating *delta_p = &delta[0, 0, 0] if M else NULL
+    cdef floating[::1] work = seq_workspace(&plan, max(H, K), M, dtype)
     with nogil:
-        if M * H:
-            if nr:
-                pack_step_matrix(<int>H, nr, &w_hh[0, 0], H, 1, &packed[0])
+        if M:
+            if plan.form == PACKED:
+                pack_step_matrix(&plan, <int>H, &w_hh[0, 0], H, 1, &packed[0])
             if need_t:
-                transpose(<int>H, &w_hh[0, 0], &w_hh_t[0, 0])
+                transpose(H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):                           # backward in time
                 t = s if reverse else T - 1 - s
                 for i in range(B):
@@ -380,25 +517,26 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                         for j in range(H):
                             carry[i, j] += dh_n[i, j]
                     if t < lengths[i]:
-                        grad_pass(relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
+                        grad_pass(&plan, relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
                                   &carry[i, 0], &hs[t + out_slot, i, 0])
                     else:
                         memset(&delta[t, i, 0], 0, row_bytes)
                 # (B × H) = (B × H)(H × H): δ_t W_hh, carried to step t-1
-                step_product(<int>B, <int>H, &delta[t, 0, 0], &w_hh[0, 0], &w_hh_t[0, 0],
-                             packed_p, &carry[0, 0])
+                step_product(&plan, <int>B, <int>H, &delta[t, 0, 0], &w_hh[0, 0],
+                             &w_hh_t[0, 0], &packed[0], &carry[0, 0])
                 for i in range(B):
                     t_initial = lengths[i] - 1 if reverse else 0
-                    if t == t_initial:
+                    if t == t_initial and t < lengths[i]:
                         memcpy(&dh0[i, 0], &carry[i, 0], row_bytes)
         # (H × K) = (T·B × H)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
-        seq_product(H, <int>K, M, delta_p, 1, H, x_p, K, 1,
-                    &dw_ih[0, 0] if H * K else NULL, K, False, &work[0])
+        seq_product(&plan, H, <int>K, M, delta_p, 1, H, x_p, K, 1,
+                    &dw_ih[0, 0] if K else NULL, K, False, &work[0])
         # (H × H) = (T·B × H)ᵀ(T·B × H): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
-        seq_product(H, <int>H, M, delta_p, 1, H, &hs[prev_slot, 0, 0] if M * H else NULL,
-                    H, 1, &dw_hh[0, 0], H, False, &work[0])
+        seq_product(&plan, H, <int>H, M, delta_p, 1, H,
+                    &hs[prev_slot, 0, 0] if M else NULL, H, 1,
+                    &dw_hh[0, 0], H, False, &work[0])
         # ∂b = Σ_t Σ_b δ_t
-        sum_rows(M, <int>H, &db[0], delta_p)
+        sum_rows(&plan, M, <int>H, &db[0], delta_p)
     return dh0_arr, dw_ih_arr, dw_hh_arr, db_arr, delta_arr
 
 
@@ -409,16 +547,21 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
     """∂L/∂x_t = δ_t W_ih for every step at once; see ``reference.input_grad``."""
     cdef Py_ssize_t T = delta.shape[0], B = delta.shape[1], H = delta.shape[2]
     cdef Py_ssize_t K = w_ih.shape[1]
-    _check_blas_sizes(T, B, K, H)
-    cdef int M = <int>(T * B)
+    cdef Sizes sz = Sizes(T, B, K, H)
+    expect_shape("w_ih", 2, w_ih.shape, H, K, 0, sz, "delta and w_ih")
+    expect_shape("dx", 3, dx.shape, T, B, K, sz, "delta and w_ih")
+    check_sizes_c(sz)
+    cdef Py_ssize_t M = T * B
     if M * K == 0:
         return
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] work = seq_workspace(K, H, dtype)
+    cdef Plan plan = make_plan(B, H, floating is float)
+    cdef floating[::1] work = seq_workspace(&plan, K, H, dtype)
     with nogil:
         # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
-        seq_product(M, <int>K, H, &delta[0, 0, 0] if H else NULL, H, 1,
-                    &w_ih[0, 0] if H else NULL, K, 1, &dx[0, 0, 0], K, accumulate, &work[0])
+        seq_product(&plan, M, <int>K, H, &delta[0, 0, 0] if H else NULL, H, 1,
+                    &w_ih[0, 0] if H else NULL, K, 1, &dx[0, 0, 0], K, accumulate,
+                    &work[0])
 
 
 def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if trans_a
@@ -437,8 +580,10 @@ def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if tr
     if kb != k or out.shape[0] != m or out.shape[1] != n:
         raise ValueError(f"matmul: op(a) is ({m}, {k}), op(b) is ({kb}, {n}) and out is "
                          f"({out.shape[0]}, {out.shape[1]}); they do not fit")
-    if m > INT_MAX or n > INT_MAX or k > INT_MAX:
-        raise ValueError(f"matmul: dimensions ({m}, {k}, {n}) exceed the 32-bit BLAS limit")
+    for name, value in (("m", m), ("k", k), ("n", n)):
+        if value > INT_MAX:
+            raise ValueError(f"matmul: {name} = {value} exceeds the 32-bit BLAS limit "
+                             f"of {INT_MAX}")
     if m * n == 0:
         return
     with nogil:

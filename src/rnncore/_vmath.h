@@ -2,10 +2,10 @@
  * run time.
  *
  * _vmath_impl.h is compiled three times: for the x86-64 baseline (SSE2), for AVX2+FMA
- * and for AVX-512, each copy under its own names. rnn_vm_select() fills a table of
- * function pointers with the best copy the CPU supports (or the one asked for), once,
- * before any kernel runs; kernels only read the table. No -march flag is needed, so the
- * extension runs on any x86-64.
+ * and for AVX-512, each copy under its own names, gathered in one table of function
+ * pointers per instruction set. The policy (rnn_policy, below) names the table in use;
+ * each kernel call reads it once and hands it to its loops. No -march flag is needed,
+ * so the extension runs on any x86-64.
  */
 #ifndef RNNCORE_VMATH_H
 #define RNNCORE_VMATH_H
@@ -105,11 +105,9 @@ static int rnn_vm_supported(void)
     return mask;
 }
 
-static const rnn_vm_table *rnn_vm = &rnn_vm_tables[0];
-
-/* Use table `index` (0 baseline, 1 avx2, 2 avx512), or the best supported if index < 0.
- * Returns the index in use, or -1 if the CPU cannot run the one asked for. */
-static int rnn_vm_select(int index)
+/* The table `index` asks for (0 baseline, 1 avx2, 2 avx512), or the best supported if
+ * index < 0; -1 if the CPU cannot run the one asked for. Pure: selects nothing. */
+static int rnn_vm_resolve(int index)
 {
     int mask = rnn_vm_supported();
     if (index < 0) {
@@ -118,19 +116,56 @@ static int rnn_vm_select(int index)
     } else if (index >= RNN_VM_NTABLES || !(mask >> index & 1)) {
         return -1;
     }
-    rnn_vm = &rnn_vm_tables[index];
     return index;
 }
 
-/* Whether the float32 per-step product of B rows and width H runs on the packed
+/* Whether the float32 per-step product of B rows and width H runs on table t's packed
  * kernel; returns its panel width, or 0 for the BLAS. */
-static int rnn_vm_rowmm_nr(int B, int H)
+static int rnn_vm_rowmm_nr(const rnn_vm_table *t, long B, long H)
 {
-    const rnn_vm_table *t = rnn_vm;
     if (!t->rowmm_nr || (t->rowmm_max_b && B > t->rowmm_max_b) ||
         (t->rowmm_max_h && H > t->rowmm_max_h))
         return 0;
     return t->rowmm_nr;
+}
+
+/* The policy of the kernels: which element-wise table and which products run. It is
+ * one value, swapped whole: set_isa / set_whole_sequence_gemm store the index of an
+ * immutable entry of rnn_policies with one atomic store, and every kernel call loads it
+ * once, at its start, into the plan its loops receive. A call never sees half of one
+ * policy and half of another, whatever other threads set meanwhile. */
+typedef struct {
+    const rnn_vm_table *vm;
+    int isa;          /* index of vm in rnn_vm_tables */
+    int avx512;       /* the AVX-512 kernels run: float64 per-step product packed */
+    int gemm512;      /* whole-sequence products on _gemm512.h, not the BLAS */
+} rnn_policy;
+
+static rnn_policy rnn_policies[RNN_VM_NTABLES * 2];     /* [isa * 2 + gemm512] */
+static int rnn_policy_index;
+
+static void rnn_policy_init(void)
+{
+    for (int i = 0; i < RNN_VM_NTABLES * 2; i++) {
+        rnn_policy *p = &rnn_policies[i];
+        p->isa = i / 2;
+        p->vm = &rnn_vm_tables[p->isa];
+        p->avx512 = RNN_HAVE_GEMM512 && strcmp(p->vm->name, "avx512") == 0;
+        p->gemm512 = p->avx512 && (i & 1);
+    }
+}
+
+/* Make table `isa` (a supported index) and, where it runs AVX-512, _gemm512.h for the
+ * whole-sequence products (if gemm512) the policy of every later call. */
+static void rnn_policy_store(int isa, int gemm512)
+{
+    int i = isa * 2 + (gemm512 && rnn_policies[isa * 2 + 1].gemm512);
+    __atomic_store_n(&rnn_policy_index, i, __ATOMIC_RELEASE);
+}
+
+static inline rnn_policy rnn_policy_load(void)
+{
+    return rnn_policies[__atomic_load_n(&rnn_policy_index, __ATOMIC_ACQUIRE)];
 }
 
 static const char *rnn_vm_name(int index)
