@@ -103,7 +103,8 @@ VM_RELU_STEP(relu_step_f, float)
 VM_RELU_STEP(relu_step_d, double)
 #undef VM_RELU_STEP
 
-/* delta = (dy + carry) ⊙ f'(a), with f'(a) = 1 - h² for tanh and [h > 0] for relu. */
+/* delta = (dy + carry) ⊙ f'(a), with f'(a) = 1 - h² for tanh and [not h <= 0] for
+ * relu: a NaN state passes the gradient through, as torch's threshold_backward does. */
 #define VM_GRAD(NAME, T, EXPR)                                                    \
 static void VM(NAME)(int n, T *restrict delta, const T *restrict dy,              \
                      const T *restrict carry, const T *restrict h)                \
@@ -115,8 +116,8 @@ static void VM(NAME)(int n, T *restrict delta, const T *restrict dy,            
 }
 VM_GRAD(tanh_grad_f, float, g * (1 - h[i] * h[i]))
 VM_GRAD(tanh_grad_d, double, g * (1 - h[i] * h[i]))
-VM_GRAD(relu_grad_f, float, h[i] > 0 ? g : 0)
-VM_GRAD(relu_grad_d, double, h[i] > 0 ? g : 0)
+VM_GRAD(relu_grad_f, float, h[i] <= 0 ? 0 : g)
+VM_GRAD(relu_grad_d, double, h[i] <= 0 ? 0 : g)
 #undef VM_GRAD
 
 /* acc += Σ_rows x[row]: x is (rows × n), row-major. */

@@ -14,6 +14,7 @@ from the keys and shapes.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -22,7 +23,8 @@ import numpy as np
 
 from . import _parallel, reference
 
-__all__ = ["forward", "backward", "backends", "Record", "param_shapes"]
+__all__ = ["forward", "backward", "backends", "Record", "param_shapes", "param_count",
+           "check_param_memory"]
 
 try:  # the compiled kernels; absent only in a source tree that was never built
     import scipy_openblas32  # noqa: F401  (loads the OpenBLAS the kernels link against)
@@ -88,6 +90,50 @@ def param_shapes(input_size: int, hidden_size: int, num_layers: int = 1,
     return shapes
 
 
+def param_count(input_size: int, hidden_size: int, num_layers: int = 1,
+                bias: bool = True, bidirectional: bool = False) -> int:
+    """The number of parameters :func:`param_shapes` describes, counted without it.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers : int
+    bias, bidirectional : bool
+
+    Returns
+    -------
+    int
+    """
+    D = 2 if bidirectional else 1
+    H = hidden_size
+    per_direction = H * H + (2 * H if bias else 0)
+    return D * (H * input_size + per_direction
+                + (num_layers - 1) * (H * D * H + per_direction))
+
+
+def check_param_memory(input_size: int, hidden_size: int, num_layers: int, bias: bool,
+                       bidirectional: bool, dtype) -> None:
+    """Raise ValueError, before anything is allocated, for parameters larger than memory.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers : int
+    bias, bidirectional : bool
+    dtype : np.dtype
+    """
+    need = param_count(input_size, hidden_size, num_layers, bias, bidirectional) \
+        * np.dtype(dtype).itemsize
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return
+    if need > have:
+        raise ValueError(
+            f"input_size={input_size}, hidden_size={hidden_size}, num_layers={num_layers}"
+            f"{', bidirectional=True' if bidirectional else ''} need {need / 2**30:.1f} GiB "
+            f"of {np.dtype(dtype).name} parameters, more than this machine's "
+            f"{have / 2**30:.1f} GiB of memory")
+
+
 _KEY = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
 
 
@@ -111,12 +157,22 @@ def _check_float(name: str, a: np.ndarray) -> None:
 
 
 def _as_array(name: str, value) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    try:
-        return np.asarray(value)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be an array; got {type(value).__name__}") from exc
+    """``value`` as an ndarray in native byte order, never a masked array.
+
+    A masked array is rejected: its mask would be silently ignored. An array in the
+    other byte order (``>f4`` on x86) is converted, here as in ``load_state_dict``.
+    """
+    if type(value) is not np.ndarray:
+        if isinstance(value, np.ma.MaskedArray):
+            raise TypeError(f"{name} must be a plain array; got a numpy.ma.MaskedArray "
+                            f"(rnncore would ignore its mask: fill it or pass lengths)")
+        try:
+            value = np.asarray(value)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be an array; got {type(value).__name__}") from exc
+    if not value.dtype.isnative:
+        value = value.astype(value.dtype.newbyteorder("="))
+    return value
 
 
 def _read_params(params: Mapping[str, Any]) -> tuple[_Config, dict[str, np.ndarray]]:
@@ -124,8 +180,7 @@ def _read_params(params: Mapping[str, Any]) -> tuple[_Config, dict[str, np.ndarr
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of parameter names to arrays; "
                         f"got {type(params).__name__}")
-    arrays = {key: value if type(value) is np.ndarray else _as_array(f"params[{key!r}]", value)
-              for key, value in params.items()}
+    arrays = {key: _as_array(f"params[{key!r}]", value) for key, value in params.items()}
     # The checks depend on keys, shapes and dtypes only: done once per configuration.
     return _config_for(tuple((k, a.shape, a.dtype) for k, a in arrays.items())), arrays
 
@@ -175,10 +230,14 @@ def _config_for(signature: tuple) -> _Config:
 
 
 def _layer_weights(cfg: _Config, arrays, layer: int, direction: int):
-    """(w_ih, w_hh, b) of one layer-direction, C-contiguous; b = b_ih + b_hh."""
+    """(w_ih, w_hh, b) of one layer-direction: private C-contiguous copies, b = b_ih + b_hh.
+
+    The record keeps them, so that backward differentiates the weights forward used
+    even if the caller's arrays change in between (an optimiser step, say).
+    """
     sfx = "_reverse" if direction else ""
-    w_ih = np.ascontiguousarray(arrays[f"weight_ih_l{layer}{sfx}"])
-    w_hh = np.ascontiguousarray(arrays[f"weight_hh_l{layer}{sfx}"])
+    w_ih = np.array(arrays[f"weight_ih_l{layer}{sfx}"], order="C")
+    w_hh = np.array(arrays[f"weight_hh_l{layer}{sfx}"], order="C")
     if cfg.bias:
         b = arrays[f"bias_ih_l{layer}{sfx}"] + arrays[f"bias_hh_l{layer}{sfx}"]
     else:
@@ -240,9 +299,15 @@ def _padded_mask(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
 class Record:
     """What :func:`backward` needs from a :func:`forward` call. Treat it as opaque.
 
-    It holds references to the weights given to forward and the hidden states of every
-    layer-direction; it is never modified, so one record can be back-propagated any
-    number of times.
+    It holds private copies of the weights forward used, the hidden states of every
+    layer-direction and each layer's input; it is never modified, so one record can be
+    back-propagated any number of times. Changing the parameters in place after forward
+    (an optimiser step) does not change what backward differentiates. The input ``x`` is
+    kept by reference when it was already C-contiguous and unpadded (a copy would double
+    the memory of the call): changing its values in place before backward changes
+    ∂W_ih of the first layer accordingly, as it would in any framework that does not
+    copy its inputs. A tampered record cannot make the kernels read or write out of
+    bounds: they check that the shapes agree.
     """
 
     __slots__ = ("cfg", "backend", "relu", "weights", "inputs", "states", "lengths",
@@ -304,6 +369,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     lengths = _read_lengths(lengths, B, T)
     H, D = cfg.hidden_size, cfg.D
     LD = cfg.num_layers * D
+    if module is _kernels:               # before anything is copied or allocated
+        _kernels.check_sizes(T, B, max(K, D * H), H)
     if h0 is None:
         h0 = np.zeros((LD, B, H), dtype=cfg.dtype)
     else:
@@ -411,6 +478,8 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         if dx is not None:
             _input_grad(module, [r[4] for r in results],
                         [w[0] for w in record.weights[layer]], dx)
+            if record.padded is not None:
+                dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
         for d, (dh0_d, dw_ih, dw_hh, db, _) in enumerate(results):
             sfx = "_reverse" if d else ""
             dh0[layer * D + d] = dh0_d

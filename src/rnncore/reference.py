@@ -9,7 +9,7 @@ The mathematics (one layer, one direction, a batch of B sequences)::
     a_t = x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh        (B×H)
     h_t = f(a_t),   f = tanh or relu
     δ_t = (∂L/∂h_t + δ_{t+1} W_hh) ⊙ f'(a_t)             f'(a_t) = 1 - h_t² for tanh,
-                                                          [h_t > 0] for relu
+                                                          [not h_t <= 0] for relu
     ∂L/∂W_ih = Σ_t δ_tᵀ x_t    ∂L/∂W_hh = Σ_t δ_tᵀ h_{t-1}    ∂L/∂b = Σ_t δ_t
     ∂L/∂x_t  = δ_t W_ih        ∂L/∂h_0  = δ_1 W_hh
 
@@ -124,7 +124,7 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
     prev_slot = 1 if reverse else 0
     out_slot = 0 if reverse else 1
     delta = np.zeros((T, B, H), dtype=x.dtype)
-    dh0 = dh_n.copy() if T == 0 else np.zeros_like(dh_n)
+    dh0 = dh_n.copy()                   # a sequence of length 0 passes dh_n through
     carry = np.zeros((B, H), dtype=x.dtype)                   # δ_{t+1} W_hh
     zero = np.zeros(B, dtype=np.int64)
     t_final = zero if reverse else lengths - 1     # the step that produced h_n
@@ -133,10 +133,11 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
         valid = t < lengths
         g = dy[t] + carry + np.where((t == t_final)[:, None], dh_n, 0)
         h = hs[t + out_slot]
-        g_a = np.where(h > 0, g, 0) if relu else g * (1 - h * h)   # ∂L/∂a_t
+        # ∂L/∂a_t; relu' is 1 where h is NaN, passing the gradient on as torch does
+        g_a = np.where(h <= 0, 0, g) if relu else g * (1 - h * h)
         delta[t] = np.where(valid[:, None], g_a, 0)
         carry = delta[t] @ w_hh
-        at_start = t == t_initial
+        at_start = (t == t_initial) & valid
         dh0[at_start] = carry[at_start]
     if reverse:
         h_prev = hs[1:]

@@ -93,6 +93,8 @@ class RNN:
             raise ValueError(f"backend must be one of {functional.backends()} or None; "
                              f"got {backend!r}")
         self.backend = backend
+        functional.check_param_memory(self.input_size, self.hidden_size, self.num_layers,
+                                      self.bias, self.bidirectional, self.dtype)
         rng = make_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params: dict[str, np.ndarray] = {
