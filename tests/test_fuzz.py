@@ -26,7 +26,8 @@ weight gradients; tanh's "few ulps" of SPEC.md are within κ·|h| too):
     E(h_t)  = f'⁺(a_t) E(a_t) + |h_t|                            (f and its ulps)
     E(δ_t)  = (1 − h_t²) E(g_t) + |g_t| (2|h_t| E(h_t) + 1)       tanh: δ = g (1 − h²)
     E(δ_t)  = E(g_t) + |g_t| / κ                                  relu, |a_t| ≤ 2κE(a_t)
-    E(g_t)  = |dy_t| + |δ_{t+1}||W_hh| + [|dh_n|] + tiny + E(dy_t) + E(δ_{t+1})|W_hh|
+    E(g_t)  = |dy_t| + |δ_{t+1}||W_hh| + [|dh_n|] + tiny
+              + E(dy_t) + E(δ_{t+1})|W_hh|
     E(∂W_ih) = Σ_t (|δ_t| + E(δ_t))ᵀ|x_t| + |δ_t|ᵀ E(x_t), likewise ∂W_hh, ∂b, ∂x, ∂h0
 
 with |·| of the reference's values (NaN and ±inf counted as 0: see below) and
