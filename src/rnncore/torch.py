@@ -13,6 +13,8 @@ PyTorch is optional for rnncore: only this module imports it.
 """
 from __future__ import annotations
 
+import functools
+
 try:
     import torch
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
@@ -31,6 +33,9 @@ __all__ = ["RNN", "patch"]
 
 _FLOATS = (torch.float32, torch.float64)
 _BACKENDS = (None, "torch") + functional.backends()
+# rnncore's kernels give T*B, K and D*H (the next layer's K) to BLAS as 32-bit ints.
+_BLAS_INT_MAX = 2**31 - 1
+_NONLINEARITY = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
 
 
 class _RNNFunction(torch.autograd.Function):
@@ -93,6 +98,122 @@ def _packed_layout(batch_sizes, sorted_indices, unsorted_indices):
     return torch.from_numpy(t * B + j), lengths, T, B
 
 
+@functools.lru_cache(maxsize=64)
+def _param_shapes(input_size, hidden_size, num_layers, bias, bidirectional):
+    """The ``torch.Size`` of every parameter of an RNN, by name."""
+    return {name: torch.Size(shape) for name, shape in functional.param_shapes(
+        input_size, hidden_size, num_layers, bias, bidirectional).items()}
+
+
+def _plain(t, dtype) -> bool:
+    """Whether ``t`` is a CPU tensor of ``dtype``, strided, not nested, no negative bit."""
+    return (isinstance(t, torch.Tensor) and t.dtype == dtype and t.is_cpu
+            and t.layout == torch.strided and not t.is_nested and not t.is_neg())
+
+
+def _index(t, n) -> np.ndarray | None:
+    """``t`` as an int64 array of shape (n,), or None if it is not one."""
+    if (not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or not t.is_cpu
+            or t.layout != torch.strided or t.shape != (n,)):
+        return None
+    return t.numpy()
+
+
+def _well_formed(packed: PackedSequence) -> bool:
+    """Whether a PackedSequence is what ``pack_padded_sequence`` makes.
+
+    ``batch_sizes`` is non-empty, positive and non-increasing and sums to the rows of
+    ``data``; ``sorted_indices`` and ``unsorted_indices`` are both None, or a
+    permutation of range(B) and its inverse.
+    """
+    sizes = packed.batch_sizes
+    if (not isinstance(sizes, torch.Tensor) or sizes.dtype != torch.int64
+            or not sizes.is_cpu or sizes.layout != torch.strided or sizes.dim() != 1
+            or len(sizes) == 0):
+        return False
+    sizes = sizes.numpy()
+    if sizes[-1] < 1 or (sizes[1:] > sizes[:-1]).any() \
+            or sizes.sum() != packed.data.shape[0]:
+        return False
+    order, inverse = packed.sorted_indices, packed.unsorted_indices
+    if order is None and inverse is None:
+        return True
+    B = int(sizes[0])
+    order, inverse = _index(order, B), _index(inverse, B)
+    if order is None or inverse is None:
+        return False
+    every = np.arange(B)
+    return (np.array_equal(np.sort(order), every)
+            and np.array_equal(inverse[order], every))
+
+
+def _torch_reason(rnn: "RNN", input, hx, weights) -> str | None:
+    """Why a call runs torch's implementation, or None if it runs on rnncore.
+
+    Implements the rule of :class:`RNN`'s docstring, "When torch's implementation
+    runs", condition by condition, before anything is computed. Inputs torch rejects
+    (wrong ndim, feature size, ``hx`` shape or dtype, a malformed ``PackedSequence``)
+    all fail some condition, so torch raises its own error for them.
+    """
+    if rnn._rnncore_backend == "torch":
+        return 'backend is "torch"'
+    packed = isinstance(input, PackedSequence)
+    x = input.data if packed else input
+    dtype = x.dtype if isinstance(x, torch.Tensor) else None
+    if dtype not in _FLOATS or not _plain(x, dtype):
+        return "the input is not a float32 or float64 CPU tensor with the strided layout"
+    if hx is not None and not _plain(hx, dtype):
+        return "hx is not a CPU tensor with the strided layout of the input's dtype"
+    shapes = _param_shapes(rnn.input_size, rnn.hidden_size, rnn.num_layers,
+                           bool(rnn.bias), bool(rnn.bidirectional))
+    for name, w in zip(rnn._flat_weights_names, weights):   # _plain(w), inlined
+        if not (isinstance(w, torch.Tensor) and w.dtype == dtype and w.is_cpu
+                and w.layout == torch.strided and not w.is_nested and not w.is_neg()
+                and w.shape == shapes.get(name)):
+            return ("a weight is not a CPU tensor with the strided layout of the input's "
+                    "dtype and its parameter's shape")
+    if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
+        return "dropout between layers in training mode"
+    if (torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.overrides.has_torch_function((x, hx, *weights))
+            or torch._C._functorch.peek_interpreter_stack() is not None
+            or forward_ad._current_level >= 0
+            or torch.is_autocast_enabled("cpu")):
+        return ("a __torch_function__ tensor, a torch.func transform, forward-mode AD, "
+                "CPU autocast, tracing or compiling")
+    if rnn.mode not in _NONLINEARITY or rnn.proj_size:
+        return "mode is not RNN_TANH or RNN_RELU, or proj_size is set"
+    D = 2 if rnn.bidirectional else 1
+    K, H, LD = rnn.input_size, rnn.hidden_size, rnn.num_layers * D
+    if packed:
+        if x.dim() != 2 or not _well_formed(input):
+            return "a PackedSequence not made by pack_padded_sequence or pack_sequence"
+        T, B = len(input.batch_sizes), int(input.batch_sizes[0])
+        state = (LD, B, H)
+    elif x.dim() == 3:
+        B, T = x.shape[:2] if rnn.batch_first else x.shape[1::-1]
+        state = (LD, B, H)
+    elif x.dim() == 2:
+        T, B = x.shape[0], 1
+        state = (LD, H)
+    else:
+        return "the input is not 2-D or 3-D"
+    if x.shape[-1] != K:
+        return "the input's last axis is not input_size"
+    if x.numel() == 0:
+        return "the input is empty"
+    if hx is not None and hx.shape != state:
+        return "hx does not have shape (L*D, B, H), or (L*D, H) for unbatched input"
+    if max(T * B, K, D * H) > _BLAS_INT_MAX:
+        return "T*B, input_size or D*hidden_size exceeds 2**31 - 1"
+    return None
+
+
+def _runs_on_rnncore(rnn: "RNN", input, hx=None) -> bool:
+    """Whether ``rnn(input, hx)`` runs on rnncore (see :func:`_torch_reason`)."""
+    return _torch_reason(rnn, input, hx, rnn._weights()) is None
+
+
 class RNN(torch.nn.RNN):
     """``torch.nn.RNN`` with its CPU forward and backward computed by rnncore.
 
@@ -127,23 +248,34 @@ class RNN(torch.nn.RNN):
 
     Notes
     -----
-    **When torch's implementation runs.** rnncore computes the forward pass (and,
-    through autograd, the backward pass) when all of these hold; otherwise ``forward``
-    runs ``torch.nn.RNN.forward`` unchanged:
+    **When torch's implementation runs.** ``forward`` decides before computing
+    anything: rnncore computes the forward pass (and, through autograd, the backward
+    pass) when all of these hold; otherwise ``forward`` runs ``torch.nn.RNN.forward``
+    unchanged:
 
-    - ``backend`` is not "torch";
-    - the input, ``hx`` and every weight are CPU tensors with the strided layout (and
-      no negative-view bit), and the input is float32 or float64 with ``hx`` and the
-      weights of the same dtype;
-    - the input is not empty (T = 0 or B = 0 get torch's own error or result);
-    - not in training mode with ``dropout > 0`` and ``num_layers > 1``;
+    - ``backend`` is not ``"torch"``;
+    - the input, ``hx`` and every weight are CPU tensors with the strided layout (not
+      nested, no negative-view bit), and the input is float32 or float64 with ``hx``
+      and the weights of the same dtype (float16, bfloat16, CUDA, meta, sparse: torch);
+    - not in training mode with ``dropout > 0`` and ``num_layers > 1`` (in ``eval()``
+      mode dropout is off and rnncore runs);
     - no tensor is a ``__torch_function__`` subclass, no ``torch.func`` transform
-      (``grad``, ``vmap``, ``jacrev``, ...) and no forward-mode AD level
+      (``grad``, ``vmap``, ``jacrev``, …) and no forward-mode AD level
       (``torch.autograd.forward_ad.dual_level``) is active, CPU autocast is off, and
       the call is not being traced (``torch.jit.trace``) or compiled
       (``torch.compile``);
-    - rnncore accepts the shapes: anything rnncore rejects is handed to torch, which
-      raises its own error for it.
+    - the shapes are valid: the input is 3-D (2-D unbatched) with ``input_size``
+      features, ``hx`` is (L·D, B, H) ((L·D, H) unbatched), every weight has its
+      parameter's shape (also under ``torch.func.functional_call``), and a
+      ``PackedSequence`` is well formed, as ``pack_padded_sequence``/``pack_sequence``
+      make it;
+    - the input is not empty (T = 0 or B = 0 get torch's own error or result);
+    - T·B, K and D·H are at most 2³¹ − 1 (the sizes rnncore's kernels pass to BLAS
+      as 32-bit integers).
+
+    So every input torch rejects goes to torch, which raises its own exception and
+    message. Once a call runs on rnncore, an error raised there propagates: nothing
+    is retried on torch.
 
     ``torch.jit.script`` compiles torch's implementation: the module turns itself into a
     ``torch.nn.RNN`` holding the same Parameter objects (and, as ``torch.jit.script``
@@ -202,31 +334,6 @@ class RNN(torch.nn.RNN):
         except KeyError:  # e.g. reparametrised by torch.nn.utils.parametrize
             return [getattr(self, name, None) for name in self._flat_weights_names]
 
-    def _runs_on_rnncore(self, x, hx, weights) -> bool:
-        """The rule of the class docstring, "When torch's implementation runs"."""
-        if (self._rnncore_backend == "torch" or not isinstance(x, torch.Tensor)
-                or torch.jit.is_tracing() or torch.compiler.is_compiling()):
-            return False
-        dtype = x.dtype
-        if (dtype not in _FLOATS or not x.is_cpu or x.layout != torch.strided
-                or x.is_neg() or x.numel() == 0):
-            return False
-        if hx is not None and (not isinstance(hx, torch.Tensor) or hx.dtype != dtype
-                               or not hx.is_cpu or hx.layout != torch.strided
-                               or hx.is_neg()):
-            return False
-        for w in weights:
-            if (not isinstance(w, torch.Tensor) or w.dtype != dtype or not w.is_cpu
-                    or w.layout != torch.strided or w.is_neg()):
-                return False
-        if self.training and self.dropout > 0 and self.num_layers > 1:
-            return False
-        return not (self.proj_size
-                    or torch.overrides.has_torch_function((x, hx, *weights))
-                    or torch._C._functorch.peek_interpreter_stack() is not None
-                    or forward_ad._current_level >= 0
-                    or torch.is_autocast_enabled("cpu"))
-
     def forward(self, input, hx=None):
         """Run the RNN; see the class docstring for inputs, outputs and the rule.
 
@@ -241,11 +348,12 @@ class RNN(torch.nn.RNN):
         output : Tensor, shape (T, B, D*H), (B, T, D*H) or (T, D*H); or PackedSequence
         h_n : Tensor, shape (L*D, B, H) or (L*D, H)
         """
+        weights = self._weights()
+        if _torch_reason(self, input, hx, weights) is not None:
+            return super().forward(input, hx)
+        # From here on the call runs on rnncore, and any error it raises propagates.
         packed = isinstance(input, PackedSequence)
         x = input.data if packed else input
-        weights = self._weights()
-        if not self._runs_on_rnncore(x, hx, weights):
-            return super().forward(input, hx)
         batch_first = self.batch_first
         lengths = None
         if packed:
@@ -254,24 +362,18 @@ class RNN(torch.nn.RNN):
             K = x.shape[-1]
             x = x.new_zeros((T * B, K)).index_copy_(0, index, x).view(T, B, K)
             batch_first = False
-        call = (self._flat_weights_names, self.nonlinearity, batch_first, lengths,
+        call = (self._flat_weights_names, _NONLINEARITY[self.mode], batch_first, lengths,
                 self._rnncore_backend)
-        try:
-            if torch.is_grad_enabled() and (
-                    x.requires_grad or (hx is not None and hx.requires_grad)
-                    or any(w.requires_grad for w in weights)):
-                y, h_n = _RNNFunction.apply(x, hx, call, *weights)
-            else:
-                params = dict(zip(call[0], [w.detach().numpy() for w in weights]))
-                y, h_n, _ = functional.forward(
-                    x.detach().numpy(), params, None if hx is None else hx.detach().numpy(),
-                    lengths, nonlinearity=call[1], batch_first=batch_first,
-                    backend=call[4])
-                y, h_n = torch.from_numpy(y), torch.from_numpy(h_n)
-        except (ValueError, TypeError):
-            # Shapes or types rnncore rejects: torch raises its own error for them (or,
-            # should it accept them, computes the result itself).
-            return super().forward(input, hx)
+        if torch.is_grad_enabled() and (
+                x.requires_grad or (hx is not None and hx.requires_grad)
+                or any(w.requires_grad for w in weights)):
+            y, h_n = _RNNFunction.apply(x, hx, call, *weights)
+        else:
+            params = dict(zip(call[0], [w.detach().numpy() for w in weights]))
+            y, h_n, _ = functional.forward(
+                x.detach().numpy(), params, None if hx is None else hx.detach().numpy(),
+                lengths, nonlinearity=call[1], batch_first=batch_first, backend=call[4])
+            y, h_n = torch.from_numpy(y), torch.from_numpy(h_n)
         if packed:
             y = y.reshape(T * B, -1).index_select(0, index)
             return PackedSequence(y, input.batch_sizes, input.sorted_indices,
