@@ -548,6 +548,28 @@ def test_patch_converts_a_bare_rnn_and_leaves_subclasses(spy):
     assert torch.equal(h_n, torch.from_numpy(spy.returned["forward"][0][1]))
 
 
+# ---- torch.save / torch.load ----------------------------------------------------------
+
+def test_a_whole_model_saved_after_patch_loads_with_weights_only(tmp_path):
+    # as PyTorch's word_language_model example: torch.save(model), then torch.load(f)
+    torch.manual_seed(4)
+    model = rt.patch(LastState(torch.nn.RNN(K, H, 2, bidirectional=True)), backend="numpy")
+    torch.save(model, tmp_path / "model.pt")
+    with torch.serialization.safe_globals([LastState]):     # the model's own class
+        loaded = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert type(loaded.rnn) is rt.RNN and loaded.rnn.backend == "numpy"
+    x = torch.randn(T, B, K)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_loading_a_module_with_an_unknown_backend_raises(tmp_path):
+    rnn = rt.RNN(K, H)
+    rnn.__dict__["_rnncore_backend"] = "fortran"        # as a crafted file could hold
+    torch.save(rnn, tmp_path / "rnn.pt")
+    with pytest.raises(ValueError, match=r"backend must be one of .*; got 'fortran'"):
+        torch.load(tmp_path / "rnn.pt", weights_only=True)
+
+
 # ---- torch stays optional ------------------------------------------------------------
 
 def _python(code):

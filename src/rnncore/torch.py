@@ -9,6 +9,11 @@ both ways (``t.detach().numpy()``, ``torch.from_numpy``). Everything else runs t
 implementation (see the class docstring for the rule). :func:`patch` converts the
 ``nn.RNN`` modules of an existing model in place.
 
+Importing this module registers :class:`RNN` with
+``torch.serialization.add_safe_globals``, so a whole model saved with ``torch.save``
+loads with ``torch.load(f)`` (``weights_only=True``, torch's default) once the model's
+own classes are allowed as well.
+
 PyTorch is optional for rnncore: only this module imports it.
 """
 from __future__ import annotations
@@ -380,6 +385,17 @@ class RNN(torch.nn.RNN):
                                   input.unsorted_indices), h_n
         return y, h_n
 
+    def __setstate__(self, state):
+        """Restore a pickled module (``torch.load``), checking its backend.
+
+        Parameters
+        ----------
+        state : dict
+            The module's ``__dict__`` as pickled.
+        """
+        super().__setstate__(state)
+        self.backend = self.__dict__.pop("_rnncore_backend", None)
+
     def __prepare_scriptable__(self):
         """A ``torch.nn.RNN`` holding the same Parameter objects, for ``torch.jit.script``.
 
@@ -393,6 +409,11 @@ class RNN(torch.nn.RNN):
                 stock.__dict__[key] = value.copy() if isinstance(value, (dict, list)) \
                     else value
         return stock
+
+
+# It holds only torch's parameters and plain attributes: safe for torch.load's
+# weights_only unpickler, which refuses classes not registered like this.
+torch.serialization.add_safe_globals([RNN])
 
 
 def patch(module: torch.nn.Module, backend: str | None = None) -> torch.nn.Module:
