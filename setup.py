@@ -19,6 +19,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 checked = os.environ.get("RNNCORE_CHECKED", "") not in ("", "0")
+# The one place the directives are set: a "# cython:" header line in a .pyx would
+# override these (a header holds language_level only), and the checked build would
+# compile no checks. tests/test_build.py proves the checked build raises IndexError.
 directives = {
     "language_level": 3,
     "boundscheck": checked,

@@ -477,6 +477,8 @@ def test_cython_matches_reference_and_compares_values():
     drawn = sum(c["drawn"] for c in COUNTS.values())
     compared = sum(c["compared"] for c in COUNTS.values())
     summary = {k: (c["compared"], c["drawn"]) for k, c in sorted(COUNTS.items())}
+    print(f"\nfuzz: {compared} of {drawn} examples compared values; per class "
+          f"(compared, drawn): {summary}")           # shown with pytest -s
     for value_class, c in COUNTS.items():
         if c["drawn"] >= MIN_DRAWN:
             share = MIN_COMPARED_SHARE.get(value_class, 0.8)

@@ -58,6 +58,18 @@ class RNN:
     grads : dict of str to ndarray
         Gradients of the same keys and shapes, accumulated (``+=``) by :meth:`backward`.
 
+    Notes
+    -----
+    An instance remembers its last :meth:`forward` for :meth:`backward` and adds into
+    one ``grads``: it is not meant to be shared between threads that call it at the
+    same time (one thread's backward would use another's forward). Give each thread its
+    own instance, or call :mod:`rnncore.functional`, which keeps no state: its forward
+    returns the record that its backward takes, and any number of threads may call it
+    at once on shared parameters.
+
+    :meth:`backward` differentiates the weights the last :meth:`forward` used, even
+    if ``params`` changed in between (an optimiser step).
+
     Examples
     --------
     >>> import numpy as np, rnncore
