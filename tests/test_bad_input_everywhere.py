@@ -66,6 +66,10 @@ CASES = [
      r"dtype must be float32 or float64; got 'bogus'"),
     ("RNN(...)", "backend 'cuda'", lambda: rnncore.RNN(3, 4, backend="cuda"), E,
      r"backend must be one of \(.*'numpy'\) or None; got 'cuda'"),
+    ("RNN(...)", "num_layers 10**7 (more parameters than memory)",
+     lambda: rnncore.RNN(3, 64, num_layers=10**7), E,
+     r"input_size=3, hidden_size=64, num_layers=10000000 need \d+\.\d GiB of float32 "
+     r"parameters, more than this machine's \d+\.\d GiB of memory"),
     ("RNN(...)", "seed 'x'", lambda: rnncore.RNN(3, 4, seed="x"), T_,
      r"seed must be a non-negative int, a np.random.Generator or None; got 'x'"),
     ("RNN(...)", "seed -1", lambda: rnncore.RNN(3, 4, seed=-1), E,
@@ -87,6 +91,13 @@ CASES = [
      r"x must be float32 or float64; got dtype bool"),
     ("RNN.forward", "x a ragged list", lambda: rnn([[1.0], [1.0, 2.0]]), T_,
      r"x must be an array; got list"),
+    ("RNN.forward", "x a masked array", lambda: rnn(np.ma.masked_array(x)), T_,
+     r"x must be a plain array; got a numpy.ma.MaskedArray \(rnncore would ignore its "
+     r"mask: fill it or pass lengths\)"),
+    ("RNN.forward", "x broadcast to T*B = 2**31 + 2**16 rows",
+     lambda: rnn(np.broadcast_to(f32(1), (2**16, 2**15 + 1, 3))), E,
+     r"T\*B = 2147549184 \(rows of the whole-sequence products\) exceeds the 32-bit "
+     r"BLAS limit of 2147483647"),
     ("RNN.forward", "x a string", lambda: rnn("abc"), T_,
      r"x must be float32 or float64; got dtype <U3"),
     ("RNN.forward", "h0 with 2 layer-directions, 4 expected",
