@@ -18,59 +18,20 @@ ones included, reads or writes out of bounds. ``functional.py`` checks the user'
 
 The policy (instruction set of the element-wise passes, who computes the products) is
 one value that :func:`set_isa` and :func:`set_whole_sequence_gemm` swap whole; each call
-reads it once, at its start, into the :c:type:`Plan` its loops receive (``_vmath.h``).
+reads it once, at its start, into the plan its loops receive (``_plan.pxd``). The
+preconditions are in ``_checks.pxd``.
 """
 import numpy as np
 
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from rnncore._blas cimport (floating, gemm, gemv, scipy_openblas_get_corename,
+from rnncore._blas cimport (floating, gemm, scipy_openblas_get_corename,
                             scipy_openblas_get_num_threads, scipy_openblas_set_num_threads)
-
-cdef extern from "_vmath.h" nogil:
-    ctypedef struct rnn_vm_table:
-        const char *name
-        void (*tanh_step_f)(int, float *, const float *, const float *) noexcept nogil
-        void (*relu_step_f)(int, float *, const float *, const float *) noexcept nogil
-        void (*tanh_step_d)(int, double *, const double *, const double *) noexcept nogil
-        void (*relu_step_d)(int, double *, const double *, const double *) noexcept nogil
-        void (*tanh_grad_f)(int, float *, const float *, const float *,
-                            const float *) noexcept nogil
-        void (*relu_grad_f)(int, float *, const float *, const float *,
-                            const float *) noexcept nogil
-        void (*tanh_grad_d)(int, double *, const double *, const double *,
-                            const double *) noexcept nogil
-        void (*relu_grad_d)(int, double *, const double *, const double *,
-                            const double *) noexcept nogil
-        void (*sum_rows_f)(long, int, float *, const float *) noexcept nogil
-        void (*sum_rows_d)(long, int, double *, const double *) noexcept nogil
-        void (*rowmm_f)(int, int, const float *, const float *, float *) noexcept nogil
-    ctypedef struct rnn_policy:
-        const rnn_vm_table *vm
-        int isa
-        int avx512
-        int gemm512
-    int rnn_vm_supported()
-    int rnn_vm_resolve(int index)
-    const char *rnn_vm_name(int index)
-    int rnn_vm_rowmm_nr(const rnn_vm_table *t, long B, long H)
-    void rnn_policy_init()
-    void rnn_policy_store(int isa, int gemm512)
-    rnn_policy rnn_policy_load()
-    long rnn_packed_size(int H, int nr)
-    void rnn_pack_f(int H, int nr, const float *m, long sk, long sc, float *packed)
-    int RNN_HAVE_GEMM512
-    long rnn_gemm512_work(int N, long K, int nr)
-    void rnn_gemm512_ps(long M, int N, long K, const float *a, long ar, long ak,
-                        const float *b, long bk, long bj, float *c, long ldc,
-                        int accumulate, float *work)
-    void rnn_gemm512_pd(long M, int N, long K, const double *a, long ar, long ak,
-                        const double *b, long bk, long bj, double *c, long ldc,
-                        int accumulate, double *work)
-    void rnn_gpack_pd(long K, int N, const double *m, long sk, long sc, double *out)
-    void rnn_gemm512_packed_pd(long M, int N, long K, const double *a, long ar, long ak,
-                               const double *packed, double *c, long ldc, int accumulate)
+from rnncore._vmath cimport *
+from rnncore._plan cimport *
+from rnncore._checks cimport (BLAS_INT_MAX, Sizes, check_sizes_c, check_layer,
+                              expect_shape)
 
 cdef extern from *:
     """
@@ -81,7 +42,6 @@ cdef extern from *:
     int RNNCORE_CHECKED
 
 CHECKED = bool(RNNCORE_CHECKED)   # built with RNNCORE_CHECKED=1: bounds checks on
-cdef Py_ssize_t INT_MAX = 2147483647
 ISAS = ("baseline", "avx2", "avx512")
 # OpenBLAS kernels that already run AVX-512 at full width (OpenBLAS's core names)
 _BLAS_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
@@ -164,165 +124,7 @@ def set_blas_threads(int n):
     """Resize the thread pool of the OpenBLAS the kernels call (process-wide)."""
     scipy_openblas_set_num_threads(n)
 
-
-# -- the plan of one call ----------------------------------------------------------------
-
-cdef enum StepForm:
-    PACKED      # a packed micro-kernel (_rowmm.h, _gemm512.h), m packed once per call
-    GEMV        # one row: a matrix-vector product on m, which OpenBLAS runs faster
-    GEMM_NN     # the BLAS on m (sgemm is fastest this way)
-    GEMM_NT     # the BLAS on mᵀ (dgemm is fastest this way)
-
-
-cdef struct Plan:
-    rnn_policy policy   # the element-wise table and who computes the products
-    StepForm form       # how the per-step product out = h · m is computed
-    int nr              # panel width of the PACKED form
-
-
-cdef Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single) noexcept:
-    """Read the policy once and decide every choice of one call from it.
-
-    The forms were chosen by measurement (docs/perf-notes.md).
-    """
-    cdef Plan plan
-    plan.policy = rnn_policy_load()
-    if single:
-        plan.nr = rnn_vm_rowmm_nr(plan.policy.vm, B, H)
-    else:
-        plan.nr = 16 if plan.policy.avx512 else 0
-    if plan.nr:
-        plan.form = PACKED
-    elif B == 1:
-        plan.form = GEMV
-    else:
-        plan.form = GEMM_NN if single else GEMM_NT
-    return plan
-
-
-cdef inline bint reads_m(const Plan *plan) noexcept nogil:
-    """Whether the per-step product reads m itself (else mᵀ, or m packed)."""
-    return plan.form == GEMV or plan.form == GEMM_NN
-
-
-cdef inline void step_product(const Plan *plan, int B, int H, const floating *h,
-                              const floating *m, const floating *m_t,
-                              const floating *packed, floating *out) noexcept nogil:
-    """out (B×H) = h (B×H) · m (H×H), all row-major; m_t holds mᵀ, packed holds m
-    packed; only what the plan's form reads need be valid."""
-    if plan.form == PACKED:
-        if floating is float:
-            plan.policy.vm.rowmm_f(B, H, h, packed, out)
-        else:
-            rnn_gemm512_packed_pd(B, H, H, h, H, 1, packed, out, H, False)
-    elif plan.form == GEMV:
-        gemv(True, H, H, <floating>1, m, H, h, <floating>0, out)
-    elif plan.form == GEMM_NN:
-        gemm(False, False, B, H, H, <floating>1, h, H, m, H, <floating>0, out, H)
-    else:
-        gemm(False, True, B, H, H, <floating>1, h, H, m_t, H, <floating>0, out, H)
-
-
-cdef inline void pack_step_matrix(const Plan *plan, int H, const floating *m, long sk,
-                                  long sc, floating *packed) noexcept nogil:
-    """Pack the step matrix (element (k, c) at m[k·sk + c·sc]) for the PACKED form."""
-    if floating is float:
-        rnn_pack_f(H, plan.nr, m, sk, sc, packed)
-    else:
-        rnn_gpack_pd(H, H, m, sk, sc, packed)
-
-
-cdef inline void step_pass(const Plan *plan, bint relu, int n, floating *h,
-                           const floating *r, const floating *b) noexcept nogil:
-    """h = f(h + r + b) over one row of n values."""
-    if floating is float:
-        (plan.policy.vm.relu_step_f if relu else plan.policy.vm.tanh_step_f)(n, h, r, b)
-    else:
-        (plan.policy.vm.relu_step_d if relu else plan.policy.vm.tanh_step_d)(n, h, r, b)
-
-
-cdef inline void grad_pass(const Plan *plan, bint relu, int n, floating *delta,
-                           const floating *dy, const floating *carry,
-                           const floating *h) noexcept nogil:
-    """delta = (dy + carry) ⊙ f'(a) over one row, f' read off h = f(a)."""
-    if floating is float:
-        (plan.policy.vm.relu_grad_f if relu else plan.policy.vm.tanh_grad_f)(
-            n, delta, dy, carry, h)
-    else:
-        (plan.policy.vm.relu_grad_d if relu else plan.policy.vm.tanh_grad_d)(
-            n, delta, dy, carry, h)
-
-
-cdef inline void sum_rows(const Plan *plan, Py_ssize_t rows, int n, floating *acc,
-                          const floating *x) noexcept nogil:
-    if floating is float:
-        plan.policy.vm.sum_rows_f(rows, n, acc, x)
-    else:
-        plan.policy.vm.sum_rows_d(rows, n, acc, x)
-
-
-cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K,
-                             const floating *a, Py_ssize_t ar, Py_ssize_t ak,
-                             const floating *b, Py_ssize_t bk, Py_ssize_t bj,
-                             floating *c, Py_ssize_t ldc, bint accumulate,
-                             floating *work) noexcept nogil:
-    """C (M×N) (+)= A (M×K) · B (K×N), element (i, k) of A at a[i·ar + k·ak] and
-    (k, j) of B at b[k·bk + j·bj], each with one unit stride: a whole-sequence product.
-
-    On _gemm512.h when the plan says so (``work`` then holds seq_workspace's elements),
-    else on the BLAS, the strides mapped onto its transposition flags. M, N and K fit
-    in an int (check_sizes).
-    """
-    if plan.policy.gemm512:
-        if floating is float:
-            rnn_gemm512_ps(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
-        else:
-            rnn_gemm512_pd(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
-        return
-    # A is (M×K) row-major (unit column stride) or the transpose of a (K×M) one; the
-    # leading dimension of a single row or column is free, so give the BLAS a legal one
-    cdef bint ta = ak != 1, tb = bj != 1
-    cdef Py_ssize_t lda = (ak if K > 1 else M) if ta else (ar if M > 1 else K)
-    cdef Py_ssize_t ldb = (bj if N > 1 else K) if tb else (bk if K > 1 else N)
-    gemm(ta, tb, <int>M, N, <int>K, <floating>1, a, <int>lda, b, <int>ldb,
-         <floating>1 if accumulate else <floating>0, c, <int>ldc)
-
-
-cdef object seq_workspace(const Plan *plan, Py_ssize_t N, Py_ssize_t K, dtype):
-    """The workspace seq_product needs, under this plan, for products N wide, K deep."""
-    cdef int nr = 32 if dtype is np.float32 else 16
-    cdef Py_ssize_t n = rnn_gemm512_work(<int>N, K, nr) if plan.policy.gemm512 else 0
-    return np.empty(max(n, 1), dtype=dtype)
-
-
-cdef void transpose(Py_ssize_t n, const floating *a, floating *a_t) noexcept nogil:
-    """a_t = aᵀ for an (n×n) row-major a, in cache-sized tiles."""
-    cdef Py_ssize_t i0, j0, i, j
-    for i0 in range(0, n, 32):
-        for j0 in range(0, n, 32):
-            for i in range(i0, i0 + 32 if i0 + 32 < n else n):
-                for j in range(j0, j0 + 32 if j0 + 32 < n else n):
-                    a_t[j * n + i] = a[i * n + j]
-
-
-# -- preconditions -----------------------------------------------------------------------
-
-cdef struct Sizes:
-    Py_ssize_t T, B, K, H
-
-
-cdef int check_sizes_c(Sizes sz) except -1:
-    if sz.B and sz.T > INT_MAX // sz.B:
-        what = ("T*B", sz.T * <object>sz.B, "rows of the whole-sequence products")
-    elif sz.K > INT_MAX:
-        what = ("K", sz.K, "input features")
-    elif sz.H > INT_MAX:
-        what = ("H", sz.H, "hidden units")
-    else:
-        return 0
-    raise ValueError(f"{what[0]} = {what[1]} ({what[2]}) exceeds the 32-bit BLAS limit "
-                     f"of {INT_MAX}")
-
+# -- preconditions (_checks.pxd) -------------------------------------------------------
 
 def check_sizes(Py_ssize_t T, Py_ssize_t B, Py_ssize_t K, Py_ssize_t H):
     """Raise ValueError if a size reaches past the BLAS's 32-bit integer arguments.
@@ -333,39 +135,6 @@ def check_sizes(Py_ssize_t T, Py_ssize_t B, Py_ssize_t K, Py_ssize_t H):
     by every kernel.
     """
     check_sizes_c(Sizes(T, B, K, H))
-
-
-cdef int expect_shape(str name, int ndim, const Py_ssize_t *given, Py_ssize_t e0,
-                      Py_ssize_t e1, Py_ssize_t e2, Sizes sz, str source) except -1:
-    """ValueError unless ``given[:ndim]`` is (e0, e1, e2)[:ndim]."""
-    cdef Py_ssize_t e[3]
-    e[0], e[1], e[2] = e0, e1, e2
-    cdef int d
-    for d in range(ndim):
-        if given[d] != e[d]:
-            raise ValueError(
-                f"{name} must have shape {tuple([e[i] for i in range(ndim)])} for "
-                f"(T, B, K, H) = {(sz.T, sz.B, sz.K, sz.H)} read off {source}; got "
-                f"{tuple([given[i] for i in range(ndim)])}")
-    return 0
-
-
-cdef int check_layer(Sizes sz, const Py_ssize_t *w_ih, const Py_ssize_t *w_hh,
-                     const int64_t[::1] lengths) except -1:
-    """The preconditions every layer kernel shares; sz read off x (T, B, K) and w_hh."""
-    if sz.H < 1:
-        raise ValueError(f"w_hh must have at least one row; got shape "
-                         f"({w_hh[0]}, {w_hh[1]})")
-    expect_shape("w_hh", 2, w_hh, sz.H, sz.H, 0, sz, "x and w_hh")
-    expect_shape("w_ih", 2, w_ih, sz.H, sz.K, 0, sz, "x and w_hh")
-    expect_shape("lengths", 1, &lengths.shape[0], sz.B, 0, 0, sz, "x and w_hh")
-    cdef Py_ssize_t i
-    for i in range(sz.B):
-        if lengths[i] < 0 or lengths[i] > sz.T:
-            raise ValueError(f"lengths must lie in [0, {sz.T}]; got {lengths[i]} at "
-                             f"index {i}")
-    check_sizes_c(sz)
-    return 0
 
 
 def _bounds_probe(const floating[::1] a, Py_ssize_t i):
@@ -418,7 +187,8 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef Py_ssize_t extra = T if reverse else 0    # the row the projection leaves free
     cdef floating *h
     cdef const floating *x_p = &x[0, 0, 0] if T * B * K else NULL
-    cdef floating[::1] work = seq_workspace(&plan, H, K, dtype)
+    work_arr = np.empty(workspace_size(&plan, H, K, floating is float), dtype=dtype)
+    cdef floating[::1] work = work_arr
     with nogil:
         if B:
             # (T·B × H) = (T·B × K)(H × K)ᵀ: the input projection of every step at once
@@ -502,7 +272,8 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef Py_ssize_t M = T * B
     cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
     cdef floating *delta_p = &delta[0, 0, 0] if M else NULL
-    cdef floating[::1] work = seq_workspace(&plan, max(H, K), M, dtype)
+    work_arr = np.empty(workspace_size(&plan, max(H, K), M, floating is float), dtype=dtype)
+    cdef floating[::1] work = work_arr
     with nogil:
         if M:
             if plan.form == PACKED:
@@ -556,7 +327,8 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
         return
     dtype = np.float32 if floating is float else np.float64
     cdef Plan plan = make_plan(B, H, floating is float)
-    cdef floating[::1] work = seq_workspace(&plan, K, H, dtype)
+    work_arr = np.empty(workspace_size(&plan, K, H, floating is float), dtype=dtype)
+    cdef floating[::1] work = work_arr
     with nogil:
         # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
         seq_product(&plan, M, <int>K, H, &delta[0, 0, 0] if H else NULL, H, 1,
@@ -581,9 +353,9 @@ def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if tr
         raise ValueError(f"matmul: op(a) is ({m}, {k}), op(b) is ({kb}, {n}) and out is "
                          f"({out.shape[0]}, {out.shape[1]}); they do not fit")
     for name, value in (("m", m), ("k", k), ("n", n)):
-        if value > INT_MAX:
+        if value > BLAS_INT_MAX:
             raise ValueError(f"matmul: {name} = {value} exceeds the 32-bit BLAS limit "
-                             f"of {INT_MAX}")
+                             f"of {BLAS_INT_MAX}")
     if m * n == 0:
         return
     with nogil:

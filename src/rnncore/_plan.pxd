@@ -1,0 +1,149 @@
+"""The plan of one kernel call, and the products and passes that follow it.
+
+The policy (_vmath.h: which instruction set's element-wise table, who computes the
+whole-sequence products) is read once, at the start of a call, by :func:`make_plan`;
+every choice of the call — the per-step product's form, whether W_hhᵀ is needed, the
+workspace size — is made from that one plan, which the loops receive. Nothing here
+reads the policy again, so another thread's ``set_isa`` cannot change a running call.
+"""
+from rnncore._blas cimport floating, gemm, gemv
+from rnncore._vmath cimport *
+
+cdef enum StepForm:
+    PACKED      # a packed micro-kernel (_rowmm.h, _gemm512.h), m packed once per call
+    GEMV        # one row: a matrix-vector product on m, which OpenBLAS runs faster
+    GEMM_NN     # the BLAS on m (sgemm is fastest this way)
+    GEMM_NT     # the BLAS on mᵀ (dgemm is fastest this way)
+
+
+cdef struct Plan:
+    rnn_policy policy   # the element-wise table and who computes the products
+    StepForm form       # how the per-step product out = h · m is computed
+    int nr              # panel width of the PACKED form
+
+
+cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single) noexcept:
+    """Read the policy once and decide every choice of one call from it.
+
+    The forms were chosen by measurement (docs/perf-notes.md).
+    """
+    cdef Plan plan
+    plan.policy = rnn_policy_load()
+    if single:
+        plan.nr = rnn_vm_rowmm_nr(plan.policy.vm, B, H)
+    else:
+        plan.nr = 16 if plan.policy.avx512 else 0
+    if plan.nr:
+        plan.form = PACKED
+    elif B == 1:
+        plan.form = GEMV
+    else:
+        plan.form = GEMM_NN if single else GEMM_NT
+    return plan
+
+
+cdef inline bint reads_m(const Plan *plan) noexcept nogil:
+    """Whether the per-step product reads m itself (else mᵀ, or m packed)."""
+    return plan.form == GEMV or plan.form == GEMM_NN
+
+
+cdef inline void step_product(const Plan *plan, int B, int H, const floating *h,
+                              const floating *m, const floating *m_t,
+                              const floating *packed, floating *out) noexcept nogil:
+    """out (B×H) = h (B×H) · m (H×H), all row-major; m_t holds mᵀ, packed holds m
+    packed; only what the plan's form reads need be valid."""
+    if plan.form == PACKED:
+        if floating is float:
+            plan.policy.vm.rowmm_f(B, H, h, packed, out)
+        else:
+            rnn_gemm512_packed_pd(B, H, H, h, H, 1, packed, out, H, False)
+    elif plan.form == GEMV:
+        gemv(True, H, H, <floating>1, m, H, h, <floating>0, out)
+    elif plan.form == GEMM_NN:
+        gemm(False, False, B, H, H, <floating>1, h, H, m, H, <floating>0, out, H)
+    else:
+        gemm(False, True, B, H, H, <floating>1, h, H, m_t, H, <floating>0, out, H)
+
+
+cdef inline void pack_step_matrix(const Plan *plan, int H, const floating *m, long sk,
+                                  long sc, floating *packed) noexcept nogil:
+    """Pack the step matrix (element (k, c) at m[k·sk + c·sc]) for the PACKED form."""
+    if floating is float:
+        rnn_pack_f(H, plan.nr, m, sk, sc, packed)
+    else:
+        rnn_gpack_pd(H, H, m, sk, sc, packed)
+
+
+cdef inline void step_pass(const Plan *plan, bint relu, int n, floating *h,
+                           const floating *r, const floating *b) noexcept nogil:
+    """h = f(h + r + b) over one row of n values."""
+    if floating is float:
+        (plan.policy.vm.relu_step_f if relu else plan.policy.vm.tanh_step_f)(n, h, r, b)
+    else:
+        (plan.policy.vm.relu_step_d if relu else plan.policy.vm.tanh_step_d)(n, h, r, b)
+
+
+cdef inline void grad_pass(const Plan *plan, bint relu, int n, floating *delta,
+                           const floating *dy, const floating *carry,
+                           const floating *h) noexcept nogil:
+    """delta = (dy + carry) ⊙ f'(a) over one row, f' read off h = f(a)."""
+    if floating is float:
+        (plan.policy.vm.relu_grad_f if relu else plan.policy.vm.tanh_grad_f)(
+            n, delta, dy, carry, h)
+    else:
+        (plan.policy.vm.relu_grad_d if relu else plan.policy.vm.tanh_grad_d)(
+            n, delta, dy, carry, h)
+
+
+cdef inline void sum_rows(const Plan *plan, Py_ssize_t rows, int n, floating *acc,
+                          const floating *x) noexcept nogil:
+    if floating is float:
+        plan.policy.vm.sum_rows_f(rows, n, acc, x)
+    else:
+        plan.policy.vm.sum_rows_d(rows, n, acc, x)
+
+
+cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K,
+                             const floating *a, Py_ssize_t ar, Py_ssize_t ak,
+                             const floating *b, Py_ssize_t bk, Py_ssize_t bj,
+                             floating *c, Py_ssize_t ldc, bint accumulate,
+                             floating *work) noexcept nogil:
+    """C (M×N) (+)= A (M×K) · B (K×N), element (i, k) of A at a[i·ar + k·ak] and
+    (k, j) of B at b[k·bk + j·bj], each with one unit stride: a whole-sequence product.
+
+    On _gemm512.h when the plan says so (``work`` then holds workspace_size's elements),
+    else on the BLAS, the strides mapped onto its transposition flags. M, N and K fit
+    in an int (check_sizes).
+    """
+    if plan.policy.gemm512:
+        if floating is float:
+            rnn_gemm512_ps(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
+        else:
+            rnn_gemm512_pd(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
+        return
+    # A is (M×K) row-major (unit column stride) or the transpose of a (K×M) one; the
+    # leading dimension of a single row or column is free, so give the BLAS a legal one
+    cdef bint ta = ak != 1, tb = bj != 1
+    cdef Py_ssize_t lda = (ak if K > 1 else M) if ta else (ar if M > 1 else K)
+    cdef Py_ssize_t ldb = (bj if N > 1 else K) if tb else (bk if K > 1 else N)
+    gemm(ta, tb, <int>M, N, <int>K, <floating>1, a, <int>lda, b, <int>ldb,
+         <floating>1 if accumulate else <floating>0, c, <int>ldc)
+
+
+cdef inline Py_ssize_t workspace_size(const Plan *plan, Py_ssize_t N, Py_ssize_t K,
+                                      bint single) noexcept:
+    """Elements of the workspace seq_product needs, under this plan, for products N
+    wide and K deep (at least 1, so that its first element can be addressed)."""
+    cdef Py_ssize_t n = rnn_gemm512_work(<int>N, K, 32 if single else 16) \
+        if plan.policy.gemm512 else 0
+    return n if n > 1 else 1
+
+
+cdef inline void transpose(Py_ssize_t n, const floating *a, floating *a_t) noexcept nogil:
+    """a_t = aᵀ for an (n×n) row-major a, in cache-sized tiles."""
+    cdef Py_ssize_t i0, j0, i, j
+    for i0 in range(0, n, 32):
+        for j0 in range(0, n, 32):
+            for i in range(i0, i0 + 32 if i0 + 32 < n else n):
+                for j in range(j0, j0 + 32 if j0 + 32 < n else n):
+                    a_t[j * n + i] = a[i * n + j]
