@@ -87,11 +87,16 @@ def layer_forward(x, w_ih, w_hh, b, h0, lengths, reverse, relu):
         hs[lengths, np.arange(B)] = h0
     else:
         hs[0] = h0
+    padded = bool((lengths < T).any())
+    proj = x @ w_ih.T                            # (T, B, H): every step's x_t W_ihᵀ at once
     for t in _steps(T, reverse):
-        valid = t < lengths                                   # (B,)
-        a = x[t] @ w_ih.T + b + hs[t + prev_slot] @ w_hh.T    # (B, H)
+        a = proj[t] + hs[t + prev_slot] @ w_hh.T + b          # (B, H)
         h = np.maximum(a, 0) if relu else np.tanh(a)
-        hs[t + out_slot][valid] = h[valid]
+        if padded:
+            valid = t < lengths                               # (B,)
+            hs[t + out_slot][valid] = h[valid]
+        else:
+            hs[t + out_slot] = h
     return hs
 
 
@@ -129,13 +134,18 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
     zero = np.zeros(B, dtype=np.int64)
     t_final = zero if reverse else lengths - 1     # the step that produced h_n
     t_initial = lengths - 1 if reverse else zero   # the step that consumed h_0
+    padded = bool((lengths < T).any())
     for t in reversed(_steps(T, reverse)):                    # backward in time
         valid = t < lengths
-        g = dy[t] + carry + np.where((t == t_final)[:, None], dh_n, 0)
+        ends = t == t_final
+        carry[ends] += dh_n[ends]                  # ∂L/∂h_n enters at each final step
+        g = dy[t] + carry
         h = hs[t + out_slot]
         # ∂L/∂a_t; relu' is 1 where h is NaN, passing the gradient on as torch does
         g_a = np.where(h <= 0, 0, g) if relu else g * (1 - h * h)
-        delta[t] = np.where(valid[:, None], g_a, 0)
+        if padded:
+            g_a[~valid] = 0
+        delta[t] = g_a
         carry = delta[t] @ w_hh
         at_start = (t == t_initial) & valid
         dh0[at_start] = carry[at_start]
