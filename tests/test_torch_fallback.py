@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import rnncore.torch as rt  # noqa: E402
 from rnncore import functional as F  # noqa: E402
+from rnncore._torch_rule import _runs_on_rnncore  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
 
 T, B, K, H = 7, 3, 4, 5
@@ -60,7 +61,7 @@ def test_an_error_raised_in_rnncore_propagates(monkeypatch, call, error):
 
     rnn = rt.RNN(K, H, 2, bidirectional=True)
     x = torch.randn(T, B, K)
-    assert rt._runs_on_rnncore(rnn, x)
+    assert _runs_on_rnncore(rnn, x)
     monkeypatch.setattr(rt.functional, "forward", broken)
     with pytest.raises(error, match="^boom$"):
         RUNS_ON_RNNCORE[call](rnn, x)
@@ -143,7 +144,7 @@ def test_more_than_2_31_rows_run_on_torch():
     # T*B rows reach rnncore's 32-bit BLAS arguments; 2**31 - 1 is the most it takes
     rnn = rt.RNN(K, H)
     x = torch.zeros(1, 1, K).expand(1, 2**31, K)        # no memory behind it
-    assert rt._runs_on_rnncore(rnn, x[:, :-1]) and not rt._runs_on_rnncore(rnn, x)
+    assert _runs_on_rnncore(rnn, x[:, :-1]) and not _runs_on_rnncore(rnn, x)
 
 
 # ---- the documented rule --------------------------------------------------------------
