@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import rnncore.torch as rt  # noqa: E402
 from rnncore import functional as F  # noqa: E402
-from rnncore._torch_rule import _runs_on_rnncore  # noqa: E402
+from rnncore._torch_rule import _runs_on_rnncore, _torch_reason  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
 
 T, B, K, H = 7, 3, 4, 5
@@ -145,6 +145,21 @@ def test_more_than_2_31_rows_run_on_torch():
     rnn = rt.RNN(K, H)
     x = torch.zeros(1, 1, K).expand(1, 2**31, K)        # no memory behind it
     assert _runs_on_rnncore(rnn, x[:, :-1]) and not _runs_on_rnncore(rnn, x)
+
+
+def test_more_than_2_31_rows_give_the_kernels_own_reason():
+    rnn = rt.RNN(K, H)
+    x = torch.zeros(1, 1, K).expand(1, 2**31, K)
+    assert _torch_reason(rnn, x, None, rnn._weights()) == (
+        "T*B = 2147483648 (rows of the whole-sequence products) exceeds the 32-bit BLAS "
+        "limit of 2147483647")
+
+
+def test_a_numpy_only_install_runs_more_than_2_31_rows_on_rnncore(monkeypatch):
+    # only the compiled kernels pass sizes to BLAS as 32-bit integers
+    monkeypatch.setattr(F, "_kernels", None)
+    rnn = rt.RNN(K, H)
+    assert _runs_on_rnncore(rnn, torch.zeros(1, 1, K).expand(1, 2**31, K))
 
 
 # ---- the documented rule --------------------------------------------------------------

@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from .torch import RNN
 
 _FLOATS = (torch.float32, torch.float64)
-# rnncore's kernels give T*B, K and D*H (the next layer's K) to BLAS as 32-bit ints.
-_BLAS_INT_MAX = 2**31 - 1
 _NONLINEARITY = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
 
 
@@ -132,8 +130,23 @@ def _torch_reason(rnn: "RNN", input, hx, weights) -> str | None:
         return "the input is empty"
     if hx is not None and hx.shape != state:
         return "hx does not have shape (L*D, B, H), or (L*D, H) for unbatched input"
-    if max(T * B, K, D * H) > _BLAS_INT_MAX:
-        return "T*B, input_size or D*hidden_size exceeds 2**31 - 1"
+    return _size_reason(T, B, K, D, H)
+
+
+def _size_reason(T, B, K, D, H) -> str | None:
+    """The kernels' own message if a size exceeds their 32-bit BLAS arguments, else None.
+
+    The kernels pass T*B, K and D*H (the next layer's K) to BLAS as 32-bit integers,
+    and check them with ``_kernels.check_sizes``, as ``functional.forward`` does. A
+    NumPy-only install has no kernels, and no limit.
+    """
+    kernels = functional._kernels
+    if kernels is None:
+        return None
+    try:
+        kernels.check_sizes(T, B, max(K, D * H), H)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
