@@ -8,14 +8,16 @@ implementations side by side.
 The cases, the timed callables and the thread limits are rnncore.bench's, the ones the
 ``rnncore-bench`` command uses (it adds interleaved rounds, ratios and PERF.md's
 targets). Each benchmark runs with BLAS, OpenMP, torch and rnncore threads limited to the
-case's count and the process pinned to as many CPUs. These measure; they assert nothing
-about speed.
+case's count and the process pinned to as many CPUs, and records in its extra_info the
+CPU and the kernels' code paths (``--isa`` forces them; see conftest.py). These
+measure; they assert nothing about speed.
 """
 import time
 
 import pytest
 
 from rnncore.bench import CASES, IMPLS, Limits, make_runners
+from rnncore.bench.report import cpu_model, kernel_paths
 
 MODES = {"fwd": 0, "fb": 1}
 
@@ -34,7 +36,8 @@ def test_grid(benchmark, case, impl, mode):
         benchmark.extra_info.update(case=case.name, impl=impl, mode=mode, flops=flops,
                                     T=case.T, B=case.B, K=case.K, H=case.H,
                                     bidirectional=case.bidirectional,
-                                    threads=case.threads, dtype=case.dtype)
+                                    threads=case.threads, dtype=case.dtype,
+                                    inputs=case.inputs, cpu=cpu_model(), **kernel_paths())
         fn()                                            # warm-up (JAX compiles here)
         t0 = time.perf_counter()
         fn()

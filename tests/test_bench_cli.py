@@ -1,17 +1,24 @@
 """The rnncore-bench command runs and reports (its figures are not checked: speed is
 shown by the benchmark, never asserted by a test)."""
 import contextlib
+import dataclasses
 import io
 import json
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 
-from rnncore.bench import CASES, QUICK, Result, main, targets, variants
+from rnncore import RNN, functional
+from rnncore.bench import CASES, QUICK, Result, comparisons, main, memory_ratio, plain, \
+    targets, variants
+from rnncore.bench.runners import _inputs
+from rnncore.bench.timing import denormal_share
 
-FAST = ["--quick", "--impls", "numpy,cython"]
+FAST = ["--quick", "--impls", "numpy,numpy-plain,cython"]
+GRID = {c.name: c for c in CASES}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +47,59 @@ def test_quick_run_exits_zero_and_prints_a_row_per_case_and_mode(quick_run):
     assert "numpy 2" in out or "numpy 1" in out             # versions in the header
 
 
+def test_header_names_the_cpu_and_the_kernels_code_paths(quick_run):
+    from rnncore import _kernels
+    _, out, data, page = quick_run
+    env = data["environment"]
+    assert env["kernel_isa"] == _kernels.isa() == env["kernel_isa_best"]
+    assert env["whole_sequence_gemm"] == _kernels.whole_sequence_gemm()
+    assert env["blas_core"] == _kernels.blas_core()
+    assert env["cpu_avx512"] == ("avx512" in _kernels.supported_isas())
+    for text in (out, page):
+        assert f"machine: {env['cpu']}, " in text
+        assert f"AVX-512: {'yes' if env['cpu_avx512'] else 'no'}" in text
+        assert (f"element-wise passes {env['kernel_isa']} (this CPU's best); "
+                f"whole-sequence products: {env['whole_sequence_gemm']}; their OpenBLAS "
+                f"runs its {env['blas_core']} kernels") in text
+    assert page.count("comes from one CPU and one set of code paths: " + env["cpu"]) == 1
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_isa_runs_the_kernels_on_that_isa_and_says_so(isa, tmp_path, capsys):
+    from rnncore import _kernels
+    if isa not in _kernels.supported_isas():
+        pytest.skip(f"this CPU cannot run {isa}")
+    before = _kernels.isa()
+    seen = []
+    real = functional.forward
+
+    def spy(*args, **kwargs):                     # the ISA in force while timing
+        seen.append(_kernels.isa())
+        return real(*args, **kwargs)
+    path = tmp_path / "b.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(functional, "forward", spy)
+        assert main(["--quick", "--impls", "cython", "--cases", "tiny", "--forward-only",
+                     "--isa", isa, "--json", str(path)]) == 0
+    assert seen and set(seen) == {isa}
+    assert json.loads(path.read_text())["environment"]["kernel_isa"] == isa
+    forced = "" if isa == _kernels.supported_isas()[-1] else " (forced with --isa"
+    assert f"element-wise passes {isa}{forced}" in capsys.readouterr().out
+    assert _kernels.isa() == before                 # restored after the run
+
+
+def test_isa_this_cpu_lacks_is_a_usage_error(monkeypatch, capsys):
+    from rnncore import _kernels
+    before = _kernels.isa()
+    monkeypatch.setattr(_kernels, "supported_isas", lambda: ("baseline", "avx2"))
+    with pytest.raises(SystemExit) as exc:
+        main(["--quick", "--impls", "cython", "--cases", "tiny", "--isa", "avx512"])
+    assert exc.value.code == 2
+    assert ("--isa avx512: this CPU cannot run it; it supports baseline, avx2"
+            in capsys.readouterr().err)
+    assert _kernels.isa() == before
+
+
 def test_json_holds_every_case_with_the_expected_keys(quick_run):
     data = quick_run[2]
     assert set(data) == {"environment", "sgemm_gflops", "cases"}
@@ -47,10 +107,59 @@ def test_json_holds_every_case_with_the_expected_keys(quick_run):
     assert [c["case"]["name"] for c in data["cases"]] == [c.name for c in QUICK]
     assert data["sgemm_gflops"]["1"] > 0 and data["sgemm_gflops"]["2"] > 0
     for case in data["cases"]:
-        assert {"times_s", "iqr_s", "repeats", "gflops", "speedup_vs_numpy",
-                "gemm_gflops", "memory_ratio", "targets"} <= set(case)
+        assert {"times_s", "iqr_s", "repeats", "gflops", "numpy_baseline",
+                "speedup_vs_numpy", "gemm_gflops", "memory_ratio", "denormal_share",
+                "targets", "comparisons"} <= set(case)
         assert case["times_s"]["numpy/fwd"] > 0 and case["times_s"]["numpy/fb"] > 0
-        assert case["speedup_vs_numpy"]["numpy/fb"] == pytest.approx(1.0)
+
+
+def test_json_speedups_divide_by_the_fastest_numpy_of_each_case(quick_run):
+    for case in quick_run[2]["cases"]:
+        for mode in ("fb", "fwd"):
+            times = case["times_s"]
+            fastest = min(("numpy", "numpy-plain"), key=lambda i: times[f"{i}/{mode}"])
+            assert case["numpy_baseline"][mode] == fastest
+            assert case["speedup_vs_numpy"][f"cython/{mode}"] == pytest.approx(
+                times[f"{fastest}/{mode}"] / times[f"cython/{mode}"])
+
+
+@pytest.mark.parametrize("reference, plain_time, baseline", [
+    (3.0, 1.0, "numpy-plain"), (1.0, 3.0, "numpy")])
+def test_numpy_ratio_and_targets_divide_by_the_faster_numpy(reference, plain_time,
+                                                              baseline):
+    r = Result(GRID["tiny"], {("numpy", "fb"): np.array([reference]),
+                              ("numpy-plain", "fb"): np.array([plain_time]),
+                              ("cython", "fb"): np.array([0.1])})
+    assert r.baseline("fb") == baseline
+    assert r.speedup("cython", "fb") == pytest.approx(10.0)
+    assert targets(r, {}, "fb")[0][:2] == ("≥10× NumPy", pytest.approx(10.0))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float64, 1e-10)])
+def test_plain_numpy_baseline_agrees_with_rnncore(bidirectional, nonlinearity, dtype, tol):
+    rng = np.random.default_rng(3)
+    T, B, K, H = 9, 3, 5, 6
+    params = RNN(K, H, bidirectional=bidirectional, dtype=dtype, seed=4).params
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    R = rng.standard_normal((T, B, (2 if bidirectional else 1) * H)).astype(dtype)
+    y, _, record = functional.forward(x, params, nonlinearity=nonlinearity,
+                                      backend="numpy")
+    dx, dh0, grads = functional.backward(record, R)
+    relu = nonlinearity == "relu"
+    y_plain, hs = plain.forward(x, params, relu)
+    dx_plain, dh0_plain, grads_plain = plain.backward(x, params, hs, R, relu)
+
+    def close(a, b):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert np.linalg.norm(a - b) <= tol * np.linalg.norm(b)
+    close(y_plain, y)
+    close(dx_plain, dx)
+    close(dh0_plain, dh0)
+    assert list(grads_plain) == list(grads)
+    for key in grads:
+        close(grads_plain[key], grads[key])
 
 
 def test_forward_only_reports_no_backward(capsys, tmp_path):
@@ -67,6 +176,62 @@ def test_markdown_page_says_how_it_was_made(quick_run):
     assert text.startswith("# Benchmarks")
     assert "rnncore-bench --quick" in text and "## How these figures were obtained" in text
     assert "| case | T, B, K, H |" in text
+
+
+@pytest.mark.parametrize("name, one", [("medium-2t", "medium"), ("large-2t", "large"),
+                                       ("medium-bi-2t", "medium-bi")])
+def test_two_thread_rows_are_one_direction_or_two_and_compared_with_one_thread(name, one):
+    assert dataclasses.replace(GRID[name], name=one, threads=1, what="") == \
+        dataclasses.replace(GRID[one], what="")
+    two = Result(GRID[name], {("cython", "fb"): np.array([1.0]),
+                              ("torch", "fb"): np.array([1.5])})
+    by_name = {one: Result(GRID[one], {("cython", "fb"): np.array([1.9])})}
+    assert [t[:3] for t in targets(two, by_name, "fb")] == [
+        ("≥1.8× own 1-thread", pytest.approx(1.9), True), ("> torch", 1.5, True)]
+
+
+def test_long_denormal_states_are_denormal_after_the_first_steps():
+    case = GRID["long-denormal"]
+    assert (case.T, case.B, case.K, case.H) == (GRID["long"].T, GRID["long"].B,
+                                                GRID["long"].K, GRID["long"].H)
+    params, x, _ = _inputs(case)
+    y, _ = plain.forward(x, params)
+    tiny = np.finfo(np.float32).tiny
+    denormal = (y != 0) & (np.abs(y) < tiny)
+    assert denormal[40:].all()                   # within 39 steps, and for good
+    assert denormal_share(case, "numpy") == pytest.approx(denormal.mean())
+    assert denormal_share(GRID["long"], "numpy") == 0
+
+
+def test_long_denormal_reports_its_time_over_long():
+    slow = Result(GRID["long-denormal"], {("numpy-plain", "fb"): np.array([6.0]),
+                                          ("cython", "fb"): np.array([0.3])}, denormals=0.98)
+    by_name = {"long": Result(GRID["long"], {("numpy-plain", "fb"): np.array([5.0]),
+                                             ("cython", "fb"): np.array([0.2])})}
+    assert [c[:2] for c in comparisons(slow, by_name, "fb")] == [
+        ("rnncore ÷ long", pytest.approx(1.5)), ("NumPy ÷ long", pytest.approx(1.2)),
+        ("denormal states", pytest.approx(98.0))]
+    assert comparisons(by_name["long"], by_name, "fb") == []
+
+
+def test_memory_ratio_counts_one_copy_of_the_parameters_as_kept(monkeypatch):
+    """A forward+backward that allocates exactly the output and h_n, the hidden
+    states, the gradients and one snapshot of the weights keeps nothing extra."""
+    case = dataclasses.replace(GRID["tiny"], T=4, B=1, K=64, H=64)
+    T, B, K, H = case.T, case.B, case.K, case.H
+    n_params = H * K + H * H + 2 * H
+
+    def forward(x, params, backend=None):
+        return np.empty((T, B, H), np.float32), np.empty((1, B, H), np.float32), \
+            [np.empty((T + 1, B, H), np.float32), np.empty(n_params, np.float32)]
+
+    def backward(record, dy):
+        return np.empty((T, B, K), np.float32), np.empty((1, B, H), np.float32), \
+            np.empty(n_params, np.float32)
+    fake = types.SimpleNamespace(backends=lambda: ("cython",), forward=forward,
+                                 backward=backward)
+    monkeypatch.setattr("rnncore.bench.timing.functional", fake)
+    assert memory_ratio(case) == pytest.approx(1.0, abs=0.05)
 
 
 def test_threads_and_dtype_rename_the_cases():
@@ -88,6 +253,7 @@ def test_targets_are_printed_for_the_grid_sizes_only():
     (["--cases", "huge"], "unknown case(s) ['huge']"),
     (["--impls", "mxnet"], "unknown implementation(s) ['mxnet']"),
     (["--threads", "0"], "--threads must be positive integers"),
+    (["--isa", "sse"], "argument --isa: invalid choice: 'sse'"),
 ])
 def test_usage_errors_exit_2_naming_the_value(args, message):
     proc = subprocess.run([sys.executable, "-m", "rnncore.bench", *args],

@@ -17,6 +17,8 @@ __all__ = ["main"]
 
 # Variables that make OpenBLAS use another CPU's kernels; --native-blas runs without them.
 _BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# The instruction sets the kernels are compiled for (rnncore._kernels.ISAS).
+_ISAS = ("baseline", "avx2", "avx512")
 
 
 def _progress(total: int):
@@ -42,18 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     names = [c.name for c in CASES]
     p = argparse.ArgumentParser(
         prog="rnncore-bench",
-        description="Time rnncore's backends against its NumPy reference, PyTorch's "
-                    "nn.RNN, rnncore's torch drop-in and a JAX lax.scan RNN (those "
-                    "installed) over a grid of sizes from one short sequence to a "
-                    "BLAS-bound batch, forward and forward+backward, and check rnncore's "
-                    "performance targets (docs/benchmarks.md lists both).")
+        description="Time rnncore's backends against its NumPy reference, a plain NumPy "
+                    "RNN, PyTorch's nn.RNN, rnncore's torch drop-in and a JAX lax.scan "
+                    "RNN (those installed) over a grid of sizes from one short sequence "
+                    "to a BLAS-bound batch, on 1 and 2 threads, forward and "
+                    "forward+backward, and check rnncore's performance targets "
+                    "(docs/benchmarks.md lists both). The header names the CPU and the "
+                    "code paths the kernels ran.")
     p.add_argument("--cases", default=",".join(names),
                    help=f"comma-separated cases (default: all): {', '.join(names)}")
     p.add_argument("--threads", default=None,
                    help="comma-separated thread counts to run every case at, e.g. 1,2 "
-                        "(default: each case's own: 1, and 2 for medium-bi-2t)")
+                        "(default: each case's own: 2 for the -2t cases, else 1)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None,
                    help="run every case in this dtype (default: each case's own)")
+    p.add_argument("--isa", choices=_ISAS, default=None,
+                   help="run rnncore's kernels on this instruction set's code paths "
+                        "(rnncore._kernels.set_isa), e.g. avx2 to time a CPU without "
+                        "AVX-512 on one that has it (default: the best this CPU "
+                        "supports; a usage error if it lacks the one asked for)")
     p.add_argument("--forward-only", action="store_true", help="time the forward pass only")
     p.add_argument("--impls", default=",".join(IMPLS),
                    help=f"comma-separated implementations to try (default: all "
@@ -134,6 +143,31 @@ def main(argv=None) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             parser.error("--plot needs matplotlib: pip install matplotlib")
+    restore = _force_isa(parser, args.isa)
+    try:
+        return _run(args, argv, impls, wanted, threads)
+    finally:
+        restore()
+
+
+def _force_isa(parser, name):
+    """Make the kernels run ``name``'s code paths; return a function that undoes it."""
+    if name is None:
+        return lambda: None
+    try:
+        from .. import _kernels
+    except ImportError:
+        parser.error(f"--isa {name} needs rnncore's compiled kernels, which are not built")
+    supported = tuple(_kernels.supported_isas())
+    if name not in supported:
+        parser.error(f"--isa {name}: this CPU cannot run it; it supports "
+                     f"{', '.join(supported)}")
+    before = _kernels.isa()
+    _kernels.set_isa(name)
+    return lambda: _kernels.set_isa(before)
+
+
+def _run(args, argv, impls, wanted, threads) -> int:
     grid = QUICK if args.quick else CASES
     cases = variants([c for c in grid if c.name in wanted], threads, args.dtype)
     if "jax" in impls and cases:

@@ -11,11 +11,11 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import __version__
-from .cases import CASES, TARGETS, targets
-from .runners import IMPLS
+from .cases import CASES, TARGETS, comparisons, targets
+from .runners import IMPLS, NUMPY_IMPLS
 
-__all__ = ["environment", "format_header", "format_table", "format_targets",
-           "markdown_page", "to_json", "plot"]
+__all__ = ["environment", "cpu_model", "kernel_paths", "format_header", "format_table",
+           "format_targets", "markdown_page", "to_json", "plot"]
 
 MODES = {"fb": "forward+backward", "fwd": "forward"}
 # Set on some machines to make OpenBLAS use another CPU's kernels; printed when set.
@@ -25,7 +25,8 @@ ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
             "OMP_NUM_THREADS", "RNNCORE_NUM_THREADS", "RNNCORE_BLAS_THREADS", "XLA_FLAGS")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo, else what ``platform`` knows)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -34,6 +35,49 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _cpu_avx512(supported) -> bool | None:
+    """Whether the CPU has AVX-512 (avx512f in /proc/cpuinfo's flags, else whether the
+    kernels can run their avx512 passes); None when neither can tell."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return None if supported is None else "avx512" in supported
+
+
+def kernel_paths() -> dict:
+    """The code paths rnncore's kernels run now, and what this CPU could run.
+
+    Returns
+    -------
+    dict
+        ``kernel_isa``: the instruction set of the element-wise passes (``"baseline"``,
+        ``"avx2"`` or ``"avx512"``; forced with ``rnncore-bench --isa``);
+        ``kernel_isa_best``: the best one this CPU supports (what runs by default);
+        ``whole_sequence_gemm``: who computes the whole-sequence products;
+        ``blas_core``: the kernel set of the OpenBLAS the kernels call; ``cpu_avx512``:
+        whether the CPU has AVX-512. Values are None where the Cython backend is not
+        built.
+    """
+    try:
+        from .. import _kernels
+    except ImportError:
+        _kernels = None
+    supported = None if _kernels is None else tuple(_kernels.supported_isas())
+
+    def ask(name):
+        fn = getattr(_kernels, name, None)
+        return None if fn is None else str(fn())
+    return {"kernel_isa": ask("isa"),
+            "kernel_isa_best": supported[-1] if supported else None,
+            "whole_sequence_gemm": ask("whole_sequence_gemm"),
+            "blas_core": ask("blas_core"),
+            "cpu_avx512": _cpu_avx512(supported)}
 
 
 def environment(results) -> dict:
@@ -46,7 +90,9 @@ def environment(results) -> dict:
     Returns
     -------
     dict
-        Keys: date, cpu, cores, kernel_isa, platform, versions, blas, threads, cpus,
+        Keys: date, cpu, cpu_avx512, cores, kernel_isa, kernel_isa_best,
+        whole_sequence_gemm, blas_core (see :func:`kernel_paths`: call it while the
+        paths of the run are in force), platform, versions, blas, threads, cpus,
         gemm_gflops, gemm_n, env, load_average (1, 5, 15 min, at the end of the run),
         removed_env.
     """
@@ -56,18 +102,13 @@ def environment(results) -> dict:
     for mod in ("torch", "jax"):
         if mod in sys.modules:
             versions[mod] = sys.modules[mod].__version__
-    try:
-        from .. import _kernels
-        isa = _kernels.isa()
-    except (ImportError, AttributeError):
-        isa = "(cython backend not built)"
     gemm = {}
     for r in results:
         gemm.setdefault(f"{r.case.dtype}/{r.case.threads}", []).append(r.gemm_gflops)
     gemm_n = {r.gemm_n for r in results}
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(), "cores": os.cpu_count(), "kernel_isa": isa,
+        "cpu": cpu_model(), "cores": os.cpu_count(), **kernel_paths(),
         "platform": platform.platform(), "versions": versions,
         "blas": [{**{k: info.get(k) for k in ("internal_api", "version", "architecture",
                                               "filepath")},
@@ -100,7 +141,8 @@ def format_header(env: dict) -> str:
                      for k, v in env["gemm_gflops"].items())
     lines = [
         f"rnncore {env['versions']['rnncore']} benchmark, {env['date']}",
-        f"machine: {env['cpu']}, {env['cores']} CPUs; rnncore kernels: {env['kernel_isa']}",
+        f"machine: {env['cpu']}, {env['cores']} CPUs, " + _avx512_text(env),
+        _paths_text(env),
         "versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         "BLAS/OpenMP libraries loaded (limited to at most the case's threads with "
         "threadpoolctl):",
@@ -125,6 +167,23 @@ def format_header(env: dict) -> str:
     return "\n".join(lines)
 
 
+def _avx512_text(env: dict) -> str:
+    has = env.get("cpu_avx512")
+    return "AVX-512: " + ("unknown" if has is None else "yes" if has else "no")
+
+
+def _paths_text(env: dict) -> str:
+    """One line: the ISA of the element-wise passes, the products, the OpenBLAS core."""
+    if env.get("kernel_isa") is None:
+        return "rnncore kernels: (cython backend not built)"
+    isa, best = env["kernel_isa"], env.get("kernel_isa_best")
+    forced = (f" (forced with --isa; this CPU's best: {best})" if best and isa != best
+              else " (this CPU's best)")
+    return (f"rnncore kernels: element-wise passes {isa}{forced}; whole-sequence "
+            f"products: {env.get('whole_sequence_gemm')}; their OpenBLAS runs its "
+            f"{env.get('blas_core')} kernels")
+
+
 def _ms(t) -> str:
     if t is None:
         return "–"
@@ -137,9 +196,12 @@ def _fmt(value: float, fmt: str) -> str:
 
 
 def format_targets(result, by_name: dict, mode: str) -> str:
-    """PERF.md's targets for one case and mode as "label: value ✓/✗", "; "-separated."""
-    return "; ".join(f"{label}: {fmt.format(v)} {'✓' if ok else '✗'}"
-                     for label, v, ok, fmt in targets(result, by_name, mode))
+    """PERF.md's targets for one case and mode as "label: value ✓/✗", then the case's
+    comparisons (:func:`rnncore.bench.comparisons`) as "label: value", "; "-separated."""
+    return "; ".join([f"{label}: {fmt.format(v)} {'✓' if ok else '✗'}"
+                      for label, v, ok, fmt in targets(result, by_name, mode)]
+                     + [f"{label}: {fmt.format(v)}"
+                        for label, v, fmt in comparisons(result, by_name, mode)])
 
 
 def format_table(results, mode: str = "fb", markdown: bool = False) -> str:
@@ -185,11 +247,15 @@ def format_table(results, mode: str = "fb", markdown: bool = False) -> str:
     return "\n".join(out + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-LEGEND = ("times: median ms per call over interleaved rounds; GFLOP/s, ×NumPy and %GEMM "
-          "are rnncore's cython backend (FLOPs 2·T·B·(K·H+H·H) per direction, "
-          "forward+backward 3×; %GEMM: of the n³ np.matmul rate in the case's dtype "
-          "measured with the case, n in the header); IQR: the largest interquartile range of the row, "
-          "relative to its median; – : not installed or not measured")
+LEGEND = ("times: median ms per call over interleaved rounds; numpy: rnncore's NumPy "
+          "reference backend; numpy-plain: an RNN as a NumPy user writes it "
+          "(rnncore.bench.plain); GFLOP/s, ×NumPy and %GEMM are rnncore's cython backend "
+          "(FLOPs 2·T·B·(K·H+H·H) per direction, forward+backward 3×; ×NumPy: the time "
+          "of the faster of numpy and numpy-plain in the row over cython's; %GEMM: of the "
+          "n³ np.matmul rate in the case's dtype measured with the case, n in the header); "
+          "IQR: the largest interquartile range of the row, relative to its median; "
+          "targets: PERF.md's, ✓ met, ✗ missed, then ratios shown without a target "
+          "(long-denormal: its time over long's); – : not installed or not measured")
 
 
 def markdown_page(results, env: dict, command: str, forward_only: bool = False,
@@ -220,6 +286,10 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         f"Generated by `{command}` on {env['date']}; regenerate it with the same command "
         "rather than editing it. `rnncore-bench --help` lists the options.",
         "",
+        f"Every figure below comes from one CPU and one set of code paths: {env['cpu']} "
+        f"({_avx512_text(env)}); {_paths_text(env)}. `rnncore-bench --isa avx2` (or "
+        "`baseline`) times the paths of a CPU without AVX-512 on one that has it.",
+        "",
         "## How these figures were obtained",
         "",
         "- The grid and the targets are below: one layer, tanh, float32 unless the case "
@@ -232,6 +302,15 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "`rnncore.functional.backward`; PyTorch as `nn.RNN` with `y.backward(R)`; "
         "`torch+rnncore` is `rnncore.torch.RNN`, timed exactly as stock torch; JAX as a "
         "`jax.jit` of a `lax.scan` RNN and `jit(grad(...))` of it.",
+        "- Two plain-NumPy formulations are timed: `numpy`, rnncore's reference backend "
+        "(`backend=\"numpy\"`, which mirrors the kernels: lengths, h0, any layer), and "
+        "`numpy-plain` (`rnncore.bench.plain`), an RNN as a NumPy user writes it: the "
+        "input projection of every step in one matmul, per step `h @ W_hh.T` and "
+        "`np.tanh`, backward with the weight gradients and ∂x as one matmul each over all "
+        "steps (tests check that its output and gradients agree with rnncore's). The "
+        "`×NumPy` column, and the targets stated against NumPy, divide by the faster of "
+        "the two in the same row and mode, so that rnncore is compared with the best "
+        "NumPy measured rather than with the slower one.",
         "- Each case runs with `rnncore.set_num_threads` and `torch.set_num_threads` set to "
         "its thread count, every BLAS/OpenMP pool limited to at most that count "
         "(threadpoolctl; a pool already smaller, such as the one-thread OpenBLAS of "
@@ -240,12 +319,24 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "the case starts).",
         "- Everything is called twice to warm up (JAX compiles there). Then the "
         "implementations take turns in interleaved rounds (5 by default), a block of "
-        f"calls each, together with a {env['gemm_n']}³ `np.matmul` (the GEMM rate the `%GEMM` column divides by), "
+        f"calls each, together with a {env['gemm_n']}³ `np.matmul` (the GEMM rate the "
+        "`%GEMM` column divides by), "
         "so that load from other processes on a shared machine falls on all of them alike "
         "(on two threads each block starts with 0.15 s of untimed calls, while the "
         "previous library's idle BLAS/OpenMP workers stop spinning). "
         "Figures are medians of every timed call; the `IQR` column shows how noisy the "
         "row was. Quote the ratios rather than the absolute times.",
+        "- long-denormal is long with inputs whose hidden states underflow into "
+        "denormals within the first steps and stay there (`x` zero after its first "
+        "step, `W_hh` scaled to a row sum of 0.1, biases a fraction of float32's "
+        "smallest normal 1.2e-38; `rnncore.bench.runners.denormal_inputs`); its row "
+        "gives the share of denormal states and its time over long's, the cost of "
+        "denormal arithmetic.",
+        "- The memory target counts as what must be kept the output and h_n, the hidden "
+        "states, every gradient, and one copy of the parameters: forward's record "
+        "keeps a private snapshot of the weights it used, so that backward "
+        "differentiates exactly those whatever the caller does to the arrays in "
+        "between.",
         "- Two-thread rows need both CPUs free of other work: with other load on the "
         "machine (the header gives the load average) they show contention, not scaling, "
         "NumPy's 2-thread OpenBLAS most of all.",
@@ -270,7 +361,8 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
                   format_table(results, mode, markdown=True), ""]
     parts += [LEGEND + ".", ""]
     if image:
-        parts += ["![Speed-up over the NumPy reference against size](" + image + ")", ""]
+        parts += ["![Speed-up over the fastest plain NumPy against size](" + image + ")",
+                  ""]
     return "\n".join(parts)
 
 
@@ -280,10 +372,13 @@ def to_json(results, env: dict) -> dict:
     Returns
     -------
     dict
-        ``environment``, ``sgemm_gflops`` (float32 GEMM rate by thread count) and
-        ``cases``: per case its sizes, ``times_s`` and ``iqr_s`` ("impl/mode" keys),
-        ``repeats``, ``gflops``, ``speedup_vs_numpy``, ``gemm_gflops``,
-        ``memory_ratio`` and ``targets``.
+        ``environment`` (which CPU and which code paths: see :func:`environment`),
+        ``sgemm_gflops`` (float32 GEMM rate by thread count) and ``cases``: per case
+        its sizes, ``times_s`` and ``iqr_s`` ("impl/mode" keys), ``repeats``,
+        ``gflops``, ``numpy_baseline`` (by mode, the NumPy implementation that
+        ``speedup_vs_numpy`` divides by: the fastest measured), ``speedup_vs_numpy``,
+        ``gemm_gflops``, ``memory_ratio``, ``denormal_share``, ``targets`` and
+        ``comparisons`` (ratios shown without a target, e.g. long-denormal over long).
     """
     by_name = {r.case.name: r for r in results}
     sgemm = {k.split("/")[1]: v for k, v in env["gemm_gflops"].items()
@@ -304,17 +399,23 @@ def to_json(results, env: dict) -> dict:
                       for (i, m), v in r.samples.items()},
             "repeats": {f"{i}/{m}": int(v.size) for (i, m), v in r.samples.items()},
             "gflops": {f"{i}/{m}": finite(r.gflops(i, m)) for i, m in keys},
+            "numpy_baseline": {m: r.baseline(m) for m in modes},
             "speedup_vs_numpy": {f"{i}/{m}": finite(r.speedup(i, m)) for i, m in keys},
             "gemm_gflops": r.gemm_gflops,
             "memory_ratio": finite(r.memory),
+            "denormal_share": finite(r.denormals),
             "targets": {m: [{"target": label, "value": v, "met": ok}
                             for label, v, ok, _ in targets(r, by_name, m)] for m in modes},
+            "comparisons": {m: [{"ratio": label, "value": v}
+                                for label, v, _ in comparisons(r, by_name, m)]
+                            for m in modes},
         })
     return {"environment": env, "sgemm_gflops": sgemm, "cases": cases}
 
 
 def plot(results, path) -> None:
-    """Write a PNG of each implementation's speed-up over the NumPy reference against size.
+    """Write a PNG of each implementation's speed-up over the fastest plain NumPy
+    (the ×NumPy column) against size.
 
     Parameters
     ----------
@@ -336,7 +437,7 @@ def plot(results, path) -> None:
         for k, impl in enumerate(IMPLS):
             pts = sorted(((r.case.flops(mode), r.speedup(impl, mode), r) for r in results
                           if np.isfinite(r.speedup(impl, mode))), key=lambda p: p[0])
-            if impl == "numpy" or not pts:
+            if impl in NUMPY_IMPLS or not pts:
                 continue
             color = f"C{k}"
             # a line through the 1-thread float32 sizes, the variants as open markers
@@ -357,7 +458,7 @@ def plot(results, path) -> None:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"FLOPs of one {MODES[mode]} call")
-        ax.set_ylabel("speed-up over the NumPy reference")
+        ax.set_ylabel("speed-up over the fastest plain NumPy")
         ax.set_title(f"{MODES[mode]} (higher is faster)")
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -2,7 +2,9 @@
 
 Forward+backward is the forward pass, then BPTT of ``loss = Σ y·R`` for a fixed random R,
 with every gradient (input, h0 and weights). Every implementation gets the same input,
-weights and R (random, never zeros), in the case's dtype.
+weights and R, in the case's dtype: random, never zeros, except in a case whose
+``inputs`` is "denormal", where the hidden states underflow into denormals and stay
+there (:func:`denormal_inputs`).
 """
 from __future__ import annotations
 
@@ -13,10 +15,44 @@ import numpy as np
 
 from .. import functional
 from ..rnn import RNN
+from . import plain
 
-__all__ = ["IMPLS", "make_runners", "xla_flags"]
+__all__ = ["IMPLS", "NUMPY_IMPLS", "make_runners", "denormal_inputs", "xla_flags"]
 
-IMPLS = ("numpy", "cython", "torch", "torch+rnncore", "jax")
+IMPLS = ("numpy", "numpy-plain", "cython", "torch", "torch+rnncore", "jax")
+# The plain-NumPy formulations; "×NumPy" divides by the fastest of them in each row.
+NUMPY_IMPLS = ("numpy", "numpy-plain")
+
+
+def denormal_inputs(params: dict, x, contraction: float = 0.1):
+    """Make a layer's states underflow into denormals within the first steps, and stay.
+
+    ``x`` is zeroed after its first step; ``W_hh`` is scaled so that each row's absolute
+    sum is ``contraction`` (its ∞-norm: ``|W_hh h|`` ≤ ``contraction·|h|`` elementwise at
+    most); the biases are drawn in (-0.2, 0.2)·tiny, tiny being the dtype's smallest
+    normal number (``np.finfo(dtype).tiny``, 1.2e-38 in float32). Since ``|tanh(a)| ≤
+    |a|``, ``max|h_t| ≤ contraction·max|h_{t-1}| + 0.4·tiny``: from ``|h_1| ≤ 1`` the
+    states fall below tiny within ``log(tiny)/log(contraction)`` steps (39 in float32,
+    308 in float64) and then stay in (-0.45, 0.45)·tiny, where nonzero values are
+    denormal — the fixed point ``(1 - W_hh)⁻¹·b`` is not 0.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        One layer's weights (PyTorch's keys); changed in place.
+    x : ndarray, shape (T, B, K)
+        Changed in place.
+    contraction : float
+        The ∞-norm given to every ``W_hh``, in (0, 1).
+    """
+    rng = np.random.default_rng(1)
+    tiny = np.finfo(x.dtype).tiny
+    x[1:] = 0
+    for key, w in params.items():
+        if key.startswith("weight_hh"):
+            w *= contraction / np.abs(w).sum(axis=1, keepdims=True)
+        elif key.startswith("bias"):
+            w[...] = rng.uniform(-0.2, 0.2, size=w.shape) * tiny
 
 
 def _inputs(case, seed: int = 0):
@@ -25,7 +61,10 @@ def _inputs(case, seed: int = 0):
     x = rng.standard_normal((case.T, case.B, case.K)).astype(dt)
     R = rng.standard_normal((case.T, case.B, case.directions * case.H)).astype(dt)
     rnn = RNN(case.K, case.H, bidirectional=case.bidirectional, dtype=dt, seed=seed)
-    return rnn.params, x, R
+    params = {k: np.array(v) for k, v in rnn.params.items()}
+    if case.inputs == "denormal":
+        denormal_inputs(params, x)
+    return params, x, R
 
 
 def _rnncore_runners(case, backend):
@@ -37,6 +76,19 @@ def _rnncore_runners(case, backend):
     def forward_backward():
         _, _, record = functional.forward(x, params, backend=backend)
         functional.backward(record, R)
+
+    return forward, forward_backward
+
+
+def _plain_runners(case):
+    params, x, R = _inputs(case)
+
+    def forward():
+        plain.forward(x, params)
+
+    def forward_backward():
+        _, hs = plain.forward(x, params)
+        plain.backward(x, params, hs, R)
 
     return forward, forward_backward
 
@@ -122,10 +174,11 @@ def make_runners(case, impl: str):
     Parameters
     ----------
     case : rnncore.bench.Case
-    impl : {"numpy", "cython", "torch", "torch+rnncore", "jax"}
-        rnncore's backends, PyTorch's ``nn.RNN``, rnncore's drop-in ``rnncore.torch.RNN``
-        (timed exactly as stock torch), and a ``jax.jit`` of a ``lax.scan`` RNN (forward)
-        and ``jit(grad(...))`` (forward+backward).
+    impl : {"numpy", "numpy-plain", "cython", "torch", "torch+rnncore", "jax"}
+        rnncore's backends (``numpy`` is its reference), an RNN written as a NumPy user
+        would (:mod:`rnncore.bench.plain`), PyTorch's ``nn.RNN``, rnncore's drop-in
+        ``rnncore.torch.RNN`` (timed exactly as stock torch), and a ``jax.jit`` of a
+        ``lax.scan`` RNN (forward) and ``jit(grad(...))`` (forward+backward).
 
     Returns
     -------
@@ -135,6 +188,8 @@ def make_runners(case, impl: str):
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
     try:
+        if impl == "numpy-plain":
+            return _plain_runners(case)
         if impl in ("numpy", "cython"):
             if impl not in functional.backends():
                 return None

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import functional, set_num_threads
-from .runners import _inputs, make_runners
+from .runners import NUMPY_IMPLS, _inputs, make_runners
 
-__all__ = ["Limits", "Result", "measure", "gemm_probe", "memory_ratio", "run"]
+__all__ = ["Limits", "Result", "measure", "gemm_probe", "memory_ratio", "denormal_share",
+           "run"]
 
 
 def _cpu_busy(cpus, interval: float = 0.05) -> dict:
@@ -204,8 +205,9 @@ def memory_ratio(case, backend: str = "cython") -> float:
     """Peak memory allocated by one forward+backward over the arrays it must keep.
 
     What must be kept (PERF.md's memory target, as docs/perf-notes.md counts it): the
-    output and h_n, the hidden states of every step and direction (h_0 first), and every
-    gradient (input, h0, weights). Measured with tracemalloc, which sees NumPy's
+    output and h_n, the hidden states of every step and direction (h_0 first), every
+    gradient (input, h0, weights), and one copy of the parameters: the record's snapshot
+    of the weights forward used. Measured with tracemalloc, which sees NumPy's
     allocations, on a fresh call; NaN when ``backend`` is not available.
 
     Parameters
@@ -224,7 +226,12 @@ def memory_ratio(case, backend: str = "cython") -> float:
     kept = (T * B * D * H + D * B * H            # output, h_n
             + D * (T + 1) * B * H                # hidden states, h_0 first
             + T * B * K + D * B * H              # ∂x, ∂h0
-            + sum(p.size for p in params.values()))      # ∂weights
+            + sum(p.size for p in params.values())       # ∂weights
+            # forward's record keeps a private copy of the weights it used, so that
+            # backward differentiates exactly those whatever the caller does to the
+            # arrays in between (an optimiser step in place): a copy the contract
+            # requires, not a temporary, so it counts among what must be kept
+            + sum(p.size for p in params.values()))
     kept *= np.dtype(case.dtype).itemsize
     tracemalloc.start()
     try:
@@ -234,6 +241,31 @@ def memory_ratio(case, backend: str = "cython") -> float:
     finally:
         tracemalloc.stop()
     return peak / kept
+
+
+def denormal_share(case, backend: str | None = None) -> float:
+    """The fraction of the case's forward outputs (hidden states) that are denormal.
+
+    Nonzero values below ``np.finfo(dtype).tiny`` in magnitude, from one forward call
+    on the inputs every implementation is timed on; NaN when ``backend`` is not
+    available.
+
+    Parameters
+    ----------
+    case : rnncore.bench.Case
+    backend : str, optional
+        rnncore's backend that computes the states (default: the fastest available).
+
+    Returns
+    -------
+    float
+    """
+    if backend is not None and backend not in functional.backends():
+        return float("nan")
+    params, x, _ = _inputs(case)
+    y = functional.forward(x, params, backend=backend)[0]
+    tiny = np.finfo(y.dtype).tiny
+    return float(np.mean((y != 0) & (np.abs(y) < tiny))) if y.size else 0.0
 
 
 @dataclass
@@ -249,6 +281,8 @@ class Result:
         The gemm_n³ ``np.matmul`` rate in the case's dtype, measured among the case's calls.
     memory : float
         :func:`memory_ratio` of the case (NaN if not measured).
+    denormals : float
+        :func:`denormal_share` of the case (NaN if not measured).
     cpus : list of int or None
         The CPUs the case was pinned to.
     gemm_n : int
@@ -261,6 +295,7 @@ class Result:
     samples: dict = field(default_factory=dict)
     gemm_gflops: float = float("nan")
     memory: float = float("nan")
+    denormals: float = float("nan")
     cpus: list | None = None
     gemm_n: int = 1024
     pools: list = field(default_factory=list)
@@ -276,8 +311,22 @@ class Result:
         return {k: float(np.subtract(*np.percentile(v, [75, 25])) / np.median(v))
                 for k, v in self.samples.items()}
 
-    def speedup(self, impl: str, mode: str, over: str = "numpy") -> float:
-        """Median time of ``over`` divided by that of ``impl`` (NaN if either is missing)."""
+    def baseline(self, mode: str) -> str | None:
+        """The fastest plain-NumPy implementation measured in ``mode`` (None if none was).
+
+        The "×NumPy" column and the targets stated against NumPy divide by it: the
+        faster of rnncore's reference backend ("numpy") and "numpy-plain".
+        """
+        times = self.times
+        measured = [i for i in NUMPY_IMPLS if (i, mode) in times]
+        return min(measured, key=lambda i: times[(i, mode)], default=None)
+
+    def speedup(self, impl: str, mode: str, over: str | None = None) -> float:
+        """Median time of ``over`` divided by that of ``impl`` (NaN if either is missing).
+
+        ``over`` defaults to :meth:`baseline`, the fastest plain NumPy of the case.
+        """
+        over = self.baseline(mode) if over is None else over
         a, b = self.times.get((over, mode)), self.times.get((impl, mode))
         return a / b if a and b else float("nan")
 
@@ -339,5 +388,6 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                             cpus=limits.cpus, gemm_n=gemm_n, pools=limits.pools)
             if not forward_only:
                 result.memory = memory_ratio(case)
+            result.denormals = denormal_share(case)
         results.append(result)
     return results
