@@ -15,7 +15,7 @@ from rnncore import RNN, functional
 from rnncore.bench import CASES, QUICK, Result, comparisons, main, memory_ratio, plain, \
     targets, variants
 from rnncore.bench.runners import _inputs
-from rnncore.bench.timing import denormal_share
+from rnncore.bench.timing import NativeGemm, denormal_share
 
 FAST = ["--quick", "--impls", "numpy,numpy-plain,cython"]
 GRID = {c.name: c for c in CASES}
@@ -232,6 +232,35 @@ def test_memory_ratio_counts_one_copy_of_the_parameters_as_kept(monkeypatch):
                                  backward=backward)
     monkeypatch.setattr("rnncore.bench.timing.functional", fake)
     assert memory_ratio(case) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("in_process, native, rate", [
+    (70.0, 140.0, 140.0), (140.0, 70.0, 140.0), (70.0, float("nan"), 70.0)])
+def test_gemm_fraction_divides_by_the_faster_of_the_two_gemm_rates(in_process, native,
+                                                                   rate):
+    case = GRID["medium"]
+    r = Result(case, {("cython", "fb"): np.array([case.flops("fb") / 119e9])},
+               gemm_gflops=in_process, native_gemm_gflops=native)
+    assert r.gemm_fraction("cython", "fb") == pytest.approx(119.0 / rate)
+    assert targets(r, {}, "fb")[0][:2] == ("≥85% SGEMM", pytest.approx(11900 / rate))
+
+
+def test_native_gemm_runs_without_the_kernel_overrides(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    assert NativeGemm.wanted()
+    env = NativeGemm.environment(2)
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+    assert env["OPENBLAS_NUM_THREADS"] == "2"
+    probe = NativeGemm("float32", 32, 1)
+    try:
+        for _ in range(3):
+            probe()                             # one product per call, answered
+    finally:
+        probe.close()
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE")
+    assert not NativeGemm.wanted()
 
 
 def test_threads_and_dtype_rename_the_cases():

@@ -11,12 +11,10 @@ from .cases import CASES, QUICK, variants
 from .report import LEGEND, MODES, REMOVED_ENV, environment, format_header, format_table, \
     markdown_page, plot, to_json
 from .runners import IMPLS, xla_flags
-from .timing import run
+from .timing import BLAS_OVERRIDES, run
 
 __all__ = ["main"]
 
-# Variables that make OpenBLAS use another CPU's kernels; --native-blas runs without them.
-_BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # The instruction sets the kernels are compiled for (rnncore._kernels.ISAS).
 _ISAS = ("baseline", "avx2", "avx512")
 
@@ -85,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="write a PNG of the speed-up over NumPy against size (needs "
                         "matplotlib)")
     p.add_argument("--native-blas", action="store_true",
-                   help=f"run with {' and '.join(_BLAS_OVERRIDES)} removed from the "
+                   help=f"run with {' and '.join(BLAS_OVERRIDES)} removed from the "
                         "environment (for this command only), so that OpenBLAS picks its "
                         "kernels for this CPU")
     return p
@@ -107,10 +105,10 @@ def main(argv=None) -> int:
     parser = _parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if args.native_blas and any(k in os.environ for k in _BLAS_OVERRIDES):
+    if args.native_blas and any(k in os.environ for k in BLAS_OVERRIDES):
         # OpenBLAS reads them when it loads: start again without them.
-        env = {k: v for k, v in os.environ.items() if k not in _BLAS_OVERRIDES}
-        env[REMOVED_ENV] = ", ".join(f"{k}={os.environ[k]}" for k in _BLAS_OVERRIDES
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_OVERRIDES}
+        env[REMOVED_ENV] = ", ".join(f"{k}={os.environ[k]}" for k in BLAS_OVERRIDES
                                      if k in os.environ)
         sys.stdout.flush()
         sys.stderr.flush()

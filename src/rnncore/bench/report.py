@@ -13,6 +13,7 @@ import numpy as np
 from .. import __version__
 from .cases import CASES, TARGETS, comparisons, targets
 from .runners import IMPLS, NUMPY_IMPLS
+from .timing import BLAS_OVERRIDES
 
 __all__ = ["environment", "cpu_model", "kernel_paths", "format_header", "format_table",
            "format_targets", "markdown_page", "to_json", "plot"]
@@ -93,7 +94,8 @@ def environment(results) -> dict:
         Keys: date, cpu, cpu_avx512, cores, kernel_isa, kernel_isa_best,
         whole_sequence_gemm, blas_core (see :func:`kernel_paths`: call it while the
         paths of the run are in force), platform, versions, blas, threads, cpus,
-        gemm_gflops, gemm_n, env, load_average (1, 5, 15 min, at the end of the run),
+        gemm_gflops, native_gemm_gflops (where the environment pins other OpenBLAS
+        kernels), gemm_n, env, load_average (1, 5, 15 min, at the end of the run),
         removed_env.
     """
     from threadpoolctl import threadpool_info
@@ -102,9 +104,12 @@ def environment(results) -> dict:
     for mod in ("torch", "jax"):
         if mod in sys.modules:
             versions[mod] = sys.modules[mod].__version__
-    gemm = {}
+    gemm, native = {}, {}
     for r in results:
         gemm.setdefault(f"{r.case.dtype}/{r.case.threads}", []).append(r.gemm_gflops)
+        if np.isfinite(r.native_gemm_gflops):
+            native.setdefault(f"{r.case.dtype}/{r.case.threads}", []).append(
+                r.native_gemm_gflops)
     gemm_n = {r.gemm_n for r in results}
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -119,6 +124,7 @@ def environment(results) -> dict:
         "threads": sorted({r.case.threads for r in results}),
         "cpus": {r.case.name: r.cpus for r in results},
         "gemm_gflops": {k: float(np.median(v)) for k, v in gemm.items()},
+        "native_gemm_gflops": {k: float(np.median(v)) for k, v in native.items()},
         "gemm_n": max(gemm_n, default=1024),
         "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -136,9 +142,11 @@ def format_header(env: dict) -> str:
                      + (f" ({b['architecture']})" if b.get("architecture") else "")
                      + f": {b['filepath']}{used(b)}" for b in env["blas"])
     pinned = sorted({str(c) for c in env["cpus"].values() if c})
-    gemm = ", ".join(f"{v:.1f} GFLOP/s {k.split('/')[0]} on {k.split('/')[1]} thread"
-                     + ("s" if k.split("/")[1] != "1" else "")
-                     for k, v in env["gemm_gflops"].items())
+    def rates(by_key):
+        return ", ".join(f"{v:.1f} GFLOP/s {k.split('/')[0]} on {k.split('/')[1]} thread"
+                         + ("s" if k.split("/")[1] != "1" else "")
+                         for k, v in by_key.items())
+    gemm = rates(env["gemm_gflops"])
     lines = [
         f"rnncore {env['versions']['rnncore']} benchmark, {env['date']}",
         f"machine: {env['cpu']}, {env['cores']} CPUs, " + _avx512_text(env),
@@ -152,6 +160,10 @@ def format_header(env: dict) -> str:
         + (f"pinned to CPU(s) {', '.join(pinned)}" if pinned else "not pinned"),
         f"GEMM {env['gemm_n']}³ np.matmul, median during the cases: {gemm}",
     ]
+    if env.get("native_gemm_gflops"):
+        lines.append(f"GEMM with this CPU's own OpenBLAS kernels (a process without "
+                     f"{', '.join(BLAS_OVERRIDES)}, timed among the cases): "
+                     f"{rates(env['native_gemm_gflops'])}; %GEMM divides by the faster")
     if env["env"]:
         lines.append("environment: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
     if env.get("load_average"):
@@ -252,7 +264,9 @@ LEGEND = ("times: median ms per call over interleaved rounds; numpy: rnncore's N
           "(rnncore.bench.plain); GFLOP/s, ×NumPy and %GEMM are rnncore's cython backend "
           "(FLOPs 2·T·B·(K·H+H·H) per direction, forward+backward 3×; ×NumPy: the time "
           "of the faster of numpy and numpy-plain in the row over cython's; %GEMM: of the "
-          "n³ np.matmul rate in the case's dtype measured with the case, n in the header); "
+          "n³ np.matmul rate in the case's dtype measured with the case, n in the header, or "
+          "of the rate with this CPU's own OpenBLAS kernels where the header gives it and "
+          "it is faster); "
           "IQR: the largest interquartile range of the row, relative to its median; "
           "targets: PERF.md's, ✓ met, ✗ missed, then ratios shown without a target "
           "(long-denormal: its time over long's); – : not installed or not measured")
@@ -348,8 +362,12 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
             + ". The run kept them, as a user's process would: they make every OpenBLAS "
             "in the process (NumPy's and the one rnncore's kernels link) pick kernels for "
             "that CPU type instead of this one's, which slows the NumPy reference, NumPy's "
-            "GEMM rate, and PyTorch and JAX where they use it. `rnncore-bench --native-blas` "
-            "runs without them (it says so in its header).")
+            "GEMM rate, and PyTorch and JAX where they use it. So that the slower GEMM "
+            "does not flatter `%GEMM`, a child process without them (with this CPU's own "
+            "OpenBLAS kernels) runs the same product among each case's calls, and `%GEMM` "
+            "and the SGEMM targets divide by the faster of the two rates (both in the "
+            "header). `rnncore-bench --native-blas` runs everything without them (it says "
+            "so in its header).")
     parts += ["", "## The grid and the targets", "",
               "| case | T, B, K, H | what it stands for |", "|---|---|---|"]
     parts += [f"| {c.name} | {c.size} | {c.what} |" for c in CASES]
@@ -377,7 +395,7 @@ def to_json(results, env: dict) -> dict:
         its sizes, ``times_s`` and ``iqr_s`` ("impl/mode" keys), ``repeats``,
         ``gflops``, ``numpy_baseline`` (by mode, the NumPy implementation that
         ``speedup_vs_numpy`` divides by: the fastest measured), ``speedup_vs_numpy``,
-        ``gemm_gflops``, ``memory_ratio``, ``denormal_share``, ``targets`` and
+        ``gemm_gflops``, ``native_gemm_gflops``, ``memory_ratio``, ``denormal_share``, ``targets`` and
         ``comparisons`` (ratios shown without a target, e.g. long-denormal over long).
     """
     by_name = {r.case.name: r for r in results}
@@ -402,6 +420,7 @@ def to_json(results, env: dict) -> dict:
             "numpy_baseline": {m: r.baseline(m) for m in modes},
             "speedup_vs_numpy": {f"{i}/{m}": finite(r.speedup(i, m)) for i, m in keys},
             "gemm_gflops": r.gemm_gflops,
+            "native_gemm_gflops": finite(r.native_gemm_gflops),
             "memory_ratio": finite(r.memory),
             "denormal_share": finite(r.denormals),
             "targets": {m: [{"target": label, "value": v, "met": ok}

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from dataclasses import dataclass, field
@@ -29,8 +31,12 @@ import numpy as np
 from .. import functional, set_num_threads
 from .runners import NUMPY_IMPLS, _inputs, make_runners
 
-__all__ = ["Limits", "Result", "measure", "gemm_probe", "memory_ratio", "denormal_share",
-           "run"]
+__all__ = ["Limits", "Result", "measure", "gemm_probe", "NativeGemm", "memory_ratio",
+           "denormal_share", "run", "BLAS_OVERRIDES"]
+
+# Variables that make OpenBLAS use another CPU's kernels (OPENBLAS_CORETYPE pins a CPU
+# type, e.g. Haswell's AVX2 kernels on an AVX-512 CPU).
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def _cpu_busy(cpus, interval: float = 0.05) -> dict:
@@ -137,6 +143,66 @@ def gemm_probe(dtype: str = "float32", n: int = 1024):
     a = np.random.default_rng(1).standard_normal((n, n)).astype(dtype)
     out = np.empty_like(a)
     return (lambda: np.matmul(a, a, out=out)), 2.0 * n ** 3
+
+
+class NativeGemm:
+    """:func:`gemm_probe`'s product run by a child process whose OpenBLAS picks this
+    CPU's own kernels: :data:`BLAS_OVERRIDES` removed from its environment.
+
+    Where the environment pins another CPU's kernels, the in-process probe runs those
+    and may be slower than this CPU's GEMM, which would flatter the "%GEMM" ratio. The
+    child is started inside the case's :class:`Limits` (it inherits the pinning; its
+    OpenBLAS gets the case's threads) and is timed as one more callable of
+    :func:`measure`, interleaved with the others: each call asks it for one product
+    and waits for the answer (a pipe round trip, microseconds against milliseconds).
+
+    Parameters
+    ----------
+    dtype : str
+    n : int
+    threads : int
+    """
+
+    _CHILD = ("import sys\n"
+              "import numpy as np\n"
+              "n, dtype = int(sys.argv[1]), sys.argv[2]\n"
+              "a = np.random.default_rng(1).standard_normal((n, n)).astype(dtype)\n"
+              "out = np.empty_like(a)\n"
+              "for _ in sys.stdin:\n"
+              "    np.matmul(a, a, out=out)\n"
+              "    sys.stdout.write('.\\n')\n"
+              "    sys.stdout.flush()\n")
+
+    def __init__(self, dtype: str, n: int, threads: int):
+        self.flops = 2.0 * n ** 3
+        self._proc = subprocess.Popen([sys.executable, "-c", self._CHILD, str(n), dtype],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      env=self.environment(threads), text=True)
+
+    @staticmethod
+    def environment(threads: int) -> dict:
+        """The child's environment: this one without :data:`BLAS_OVERRIDES`, with
+        ``threads`` OpenBLAS/OpenMP threads."""
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_OVERRIDES}
+        env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+        return env
+
+    @staticmethod
+    def wanted() -> bool:
+        """True when the environment pins other kernels (:data:`BLAS_OVERRIDES`)."""
+        return any(k in os.environ for k in BLAS_OVERRIDES)
+
+    def __call__(self) -> None:
+        self._proc.stdin.write("\n")
+        self._proc.stdin.flush()
+        if not self._proc.stdout.readline():
+            raise RuntimeError("the native-kernel GEMM probe's process ended")
+
+    def close(self) -> None:
+        """End the child process."""
+        self._proc.stdin.close()
+        self._proc.wait()
+        self._proc.stdout.close()
 
 
 def _call_time(fn) -> float:
@@ -279,6 +345,9 @@ class Result:
         Seconds of every timed call; mode is "fwd" or "fb" (forward+backward).
     gemm_gflops : float
         The gemm_n³ ``np.matmul`` rate in the case's dtype, measured among the case's calls.
+    native_gemm_gflops : float
+        The same with this CPU's own OpenBLAS kernels (:class:`NativeGemm`), measured
+        among the case's calls when the environment pins other kernels; NaN otherwise.
     memory : float
         :func:`memory_ratio` of the case (NaN if not measured).
     denormals : float
@@ -294,6 +363,7 @@ class Result:
     case: object
     samples: dict = field(default_factory=dict)
     gemm_gflops: float = float("nan")
+    native_gemm_gflops: float = float("nan")
     memory: float = float("nan")
     denormals: float = float("nan")
     cpus: list | None = None
@@ -335,9 +405,16 @@ class Result:
         t = self.times.get((impl, mode))
         return self.case.flops(mode) / t / 1e9 if t else float("nan")
 
+    @property
+    def gemm_rate(self) -> float:
+        """The GEMM rate "%GEMM" divides by: the faster of the in-process probe and, where
+        measured, the native-kernel one, so that kernels pinned by the environment
+        never flatter the ratio."""
+        return float(np.nanmax([self.gemm_gflops, self.native_gemm_gflops]))
+
     def gemm_fraction(self, impl: str, mode: str) -> float:
-        """GFLOP/s of ``impl`` as a fraction of the GEMM rate measured with the case."""
-        return self.gflops(impl, mode) / self.gemm_gflops
+        """GFLOP/s of ``impl`` as a fraction of :attr:`gemm_rate`."""
+        return self.gflops(impl, mode) / self.gemm_rate
 
 
 def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: int = 5,
@@ -380,12 +457,24 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                     fns[(impl, "fb")] = runners[1]
             probe, probe_flops = gemm_probe(case.dtype, gemm_n)
             fns[("gemm", "")] = probe
+            native = NativeGemm(case.dtype, gemm_n, case.threads) if NativeGemm.wanted() \
+                else None
+            if native is not None:
+                fns[("gemm-native", "")] = native
             show = (lambda text: progress(f"{case.name}: {text}")) if progress else None
-            samples = measure(fns, budget, rounds, show,
-                              settle=0.15 if case.threads > 1 else 0.0)
+            try:
+                samples = measure(fns, budget, rounds, show,
+                                  settle=0.15 if case.threads > 1 else 0.0)
+            finally:
+                if native is not None:
+                    native.close()
             gemm = samples.pop(("gemm", ""))
             result = Result(case, samples, probe_flops / float(np.median(gemm)) / 1e9,
                             cpus=limits.cpus, gemm_n=gemm_n, pools=limits.pools)
+            if native is not None:
+                result.native_gemm_gflops = (probe_flops / 1e9
+                                             / float(np.median(samples.pop(("gemm-native",
+                                                                           "")))))
             if not forward_only:
                 result.memory = memory_ratio(case)
             result.denormals = denormal_share(case)
