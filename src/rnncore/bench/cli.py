@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="write the report as a Markdown page (how docs/benchmarks.md is "
                         "made: rnncore-bench --markdown docs/benchmarks.md)")
     p.add_argument("--plot", metavar="PATH",
-                   help="write a PNG of the speed-up over NumPy against size (needs "
-                        "matplotlib)")
+                   help="write a PNG of the speed-up over the fastest plain NumPy against "
+                        "size (needs matplotlib)")
     p.add_argument("--native-blas", action="store_true",
                    help=f"run with {' and '.join(BLAS_OVERRIDES)} removed from the "
                         "environment (for this command only), so that OpenBLAS picks its "

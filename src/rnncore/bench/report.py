@@ -312,7 +312,7 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "forward+backward.",
         "- Forward+backward is the forward pass, then BPTT of loss = Σ y·R for a fixed "
         "random R, with every gradient (input, h0, weights). Inputs, weights and R are "
-        "random, never zeros. rnncore is timed through `rnncore.functional.forward` and "
+        "random, never zeros (except in long-denormal, below). rnncore is timed through `rnncore.functional.forward` and "
         "`rnncore.functional.backward`; PyTorch as `nn.RNN` with `y.backward(R)`; "
         "`torch+rnncore` is `rnncore.torch.RNN`, timed exactly as stock torch; JAX as a "
         "`jax.jit` of a `lax.scan` RNN and `jit(grad(...))` of it.",
@@ -361,7 +361,7 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
             + ", ".join(f"`{k}={v}`" for k, v in blas_vars.items())
             + ". The run kept them, as a user's process would: they make every OpenBLAS "
             "in the process (NumPy's and the one rnncore's kernels link) pick kernels for "
-            "that CPU type instead of this one's, which slows the NumPy reference, NumPy's "
+            "that CPU type instead of this one's, which slows plain NumPy, NumPy's "
             "GEMM rate, and PyTorch and JAX where they use it. So that the slower GEMM "
             "does not flatter `%GEMM`, a child process without them (with this CPU's own "
             "OpenBLAS kernels) runs the same product among each case's calls, and `%GEMM` "
