@@ -14,12 +14,14 @@ _kernels = pytest.importorskip("rnncore._kernels")
 ISAS = _kernels.supported_isas()
 
 
-PATHS = [(isa, "blas") for isa in ISAS] + [("avx512", "avx512")] * ("avx512" in ISAS)
+PATHS = [(isa, "blas") for isa in ISAS] + [(isa, "rnncore") for isa in ISAS
+                                          if isa != "baseline"]
 
 
 @pytest.fixture(params=PATHS, ids=[f"{i}-{g}" for i, g in PATHS])
 def isa(request):
-    """Each instruction set, and for AVX-512 both ways of the whole-sequence products."""
+    """Each instruction set, and where it has packed kernels both ways of the
+    whole-sequence products."""
     name, gemm = request.param
     _kernels.set_isa(name)
     _kernels.set_whole_sequence_gemm(gemm)

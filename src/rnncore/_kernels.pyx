@@ -43,25 +43,23 @@ cdef extern from *:
 
 CHECKED = bool(RNNCORE_CHECKED)   # built with RNNCORE_CHECKED=1: bounds checks on
 ISAS = ("baseline", "avx2", "avx512")
-# OpenBLAS kernels that already run AVX-512 at full width (OpenBLAS's core names)
-_BLAS_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
 
 # -- the policy ------------------------------------------------------------------------
 
-def _blas_runs_avx512():
-    core = scipy_openblas_get_corename().decode().lower()
-    return any(core.startswith(c) for c in _BLAS_AVX512_CORES)
-
-
 def _store_policy(int isa_index, gemm=None):
-    """Make ``isa_index`` the policy, with _gemm512.h for the whole-sequence products if
-    ``gemm`` is "avx512", the BLAS if "blas", and if None wherever the CPU runs AVX-512
-    but OpenBLAS was set up without it. The per-step products always take the packed
-    kernels on AVX-512: they gain from packing W_hh once whatever kernels the BLAS runs.
+    """Make ``isa_index`` the policy, with rnncore's packed kernels (_gemm.h) for the
+    whole-sequence products if ``gemm`` is "rnncore", the BLAS if "blas", and if None
+    wherever the instruction set has them (AVX2, AVX-512).
+
+    The packed kernels compute each row of a product alone, in an order that does not
+    depend on the rows beside it, so splitting a call over threads changes no bit of the
+    result; OpenBLAS does not promise that (tests/test_row_splits.py). They are also as
+    fast as OpenBLAS's own kernels, or faster, on the grid's sizes but for the weight
+    gradients of the largest (docs/perf-notes.md).
     """
-    rnn_policy_store(isa_index, gemm == "avx512" if gemm is not None
-                     else not _blas_runs_avx512())
+    own = rnn_vm_tables_have_gemm(isa_index) if gemm is None else gemm == "rnncore"
+    rnn_policy_store(isa_index, own)
 
 
 rnn_policy_init()
@@ -74,20 +72,21 @@ def blas_core():
 
 
 def whole_sequence_gemm():
-    """Who computes the whole-sequence products: "avx512" (_gemm512.h) or "blas"."""
-    return "avx512" if rnn_policy_load().gemm512 else "blas"
+    """Who computes the whole-sequence products: "rnncore" (_gemm.h) or "blas"."""
+    return "rnncore" if rnn_policy_load().own_gemm else "blas"
 
 
 def set_whole_sequence_gemm(name=None):
-    """Force "avx512" or "blas" for the whole-sequence products (None: choose again).
+    """Force "rnncore" or "blas" for the whole-sequence products (None: choose again).
 
-    For tests and benchmarks that compare the two; "avx512" needs the avx512 isa. Safe
-    while kernels run: a running call keeps the policy it started with.
+    For tests and benchmarks that compare the two; "rnncore" needs an isa with packed
+    kernels (avx2 or avx512). Safe while kernels run: a running call keeps the policy
+    it started with.
     """
     cdef rnn_policy now = rnn_policy_load()
-    if not (name is None or name == "blas" or (name == "avx512" and now.avx512)):
-        raise ValueError(f"name must be 'blas', 'avx512' (with the avx512 isa) or None; "
-                         f"got {name!r}")
+    if not (name is None or name == "blas" or (name == "rnncore" and now.vm.gemm_f != NULL)):
+        raise ValueError(f"name must be 'blas', 'rnncore' (with the avx2 or avx512 isa) "
+                         f"or None; got {name!r}")
     _store_policy(now.isa, name)
 
 
@@ -148,37 +147,58 @@ def _bounds_probe(const floating[::1] a, Py_ssize_t i):
 
 # -- the kernels -------------------------------------------------------------------------
 
+cdef int check_rows(str name, Py_ssize_t row0, Py_ssize_t row1, Py_ssize_t n) except -1:
+    if not 0 <= row0 <= row1 <= n:
+        raise ValueError(f"{name} must satisfy 0 <= {name}[0] <= {name}[1] <= {n}; "
+                         f"got ({row0}, {row1})")
+    return 0
+
+
 def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded steps
                   const floating[:, ::1] w_ih,      # IN  (H, K)
                   const floating[:, ::1] w_hh,      # IN  (H, H)
                   const floating[::1] b,            # IN  (H,)  b_ih + b_hh
                   const floating[:, ::1] h0,        # IN  (B, H)
                   const int64_t[::1] lengths,       # IN  (B,)  in [0, T]
-                  bint reverse, bint relu):
+                  bint reverse, bint relu,
+                  out=None,                         # OUT (T+1, B, H), optional
+                  rows=None):                       # (row0, row1), optional
     """Run one layer in one direction; see ``reference.layer_forward``.
+
+    The rows of a batch are independent recurrences: with ``out`` and ``rows`` the
+    call computes rows [row0, row1) of the batch into ``out`` (the other rows are left
+    as they are), so that threads can each run a range of rows into one array. A row
+    gets the same bits whatever range it runs in.
 
     Returns
     -------
     hs : ndarray, shape (T+1, B, H)
-        Forward: ``hs[0] = h0``, ``hs[t+1] = h_t``. Reverse: ``hs[t] = h_t`` and
-        ``hs[lengths[b], b] = h0[b]``. Zero at padded steps.
+        ``out`` if given. Forward: ``hs[0] = h0``, ``hs[t+1] = h_t``. Reverse:
+        ``hs[t] = h_t`` and ``hs[lengths[b], b] = h0[b]``. Zero at padded steps.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_hh.shape[0]
     cdef Sizes sz = Sizes(T, B, K, H)
     check_layer(sz, w_ih.shape, w_hh.shape, lengths)
     expect_shape("b", 1, b.shape, H, 0, 0, sz, "x and w_hh")
     expect_shape("h0", 2, h0.shape, B, H, 0, sz, "x and w_hh")
+    cdef Py_ssize_t row0 = 0 if rows is None else rows[0]
+    cdef Py_ssize_t row1 = B if rows is None else rows[1]
+    check_rows("rows", row0, row1, B)
     dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, H, floating is float)
-    hs_arr = np.empty((T + 1, B, H), dtype=dtype)
-    scratch_arr = np.empty((B, H), dtype=dtype)
+    hs_arr = np.empty((T + 1, B, H), dtype=dtype) if out is None else out
     cdef floating[:, :, ::1] hs = hs_arr
+    expect_shape("out", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
+    cdef Py_ssize_t R = row1 - row0                # the rows this call runs
+    # every choice is made for the whole batch, so that each row's bits do not depend
+    # on the rows it runs with
+    cdef Plan plan = make_plan(B, H, floating is float)
+    scratch_arr = np.empty((R, H), dtype=dtype)
     cdef floating[:, ::1] scratch = scratch_arr
     # W_hhᵀ for the forms that read m = W_hhᵀ itself; else a placeholder
     cdef bint need_t = reads_m(&plan)
     w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
     cdef floating[:, ::1] w_hh_t = w_hh_t_arr
-    packed_arr = np.empty(rnn_packed_size(<int>H, plan.nr) if plan.form == PACKED else 1,
+    packed_arr = np.empty(rnn_packed_size(H, <int>H, plan.nr) if plan.form == PACKED else 1,
                           dtype=dtype)
     cdef floating[::1] packed = packed_arr              # W_hhᵀ in panels, if PACKED
     cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
@@ -186,18 +206,23 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
     cdef Py_ssize_t extra = T if reverse else 0    # the row the projection leaves free
     cdef floating *h
-    cdef const floating *x_p = &x[0, 0, 0] if T * B * K else NULL
-    work_arr = np.empty(workspace_size(&plan, H, K, floating is float), dtype=dtype)
+    cdef const floating *w_ih_p = &w_ih[0, 0] if K else NULL
+    work_arr = np.empty(workspace_size(&plan, H, K, 1, floating is float), dtype=dtype)
     cdef floating[::1] work = work_arr
     with nogil:
-        if B:
-            # (T·B × H) = (T·B × K)(H × K)ᵀ: the input projection of every step at once
-            if T:
-                seq_product(&plan, T * B, <int>H, K, x_p, K, 1,
-                            &w_ih[0, 0] if K else NULL, 1, K,
-                            &hs[out_slot, 0, 0], H, False, &work[0])
-            memset(&hs[extra, 0, 0], 0, B * row_bytes)
-            for i in range(B):
+        if R:
+            # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every step; one
+            # product over all rows of all steps when the call runs the whole batch
+            if R == B and T:
+                seq_product(&plan, T * B, <int>H, K, &x[0, 0, 0] if K else NULL, K, 1,
+                            w_ih_p, 1, K, &hs[out_slot, 0, 0], H, False, &work[0])
+            else:
+                for t in range(T):
+                    seq_product(&plan, R, <int>H, K, &x[t, row0, 0] if K else NULL, K, 1,
+                                w_ih_p, 1, K, &hs[t + out_slot, row0, 0], H, False,
+                                &work[0])
+            memset(&hs[extra, row0, 0], 0, R * row_bytes)
+            for i in range(row0, row1):
                 memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
             if plan.form == PACKED:          # element (k, c) of W_hhᵀ is w_hh[c, k]
                 pack_step_matrix(&plan, <int>H, &w_hh[0, 0], 1, H, &packed[0])
@@ -205,16 +230,137 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                 transpose(H, &w_hh[0, 0], &w_hh_t[0, 0])
             for s in range(T):
                 t = T - 1 - s if reverse else s
-                # (B × H) = (B × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
-                step_product(&plan, <int>B, <int>H, &hs[t + prev_slot, 0, 0],
+                # (R × H) = (R × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
+                step_product(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
                              &w_hh_t[0, 0], &w_hh[0, 0], &packed[0], &scratch[0, 0])
-                for i in range(B):
+                for i in range(row0, row1):
                     h = &hs[t + out_slot, i, 0]
                     if t < lengths[i]:
-                        step_pass(&plan, relu, <int>H, h, &scratch[i, 0], &b[0])
+                        step_pass(&plan, relu, <int>H, h, &scratch[i - row0, 0], &b[0])
                     elif not (reverse and t == lengths[i]):   # that slot holds h0
                         memset(h, 0, row_bytes)
     return hs_arr
+
+
+def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
+                   const floating[:, :, ::1] hs,    # IN  (T+1, B, H) from layer_forward
+                   const floating[:, :, :] dy,      # IN  (T, B, H) ∂L/∂h_t; rows contiguous
+                   const floating[:, ::1] dh_n,     # IN  (B, H)
+                   const int64_t[::1] lengths,      # IN  (B,)  in [0, T]
+                   bint reverse, bint relu,
+                   floating[:, :, ::1] delta,       # OUT (T, B, H) δ_t = ∂L/∂a_t
+                   floating[:, ::1] dh0,            # OUT (B, H)
+                   rows=None):                      # (row0, row1), optional
+    """The recurrence of BPTT: δ_t of every step and dh0, rows [row0, row1) of the
+    batch (all when ``rows`` is None); the other rows are left as they are. A row gets
+    the same bits whatever range it runs in. See :func:`layer_backward`.
+    """
+    if hs.shape[0] < 1:
+        raise ValueError(f"hs must have T+1 >= 1 rows; got shape ({hs.shape[0]}, {hs.shape[1]}, {hs.shape[2]})")
+    cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = w_hh.shape[0]
+    cdef Sizes sz = Sizes(T, B, 0, H)
+    cdef Py_ssize_t no_w_ih[2]          # this phase reads no W_ih: a shape that agrees
+    no_w_ih[0], no_w_ih[1] = H, 0
+    check_layer(sz, no_w_ih, w_hh.shape, lengths)
+    expect_shape("dy", 3, dy.shape, T, B, H, sz, "hs and w_hh")
+    expect_shape("dh_n", 2, dh_n.shape, B, H, 0, sz, "hs and w_hh")
+    expect_shape("delta", 3, delta.shape, T, B, H, sz, "hs and w_hh")
+    expect_shape("dh0", 2, dh0.shape, B, H, 0, sz, "hs and w_hh")
+    if H > 1 and dy.strides[2] != sizeof(floating):
+        raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
+    cdef Py_ssize_t row0 = 0 if rows is None else rows[0]
+    cdef Py_ssize_t row1 = B if rows is None else rows[1]
+    check_rows("rows", row0, row1, B)
+    cdef Py_ssize_t R = row1 - row0
+    dtype = np.float32 if floating is float else np.float64
+    cdef Plan plan = make_plan(B, H, floating is float)
+    carry_arr = np.zeros((R, H), dtype=dtype)
+    cdef floating[:, ::1] carry = carry_arr             # δ_{t+1} W_hh
+    # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
+    cdef bint need_t = plan.form == GEMM_NT
+    w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
+    cdef floating[:, ::1] w_hh_t = w_hh_t_arr
+    packed_arr = np.empty(rnn_packed_size(H, <int>H, plan.nr) if plan.form == PACKED else 1,
+                          dtype=dtype)
+    cdef floating[::1] packed = packed_arr              # W_hh in panels, if PACKED
+    cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
+    cdef int out_slot = 0 if reverse else 1
+    cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
+    with nogil:
+        for i in range(row0, row1):      # rows of length 0 pass dh_n through
+            memcpy(&dh0[i, 0], &dh_n[i, 0], row_bytes)
+        if R and T:
+            if plan.form == PACKED:
+                pack_step_matrix(&plan, <int>H, &w_hh[0, 0], H, 1, &packed[0])
+            if need_t:
+                transpose(H, &w_hh[0, 0], &w_hh_t[0, 0])
+            for s in range(T):                           # backward in time
+                t = s if reverse else T - 1 - s
+                for i in range(row0, row1):
+                    t_final = 0 if reverse else lengths[i] - 1
+                    if t == t_final:
+                        for j in range(H):
+                            carry[i - row0, j] += dh_n[i, j]
+                    if t < lengths[i]:
+                        grad_pass(&plan, relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
+                                  &carry[i - row0, 0], &hs[t + out_slot, i, 0])
+                    else:
+                        memset(&delta[t, i, 0], 0, row_bytes)
+                # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
+                step_product(&plan, <int>R, <int>H, &delta[t, row0, 0], &w_hh[0, 0],
+                             &w_hh_t[0, 0], &packed[0], &carry[0, 0])
+                for i in range(row0, row1):
+                    t_initial = lengths[i] - 1 if reverse else 0
+                    if t == t_initial and t < lengths[i]:
+                        memcpy(&dh0[i, 0], &carry[i - row0, 0], row_bytes)
+
+
+def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
+                     const floating[:, :, ::1] hs,  # IN  (T+1, B, H) from layer_forward
+                     const floating[:, :, ::1] delta,  # IN  (T, B, H) from backward_steps
+                     bint reverse,
+                     floating[:, ::1] dw_ih,        # OUT (H, K)
+                     floating[:, ::1] dw_hh,        # OUT (H, H)
+                     floating[::1] db,              # OUT (H,)
+                     rows=None):                    # (row0, row1) of the H rows, optional
+    """The whole-sequence products of BPTT: rows [row0, row1) of ∂W_ih, ∂W_hh and ∂b
+    (all when ``rows`` is None). Each element is one sum over all T·B rows of δ, in
+    the same order whatever range it is computed in. See :func:`layer_backward`.
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = delta.shape[2]
+    cdef Sizes sz = Sizes(T, B, K, H)
+    check_sizes_c(sz)
+    expect_shape("hs", 3, hs.shape, T + 1, B, H, sz, "x and delta")
+    expect_shape("delta", 3, delta.shape, T, B, H, sz, "x and delta")
+    expect_shape("dw_ih", 2, dw_ih.shape, H, K, 0, sz, "x and delta")
+    expect_shape("dw_hh", 2, dw_hh.shape, H, H, 0, sz, "x and delta")
+    expect_shape("db", 1, db.shape, H, 0, 0, sz, "x and delta")
+    cdef Py_ssize_t row0 = 0 if rows is None else rows[0]
+    cdef Py_ssize_t row1 = H if rows is None else rows[1]
+    check_rows("rows", row0, row1, H)
+    cdef Py_ssize_t R = row1 - row0, M = T * B, j
+    if R == 0:
+        return
+    dtype = np.float32 if floating is float else np.float64
+    cdef Plan plan = make_plan(B, H, floating is float)
+    cdef int prev_slot = 1 if reverse else 0
+    cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
+    cdef const floating *delta_p = &delta[0, 0, row0] if M else NULL   # column row0 of Δ
+    work_arr = np.empty(workspace_size(&plan, max(H, K), M, H, floating is float),
+                        dtype=dtype)
+    cdef floating[::1] work = work_arr
+    with nogil:
+        # (R × K) = (T·B × R)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t, rows row0..row1
+        seq_product(&plan, R, <int>K, M, delta_p, 1, H, x_p, K, 1,
+                    &dw_ih[row0, 0] if K else NULL, K, False, &work[0])
+        # (R × H) = (T·B × R)ᵀ(T·B × H): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
+        seq_product(&plan, R, <int>H, M, delta_p, 1, H,
+                    &hs[prev_slot, 0, 0] if M else NULL, H, 1,
+                    &dw_hh[row0, 0], H, False, &work[0])
+        # ∂b = Σ_t Σ_b δ_t
+        for j in range(row0, row1):
+            db[j] = 0
+        sum_rows(&plan, M, <int>R, H, &db[row0], delta_p)
 
 
 def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
@@ -226,6 +372,8 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                    const int64_t[::1] lengths,      # IN  (B,)  in [0, T]
                    bint reverse, bint relu):
     """BPTT through one layer in one direction; see ``reference.layer_backward``.
+
+    :func:`backward_steps` then :func:`backward_weights`, over everything.
 
     Returns
     -------
@@ -241,74 +389,14 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef Sizes sz = Sizes(T, B, K, H)
     check_layer(sz, w_ih.shape, w_hh.shape, lengths)
     expect_shape("hs", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
-    expect_shape("dy", 3, dy.shape, T, B, H, sz, "x and w_hh")
-    expect_shape("dh_n", 2, dh_n.shape, B, H, 0, sz, "x and w_hh")
-    if H > 1 and dy.strides[2] != sizeof(floating):
-        raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
     dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, H, floating is float)
-    delta_arr = np.empty((T, B, H), dtype=dtype)
-    carry_arr = np.zeros((B, H), dtype=dtype)
-    dh0_arr = np.array(dh_n, dtype=dtype)       # rows of length > 0 are overwritten
-    dw_ih_arr = np.empty((H, K), dtype=dtype)
-    dw_hh_arr = np.empty((H, H), dtype=dtype)
-    db_arr = np.zeros(H, dtype=dtype)
-    cdef floating[:, :, ::1] delta = delta_arr
-    cdef floating[:, ::1] carry = carry_arr             # δ_{t+1} W_hh
-    cdef floating[:, ::1] dh0 = dh0_arr
-    cdef floating[:, ::1] dw_ih = dw_ih_arr, dw_hh = dw_hh_arr
-    cdef floating[::1] db = db_arr
-    # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
-    cdef bint need_t = plan.form == GEMM_NT
-    w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
-    cdef floating[:, ::1] w_hh_t = w_hh_t_arr
-    packed_arr = np.empty(rnn_packed_size(<int>H, plan.nr) if plan.form == PACKED else 1,
-                          dtype=dtype)
-    cdef floating[::1] packed = packed_arr              # W_hh in panels, if PACKED
-    cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
-    cdef int prev_slot = 1 if reverse else 0
-    cdef int out_slot = 0 if reverse else 1
-    cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
-    cdef Py_ssize_t M = T * B
-    cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
-    cdef floating *delta_p = &delta[0, 0, 0] if M else NULL
-    work_arr = np.empty(workspace_size(&plan, max(H, K), M, floating is float), dtype=dtype)
-    cdef floating[::1] work = work_arr
-    with nogil:
-        if M:
-            if plan.form == PACKED:
-                pack_step_matrix(&plan, <int>H, &w_hh[0, 0], H, 1, &packed[0])
-            if need_t:
-                transpose(H, &w_hh[0, 0], &w_hh_t[0, 0])
-            for s in range(T):                           # backward in time
-                t = s if reverse else T - 1 - s
-                for i in range(B):
-                    t_final = 0 if reverse else lengths[i] - 1
-                    if t == t_final:
-                        for j in range(H):
-                            carry[i, j] += dh_n[i, j]
-                    if t < lengths[i]:
-                        grad_pass(&plan, relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
-                                  &carry[i, 0], &hs[t + out_slot, i, 0])
-                    else:
-                        memset(&delta[t, i, 0], 0, row_bytes)
-                # (B × H) = (B × H)(H × H): δ_t W_hh, carried to step t-1
-                step_product(&plan, <int>B, <int>H, &delta[t, 0, 0], &w_hh[0, 0],
-                             &w_hh_t[0, 0], &packed[0], &carry[0, 0])
-                for i in range(B):
-                    t_initial = lengths[i] - 1 if reverse else 0
-                    if t == t_initial and t < lengths[i]:
-                        memcpy(&dh0[i, 0], &carry[i, 0], row_bytes)
-        # (H × K) = (T·B × H)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
-        seq_product(&plan, H, <int>K, M, delta_p, 1, H, x_p, K, 1,
-                    &dw_ih[0, 0] if K else NULL, K, False, &work[0])
-        # (H × H) = (T·B × H)ᵀ(T·B × H): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
-        seq_product(&plan, H, <int>H, M, delta_p, 1, H,
-                    &hs[prev_slot, 0, 0] if M else NULL, H, 1,
-                    &dw_hh[0, 0], H, False, &work[0])
-        # ∂b = Σ_t Σ_b δ_t
-        sum_rows(&plan, M, <int>H, &db[0], delta_p)
-    return dh0_arr, dw_ih_arr, dw_hh_arr, db_arr, delta_arr
+    delta = np.empty((T, B, H), dtype=dtype)
+    dh0 = np.empty((B, H), dtype=dtype)
+    dw_ih, dw_hh, db = (np.empty((H, K), dtype=dtype), np.empty((H, H), dtype=dtype),
+                        np.empty(H, dtype=dtype))
+    backward_steps(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta, dh0)
+    backward_weights(x, hs, delta, reverse, dw_ih, dw_hh, db)
+    return dh0, dw_ih, dw_hh, db, delta
 
 
 def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
@@ -327,7 +415,7 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
         return
     dtype = np.float32 if floating is float else np.float64
     cdef Plan plan = make_plan(B, H, floating is float)
-    work_arr = np.empty(workspace_size(&plan, K, H, floating is float), dtype=dtype)
+    work_arr = np.empty(workspace_size(&plan, K, H, 1, floating is float), dtype=dtype)
     cdef floating[::1] work = work_arr
     with nogil:
         # (T·B × K) = (T·B × H)(H × K), added into dx or written over it

@@ -10,7 +10,7 @@ from rnncore._blas cimport floating, gemm, gemv
 from rnncore._vmath cimport *
 
 cdef enum StepForm:
-    PACKED      # a packed micro-kernel (_rowmm.h, _gemm512.h), m packed once per call
+    PACKED      # the packed micro-kernel (_gemm.h), m packed once per call
     GEMV        # one row: a matrix-vector product on m, which OpenBLAS runs faster
     GEMM_NN     # the BLAS on m (sgemm is fastest this way)
     GEMM_NT     # the BLAS on mᵀ (dgemm is fastest this way)
@@ -29,10 +29,7 @@ cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single) noexcept:
     """
     cdef Plan plan
     plan.policy = rnn_policy_load()
-    if single:
-        plan.nr = rnn_vm_rowmm_nr(plan.policy.vm, B, H)
-    else:
-        plan.nr = 16 if plan.policy.avx512 else 0
+    plan.nr = rnn_vm_step_nr(plan.policy.vm, B, H, single)
     if plan.nr:
         plan.form = PACKED
     elif B == 1:
@@ -54,9 +51,9 @@ cdef inline void step_product(const Plan *plan, int B, int H, const floating *h,
     packed; only what the plan's form reads need be valid."""
     if plan.form == PACKED:
         if floating is float:
-            plan.policy.vm.rowmm_f(B, H, h, packed, out)
+            plan.policy.vm.gemm_packed_f(B, H, H, h, H, 1, packed, out, H, False)
         else:
-            rnn_gemm512_packed_pd(B, H, H, h, H, 1, packed, out, H, False)
+            plan.policy.vm.gemm_packed_d(B, H, H, h, H, 1, packed, out, H, False)
     elif plan.form == GEMV:
         gemv(True, H, H, <floating>1, m, H, h, <floating>0, out)
     elif plan.form == GEMM_NN:
@@ -69,9 +66,9 @@ cdef inline void pack_step_matrix(const Plan *plan, int H, const floating *m, lo
                                   long sc, floating *packed) noexcept nogil:
     """Pack the step matrix (element (k, c) at m[k·sk + c·sc]) for the PACKED form."""
     if floating is float:
-        rnn_pack_f(H, plan.nr, m, sk, sc, packed)
+        rnn_pack_s(H, H, plan.nr, m, sk, sc, packed)
     else:
-        rnn_gpack_pd(H, H, m, sk, sc, packed)
+        rnn_pack_d(H, H, plan.nr, m, sk, sc, packed)
 
 
 cdef inline void step_pass(const Plan *plan, bint relu, int n, floating *h,
@@ -95,12 +92,13 @@ cdef inline void grad_pass(const Plan *plan, bint relu, int n, floating *delta,
             n, delta, dy, carry, h)
 
 
-cdef inline void sum_rows(const Plan *plan, Py_ssize_t rows, int n, floating *acc,
-                          const floating *x) noexcept nogil:
+cdef inline void sum_rows(const Plan *plan, Py_ssize_t rows, int n, Py_ssize_t ld,
+                          floating *acc, const floating *x) noexcept nogil:
+    """acc (n) += Σ_k x[k·ld : k·ld + n] over ``rows`` rows, in row order."""
     if floating is float:
-        plan.policy.vm.sum_rows_f(rows, n, acc, x)
+        plan.policy.vm.sum_rows_f(rows, n, ld, acc, x)
     else:
-        plan.policy.vm.sum_rows_d(rows, n, acc, x)
+        plan.policy.vm.sum_rows_d(rows, n, ld, acc, x)
 
 
 cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K,
@@ -111,15 +109,15 @@ cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K
     """C (M×N) (+)= A (M×K) · B (K×N), element (i, k) of A at a[i·ar + k·ak] and
     (k, j) of B at b[k·bk + j·bj], each with one unit stride: a whole-sequence product.
 
-    On _gemm512.h when the plan says so (``work`` then holds workspace_size's elements),
+    On the table's packed kernels (_gemm.h) when the plan says so (``work`` then holds workspace_size's elements),
     else on the BLAS, the strides mapped onto its transposition flags. M, N and K fit
     in an int (check_sizes).
     """
-    if plan.policy.gemm512:
+    if plan.policy.own_gemm:
         if floating is float:
-            rnn_gemm512_ps(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
+            plan.policy.vm.gemm_f(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
         else:
-            rnn_gemm512_pd(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
+            plan.policy.vm.gemm_d(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
         return
     # A is (M×K) row-major (unit column stride) or the transpose of a (K×M) one; the
     # leading dimension of a single row or column is free, so give the BLAS a legal one
@@ -131,11 +129,13 @@ cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K
 
 
 cdef inline Py_ssize_t workspace_size(const Plan *plan, Py_ssize_t N, Py_ssize_t K,
-                                      bint single) noexcept:
+                                      Py_ssize_t ak, bint single) noexcept:
     """Elements of the workspace seq_product needs, under this plan, for products N
-    wide and K deep (at least 1, so that its first element can be addressed)."""
-    cdef Py_ssize_t n = rnn_gemm512_work(<int>N, K, 32 if single else 16) \
-        if plan.policy.gemm512 else 0
+    wide and K deep whose A has column stride ``ak`` (at least 1, so that its first
+    element can be addressed)."""
+    cdef int nr = (plan.policy.vm.gemm_info_f if single else plan.policy.vm.gemm_info_d).nr
+    cdef Py_ssize_t n = rnn_gemm_work(<int>N, K, nr, ak, 4 if single else 8) \
+        if plan.policy.own_gemm else 0
     return n if n > 1 else 1
 
 

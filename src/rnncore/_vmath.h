@@ -16,9 +16,24 @@ typedef void (*rnn_step_f_t)(int, float *, const float *, const float *);
 typedef void (*rnn_step_d_t)(int, double *, const double *, const double *);
 typedef void (*rnn_grad_f_t)(int, float *, const float *, const float *, const float *);
 typedef void (*rnn_grad_d_t)(int, double *, const double *, const double *, const double *);
-typedef void (*rnn_sum_f_t)(long, int, float *, const float *);
-typedef void (*rnn_sum_d_t)(long, int, double *, const double *);
-typedef void (*rnn_rowmm_f_t)(int, int, const float *, const float *, float *);
+typedef void (*rnn_sum_f_t)(long, int, long, float *, const float *);
+typedef void (*rnn_sum_d_t)(long, int, long, double *, const double *);
+typedef void (*rnn_gemm_f_t)(long, int, long, const float *, long, long, const float *,
+                             long, long, float *, long, int, float *);
+typedef void (*rnn_gemm_d_t)(long, int, long, const double *, long, long, const double *,
+                             long, long, double *, long, int, double *);
+typedef void (*rnn_gemm_packed_f_t)(long, int, long, const float *, long, long,
+                                    const float *, float *, long, int);
+typedef void (*rnn_gemm_packed_d_t)(long, int, long, const double *, long, long,
+                                    const double *, double *, long, int);
+
+/* The packed products of one instruction set (_gemm.h), per dtype: panel width (0: none),
+ * the whole-sequence and the per-step kernel, and the largest B and H where the packed
+ * per-step product beats the BLAS (0: no limit; measured, docs/perf-notes.md). */
+typedef struct {
+    int nr;
+    int step_max_b, step_max_h;
+} rnn_gemm_info;
 
 typedef struct {
     const char *name;
@@ -28,18 +43,18 @@ typedef struct {
     rnn_grad_d_t tanh_grad_d, relu_grad_d;
     rnn_sum_f_t sum_rows_f;
     rnn_sum_d_t sum_rows_d;
-    /* float32 per-step product on a packed matrix (_rowmm.h): panel width, kernel, and
-     * the largest B and H where it beats the BLAS (0: always, measured in perf-notes). */
-    int rowmm_nr;
-    rnn_rowmm_f_t rowmm_f;
-    int rowmm_max_b, rowmm_max_h;
+    rnn_gemm_info gemm_info_f, gemm_info_d;
+    rnn_gemm_f_t gemm_f;
+    rnn_gemm_d_t gemm_d;
+    rnn_gemm_packed_f_t gemm_packed_f;
+    rnn_gemm_packed_d_t gemm_packed_d;
 } rnn_vm_table;
 
 #define VM(name) name##_base
 #include "_vmath_impl.h"
 #undef VM
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__GNUC__) && defined(__x86_64__)
 #define RNN_VM_X86 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
@@ -55,37 +70,22 @@ typedef struct {
 #pragma GCC pop_options
 #endif
 
-#define RNN_VM_NO_ROWMM 0, NULL, 0, 0
-#define RNN_VM_ROWMM(nr, fn, max_b, max_h) nr, fn, max_b, max_h
-#ifdef RNN_VM_X86
-#include "_rowmm.h"
-#include "_gemm512.h"
-#define RNN_HAVE_GEMM512 1
-#else
-#define RNN_HAVE_GEMM512 0
-static inline long rnn_gemm512_work(int N, long K, int nr) { return 0; }
-static void rnn_gemm512_ps(long M, int N, long K, const float *a, long ar, long ak,
-                           const float *b, long bk, long bj, float *c, long ldc,
-                           int accumulate, float *work) {}
-static void rnn_gemm512_pd(long M, int N, long K, const double *a, long ar, long ak,
-                           const double *b, long bk, long bj, double *c, long ldc,
-                           int accumulate, double *work) {}
-static void rnn_gpack_pd(long K, int N, const double *m, long sk, long sc, double *out) {}
-static void rnn_gemm512_packed_pd(long M, int N, long K, const double *a, long ar,
-                                  long ak, const double *packed, double *c, long ldc,
-                                  int accumulate) {}
-#endif
+#include "_gemm.h"
 
-#define RNN_VM_TABLE(sfx, label, rowmm) { label,                                \
+#define RNN_VM_TABLE(sfx, label, packed) { label,                               \
     tanh_step_f_##sfx, relu_step_f_##sfx, tanh_step_d_##sfx, relu_step_d_##sfx,   \
     tanh_grad_f_##sfx, relu_grad_f_##sfx, tanh_grad_d_##sfx, relu_grad_d_##sfx,   \
-    sum_rows_f_##sfx, sum_rows_d_##sfx, rowmm }
+    sum_rows_f_##sfx, sum_rows_d_##sfx, packed }
+#define RNN_VM_NO_PACKED {0, 0, 0}, {0, 0, 0}, NULL, NULL, NULL, NULL
+#define RNN_VM_PACKED(isa, nr_f, max_b_f, max_h_f, nr_d, max_b_d, max_h_d)         \
+    {nr_f, max_b_f, max_h_f}, {nr_d, max_b_d, max_h_d},                            \
+    rnn_gemm_s_##isa, rnn_gemm_d_##isa, rnn_gemm_packed_s_##isa, rnn_gemm_packed_d_##isa
 
 static const rnn_vm_table rnn_vm_tables[] = {
-    RNN_VM_TABLE(base, "baseline", RNN_VM_NO_ROWMM),
+    RNN_VM_TABLE(base, "baseline", RNN_VM_NO_PACKED),
 #ifdef RNN_VM_X86
-    RNN_VM_TABLE(avx2, "avx2", RNN_VM_ROWMM(16, rnn_rowmm_f_avx2, 4, 64)),
-    RNN_VM_TABLE(avx512, "avx512", RNN_VM_ROWMM(32, rnn_rowmm_f_avx512, 0, 0)),
+    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, 16, 0, 0, 8, 0, 0)),
+    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, 32, 0, 0, 16, 0, 0)),
 #endif
 };
 #define RNN_VM_NTABLES ((int)(sizeof(rnn_vm_tables) / sizeof(rnn_vm_tables[0])))
@@ -119,14 +119,15 @@ static int rnn_vm_resolve(int index)
     return index;
 }
 
-/* Whether the float32 per-step product of B rows and width H runs on table t's packed
- * kernel; returns its panel width, or 0 for the BLAS. */
-static int rnn_vm_rowmm_nr(const rnn_vm_table *t, long B, long H)
+/* The panel width of table t's packed per-step product for B rows of width H in one
+ * dtype, or 0 where the BLAS is faster. */
+static int rnn_vm_step_nr(const rnn_vm_table *t, long B, long H, int single)
 {
-    if (!t->rowmm_nr || (t->rowmm_max_b && B > t->rowmm_max_b) ||
-        (t->rowmm_max_h && H > t->rowmm_max_h))
+    const rnn_gemm_info *g = single ? &t->gemm_info_f : &t->gemm_info_d;
+    if (!g->nr || (g->step_max_b && B > g->step_max_b) ||
+        (g->step_max_h && H > g->step_max_h))
         return 0;
-    return t->rowmm_nr;
+    return g->nr;
 }
 
 /* The policy of the kernels: which element-wise table and which products run. It is
@@ -137,11 +138,10 @@ static int rnn_vm_rowmm_nr(const rnn_vm_table *t, long B, long H)
 typedef struct {
     const rnn_vm_table *vm;
     int isa;          /* index of vm in rnn_vm_tables */
-    int avx512;       /* the AVX-512 kernels run: float64 per-step product packed */
-    int gemm512;      /* whole-sequence products on _gemm512.h, not the BLAS */
+    int own_gemm;     /* whole-sequence products on vm's packed kernels, not the BLAS */
 } rnn_policy;
 
-static rnn_policy rnn_policies[RNN_VM_NTABLES * 2];     /* [isa * 2 + gemm512] */
+static rnn_policy rnn_policies[RNN_VM_NTABLES * 2];     /* [isa * 2 + own_gemm] */
 static int rnn_policy_index;
 
 static void rnn_policy_init(void)
@@ -150,17 +150,22 @@ static void rnn_policy_init(void)
         rnn_policy *p = &rnn_policies[i];
         p->isa = i / 2;
         p->vm = &rnn_vm_tables[p->isa];
-        p->avx512 = RNN_HAVE_GEMM512 && strcmp(p->vm->name, "avx512") == 0;
-        p->gemm512 = p->avx512 && (i & 1);
+        p->own_gemm = p->vm->gemm_f != NULL && (i & 1);
     }
 }
 
-/* Make table `isa` (a supported index) and, where it runs AVX-512, _gemm512.h for the
- * whole-sequence products (if gemm512) the policy of every later call. */
-static void rnn_policy_store(int isa, int gemm512)
+/* Make table `isa` (a supported index) and, where it has packed kernels, those for the
+ * whole-sequence products (if own_gemm) the policy of every later call. */
+static void rnn_policy_store(int isa, int own_gemm)
 {
-    int i = isa * 2 + (gemm512 && rnn_policies[isa * 2 + 1].gemm512);
+    int i = isa * 2 + (own_gemm && rnn_policies[isa * 2 + 1].own_gemm);
     __atomic_store_n(&rnn_policy_index, i, __ATOMIC_RELEASE);
+}
+
+/* Whether table `isa` has packed kernels for the whole-sequence products. */
+static int rnn_vm_tables_have_gemm(int isa)
+{
+    return isa >= 0 && isa < RNN_VM_NTABLES && rnn_vm_tables[isa].gemm_f != NULL;
 }
 
 static inline rnn_policy rnn_policy_load(void)

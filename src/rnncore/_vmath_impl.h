@@ -120,13 +120,13 @@ VM_GRAD(relu_grad_f, float, h[i] <= 0 ? 0 : g)
 VM_GRAD(relu_grad_d, double, h[i] <= 0 ? 0 : g)
 #undef VM_GRAD
 
-/* acc += Σ_rows x[row]: x is (rows × n), row-major. */
+/* acc += Σ_rows x[row]: x is (rows × n), row k at x + k·ld. */
 #define VM_SUM_ROWS(NAME, T)                                                      \
-static void VM(NAME)(long rows, int n, T *restrict acc, const T *restrict x)     \
+static void VM(NAME)(long rows, int n, long ld, T *restrict acc, const T *restrict x) \
 {                                                                                 \
     for (long k = 0; k < rows; k++)                                               \
         for (int i = 0; i < n; i++)                                               \
-            acc[i] += x[k * n + i];                                               \
+            acc[i] += x[k * ld + i];                                              \
 }
 VM_SUM_ROWS(sum_rows_f, float)
 VM_SUM_ROWS(sum_rows_d, double)

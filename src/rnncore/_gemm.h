@@ -1,0 +1,313 @@
+/* Packed products for the kernels: C (M×N) (+)= A (M×K) · B (K×N), B packed.
+ *
+ * One packer and one micro-kernel family serve every product the kernels compute
+ * themselves:
+ *   - the per-step recurrent product h_{t-1} W_hhᵀ (and δ_t W_hh), with W_hh packed
+ *     once per call and reused by all T steps (a BLAS packs both operands every call);
+ *   - the whole-sequence products — the input projection X·W_ihᵀ, ∂x = Δ·W_ih and the
+ *     weight gradients Δᵀ·X, Δᵀ·H — where they beat the BLAS the kernels link.
+ *
+ * B is packed into panels of NR = 2L columns ([panel][k][NR], zero past N): whole, for
+ * a matrix used many times, or one depth chunk of KB rows at a time into a small
+ * workspace. A is read in place with any row and column stride (so Δᵀ needs no copy).
+ * A 6×NR register block accumulates over k while a block of MB rows of A and one panel
+ * stay in cache. Each element of C is one chain of fused multiply-adds over k (per
+ * depth chunk), the same whichever rows or columns a call covers: splitting a product
+ * by rows or by panels of columns across threads changes no bit of the result.
+ *
+ * The kernels are compiled per instruction set under #pragma GCC target — AVX-512
+ * (L = 16 floats, 8 doubles) and AVX2+FMA (L = 8, 4) — and called only on a CPU that
+ * runs them (_vmath.h's tables), so the default build runs on any x86-64.
+ */
+#ifndef RNNCORE_GEMM_H
+#define RNNCORE_GEMM_H
+
+#define RNN_G_MR 6
+#define RNN_G_KB 256
+#define RNN_G_MB 96
+#define RNN_G_WIDE 4        /* panels a single row runs against at once */
+
+/* Elements of a packed K×N matrix in panels of nr columns. */
+static inline long rnn_packed_size(long K, int N, int nr)
+{
+    return (long)((N + nr - 1) / nr) * nr * K;
+}
+
+
+#define RNN_GPACK(NAME, T)                                                          \
+/* Pack the K×N matrix whose element (k, j) is m[k·sk + j·sc] into nr-column panels. */ \
+static void NAME(long K, int N, int nr, const T *restrict m, long sk, long sc,      \
+                 T *restrict out)                                                   \
+{                                                                                   \
+    for (int p = 0; p < N; p += nr)                                                 \
+        for (long k = 0; k < K; k++)                                                \
+            for (int j = 0; j < nr; j++)                                            \
+                *out++ = p + j < N ? m[k * sk + (long)(p + j) * sc] : (T)0;         \
+}
+RNN_GPACK(rnn_pack_s, float)
+RNN_GPACK(rnn_pack_d, double)
+#undef RNN_GPACK
+
+/* Whether the unpacked products pack blocks of A too: A read down its columns with a
+ * large stride (Δᵀ, in the weight gradients Δᵀ·X and Δᵀ·H) puts the rows of one block
+ * of A k·stride apart, and at strides of 4 KB and more every k of the block maps onto
+ * the same few cache sets. Packing changes no value the micro-kernel computes. */
+static inline int rnn_gemm_packs_a(long ak, int elsize)
+{
+    return ak * elsize >= 2048;
+}
+
+#define RNN_APACK(NAME, T)                                                          \
+/* Pack rows [0, m) × columns [0, kb) of A (element (r, k) at a[r·ar + k·ak]) into    \
+ * panels of RNN_G_MR rows, [panel][k][RNN_G_MR], for the micro-kernel. */            \
+static void NAME(long m, long kb, const T *restrict a, long ar, long ak, T *restrict out) \
+{                                                                                   \
+    for (long r0 = 0; r0 < m; r0 += RNN_G_MR) {                                     \
+        long mr = m - r0 < RNN_G_MR ? m - r0 : RNN_G_MR;                            \
+        for (long k = 0; k < kb; k++)                                               \
+            for (long r = 0; r < mr; r++)                                           \
+                out[k * RNN_G_MR + r] = a[(r0 + r) * ar + k * ak];                  \
+        out += RNN_G_MR * kb;                                                       \
+    }                                                                               \
+}
+RNN_APACK(rnn_pack_rows_s, float)
+RNN_APACK(rnn_pack_rows_d, double)
+#undef RNN_APACK
+
+/* Elements of the workspace the unpacked products need for depth K: one chunk of B,
+ * and one block of A where A is packed too (A's column stride ak, elements of elsize). */
+static inline long rnn_gemm_work(int N, long K, int nr, long ak, int elsize)
+{
+    long kb = K < RNN_G_KB ? K : RNN_G_KB;
+    return rnn_packed_size(kb, N, nr) + (rnn_gemm_packs_a(ak, elsize) ? RNN_G_MB * kb : 0);
+}
+
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define RNN_GEMM_X86 1
+#include <immintrin.h>
+
+/* One instruction set's kernels for one dtype. VEC: the vector type of L lanes;
+ * SET1/ZERO/LOAD/STORE/FMA/ADD its intrinsics; LOADN/STOREN load and store the first n
+ * lanes only (0 < n < L). The micro-kernel: C[0:mr, 0:ncols] (+)= A[0:mr, 0:kb] ·
+ * W[0:kb, 0:2L]. */
+#define RNN_GEMM_KERNELS(SFX, T, VEC, L, SET1, ZERO, LOAD, STORE, FMA, ADD, LOADN, STOREN) \
+static inline __attribute__((always_inline)) void                                   \
+rnn_gmk_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,      \
+              T *c, long ldc, int ncols, int accumulate)                            \
+{                                                                                   \
+    VEC acc[RNN_G_MR][2];                                                           \
+    for (int r = 0; r < mr; r++)                                                    \
+        acc[r][0] = acc[r][1] = ZERO();                                             \
+    for (long k = 0; k < kb; k++) {                                                 \
+        VEC w0 = LOAD(w + 2 * L * k), w1 = LOAD(w + 2 * L * k + L);                 \
+        for (int r = 0; r < mr; r++) {                                              \
+            VEC av = SET1(a[r * ar + k * ak]);                                      \
+            acc[r][0] = FMA(av, w0, acc[r][0]);                                     \
+            acc[r][1] = FMA(av, w1, acc[r][1]);                                     \
+        }                                                                           \
+    }                                                                               \
+    for (int r = 0; r < mr; r++) {                                                  \
+        T *cr = c + r * ldc;                                                        \
+        if (ncols == 2 * L) {                                                       \
+            if (accumulate) {                                                       \
+                acc[r][0] = ADD(acc[r][0], LOAD(cr));                               \
+                acc[r][1] = ADD(acc[r][1], LOAD(cr + L));                           \
+            }                                                                       \
+            STORE(cr, acc[r][0]);                                                   \
+            STORE(cr + L, acc[r][1]);                                               \
+        } else if (ncols > L) {                                                     \
+            if (accumulate) {                                                       \
+                acc[r][0] = ADD(acc[r][0], LOAD(cr));                               \
+                acc[r][1] = ADD(acc[r][1], LOADN(cr + L, ncols - L));               \
+            }                                                                       \
+            STORE(cr, acc[r][0]);                                                   \
+            STOREN(cr + L, acc[r][1], ncols - L);                                   \
+        } else if (ncols == L) {                                                    \
+            if (accumulate)                                                         \
+                acc[r][0] = ADD(acc[r][0], LOAD(cr));                               \
+            STORE(cr, acc[r][0]);                                                   \
+        } else {                                                                    \
+            if (accumulate)                                                         \
+                acc[r][0] = ADD(acc[r][0], LOADN(cr, ncols));                       \
+            STOREN(cr, acc[r][0], ncols);                                           \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* One row against up to RNN_G_WIDE panels at once (panel p at w + p·pstride): the  \
+ * row alone has too few independent FMA chains in one panel to hide their latency  \
+ * (B = 1, the per-step product of a single sequence). Every element is the same     \
+ * chain over k as in rnn_gmk, so a row gets the same bits in either kernel. */      \
+static inline __attribute__((always_inline)) void                                   \
+rnn_gmk_row_##SFX(const int np, long kb, const T *a, long ak, const T *w,           \
+                  long pstride, T *c, int ncols, int accumulate)                    \
+{                                                                                   \
+    VEC acc[RNN_G_WIDE][2];                                                         \
+    for (int q = 0; q < np; q++)                                                    \
+        acc[q][0] = acc[q][1] = ZERO();                                             \
+    for (long k = 0; k < kb; k++) {                                                 \
+        VEC av = SET1(a[k * ak]);                                                   \
+        for (int q = 0; q < np; q++) {                                              \
+            const T *wq = w + q * pstride + 2 * L * k;                              \
+            acc[q][0] = FMA(av, LOAD(wq), acc[q][0]);                               \
+            acc[q][1] = FMA(av, LOAD(wq + L), acc[q][1]);                           \
+        }                                                                           \
+    }                                                                               \
+    for (int q = 0; q < np; q++) {                                                  \
+        int n = ncols - 2 * L * q;                                                  \
+        T *cq = c + 2 * L * q;                                                      \
+        VEC lo = acc[q][0], hi = acc[q][1];                                         \
+        if (n >= 2 * L) {                                                           \
+            if (accumulate) {                                                       \
+                lo = ADD(lo, LOAD(cq));                                             \
+                hi = ADD(hi, LOAD(cq + L));                                         \
+            }                                                                       \
+            STORE(cq, lo);                                                          \
+            STORE(cq + L, hi);                                                      \
+        } else if (n > L) {                                                         \
+            if (accumulate) {                                                       \
+                lo = ADD(lo, LOAD(cq));                                             \
+                hi = ADD(hi, LOADN(cq + L, n - L));                                 \
+            }                                                                       \
+            STORE(cq, lo);                                                          \
+            STOREN(cq + L, hi, n - L);                                              \
+        } else if (n == L) {                                                        \
+            if (accumulate)                                                         \
+                lo = ADD(lo, LOAD(cq));                                             \
+            STORE(cq, lo);                                                          \
+        } else {                                                                    \
+            if (accumulate)                                                         \
+                lo = ADD(lo, LOADN(cq, n));                                         \
+            STOREN(cq, lo, n);                                                      \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* C (M×N) (+)= A · B over rows [0, M) and columns [0, N); B is `b` with strides    \
+ * (bk, bj), packed here chunk by chunk into `work`, or, if `prepacked`, already     \
+ * packed whole (rnn_pack_*, K rows) — then the depth is not chunked. */             \
+static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long ak, \
+                               const T *b, long bk, long bj, T *c, long ldc,        \
+                               int accumulate, T *work, int prepacked)              \
+{                                                                                   \
+    if (K == 0) {                                                                   \
+        if (!accumulate)                                                            \
+            for (long i = 0; i < M; i++)                                            \
+                for (int j = 0; j < N; j++)                                         \
+                    c[i * ldc + j] = 0;                                             \
+        return;                                                                     \
+    }                                                                               \
+    long KB = prepacked ? K : RNN_G_KB;                                             \
+    /* a block of A read down its columns with a large stride is packed too */      \
+    T *abuf = !prepacked && rnn_gemm_packs_a(ak, sizeof(T))                         \
+              ? work + rnn_packed_size(K < KB ? K : KB, N, 2 * L) : NULL;           \
+    for (long k0 = 0; k0 < K; k0 += KB) {                                           \
+        long kb = K - k0 < KB ? K - k0 : KB;                                        \
+        int acc = accumulate || k0 > 0;                                             \
+        if (!prepacked)                                                             \
+            rnn_pack_##SFX(kb, N, 2 * L, b + k0 * bk, bk, bj, work);                \
+        const T *wb = prepacked ? b : work;                                         \
+        for (long m0 = 0; m0 < M; m0 += RNN_G_MB) {                                 \
+            long m1 = M - m0 < RNN_G_MB ? M : m0 + RNN_G_MB;                        \
+            /* rows m0 + i·MR + [0, MR) of A start at ab + i·apanel, strides (abr, abk) */\
+            const T *ab = a + k0 * ak + m0 * ar;                                    \
+            long abr = ar, abk = ak, apanel = RNN_G_MR * ar;                        \
+            if (abuf) {                                                             \
+                rnn_pack_rows_##SFX(m1 - m0, kb, ab, ar, ak, abuf);                 \
+                ab = abuf, abr = 1, abk = RNN_G_MR, apanel = RNN_G_MR * kb;         \
+            }                                                                       \
+            /* a last single row of the block runs on rnn_gmk_row, panels together */\
+            long single = (m1 - m0) % RNN_G_MR == 1 ? m1 - 1 : -1;                  \
+            if (single >= 0) {                                                      \
+                m1 = single;                                                        \
+                const T *as = ab + (single - m0) / RNN_G_MR * apanel;               \
+                for (int p = 0; p < N; p += 2 * L * RNN_G_WIDE) {                   \
+                    int np = (N - p + 2 * L - 1) / (2 * L);                         \
+                    rnn_gmk_row_##SFX(np < RNN_G_WIDE ? np : RNN_G_WIDE, kb, as, abk,\
+                                      wb + (long)p * kb, 2 * L * kb,                \
+                                      c + single * ldc + p, N - p, acc);            \
+                }                                                                   \
+            }                                                                       \
+            for (int p = 0; p < N; p += 2 * L) {                                    \
+                const T *w = wb + (long)p * kb;                                     \
+                int ncols = N - p < 2 * L ? N - p : 2 * L;                          \
+                long r = m0;                                                        \
+                for (; r + RNN_G_MR <= m1; r += RNN_G_MR)                           \
+                    rnn_gmk_##SFX(RNN_G_MR, kb, ab + (r - m0) / RNN_G_MR * apanel, abr, abk,\
+                                  w, c + r * ldc + p, ldc, ncols, acc);             \
+                const T *ar0 = ab + (r - m0) / RNN_G_MR * apanel;                   \
+                T *cr0 = c + r * ldc + p;                                           \
+                switch (m1 - r) {                                                   \
+                case 5: rnn_gmk_##SFX(5, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
+                case 4: rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
+                case 3: rnn_gmk_##SFX(3, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
+                case 2: rnn_gmk_##SFX(2, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
+                case 1: rnn_gmk_##SFX(1, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
+                }                                                                   \
+            }                                                                       \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* The whole-sequence product: B read with any strides, packed chunk by chunk. */   \
+static void rnn_gemm_##SFX(long M, int N, long K, const T *a, long ar, long ak,     \
+                           const T *b, long bk, long bj, T *c, long ldc,            \
+                           int accumulate, T *work)                                 \
+{                                                                                   \
+    rnn_gemm_run_##SFX(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work, 0); \
+}                                                                                   \
+                                                                                    \
+/* The per-step product: B packed whole beforehand (rnn_pack_* with nr = 2L), for a \
+ * matrix used by every step of the recurrence. */                                  \
+static void rnn_gemm_packed_##SFX(long M, int N, long K, const T *a, long ar,       \
+                                  long ak, const T *packed, T *c, long ldc,         \
+                                  int accumulate)                                   \
+{                                                                                   \
+    rnn_gemm_run_##SFX(M, N, K, a, ar, ak, packed, 0, 0, c, ldc, accumulate, NULL, 1); \
+}
+
+/* Each instantiation packs with its own panel width: rnn_pack_<SFX> names the packer. */
+#define rnn_pack_rows_s_avx512 rnn_pack_rows_s
+#define rnn_pack_rows_d_avx512 rnn_pack_rows_d
+#define rnn_pack_rows_s_avx2 rnn_pack_rows_s
+#define rnn_pack_rows_d_avx2 rnn_pack_rows_d
+#define rnn_pack_s_avx512 rnn_pack_s
+#define rnn_pack_d_avx512 rnn_pack_d
+#define rnn_pack_s_avx2 rnn_pack_s
+#define rnn_pack_d_avx2 rnn_pack_d
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#define RNN_LOADN_PS16(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), p)
+#define RNN_STOREN_PS16(p, v, n) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (n)) - 1), v)
+#define RNN_LOADN_PD8(p, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), p)
+#define RNN_STOREN_PD8(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)((1u << (n)) - 1), v)
+RNN_GEMM_KERNELS(s_avx512, float, __m512, 16, _mm512_set1_ps, _mm512_setzero_ps,
+                 _mm512_loadu_ps, _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_add_ps,
+                 RNN_LOADN_PS16, RNN_STOREN_PS16)
+RNN_GEMM_KERNELS(d_avx512, double, __m512d, 8, _mm512_set1_pd, _mm512_setzero_pd,
+                 _mm512_loadu_pd, _mm512_storeu_pd, _mm512_fmadd_pd, _mm512_add_pd,
+                 RNN_LOADN_PD8, RNN_STOREN_PD8)
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+/* AVX2 masks: lane i is on when i < n. */
+#define RNN_MASK8(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
+                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define RNN_MASK4(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
+#define RNN_LOADN_PS8(p, n) _mm256_maskload_ps(p, RNN_MASK8(n))
+#define RNN_STOREN_PS8(p, v, n) _mm256_maskstore_ps(p, RNN_MASK8(n), v)
+#define RNN_LOADN_PD4(p, n) _mm256_maskload_pd(p, RNN_MASK4(n))
+#define RNN_STOREN_PD4(p, v, n) _mm256_maskstore_pd(p, RNN_MASK4(n), v)
+RNN_GEMM_KERNELS(s_avx2, float, __m256, 8, _mm256_set1_ps, _mm256_setzero_ps,
+                 _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_add_ps,
+                 RNN_LOADN_PS8, RNN_STOREN_PS8)
+RNN_GEMM_KERNELS(d_avx2, double, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
+                 _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_add_pd,
+                 RNN_LOADN_PD4, RNN_STOREN_PD4)
+#pragma GCC pop_options
+
+#endif
+#endif

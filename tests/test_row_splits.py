@@ -1,0 +1,115 @@
+"""Splitting a kernel call into ranges of rows changes no bit of the result.
+
+The batch rows of a recurrence are independent, and so are the rows of the weight
+gradients: threads each compute a range of them into one array. That is only
+deterministic if every row gets the same bits whatever range it runs in — which the
+packed products guarantee (each element is one chain of fused multiply-adds, the same
+for a row alone or in a block of six) and which these tests pin, for every instruction
+set with packed kernels. (OpenBLAS does not promise it: a product split by rows may
+round differently, which is why those instruction sets compute the whole-sequence
+products on the packed kernels by default.)
+"""
+import numpy as np
+import pytest
+
+_kernels = pytest.importorskip("rnncore._kernels")
+
+PATHS = [(isa, "rnncore") for isa in _kernels.supported_isas() if isa != "baseline"]
+
+
+@pytest.fixture(params=PATHS, ids=[f"{i}-{g}" for i, g in PATHS])
+def path(request):
+    isa, gemm = request.param
+    _kernels.set_isa(isa)
+    _kernels.set_whole_sequence_gemm(gemm)
+    yield request.param
+    _kernels.set_isa(None)
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+def layer(dtype, T=7, B=13, K=37, H=70, seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(x=rng.standard_normal((T, B, K)).astype(dtype),
+                w_ih=(rng.standard_normal((H, K)) / 6).astype(dtype),
+                w_hh=(rng.standard_normal((H, H)) / 8).astype(dtype),
+                b=rng.standard_normal(H).astype(dtype),
+                h0=rng.standard_normal((B, H)).astype(dtype),
+                lengths=rng.integers(1, T + 1, B).astype(np.int64),
+                dy=rng.standard_normal((T, B, H)).astype(dtype),
+                dh_n=rng.standard_normal((B, H)).astype(dtype))
+
+
+SPLITS = [[0, 1, 13], [0, 6, 7, 13], [0, 2, 4, 6, 8, 10, 12, 13], [0, 12, 13]]
+
+
+@pytest.mark.parametrize("cuts", SPLITS, ids=str)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_forward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cuts, reverse):
+    a = layer(dtype)
+    args = (a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"], a["lengths"], reverse, False)
+    whole = _kernels.layer_forward(*args)
+    out = np.full_like(whole, np.nan)
+    for row0, row1 in zip(cuts, cuts[1:]):
+        _kernels.layer_forward(*args, out=out, rows=(row0, row1))
+    np.testing.assert_array_equal(out, whole)
+
+
+@pytest.mark.parametrize("cuts", SPLITS, ids=str)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_backward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cuts, reverse):
+    a = layer(dtype)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], reverse, True)
+    dh0, _, _, _, delta = _kernels.layer_backward(a["x"], a["w_ih"], a["w_hh"], hs,
+                                                  a["dy"], a["dh_n"], a["lengths"],
+                                                  reverse, True)
+    got_delta, got_dh0 = np.full_like(delta, np.nan), np.full_like(dh0, np.nan)
+    for row0, row1 in zip(cuts, cuts[1:]):
+        _kernels.backward_steps(a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], reverse,
+                                True, got_delta, got_dh0, rows=(row0, row1))
+    np.testing.assert_array_equal(got_delta, delta)
+    np.testing.assert_array_equal(got_dh0, dh0)
+
+
+@pytest.mark.parametrize("cuts", [[0, 1, 70], [0, 32, 70], [0, 16, 33, 50, 70],
+                                  [0, 69, 70]], ids=str)
+def test_weight_gradient_rows_computed_in_ranges_give_the_whole_bits(path, dtype, cuts):
+    a = layer(dtype)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    _, dw_ih, dw_hh, db, delta = _kernels.layer_backward(
+        a["x"], a["w_ih"], a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], False, False)
+    got = [np.full_like(g, np.nan) for g in (dw_ih, dw_hh, db)]
+    for row0, row1 in zip(cuts, cuts[1:]):
+        _kernels.backward_weights(a["x"], hs, delta, False, *got, rows=(row0, row1))
+    for g, want in zip(got, (dw_ih, dw_hh, db)):
+        np.testing.assert_array_equal(g, want)
+
+
+@pytest.mark.parametrize("isa", [i for i in _kernels.supported_isas() if i != "baseline"])
+def test_isas_with_packed_kernels_use_them_for_the_whole_sequence_products(isa):
+    try:
+        _kernels.set_isa(isa)
+        assert _kernels.whole_sequence_gemm() == "rnncore"
+    finally:
+        _kernels.set_isa(None)
+
+
+@pytest.mark.parametrize("rows", [(-1, 3), (4, 2), (0, 14)])
+def test_a_row_range_outside_the_batch_is_rejected(rows):
+    a = layer(np.float32)
+    args = (a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"], a["lengths"], False, False)
+    out = _kernels.layer_forward(*args)
+    with pytest.raises(ValueError, match=r"rows must satisfy 0 <= rows\[0\] <= rows\[1\] <= 13"):
+        _kernels.layer_forward(*args, out=out, rows=rows)
+
+
+def test_forward_into_an_array_of_the_wrong_shape_is_rejected():
+    a = layer(np.float32)
+    args = (a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"], a["lengths"], False, False)
+    with pytest.raises(ValueError, match=r"out must have shape \(8, 13, 70\)"):
+        _kernels.layer_forward(*args, out=np.zeros((7, 13, 70), np.float32), rows=(0, 2))
