@@ -97,7 +97,9 @@ def map_directions(fn, jobs):
     With two jobs, more than one thread allowed and enough work, the second job runs on
     a worker thread while the first runs here. The jobs must not write to shared arrays.
     """
-    if len(jobs) == 1 or not _worth_it(_work(jobs[0])):
+    if len(jobs) == 1:
+        return [fn(*jobs[0])]
+    if not _worth_it(_work(jobs[0])):
         return [fn(*job) for job in jobs]
     return _run_pair(lambda: fn(*jobs[0]), lambda: fn(*jobs[1]))
 

@@ -135,6 +135,7 @@ def check_param_memory(input_size: int, hidden_size: int, num_layers: int, bias:
 
 
 _KEY = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
+_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 @dataclass(frozen=True)
@@ -175,17 +176,70 @@ def _as_array(name: str, value) -> np.ndarray:
     return value
 
 
-def _read_params(params: Mapping[str, Any]) -> tuple[_Config, dict[str, np.ndarray]]:
-    """Check a parameter mapping and derive the configuration from it."""
-    if not isinstance(params, Mapping):
+def _read_params(params: Mapping[str, Any]) -> tuple[_Plan, list[np.ndarray]]:
+    """Check a parameter mapping; its plan and its values as arrays, in its order.
+
+    One pass over the mapping: only values that are not native-order ndarrays go
+    through :func:`_as_array`. Everything else the checks need is in the signature
+    (keys, shapes, dtypes), whose plan is computed once.
+    """
+    if type(params) is not dict and not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of parameter names to arrays; "
                         f"got {type(params).__name__}")
-    arrays = {key: _as_array(f"params[{key!r}]", value) for key, value in params.items()}
-    # The checks depend on keys, shapes and dtypes only: done once per configuration.
-    return _config_for(tuple((k, a.shape, a.dtype) for k, a in arrays.items())), arrays
+    arrays, signature = [], []
+    for key, value in params.items():
+        if type(value) is not np.ndarray or not value.dtype.isnative:
+            value = _as_array(f"params[{key!r}]", value)
+        arrays.append(value)
+        signature.append((key, value.shape, value.dtype))
+    return _plan_for(tuple(signature)), arrays
+
+
+class _Plan:
+    """What a call needs that depends only on the parameters' keys, shapes and dtypes.
+
+    Built once per configuration by :func:`_plan_for`; it holds positions and names,
+    never values, so it cannot go stale when the caller's arrays change.
+
+    Attributes
+    ----------
+    cfg : _Config
+    layers : tuple
+        ``layers[l][d] = (w_ih, w_hh, b_ih, b_hh)``: the positions of layer ``l``,
+        direction ``d``'s parameters in the mapping's order (the biases None without
+        bias).
+    grad_keys : tuple of str
+        The parameter keys in PyTorch's order (:func:`param_shapes`).
+    grad_slots : tuple
+        ``grad_slots[l][d]``: the positions of the same four in ``grad_keys``.
+    zero_bias : ndarray, shape (H,), read-only
+        The bias of a configuration without bias.
+    """
+
+    __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias")
+
+    def __init__(self, cfg: _Config, keys: list[str]):
+        self.cfg = cfg
+        self.grad_keys = tuple(param_shapes(cfg.input_size, cfg.hidden_size,
+                                            cfg.num_layers, cfg.bias, cfg.bidirectional))
+        names = [[[f"{kind}_l{layer}{sfx}" for kind in _KINDS]
+                  for sfx in ("", "_reverse")[:cfg.D]] for layer in range(cfg.num_layers)]
+        in_mapping = {key: i for i, key in enumerate(keys)}
+        in_grads = {key: i for i, key in enumerate(self.grad_keys)}
+        self.layers = tuple(tuple(tuple(in_mapping.get(n) for n in direction)
+                                  for direction in layer) for layer in names)
+        self.grad_slots = tuple(tuple(tuple(in_grads.get(n) for n in direction)
+                                      for direction in layer) for layer in names)
+        self.zero_bias = np.zeros(cfg.hidden_size, dtype=cfg.dtype)
+        self.zero_bias.setflags(write=False)
 
 
 @functools.lru_cache(maxsize=64)
+def _plan_for(signature: tuple) -> _Plan:
+    """The plan of the configuration described by ((key, shape, dtype), ...)."""
+    return _Plan(_config_for(signature), [key for key, _, _ in signature])
+
+
 def _config_for(signature: tuple) -> _Config:
     """The configuration described by ((key, shape, dtype), ...), or a clear error."""
     shapes = {}
@@ -229,19 +283,20 @@ def _config_for(signature: tuple) -> _Config:
     return cfg
 
 
-def _layer_weights(cfg: _Config, arrays, layer: int, direction: int):
-    """(w_ih, w_hh, b) of one layer-direction: private C-contiguous copies, b = b_ih + b_hh.
+def _layer_weights(plan: _Plan, arrays, positions, snapshot: bool):
+    """(w_ih, w_hh, b) of one layer-direction: C-contiguous, b = b_ih + b_hh.
 
-    The record keeps them, so that backward differentiates the weights forward used
-    even if the caller's arrays change in between (an optimiser step, say).
+    With ``snapshot`` the weights are private copies: the record keeps them, so that
+    backward differentiates the weights forward used even if the caller's arrays change
+    in between (an optimiser step, say). Without it they are the caller's arrays
+    whenever those are already C-contiguous.
     """
-    sfx = "_reverse" if direction else ""
-    w_ih = np.array(arrays[f"weight_ih_l{layer}{sfx}"], order="C")
-    w_hh = np.array(arrays[f"weight_hh_l{layer}{sfx}"], order="C")
-    if cfg.bias:
-        b = arrays[f"bias_ih_l{layer}{sfx}"] + arrays[f"bias_hh_l{layer}{sfx}"]
+    i_ih, i_hh, i_bih, i_bhh = positions
+    if snapshot:
+        w_ih, w_hh = arrays[i_ih].copy(), arrays[i_hh].copy()      # C order
     else:
-        b = np.zeros(cfg.hidden_size, dtype=cfg.dtype)
+        w_ih, w_hh = np.ascontiguousarray(arrays[i_ih]), np.ascontiguousarray(arrays[i_hh])
+    b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
     return w_ih, w_hh, b
 
 
@@ -310,17 +365,25 @@ class Record:
     bounds: they check that the shapes agree.
     """
 
-    __slots__ = ("cfg", "backend", "relu", "weights", "inputs", "states", "lengths",
+    __slots__ = ("plan", "backend", "relu", "weights", "inputs", "states", "lengths",
                  "padded", "T", "B", "batch_first", "unbatched")
 
-    def __init__(self, **fields):
-        for name, value in fields.items():
-            setattr(self, name, value)
+    def __init__(self, plan, backend, relu, weights, inputs, states, lengths, padded, T, B,
+                 batch_first, unbatched):
+        self.plan, self.backend, self.relu = plan, backend, relu
+        self.weights, self.inputs, self.states = weights, inputs, states
+        self.lengths, self.padded, self.T, self.B = lengths, padded, T, B
+        self.batch_first, self.unbatched = batch_first, unbatched
+
+    @property
+    def cfg(self) -> _Config:
+        """The configuration (sizes, layers, directions, bias, dtype) of the call."""
+        return self.plan.cfg
 
 
 def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
             nonlinearity: str = "tanh", batch_first: bool = False,
-            backend: str | None = None):
+            backend: str | None = None, snapshot_weights: bool = True):
     """Run a (multi-layer, possibly bidirectional) Elman RNN over a batch.
 
     Parameters
@@ -339,6 +402,14 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
         If True, ``x`` and the output are (B, T, ...).
     backend : {"cython", "numpy"} or None
         None picks the fastest available (see :func:`backends`).
+    snapshot_weights : bool
+        True (the default): the record keeps private copies of the weights, so that
+        :func:`backward` differentiates what forward ran even if ``params`` change in
+        place in between (an optimiser step). False: the record shares the caller's
+        weight arrays (those already C-contiguous), saving a copy of each per call; for
+        callers that guarantee the weights do not change before backward, or detect it
+        (PyTorch's version counters). Changing them in between then changes the
+        gradients backward returns.
 
     Returns
     -------
@@ -350,7 +421,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     module = _backend_module(backend)
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
-    cfg, arrays = _read_params(params)
+    plan, arrays = _read_params(params)
+    cfg = plan.cfg
     x = _as_weights_dtype("x", x, cfg.dtype)
     if x.ndim not in (2, 3):
         raise ValueError(f"x must have shape (T, B, {cfg.input_size}), "
@@ -381,22 +453,22 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
         x[padded] = 0
     else:
         x = np.ascontiguousarray(x)
-    steps = lengths if lengths is not None else np.full(B, T, dtype=np.int64)
+    steps = lengths if lengths is not None else _full_lengths(B, T)
     relu = nonlinearity == "relu"
 
     weights, inputs, states = [], [], []
     h_n = np.empty((LD, B, H), dtype=cfg.dtype)
     layer_in = x
-    for layer in range(cfg.num_layers):
-        ws = [_layer_weights(cfg, arrays, layer, d) for d in range(D)]
-        jobs = [(layer_in, *ws[d], h0[layer * D + d], steps, bool(d), relu)
-                for d in range(D)]
-        hs = _parallel.map_directions(module.layer_forward, jobs)
-        for d in range(D):
-            if d:
-                h_n[layer * D + d] = hs[d][0]
-            else:
-                h_n[layer * D] = hs[d][steps, np.arange(B)]
+    for layer, positions in enumerate(plan.layers):
+        first = layer * D                # the index in h0 and h_n of the forward direction
+        ws = [_layer_weights(plan, arrays, p, snapshot_weights) for p in positions]
+        if D == 1:
+            hs = [module.layer_forward(layer_in, *ws[0], h0[first], steps, False, relu)]
+        else:
+            hs = _parallel.map_directions(module.layer_forward, [
+                (layer_in, *w, h0[first + d], steps, d == 1, relu) for d, w in enumerate(ws)])
+            h_n[first + 1] = hs[1][0]
+        h_n[first] = hs[0][T] if padded is None else hs[0][steps, np.arange(B)]
         weights.append(ws)
         inputs.append(layer_in)
         states.append(hs)
@@ -404,11 +476,18 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     output = layer_in
     if D == 1 and output.base is not None:
         output = output.copy()          # the record keeps hs; the caller owns output
-    record = Record(cfg=cfg, backend=module, relu=relu, weights=weights, inputs=inputs,
-                    states=states, lengths=steps, padded=padded, T=T, B=B,
-                    batch_first=batch_first, unbatched=unbatched)
+    record = Record(plan, module, relu, weights, inputs, states, steps, padded, T, B,
+                    batch_first, unbatched)
     return _to_user_layout(output, batch_first, unbatched), \
         (h_n[:, 0] if unbatched else h_n), record
+
+
+@functools.lru_cache(maxsize=64)
+def _full_lengths(B: int, T: int) -> np.ndarray:
+    """``lengths`` of a batch where nothing is padded: (B,) int64 of T, read-only."""
+    steps = np.full(B, T, dtype=np.int64)
+    steps.setflags(write=False)
+    return steps
 
 
 def _layer_output(hs, T, B, H, padded):
@@ -457,47 +536,55 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     if not isinstance(record, Record):
         raise TypeError(f"record must be the Record returned by forward; "
                         f"got {type(record).__name__}")
-    cfg, T, B, module = record.cfg, record.T, record.B, record.backend
+    plan, T, B, module = record.plan, record.T, record.B, record.backend
+    cfg = plan.cfg
     H, D, L = cfg.hidden_size, cfg.D, cfg.num_layers
     out_shape_tm = (T, B, D * H)
     dy = _read_dy(dy, record, out_shape_tm)
     dh_n = (np.zeros((L * D, B, H), dtype=cfg.dtype) if dh_n is None
             else _check_state("dh_n", dh_n, cfg, B, record.unbatched))
-    grads: dict[str, np.ndarray] = {}
+    grads = [None] * len(plan.grad_keys)
     dh0 = np.empty((L * D, B, H), dtype=cfg.dtype)
     dx = None
     for layer in reversed(range(L)):
-        x = record.inputs[layer]
-        jobs = []
-        for d in range(D):
-            w_ih, w_hh, _ = record.weights[layer][d]
-            jobs.append((x, w_ih, w_hh, record.states[layer][d], dy[:, :, d * H:(d + 1) * H],
-                         dh_n[layer * D + d], record.lengths, bool(d), record.relu))
-        results = _parallel.map_directions(module.layer_backward, jobs)
+        x, ws, hs = record.inputs[layer], record.weights[layer], record.states[layer]
+        first = layer * D                # the index in dh_n and dh0 of the forward direction
+        if D == 1:
+            results = [module.layer_backward(x, ws[0][0], ws[0][1], hs[0], dy, dh_n[first],
+                                             record.lengths, False, record.relu)]
+        else:
+            results = _parallel.map_directions(module.layer_backward, [
+                (x, ws[d][0], ws[d][1], hs[d], dy[:, :, d * H:(d + 1) * H], dh_n[first + d],
+                 record.lengths, d == 1, record.relu) for d in range(D)])
         dx = np.empty(x.shape, dtype=cfg.dtype) if layer > 0 or need_dx else None
         if dx is not None:
-            _input_grad(module, [r[4] for r in results],
-                        [w[0] for w in record.weights[layer]], dx)
+            _input_grad(module, results, ws, dx)
             if record.padded is not None:
                 dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
         for d, (dh0_d, dw_ih, dw_hh, db, _) in enumerate(results):
-            sfx = "_reverse" if d else ""
-            dh0[layer * D + d] = dh0_d
-            grads[f"weight_ih_l{layer}{sfx}"] = dw_ih
-            grads[f"weight_hh_l{layer}{sfx}"] = dw_hh
-            if cfg.bias:
-                grads[f"bias_ih_l{layer}{sfx}"] = db
-                grads[f"bias_hh_l{layer}{sfx}"] = db.copy()
+            dh0[first + d] = dh0_d
+            i_ih, i_hh, i_bih, i_bhh = plan.grad_slots[layer][d]
+            grads[i_ih], grads[i_hh] = dw_ih, dw_hh
+            if i_bih is not None:
+                grads[i_bih], grads[i_bhh] = db, db.copy()
         dy = dx
-    order = param_shapes(cfg.input_size, H, L, cfg.bias, cfg.bidirectional)
-    grads = {k: grads[k] for k in order}
     dx_user = None if dx is None else _to_user_layout(dx, record.batch_first,
                                                       record.unbatched)
-    return dx_user, (dh0[:, 0] if record.unbatched else dh0), grads
+    return dx_user, (dh0[:, 0] if record.unbatched else dh0), \
+        dict(zip(plan.grad_keys, grads))
 
 
-def _input_grad(module, deltas, w_ihs, dx) -> None:
-    """dx = Σ_d δ_d W_ih,d: written by the first direction, added by the second."""
+def _input_grad(module, results, ws, dx) -> None:
+    """dx = Σ_d δ_d W_ih,d: written by the first direction, added by the second.
+
+    ``results`` are the directions' ``layer_backward`` results (δ last), ``ws`` their
+    ``(w_ih, w_hh, b)``.
+    """
+    if len(results) == 1:
+        module.input_grad(results[0][4], ws[0][0], dx, False)
+        return
+    deltas, w_ihs = [r[4] for r in results], [w[0] for w in ws]
+
     def steps(start, stop):
         for d, (delta, w_ih) in enumerate(zip(deltas, w_ihs)):
             module.input_grad(delta[start:stop], w_ih, dx[start:stop], d > 0)
