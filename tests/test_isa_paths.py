@@ -49,10 +49,28 @@ def sweep(dtype):
 @pytest.mark.parametrize("dtype, max_ulp", [(np.float32, 8), (np.float64, 4)])
 def test_tanh_within_a_few_ulps_of_numpy(isa, dtype, max_ulp):
     v = sweep(dtype)
+    v = v[np.abs(v) >= np.finfo(dtype).tiny]      # denormals: the next test
     got = kernel_tanh(v, dtype).astype(np.float64)
     want = np.tanh(v.astype(np.float64))
     ulps = np.abs(got - want) / np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
     assert ulps.max() <= max_ulp
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_denormals_are_flushed_to_zero_in_the_kernels(isa, dtype):
+    """The kernels run with FTZ and DAZ: denormal inputs and results are 0."""
+    tiny = np.finfo(dtype).tiny
+    got = kernel_tanh([tiny / 2, -tiny / 3, tiny / 2**20, tiny, -tiny], dtype)
+    assert list(got[:3]) == [0, 0, 0]
+    assert list(got[3:]) == [tiny, -tiny]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_callers_floating_point_mode_is_given_back(isa, dtype):
+    """After a kernel call NumPy still computes with denormals (MXCSR restored)."""
+    kernel_tanh([0.5], dtype)
+    tiny = np.finfo(dtype).tiny
+    assert np.array(tiny, dtype) / 4 > 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -16,6 +16,9 @@ ones included, reads or writes out of bounds. ``functional.py`` checks the user'
 (with messages in the user's terms) before these are called; nothing below raises inside
 ``nogil`` code.
 
+The recurrence kernels run with denormals flushed to zero (MXCSR's FTZ and DAZ, the
+caller's MXCSR given back on return; ``_vmath.h`` says why and what it costs).
+
 The policy (instruction set of the element-wise passes, who computes the products) is
 one value that :func:`set_isa` and :func:`set_whole_sequence_gemm` swap whole; each call
 reads it once, at its start, into the plan its loops receive (``_plan.pxd``). The
@@ -209,7 +212,9 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef const floating *w_ih_p = &w_ih[0, 0] if K else NULL
     work_arr = np.empty(workspace_size(&plan, H, K, 1, floating is float), dtype=dtype)
     cdef floating[::1] work = work_arr
+    cdef unsigned int csr
     with nogil:
+        csr = rnn_flush_denormals()       # given back below; nothing raises
         if R:
             # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every step; one
             # product over all rows of all steps when the call runs the whole batch
@@ -239,6 +244,7 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                         step_pass(&plan, relu, <int>H, h, &scratch[i - row0, 0], &b[0])
                     elif not (reverse and t == lengths[i]):   # that slot holds h0
                         memset(h, 0, row_bytes)
+        rnn_restore_mxcsr(csr)
     return hs_arr
 
 
@@ -286,7 +292,9 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
     cdef int out_slot = 0 if reverse else 1
     cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
+    cdef unsigned int csr
     with nogil:
+        csr = rnn_flush_denormals()       # given back below; nothing raises
         for i in range(row0, row1):      # rows of length 0 pass dh_n through
             memcpy(&dh0[i, 0], &dh_n[i, 0], row_bytes)
         if R and T:
@@ -313,6 +321,7 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
                     t_initial = lengths[i] - 1 if reverse else 0
                     if t == t_initial and t < lengths[i]:
                         memcpy(&dh0[i, 0], &carry[i - row0, 0], row_bytes)
+        rnn_restore_mxcsr(csr)
 
 
 def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
@@ -349,7 +358,9 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
     work_arr = np.empty(workspace_size(&plan, max(H, K), M, H, floating is float),
                         dtype=dtype)
     cdef floating[::1] work = work_arr
+    cdef unsigned int csr
     with nogil:
+        csr = rnn_flush_denormals()       # given back below; nothing raises
         # (R × K) = (T·B × R)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t, rows row0..row1
         seq_product(&plan, R, <int>K, M, delta_p, 1, H, x_p, K, 1,
                     &dw_ih[row0, 0] if K else NULL, K, False, &work[0])
@@ -361,6 +372,7 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
         for j in range(row0, row1):
             db[j] = 0
         sum_rows(&plan, M, <int>R, H, &db[row0], delta_p)
+        rnn_restore_mxcsr(csr)
 
 
 def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
@@ -417,11 +429,14 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
     cdef Plan plan = make_plan(B, H, floating is float)
     work_arr = np.empty(workspace_size(&plan, K, H, 1, floating is float), dtype=dtype)
     cdef floating[::1] work = work_arr
+    cdef unsigned int csr
     with nogil:
+        csr = rnn_flush_denormals()       # given back below; nothing raises
         # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
         seq_product(&plan, M, <int>K, H, &delta[0, 0, 0] if H else NULL, H, 1,
                     &w_ih[0, 0] if H else NULL, K, 1, &dx[0, 0, 0], K, accumulate,
                     &work[0])
+        rnn_restore_mxcsr(csr)
 
 
 def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if trans_a

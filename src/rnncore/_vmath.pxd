@@ -39,6 +39,8 @@ cdef extern from "_vmath.h" nogil:
     const char *rnn_vm_name(int index)
     int rnn_vm_step_nr(const rnn_vm_table *t, long B, long H, int single)
     int rnn_vm_tables_have_gemm(int isa)
+    unsigned int rnn_flush_denormals()
+    void rnn_restore_mxcsr(unsigned int caller)
     void rnn_policy_init()
     void rnn_policy_store(int isa, int own_gemm)
     rnn_policy rnn_policy_load()
