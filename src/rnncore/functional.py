@@ -34,9 +34,11 @@ except ImportError:  # pragma: no cover - exercised only without a build
     _kernels = None
 
 _BACKENDS = {"cython": _kernels, "numpy": reference} if _kernels else {"numpy": reference}
+_FASTEST = next(iter(_BACKENDS.values()))
 if _kernels:
     _parallel.configure_kernel_blas(_kernels)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_ndarray = np.ndarray                    # one global look-up per parameter, not two
 _NONLINEARITIES = ("tanh", "relu")
 
 
@@ -53,7 +55,7 @@ def backends() -> tuple[str, ...]:
 
 def _backend_module(backend):
     if backend is None:
-        return next(iter(_BACKENDS.values()))
+        return _FASTEST
     if not isinstance(backend, str) or backend not in _BACKENDS:
         raise ValueError(
             f"backend must be one of {tuple(_BACKENDS)} or None; got {backend!r}")
@@ -188,7 +190,7 @@ def _read_params(params: Mapping[str, Any]) -> tuple[_Plan, list[np.ndarray]]:
                         f"got {type(params).__name__}")
     arrays, signature = [], []
     for key, value in params.items():
-        if type(value) is not np.ndarray or not value.dtype.isnative:
+        if type(value) is not _ndarray or not value.dtype.isnative:
             value = _as_array(f"params[{key!r}]", value)
         arrays.append(value)
         signature.append((key, value.shape, value.dtype))
@@ -214,9 +216,11 @@ class _Plan:
         ``grad_slots[l][d]``: the positions of the same four in ``grad_keys``.
     zero_bias : ndarray, shape (H,), read-only
         The bias of a configuration without bias.
+    widest_input : int
+        max(K, D*H), the widest input of a layer, for ``_kernels.check_sizes``.
     """
 
-    __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias")
+    __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias", "widest_input")
 
     def __init__(self, cfg: _Config, keys: list[str]):
         self.cfg = cfg
@@ -232,6 +236,7 @@ class _Plan:
                                       for direction in layer) for layer in names)
         self.zero_bias = np.zeros(cfg.hidden_size, dtype=cfg.dtype)
         self.zero_bias.setflags(write=False)
+        self.widest_input = max(cfg.input_size, cfg.D * cfg.hidden_size)
 
 
 @functools.lru_cache(maxsize=64)
@@ -283,26 +288,28 @@ def _config_for(signature: tuple) -> _Config:
     return cfg
 
 
-def _layer_weights(plan: _Plan, arrays, positions, snapshot: bool):
-    """(w_ih, w_hh, b) of one layer-direction: C-contiguous, b = b_ih + b_hh.
+def _layer_weights(plan: _Plan, arrays, layer: int, snapshot: bool) -> list[tuple]:
+    """[(w_ih, w_hh, b) of each direction] of one layer: C-contiguous, b = b_ih + b_hh.
 
     With ``snapshot`` the weights are private copies: the record keeps them, so that
     backward differentiates the weights forward used even if the caller's arrays change
     in between (an optimiser step, say). Without it they are the caller's arrays
     whenever those are already C-contiguous.
     """
-    i_ih, i_hh, i_bih, i_bhh = positions
-    if snapshot:
-        w_ih, w_hh = arrays[i_ih].copy(), arrays[i_hh].copy()      # C order
-    else:
-        w_ih, w_hh = np.ascontiguousarray(arrays[i_ih]), np.ascontiguousarray(arrays[i_hh])
-    b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
-    return w_ih, w_hh, b
+    ws = []
+    for i_ih, i_hh, i_bih, i_bhh in plan.layers[layer]:
+        if snapshot:
+            w_ih, w_hh = arrays[i_ih].copy(), arrays[i_hh].copy()      # C order
+        else:
+            w_ih = np.ascontiguousarray(arrays[i_ih])
+            w_hh = np.ascontiguousarray(arrays[i_hh])
+        b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
+        ws.append((w_ih, w_hh, b))
+    return ws
 
 
-def _read_lengths(lengths, B: int, T: int) -> np.ndarray | None:
-    if lengths is None:
-        return None
+def _read_lengths(lengths, B: int, T: int) -> np.ndarray:
+    """Check the lengths a caller gave; a private (B,) int64 copy."""
     a = _as_array("lengths", lengths)
     if a.ndim == 0:
         a = a.reshape(1)
@@ -322,6 +329,8 @@ def _read_lengths(lengths, B: int, T: int) -> np.ndarray | None:
 
 def _as_weights_dtype(name: str, value, dtype: np.dtype) -> np.ndarray:
     """An array of floats in the weights' dtype, or a TypeError naming both dtypes."""
+    if type(value) is np.ndarray and value.dtype == dtype:    # native order, as dtype is
+        return value
     a = _as_array(name, value)
     _check_float(name, a)
     if a.dtype != dtype:
@@ -344,9 +353,9 @@ def _check_state(name: str, h, cfg: _Config, B: int, unbatched: bool) -> np.ndar
     return np.ascontiguousarray(a.reshape(LD, B, cfg.hidden_size))
 
 
-def _padded_mask(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
+def _padded_mask(lengths: np.ndarray, T: int) -> np.ndarray | None:
     """(T, B) boolean, True at padded steps; None when nothing is padded."""
-    if lengths is None or (lengths == T).all():
+    if (lengths == T).all():
         return None
     return np.arange(T)[:, None] >= lengths[None, :]
 
@@ -418,17 +427,17 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     record : Record
         What :func:`backward` needs.
     """
-    module = _backend_module(backend)
+    module = _FASTEST if backend is None else _backend_module(backend)
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
     plan, arrays = _read_params(params)
     cfg = plan.cfg
     x = _as_weights_dtype("x", x, cfg.dtype)
-    if x.ndim not in (2, 3):
+    unbatched = x.ndim == 2
+    if not unbatched and x.ndim != 3:
         raise ValueError(f"x must have shape (T, B, {cfg.input_size}), "
                          f"(B, T, {cfg.input_size}) with batch_first=True, or "
                          f"(T, {cfg.input_size}) unbatched; got {x.shape}")
-    unbatched = x.ndim == 2
     if unbatched:
         x = x[:, None, :]
     elif batch_first:
@@ -438,16 +447,17 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
         raise ValueError(f"x must have {cfg.input_size} features in its last axis "
                          f"(input_size of params['weight_ih_l0']); got shape "
                          f"{x.shape if not batch_first or unbatched else (B, T, K)}")
-    lengths = _read_lengths(lengths, B, T)
+    if lengths is not None:
+        lengths = _read_lengths(lengths, B, T)
     H, D = cfg.hidden_size, cfg.D
     LD = cfg.num_layers * D
     if module is _kernels:               # before anything is copied or allocated
-        _kernels.check_sizes(T, B, max(K, D * H), H)
+        _kernels.check_sizes(T, B, plan.widest_input, H)
     if h0 is None:
-        h0 = np.zeros((LD, B, H), dtype=cfg.dtype)
+        h0 = np.zeros((LD, B, H), cfg.dtype)
     else:
         h0 = _check_state("h0", h0, cfg, B, unbatched)
-    padded = _padded_mask(lengths, T)
+    padded = None if lengths is None else _padded_mask(lengths, T)
     if padded is not None:
         x = np.array(x, order="C")       # a private copy: padded steps are zeroed
         x[padded] = 0
@@ -457,11 +467,11 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     relu = nonlinearity == "relu"
 
     weights, inputs, states = [], [], []
-    h_n = np.empty((LD, B, H), dtype=cfg.dtype)
+    h_n = np.empty((LD, B, H), cfg.dtype)
     layer_in = x
-    for layer, positions in enumerate(plan.layers):
+    for layer in range(cfg.num_layers):
         first = layer * D                # the index in h0 and h_n of the forward direction
-        ws = [_layer_weights(plan, arrays, p, snapshot_weights) for p in positions]
+        ws = _layer_weights(plan, arrays, layer, snapshot_weights)
         if D == 1:
             hs = [module.layer_forward(layer_in, *ws[0], h0[first], steps, False, relu)]
         else:
@@ -472,10 +482,10 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
         weights.append(ws)
         inputs.append(layer_in)
         states.append(hs)
-        layer_in = _layer_output(hs, T, B, H, padded)
+        layer_in = hs[0][1:] if D == 1 else _layer_output(hs, T, B, H, padded)
     output = layer_in
-    if D == 1 and output.base is not None:
-        output = output.copy()          # the record keeps hs; the caller owns output
+    if D == 1:
+        output = output.copy()          # a view of hs, which the record keeps
     record = Record(plan, module, relu, weights, inputs, states, steps, padded, T, B,
                     batch_first, unbatched)
     return _to_user_layout(output, batch_first, unbatched), \
@@ -491,9 +501,11 @@ def _full_lengths(B: int, T: int) -> np.ndarray:
 
 
 def _layer_output(hs, T, B, H, padded):
-    """Concatenate the directions' states into the layer's output (T, B, D*H)."""
-    if len(hs) == 1:
-        return hs[0][1:]                 # forward states are already 0 at padded steps
+    """Concatenate the two directions' states into the layer's output (T, B, 2H).
+
+    (With one direction the output is ``hs[0][1:]``: forward states are already 0 at
+    padded steps.)
+    """
     out = np.empty((T, B, 2 * H), dtype=hs[0].dtype)
     out[:, :, :H] = hs[0][1:]
     out[:, :, H:] = hs[1][:T]
@@ -541,10 +553,10 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     H, D, L = cfg.hidden_size, cfg.D, cfg.num_layers
     out_shape_tm = (T, B, D * H)
     dy = _read_dy(dy, record, out_shape_tm)
-    dh_n = (np.zeros((L * D, B, H), dtype=cfg.dtype) if dh_n is None
+    dh_n = (np.zeros((L * D, B, H), cfg.dtype) if dh_n is None
             else _check_state("dh_n", dh_n, cfg, B, record.unbatched))
     grads = [None] * len(plan.grad_keys)
-    dh0 = np.empty((L * D, B, H), dtype=cfg.dtype)
+    dh0 = np.empty((L * D, B, H), cfg.dtype)
     dx = None
     for layer in reversed(range(L)):
         x, ws, hs = record.inputs[layer], record.weights[layer], record.states[layer]
@@ -556,7 +568,7 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
             results = _parallel.map_directions(module.layer_backward, [
                 (x, ws[d][0], ws[d][1], hs[d], dy[:, :, d * H:(d + 1) * H], dh_n[first + d],
                  record.lengths, d == 1, record.relu) for d in range(D)])
-        dx = np.empty(x.shape, dtype=cfg.dtype) if layer > 0 or need_dx else None
+        dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
         if dx is not None:
             _input_grad(module, results, ws, dx)
             if record.padded is not None:
