@@ -453,10 +453,10 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     LD = cfg.num_layers * D
     if module is _kernels:               # before anything is copied or allocated
         _kernels.check_sizes(T, B, plan.widest_input, H)
-    if h0 is None:
-        h0 = np.zeros((LD, B, H), cfg.dtype)
-    else:
-        h0 = _check_state("h0", h0, cfg, B, unbatched)
+    # h_n doubles as the zero h0: slot l·D+d is read by layer l's kernels and written
+    # only after they return.
+    h_n = np.zeros((LD, B, H), cfg.dtype)
+    h0 = h_n if h0 is None else _check_state("h0", h0, cfg, B, unbatched)
     padded = None if lengths is None else _padded_mask(lengths, T)
     if padded is not None:
         x = np.array(x, order="C")       # a private copy: padded steps are zeroed
@@ -467,7 +467,6 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     relu = nonlinearity == "relu"
 
     weights, inputs, states = [], [], []
-    h_n = np.empty((LD, B, H), cfg.dtype)
     layer_in = x
     for layer in range(cfg.num_layers):
         first = layer * D                # the index in h0 and h_n of the forward direction
