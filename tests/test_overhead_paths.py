@@ -91,3 +91,17 @@ def test_without_snapshot_non_contiguous_weights_are_copied_and_give_the_same_re
     dy = rng.standard_normal((T, B, 2 * H)).astype(dtype)
     got = run(x, params, dy, backend=backend, snapshot_weights=False)
     assert_same_call(got, oracle(x, params, dy), dtype)
+
+
+@pytest.mark.parametrize("lengths", [None, [T, 2]], ids=["full", "padded"])
+def test_omitted_h0_gives_what_explicit_zeros_give_in_every_layer_and_direction(
+        backend, dtype, rng, lengths):
+    """forward without h0 starts every layer-direction from 0 (h_n is where it starts)."""
+    params = random_params(rng, dtype)
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, 2 * H)).astype(dtype)
+    zeros = np.zeros((2 * L, B, H), dtype)
+    got = run(x, params, dy, lengths=lengths, backend=backend)
+    want = run(x, params, dy, h0=zeros, lengths=lengths, backend=backend)
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *got[1]], got[0], want[0]):
+        np.testing.assert_array_equal(g, w, err_msg=name)

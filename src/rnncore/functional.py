@@ -329,7 +329,7 @@ def _read_lengths(lengths, B: int, T: int) -> np.ndarray:
 
 def _as_weights_dtype(name: str, value, dtype: np.dtype) -> np.ndarray:
     """An array of floats in the weights' dtype, or a TypeError naming both dtypes."""
-    if type(value) is np.ndarray and value.dtype == dtype:    # native order, as dtype is
+    if type(value) is np.ndarray and value.dtype == dtype:    # dtype is native: so is value
         return value
     a = _as_array(name, value)
     _check_float(name, a)
@@ -366,7 +366,9 @@ class Record:
     It holds private copies of the weights forward used, the hidden states of every
     layer-direction and each layer's input; it is never modified, so one record can be
     back-propagated any number of times. Changing the parameters in place after forward
-    (an optimiser step) does not change what backward differentiates. The input ``x`` is
+    (an optimiser step) does not change what backward differentiates, unless forward was
+    called with ``snapshot_weights=False``: the record then shares the caller's
+    C-contiguous weight arrays. The input ``x`` is
     kept by reference when it was already C-contiguous and unpadded (a copy would double
     the memory of the call): changing its values in place before backward changes
     ∂W_ih of the first layer accordingly, as it would in any framework that does not
