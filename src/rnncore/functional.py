@@ -471,13 +471,14 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     weights, inputs, states = [], [], []
     layer_in = x
     for layer in range(cfg.num_layers):
-        first = layer * D                # the index in h0 and h_n of the forward direction
+        first = layer * D                # the index in h0 and h_n of the forward one
         ws = _layer_weights(plan, arrays, layer, snapshot_weights)
         if D == 1:
             hs = [module.layer_forward(layer_in, *ws[0], h0[first], steps, False, relu)]
         else:
             hs = _parallel.map_directions(module.layer_forward, [
-                (layer_in, *w, h0[first + d], steps, d == 1, relu) for d, w in enumerate(ws)])
+                (layer_in, *w, h0[first + d], steps, d == 1, relu)
+                for d, w in enumerate(ws)])
             h_n[first + 1] = hs[1][0]
         h_n[first] = hs[0][T] if padded is None else hs[0][steps, np.arange(B)]
         weights.append(ws)
@@ -561,7 +562,7 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     dx = None
     for layer in reversed(range(L)):
         x, ws, hs = record.inputs[layer], record.weights[layer], record.states[layer]
-        first = layer * D                # the index in dh_n and dh0 of the forward direction
+        first = layer * D                # the index in dh_n and dh0 of the forward one
         if D == 1:
             results = [module.layer_backward(x, ws[0][0], ws[0][1], hs[0], dy, dh_n[first],
                                              record.lengths, False, record.relu)]
