@@ -116,7 +116,7 @@ def _another_thread_inside_a_parallel_call():
         inside.wait(TIMEOUT)
         release.wait(TIMEOUT)
 
-    thread = threading.Thread(target=_parallel._run_pair, args=(wait, wait))
+    thread = threading.Thread(target=_parallel._run_parts, args=([wait, wait],))
     thread.start()
     inside.wait(TIMEOUT)
     try:

@@ -86,8 +86,9 @@ def test_tanh_keeps_nan(isa, dtype):
     assert np.isnan(kernel_tanh([np.nan], dtype)).all()
 
 
+# B = 8 and 20 (6k + 2) end the packed products on two row tiles of 4
 @pytest.mark.parametrize("B, H", [(1, 64), (3, 7), (4, 32), (7, 40), (16, 128), (13, 33),
-                                  (2, 1), (40, 300)])
+                                  (2, 1), (40, 300), (8, 64), (20, 70)])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_every_path_matches_the_reference(isa, B, H, nonlinearity, dtype):

@@ -75,19 +75,55 @@ def test_backward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cuts
     np.testing.assert_array_equal(got_dh0, dh0)
 
 
-@pytest.mark.parametrize("cuts", [[0, 1, 70], [0, 32, 70], [0, 16, 33, 50, 70],
-                                  [0, 69, 70]], ids=str)
-def test_weight_gradient_rows_computed_in_ranges_give_the_whole_bits(path, dtype, cuts):
-    a = layer(dtype)
+# H = 70 splits the weight gradients by columns; H = 600 (float32 rows of 2.4 KB) or 300
+# (float64) by rows, because the products then pack blocks of Δᵀ
+@pytest.mark.parametrize("wide", [False, True], ids=["columns", "rows"])
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_weight_gradients_computed_in_parts_give_the_whole_bits(path, dtype, parts, wide):
+    H = (600 if dtype == np.float32 else 300) if wide else 70
+    a = layer(dtype, T=3, B=5, K=37, H=H)
     hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
                                 a["lengths"], False, False)
     _, dw_ih, dw_hh, db, delta = _kernels.layer_backward(
         a["x"], a["w_ih"], a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], False, False)
     got = [np.full_like(g, np.nan) for g in (dw_ih, dw_hh, db)]
-    for row0, row1 in zip(cuts, cuts[1:]):
-        _kernels.backward_weights(a["x"], hs, delta, False, *got, rows=(row0, row1))
+    for i in range(parts):
+        _kernels.backward_weights(a["x"], hs, delta, False, *got, part=(i, parts))
     for g, want in zip(got, (dw_ih, dw_hh, db)):
         np.testing.assert_array_equal(g, want)
+
+
+@pytest.mark.parametrize("cuts", [[0, 1, 7], [0, 3, 7], [0, 2, 4, 6, 7]], ids=str)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_input_projection_in_ranges_of_steps_then_the_recurrence_gives_the_whole_bits(
+        path, dtype, cuts, reverse):
+    a = layer(dtype)
+    args = (a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"], a["lengths"], reverse, False)
+    whole = _kernels.layer_forward(*args)
+    out = np.full_like(whole, np.nan)
+    for t0, t1 in zip(cuts, cuts[1:]):
+        _kernels.input_projection(a["x"], a["w_ih"], out, reverse, steps=(t0, t1))
+    _kernels.layer_forward(*args, out=out, projected=True)
+    np.testing.assert_array_equal(out, whole)
+
+
+@pytest.mark.parametrize("part", [(2, 2), (-1, 2), (0, 0)])
+def test_a_part_that_is_not_one_of_n_is_rejected(part):
+    a = layer(np.float32)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    grads = [np.empty((70, 37), np.float32), np.empty((70, 70), np.float32),
+             np.empty(70, np.float32)]
+    with pytest.raises(ValueError, match=r"part must be \(i, n\) with 0 <= i < n"):
+        _kernels.backward_weights(a["x"], hs, np.zeros((7, 13, 70), np.float32), False,
+                                  *grads, part=part)
+
+
+def test_projected_without_out_is_rejected():
+    a = layer(np.float32)
+    with pytest.raises(ValueError, match="projected=True needs out"):
+        _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                               a["lengths"], False, False, projected=True)
 
 
 @pytest.mark.parametrize("isa", [i for i in _kernels.supported_isas() if i != "baseline"])

@@ -26,6 +26,7 @@
 #define RNN_G_KB 256
 #define RNN_G_MB 96
 #define RNN_G_WIDE 4        /* panels a single row runs against at once */
+#define RNN_G_PACKJ 8       /* columns packed together when they are strided */
 
 /* Elements of a packed K×N matrix in panels of nr columns. */
 static inline long rnn_packed_size(long K, int N, int nr)
@@ -35,14 +36,22 @@ static inline long rnn_packed_size(long K, int N, int nr)
 
 
 #define RNN_GPACK(NAME, T)                                                          \
-/* Pack the K×N matrix whose element (k, j) is m[k·sk + j·sc] into nr-column panels. */ \
+/* Pack the K×N matrix whose element (k, j) is m[k·sk + j·sc] into nr-column panels. \
+ * Where the columns are contiguous (sc = 1) a panel is copied row by row; else      \
+ * (Wᵀ read off a row-major W) in groups of RNN_G_PACKJ columns, each a run of m     \
+ * in memory: a whole panel's nr runs at a stride of 4 KB or more would map onto    \
+ * the same few L1 sets and evict each other between consecutive k. */              \
 static void NAME(long K, int N, int nr, const T *restrict m, long sk, long sc,      \
                  T *restrict out)                                                   \
 {                                                                                   \
-    for (int p = 0; p < N; p += nr)                                                 \
-        for (long k = 0; k < K; k++)                                                \
-            for (int j = 0; j < nr; j++)                                            \
-                *out++ = p + j < N ? m[k * sk + (long)(p + j) * sc] : (T)0;         \
+    for (int p = 0; p < N; p += nr, out += (long)nr * K) {                          \
+        int np = N - p < nr ? N - p : nr;                                           \
+        int group = sc == 1 ? nr : RNN_G_PACKJ;                                     \
+        for (int j0 = 0; j0 < nr; j0 += group)                                      \
+            for (long k = 0; k < K; k++)                                            \
+                for (int j = j0; j < j0 + group && j < nr; j++)                     \
+                    out[k * nr + j] = j < np ? m[k * sk + (long)(p + j) * sc] : (T)0; \
+    }                                                                               \
 }
 RNN_GPACK(rnn_pack_s, float)
 RNN_GPACK(rnn_pack_d, double)
@@ -233,11 +242,23 @@ static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long 
                 const T *w = wb + (long)p * kb;                                     \
                 int ncols = N - p < 2 * L ? N - p : 2 * L;                          \
                 long r = m0;                                                        \
-                for (; r + RNN_G_MR <= m1; r += RNN_G_MR)                           \
+                /* rows left 6k + 2 end on two tiles of 4, not on one of 2: a tile of  \
+                 * 2 rows has too few accumulators to hide the FMA latency (A unpacked \
+                 * only: a packed A's panels are RNN_G_MR rows, which a tile of 4     \
+                 * starting at row 4 of one would cross) */                          \
+                long full_end = !abuf && (m1 - m0) % RNN_G_MR == 2                  \
+                                && m1 - m0 > RNN_G_MR ? m1 - RNN_G_MR - 2 : m1;     \
+                for (; r + RNN_G_MR <= full_end; r += RNN_G_MR)                     \
                     rnn_gmk_##SFX(RNN_G_MR, kb, ab + (r - m0) / RNN_G_MR * apanel, abr, abk,\
                                   w, c + r * ldc + p, ldc, ncols, acc);             \
                 const T *ar0 = ab + (r - m0) / RNN_G_MR * apanel;                   \
                 T *cr0 = c + r * ldc + p;                                           \
+                if (full_end < m1) {                                                \
+                    rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc);   \
+                    rnn_gmk_##SFX(4, kb, ar0 + 4 * abr, abr, abk, w, cr0 + 4 * ldc, ldc,\
+                                  ncols, acc);                                      \
+                    continue;                                                       \
+                }                                                                   \
                 switch (m1 - r) {                                                   \
                 case 5: rnn_gmk_##SFX(5, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
                 case 4: rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\

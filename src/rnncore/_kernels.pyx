@@ -165,13 +165,16 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                   const int64_t[::1] lengths,       # IN  (B,)  in [0, T]
                   bint reverse, bint relu,
                   out=None,                         # OUT (T+1, B, H), optional
-                  rows=None):                       # (row0, row1), optional
+                  rows=None,                        # (row0, row1), optional
+                  bint projected=False):
     """Run one layer in one direction; see ``reference.layer_forward``.
 
     The rows of a batch are independent recurrences: with ``out`` and ``rows`` the
     call computes rows [row0, row1) of the batch into ``out`` (the other rows are left
     as they are), so that threads can each run a range of rows into one array. A row
-    gets the same bits whatever range it runs in.
+    gets the same bits whatever range it runs in. With ``projected``, ``out`` already
+    holds the input projection (:func:`input_projection`) and the call runs only the
+    recurrence.
 
     Returns
     -------
@@ -188,6 +191,8 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef Py_ssize_t row1 = B if rows is None else rows[1]
     check_rows("rows", row0, row1, B)
     dtype = np.float32 if floating is float else np.float64
+    if projected and out is None:
+        raise ValueError("projected=True needs out, holding the input projection")
     hs_arr = np.empty((T + 1, B, H), dtype=dtype) if out is None else out
     cdef floating[:, :, ::1] hs = hs_arr
     expect_shape("out", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
@@ -218,7 +223,9 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
         if R:
             # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every step; one
             # product over all rows of all steps when the call runs the whole batch
-            if R == B and T:
+            if projected:
+                pass                         # out holds x_t W_ihᵀ already
+            elif R == B and T:
                 seq_product(&plan, T * B, <int>H, K, &x[0, 0, 0] if K else NULL, K, 1,
                             w_ih_p, 1, K, &hs[out_slot, 0, 0], H, False, &work[0])
             else:
@@ -246,6 +253,52 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                         memset(h, 0, row_bytes)
         rnn_restore_mxcsr(csr)
     return hs_arr
+
+
+def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
+                     const floating[:, ::1] w_ih,   # IN  (H, K)
+                     floating[:, :, ::1] out,       # OUT (T+1, B, H), layer_forward's hs
+                     bint reverse,
+                     steps=None):                   # (t0, t1), optional
+    """The input projection x_t W_ihᵀ of steps [t0, t1) (all when ``steps`` is None)
+    into the slots of ``out`` where :func:`layer_forward` keeps h_t; then
+    ``layer_forward(..., out=out, projected=True)`` runs the recurrence.
+
+    Each row of the product is computed alone on the packed kernels, so steps split
+    over threads give the bits of one call; with the BLAS they may not.
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_ih.shape[0]
+    cdef Sizes sz = Sizes(T, B, K, H)
+    check_sizes_c(sz)
+    expect_shape("w_ih", 2, w_ih.shape, H, K, 0, sz, "x and w_ih")
+    expect_shape("out", 3, out.shape, T + 1, B, H, sz, "x and w_ih")
+    cdef Py_ssize_t t0 = 0 if steps is None else steps[0]
+    cdef Py_ssize_t t1 = T if steps is None else steps[1]
+    check_rows("steps", t0, t1, T)
+    cdef Py_ssize_t M = (t1 - t0) * B
+    if M == 0:
+        return
+    dtype = np.float32 if floating is float else np.float64
+    cdef Plan plan = make_plan(B, H, floating is float)
+    cdef int out_slot = 0 if reverse else 1
+    work_arr = np.empty(workspace_size(&plan, H, K, 1, floating is float), dtype=dtype)
+    cdef floating[::1] work = work_arr
+    cdef unsigned int csr
+    with nogil:
+        csr = rnn_flush_denormals()       # given back below; nothing raises
+        # (M × H) = (M × K)(H × K)ᵀ over the rows of steps t0..t1
+        seq_product(&plan, M, <int>H, K, &x[t0, 0, 0] if K else NULL, K, 1,
+                    &w_ih[0, 0] if K else NULL, 1, K, &out[t0 + out_slot, 0, 0], H,
+                    False, &work[0])
+        rnn_restore_mxcsr(csr)
+
+
+def splits_are_exact(Py_ssize_t B, Py_ssize_t H, bint single):
+    """Whether the current policy computes every row of every product alone (the
+    packed per-step form and the packed whole-sequence products), so that splitting a
+    call by batch rows, steps or rows of the weight gradients changes no bit."""
+    cdef Plan plan = make_plan(B, H, single)
+    return plan.form == PACKED and bool(plan.policy.own_gemm)
 
 
 def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
@@ -324,6 +377,15 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
         rnn_restore_mxcsr(csr)
 
 
+cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
+                           Py_ssize_t align) noexcept:
+    """The start of part i of [0, n) in ``parts``, on a multiple of ``align``."""
+    if i >= parts:
+        return n
+    cdef Py_ssize_t c = (n * i // parts + align // 2) // align * align
+    return c if c < n else n
+
+
 def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
                      const floating[:, :, ::1] hs,  # IN  (T+1, B, H) from layer_forward
                      const floating[:, :, ::1] delta,  # IN  (T, B, H) from backward_steps
@@ -331,10 +393,16 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
                      floating[:, ::1] dw_ih,        # OUT (H, K)
                      floating[:, ::1] dw_hh,        # OUT (H, H)
                      floating[::1] db,              # OUT (H,)
-                     rows=None):                    # (row0, row1) of the H rows, optional
-    """The whole-sequence products of BPTT: rows [row0, row1) of ∂W_ih, ∂W_hh and ∂b
-    (all when ``rows`` is None). Each element is one sum over all T·B rows of δ, in
-    the same order whatever range it is computed in. See :func:`layer_backward`.
+                     part=None):                    # (i, n): part i of n, optional
+    """The whole-sequence products of BPTT: ∂W_ih, ∂W_hh and ∂b, or with ``part =
+    (i, n)`` the i-th of n disjoint parts of them, so that n threads together compute
+    all of it. Each element is one sum over all T·B rows of δ, in the same order
+    whatever part it is computed in. See :func:`layer_backward`.
+
+    The parts are ranges of columns of ∂W_ih and ∂W_hh, where each thread then packs
+    only its columns of X and H_prev; or ranges of their rows where the products pack
+    blocks of Δᵀ as well (H·itemsize ≥ 2 KB), so that no thread packs what another
+    packs. ∂b is split by rows.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = delta.shape[2]
     cdef Sizes sz = Sizes(T, B, K, H)
@@ -344,34 +412,49 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
     expect_shape("dw_ih", 2, dw_ih.shape, H, K, 0, sz, "x and delta")
     expect_shape("dw_hh", 2, dw_hh.shape, H, H, 0, sz, "x and delta")
     expect_shape("db", 1, db.shape, H, 0, 0, sz, "x and delta")
-    cdef Py_ssize_t row0 = 0 if rows is None else rows[0]
-    cdef Py_ssize_t row1 = H if rows is None else rows[1]
-    check_rows("rows", row0, row1, H)
-    cdef Py_ssize_t R = row1 - row0, M = T * B, j
-    if R == 0:
-        return
+    cdef Py_ssize_t i = 0 if part is None else part[0]
+    cdef Py_ssize_t n = 1 if part is None else part[1]
+    if not 0 <= i < n:
+        raise ValueError(f"part must be (i, n) with 0 <= i < n; got {part!r}")
+    cdef Py_ssize_t M = T * B, j
     dtype = np.float32 if floating is float else np.float64
     cdef Plan plan = make_plan(B, H, floating is float)
-    cdef int prev_slot = 1 if reverse else 0
+    cdef bint by_rows = rnn_gemm_packs_a(H, sizeof(floating))
+    # cuts on multiples of the widest panel (AVX-512's, 64 bytes · 2), the same under
+    # every policy: the parts of one product may run under different ones
+    cdef Py_ssize_t align = 128 // sizeof(floating)
+    # rows [r0, r1) of both; columns [k0, k1) of ∂W_ih and [c0, c1) of ∂W_hh
+    cdef Py_ssize_t r0 = 0, r1 = H, k0 = 0, k1 = K, c0 = 0, c1 = H
+    cdef Py_ssize_t b0 = cut(H, i, n, 1), b1 = cut(H, i + 1, n, 1)   # rows of ∂b
+    if by_rows:
+        r0, r1 = cut(H, i, n, RNN_G_MR), cut(H, i + 1, n, RNN_G_MR)
+    else:
+        k0, k1 = cut(K, i, n, align), cut(K, i + 1, n, align)
+        c0, c1 = cut(H, i, n, align), cut(H, i + 1, n, align)
+    cdef Py_ssize_t R = r1 - r0
     cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
-    cdef const floating *delta_p = &delta[0, 0, row0] if M else NULL   # column row0 of Δ
+    cdef const floating *delta_p = &delta[0, 0, 0] if M else NULL
+    cdef const floating *h_p = &hs[1 if reverse else 0, 0, 0] if M else NULL  # H_prev
     work_arr = np.empty(workspace_size(&plan, max(H, K), M, H, floating is float),
                         dtype=dtype)
     cdef floating[::1] work = work_arr
     cdef unsigned int csr
     with nogil:
         csr = rnn_flush_denormals()       # given back below; nothing raises
-        # (R × K) = (T·B × R)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t, rows row0..row1
-        seq_product(&plan, R, <int>K, M, delta_p, 1, H, x_p, K, 1,
-                    &dw_ih[row0, 0] if K else NULL, K, False, &work[0])
-        # (R × H) = (T·B × R)ᵀ(T·B × H): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
-        seq_product(&plan, R, <int>H, M, delta_p, 1, H,
-                    &hs[prev_slot, 0, 0] if M else NULL, H, 1,
-                    &dw_hh[row0, 0], H, False, &work[0])
+        if R and k1 > k0:
+            # (R × K') = (T·B × R)ᵀ(T·B × K'): ∂W_ih = Σ_t δ_tᵀ x_t, rows r0..r1,
+            # columns k0..k1
+            seq_product(&plan, R, <int>(k1 - k0), M, delta_p + r0, 1, H, x_p + k0, K, 1,
+                        &dw_ih[r0, k0], K, False, &work[0])
+        if R and c1 > c0:
+            # (R × H') = (T·B × R)ᵀ(T·B × H'): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
+            seq_product(&plan, R, <int>(c1 - c0), M, delta_p + r0, 1, H, h_p + c0, H, 1,
+                        &dw_hh[r0, c0], H, False, &work[0])
         # ∂b = Σ_t Σ_b δ_t
-        for j in range(row0, row1):
+        for j in range(b0, b1):
             db[j] = 0
-        sum_rows(&plan, M, <int>R, H, &db[row0], delta_p)
+        if b1 > b0:
+            sum_rows(&plan, M, <int>(b1 - b0), H, &db[b0], delta_p + b0)
         rnn_restore_mxcsr(csr)
 
 

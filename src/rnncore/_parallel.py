@@ -1,29 +1,45 @@
-"""Running the two directions of a bidirectional layer at once.
+"""rnncore's threads: the directions of a layer at once, and one direction split.
 
-The Cython kernels release the GIL, so the forward and reverse recurrences of a layer,
-which are independent, can run on two threads. The thread count follows the usual
-conventions: :func:`set_num_threads`, else ``RNNCORE_NUM_THREADS``, else
-``OMP_NUM_THREADS``, else the number of CPUs this process may use. A child made by
-``fork`` starts with no worker thread and a fresh lock (see ``_after_fork_in_child``).
+The Cython kernels release the GIL, so independent pieces of a layer's work run on
+threads: the forward and reverse recurrences of a bidirectional layer, and, within one
+direction, ranges of batch rows of the recurrence, ranges of steps of the input
+projection and of ∂x, and ranges of rows of the weight gradients. A direction is split
+only where every row of every product is computed alone (``splits_are_exact``: the
+packed kernels of AVX2 and AVX-512), so that the result has the bits of one thread.
+
+The thread count follows the usual conventions: :func:`set_num_threads`, else
+``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of CPUs this process
+may use. A child made by ``fork`` starts with no worker thread and a fresh lock (see
+``_after_fork_in_child``).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["set_num_threads", "get_num_threads", "map_directions"]
+__all__ = ["set_num_threads", "get_num_threads", "map_directions", "direction_parts",
+           "forward_direction", "backward_direction", "split_steps"]
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _num_threads: int | None = None
 
 # Below this many multiply-adds per direction, handing work to a thread costs more
 # than it saves.
 _MIN_PARALLEL_WORK = 1 << 18
+# A split section of one direction (a product, or a recurrence) gives each thread at
+# least this many multiply-adds (waking a thread costs 20-50 µs, which is 1-3 M
+# multiply-adds), and each part of a recurrence at least one micro-kernel tile of rows:
+# fewer rows per step take as long as a tile, the step being bound by its latency.
+_MIN_PART_WORK = 1 << 21
+_MIN_PART_ROWS = 6
 
 
 def _default_threads() -> int:
@@ -63,8 +79,9 @@ def set_num_threads(n: int | None) -> None:
     Parameters
     ----------
     n : int or None
-        1 runs everything on the calling thread; 2 or more lets the directions of a
-        bidirectional layer run at once.
+        1 runs everything on the calling thread; 2 or more run the directions of a
+        bidirectional layer at once, or split one direction's work over ``n`` threads
+        (batch rows, steps, rows of the weight gradients) with the bits of one thread.
     """
     global _num_threads
     if n is not None and (not isinstance(n, (int, np.integer)) or isinstance(n, bool)
@@ -83,11 +100,14 @@ def get_num_threads() -> int:
     return _num_threads if _num_threads is not None else _default_threads()
 
 
-def _get_pool() -> ThreadPoolExecutor:
-    global _pool
+def _get_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of at least ``workers`` threads (a smaller one is replaced)."""
+    global _pool, _pool_size
     with _lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnncore")
+        if _pool is None or _pool_size < workers:
+            # the old pool is left to its users: its idle threads end with it
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnncore")
+            _pool_size = workers
         return _pool
 
 
@@ -101,35 +121,111 @@ def map_directions(fn, jobs):
         return [fn(*jobs[0])]
     if not _worth_it(_work(jobs[0])):
         return [fn(*job) for job in jobs]
-    return _run_pair(lambda: fn(*jobs[0]), lambda: fn(*jobs[1]))
+    return _run_parts([functools.partial(fn, *job) for job in jobs])
 
 
-def split_steps(fn, T: int, work: int, directions: int) -> None:
-    """Call ``fn(start, stop)`` over the steps [0, T), in two halves on two threads.
+def direction_parts(module, work: int, B: int, H: int, dtype, D: int) -> int:
+    """Into how many parts to split each direction of a layer (1: not split).
 
-    Used for the whole-sequence products after a bidirectional layer's recurrences, so
-    that they too run on rnncore's two threads with a one-thread BLAS: alternating with
-    a 2-thread BLAS leaves OpenBLAS's idle worker spinning on the core the next
-    parallel section needs (medium-bi backward 19.9 ms against 15.0 ms).
+    A direction is split over all threads when at least two are allowed, the layer has
+    ``work`` ≥ ``_MIN_PARALLEL_WORK`` multiply-adds per direction, the kernels' policy
+    makes splits exact, and there is no better use for the threads: a bidirectional
+    layer on fewer than four threads runs its two directions at once instead.
     """
-    if directions < 2 or T < 2 or not _worth_it(work):
+    n = get_num_threads()
+    if n < 2 or work < _MIN_PARALLEL_WORK or (D == 2 and n < 4):
+        return 1
+    exact = getattr(module, "splits_are_exact", None)
+    if exact is None or not exact(B, H, np.dtype(dtype) == np.float32):
+        return 1
+    return n
+
+
+def forward_direction(module, parts, x, w_ih, w_hh, b, h0, lengths, reverse, relu):
+    """``module.layer_forward`` split over ``parts`` threads: the input projection by
+    ranges of steps, then the recurrence by ranges of batch rows. Same bits as one call
+    (:func:`direction_parts` checked that)."""
+    T, B, K = x.shape
+    H = w_hh.shape[0]
+    hs = np.empty((T + 1, B, H), x.dtype)
+    _run_parts([functools.partial(module.input_projection, x, w_ih, hs, reverse, steps=r)
+                for r in _ranges(T, _section_parts(parts, T * B * K * H))])
+    _run_parts([functools.partial(module.layer_forward, x, w_ih, w_hh, b, h0, lengths,
+                                  reverse, relu, out=hs, rows=r, projected=True)
+                for r in _ranges(B, _recurrence_parts(parts, T, B, H))])
+    return hs
+
+
+def backward_direction(module, parts, x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse,
+                       relu):
+    """``module.layer_backward`` split over ``parts`` threads: the recurrence of δ by
+    ranges of batch rows, then the weight gradients in parts (ranges of their rows or
+    columns, the kernel's choice). Same bits
+    and same results as one call."""
+    T, B, K = x.shape
+    H = w_hh.shape[0]
+    delta, dh0 = np.empty((T, B, H), x.dtype), np.empty((B, H), x.dtype)
+    dw_ih, dw_hh, db = np.empty((H, K), x.dtype), np.empty((H, H), x.dtype), \
+        np.empty(H, x.dtype)
+    _run_parts([functools.partial(module.backward_steps, w_hh, hs, dy, dh_n, lengths,
+                                  reverse, relu, delta, dh0, rows=r)
+                for r in _ranges(B, _recurrence_parts(parts, T, B, H))])
+    weight_parts = _section_parts(parts, T * B * (K + H) * H)
+    _run_parts([functools.partial(module.backward_weights, x, hs, delta, reverse, dw_ih,
+                                  dw_hh, db, part=(i, weight_parts))
+                for i in range(weight_parts)])
+    return dh0, dw_ih, dw_hh, db, delta
+
+
+def split_steps(fn, T: int, work: int, parts: int) -> None:
+    """Call ``fn(start, stop)`` over the steps [0, T), in ``parts`` ranges on as many
+    threads (when the work is worth it).
+
+    Used for ∂x after a layer's recurrences, so that it too runs on rnncore's threads
+    with a one-thread BLAS: alternating with a 2-thread BLAS leaves OpenBLAS's idle
+    worker spinning on the core the next parallel section needs (medium-bi backward
+    19.9 ms against 15.0 ms).
+    """
+    if parts < 2 or T < 2 or not _worth_it(work):
         fn(0, T)
         return
-    half = T // 2
-    _run_pair(lambda: fn(0, half), lambda: fn(half, T))
+    _run_parts([functools.partial(fn, *r) for r in _ranges(T, _section_parts(parts, work))])
+
+
+def _section_parts(parts: int, work: int) -> int:
+    """Parts for a section of ``work`` multiply-adds: each at least _MIN_PART_WORK."""
+    return max(1, min(parts, work // _MIN_PART_WORK))
+
+
+def _recurrence_parts(parts: int, T: int, B: int, H: int) -> int:
+    """Parts of batch rows for a recurrence: each at least _MIN_PART_ROWS rows."""
+    return max(1, min(_section_parts(parts, T * B * H * H), B // _MIN_PART_ROWS))
+
+
+def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """[0, n) in at most ``parts`` contiguous, non-empty ranges of near-equal size."""
+    parts = max(1, min(parts, n))
+    cuts = [n * i // parts for i in range(parts + 1)]
+    return list(zip(cuts, cuts[1:]))
 
 
 def _worth_it(work: int) -> bool:
     return work >= _MIN_PARALLEL_WORK and get_num_threads() >= 2
 
 
-def _run_pair(first, second):
-    """Run two callables at once, the second on the worker thread; their results."""
+def _run_parts(calls):
+    """Run the callables at once, the first here and the others on worker threads;
+    their results in order. Every call has finished when this returns or raises."""
+    if len(calls) == 1:
+        return [calls[0]()]
     with _single_threaded_blas():
-        future = _get_pool().submit(second)
-        result = first()
-        other = future.result()
-    return [result, other]
+        pool = _get_pool(len(calls) - 1)
+        futures = [pool.submit(call) for call in calls[1:]]
+        try:
+            first = calls[0]()
+        finally:
+            concurrent.futures.wait(futures)
+        return [first] + [f.result() for f in futures]
 
 
 _blas_users = 0
@@ -182,9 +278,9 @@ def _after_fork_in_child() -> None:
     count of BLAS users and one-thread OpenBLAS setting the child must not inherit.
     The thread count of :func:`set_num_threads` is kept.
     """
-    global _lock, _pool, _blas_users
+    global _lock, _pool, _pool_size, _blas_users
     _lock = threading.Lock()
-    _pool = None
+    _pool, _pool_size = None, 0
     if _blas_users:
         _blas_users = 0
         kernels = _kernels()

@@ -46,5 +46,7 @@ cdef extern from "_vmath.h" nogil:
     rnn_policy rnn_policy_load()
     long rnn_packed_size(long K, int N, int nr)
     long rnn_gemm_work(int N, long K, int nr, long ak, int elsize)
+    int rnn_gemm_packs_a(long ak, int elsize)
+    enum: RNN_G_MR
     void rnn_pack_s(long K, int N, int nr, const float *m, long sk, long sc, float *out)
     void rnn_pack_d(long K, int N, int nr, const double *m, long sk, long sc, double *out)

@@ -473,7 +473,14 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     for layer in range(cfg.num_layers):
         first = layer * D                # the index in h0 and h_n of the forward one
         ws = _layer_weights(plan, arrays, layer, snapshot_weights)
-        if D == 1:
+        parts = _parts(module, layer_in, H, D)
+        if parts > 1:
+            hs = [_parallel.forward_direction(module, parts, layer_in, *w, h0[first + d],
+                                              steps, d == 1, relu)
+                  for d, w in enumerate(ws)]
+            if D == 2:
+                h_n[first + 1] = hs[1][0]
+        elif D == 1:
             hs = [module.layer_forward(layer_in, *ws[0], h0[first], steps, False, relu)]
         else:
             hs = _parallel.map_directions(module.layer_forward, [
@@ -492,6 +499,14 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
                     batch_first, unbatched)
     return _to_user_layout(output, batch_first, unbatched), \
         (h_n[:, 0] if unbatched else h_n), record
+
+
+def _parts(module, layer_in, H: int, D: int) -> int:
+    """Into how many threads each direction of a layer is split (1: not split)."""
+    if module is not _kernels:
+        return 1
+    T, B, K = layer_in.shape
+    return _parallel.direction_parts(module, T * B * (K + H) * H, B, H, layer_in.dtype, D)
 
 
 @functools.lru_cache(maxsize=64)
@@ -563,7 +578,12 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     for layer in reversed(range(L)):
         x, ws, hs = record.inputs[layer], record.weights[layer], record.states[layer]
         first = layer * D                # the index in dh_n and dh0 of the forward one
-        if D == 1:
+        parts = _parts(module, x, H, D)
+        if parts > 1:
+            results = [_parallel.backward_direction(
+                module, parts, x, ws[d][0], ws[d][1], hs[d], dy[:, :, d * H:(d + 1) * H],
+                dh_n[first + d], record.lengths, d == 1, record.relu) for d in range(D)]
+        elif D == 1:
             results = [module.layer_backward(x, ws[0][0], ws[0][1], hs[0], dy, dh_n[first],
                                              record.lengths, False, record.relu)]
         else:
@@ -572,7 +592,7 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
                  record.lengths, d == 1, record.relu) for d in range(D)])
         dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
         if dx is not None:
-            _input_grad(module, results, ws, dx)
+            _input_grad(module, results, ws, dx, max(parts, D))
             if record.padded is not None:
                 dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
         for d, (dh0_d, dw_ih, dw_hh, db, _) in enumerate(results):
@@ -588,13 +608,14 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         dict(zip(plan.grad_keys, grads))
 
 
-def _input_grad(module, results, ws, dx) -> None:
-    """dx = Σ_d δ_d W_ih,d: written by the first direction, added by the second.
+def _input_grad(module, results, ws, dx, parts: int) -> None:
+    """dx = Σ_d δ_d W_ih,d: written by the first direction, added by the second; in
+    ``parts`` ranges of steps on as many threads.
 
     ``results`` are the directions' ``layer_backward`` results (δ last), ``ws`` their
     ``(w_ih, w_hh, b)``.
     """
-    if len(results) == 1:
+    if len(results) == 1 and parts == 1:
         module.input_grad(results[0][4], ws[0][0], dx, False)
         return
     deltas, w_ihs = [r[4] for r in results], [w[0] for w in ws]
@@ -604,7 +625,7 @@ def _input_grad(module, results, ws, dx) -> None:
             module.input_grad(delta[start:stop], w_ih, dx[start:stop], d > 0)
 
     T, B, K = dx.shape
-    _parallel.split_steps(steps, T, T * B * K * deltas[0].shape[2], len(deltas))
+    _parallel.split_steps(steps, T, T * B * K * deltas[0].shape[2], parts)
 
 
 def _read_dy(dy, record: Record, shape_tm) -> np.ndarray:

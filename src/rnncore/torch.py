@@ -51,11 +51,13 @@ class _RNNFunction(torch.autograd.Function):
         y, h_n, record = functional.forward(
             x.detach().numpy(), dict(zip(names, [w.detach().numpy() for w in weights])),
             None if hx is None else hx.detach().numpy(), lengths,
-            nonlinearity=nonlinearity, batch_first=batch_first, backend=backend)
+            nonlinearity=nonlinearity, batch_first=batch_first, backend=backend,
+            snapshot_weights=False)
         ctx.record = record
         ctx.names = names
         # Saved only so that autograd detects in-place changes to x or the weights
-        # between forward and backward (the record shares their memory).
+        # between forward and backward (the record shares their memory: no snapshot
+        # of the weights is needed, their version counters guard them).
         ctx.save_for_backward(x, *weights)
         ctx.set_materialize_grads(False)
         return torch.from_numpy(y), torch.from_numpy(h_n)
@@ -256,7 +258,8 @@ class RNN(torch.nn.RNN):
             params = dict(zip(call[0], [w.detach().numpy() for w in weights]))
             y, h_n, _ = functional.forward(
                 x.detach().numpy(), params, None if hx is None else hx.detach().numpy(),
-                lengths, nonlinearity=call[1], batch_first=batch_first, backend=call[4])
+                lengths, nonlinearity=call[1], batch_first=batch_first, backend=call[4],
+                snapshot_weights=False)
             y, h_n = torch.from_numpy(y), torch.from_numpy(h_n)
         if packed:
             y = y.reshape(T * B, -1).index_select(0, index)

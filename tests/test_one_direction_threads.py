@@ -1,0 +1,148 @@
+"""One direction on several threads: ``set_num_threads(n)`` splits a layer-direction's
+work (batch rows of the recurrences, steps of the input projection and of ∂x, parts of
+the weight gradients) and the results keep the bits of one thread.
+
+The split runs only where the kernels compute every row of every product alone (the
+packed kernels of AVX2 and AVX-512); the tests check that it did run, so that a bitwise
+match cannot come from a call that never split.
+"""
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import _parallel
+from rnncore import functional as F
+
+_kernels = pytest.importorskip("rnncore._kernels")
+
+ISAS = [isa for isa in _kernels.supported_isas() if isa != "baseline"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    _kernels.set_isa(request.param)
+    yield request.param
+    _kernels.set_isa(None)
+    rnncore.set_num_threads(None)
+
+
+@pytest.fixture
+def split_calls(monkeypatch):
+    """Counts the thread-split sections that ran, by how many parts they had; with
+    the per-section thresholds lowered, so that small cases split every section."""
+    monkeypatch.setattr(_parallel, "_MIN_PART_WORK", 1)
+    monkeypatch.setattr(_parallel, "_MIN_PART_ROWS", 1)
+    counts = {}
+    run_parts = _parallel._run_parts
+
+    def counting(calls):
+        counts[len(calls)] = counts.get(len(calls), 0) + 1
+        return run_parts(calls)
+
+    monkeypatch.setattr(_parallel, "_run_parts", counting)
+    return counts
+
+
+def _run(params, x, dy, lengths, threads):
+    rnncore.set_num_threads(threads)
+    y, h_n, record = F.forward(x, params, lengths=lengths, backend="cython")
+    dx, dh0, grads = F.backward(record, dy)
+    return [y, h_n, dx, dh0, *grads.values()]
+
+
+def _case(dtype, bidirectional, padded, T=30, B=13, K=40, H=72, layers=2):
+    rng = np.random.default_rng(5)
+    shapes = F.param_shapes(K, H, layers, bias=True, bidirectional=bidirectional)
+    params = {k: (rng.standard_normal(s) / np.sqrt(H)).astype(dtype)
+              for k, s in shapes.items()}
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, (2 if bidirectional else 1) * H)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B) if padded else None
+    return params, x, dy, lengths
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_direction_split_over_threads_keeps_the_bits_of_one_thread(
+        isa, split_calls, dtype, threads, padded):
+    case = _case(dtype, bidirectional=False, padded=padded)
+    want = _run(*case, threads=1)
+    assert not split_calls
+    got = _run(*case, threads=threads)
+    assert sum(n for parts, n in split_calls.items() if parts > 1) >= 2 * 5   # 2 layers
+    assert threads in split_calls                    # some section ran on every thread
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bidirectional_layers_split_over_four_threads_keep_the_bits_of_one_thread(
+        isa, split_calls, dtype):
+    case = _case(dtype, bidirectional=True, padded=True)
+    want = _run(*case, threads=1)
+    got = _run(*case, threads=4)
+    assert sum(n for parts, n in split_calls.items() if parts > 1) >= 2 * 2 * 4
+    assert 4 in split_calls
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_two_threads_run_the_directions_of_a_bidirectional_layer_at_once(isa, split_calls):
+    case = _case(np.float32, bidirectional=True, padded=False)
+    want = _run(*case, threads=1)
+    got = _run(*case, threads=2)
+    assert split_calls.get(2, 0) >= 2 * 2            # both layers' forward and backward
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_calls_below_the_work_threshold_are_not_split(isa, split_calls):
+    case = _case(np.float32, bidirectional=False, padded=False, T=3, B=2, K=4, H=8,
+                 layers=1)
+    _run(*case, threads=2)
+    assert not split_calls
+
+
+def test_a_recurrence_is_split_into_parts_of_at_least_a_tile_of_rows(monkeypatch):
+    monkeypatch.setattr(_parallel, "_MIN_PART_WORK", 1)
+    assert _parallel._recurrence_parts(4, T=100, B=4, H=32) == 1
+    assert _parallel._recurrence_parts(4, T=100, B=13, H=32) == 2
+    assert _parallel._recurrence_parts(4, T=100, B=64, H=32) == 4
+
+
+def test_a_section_is_split_only_into_parts_of_enough_work():
+    assert _parallel._section_parts(2, _parallel._MIN_PART_WORK - 1) == 1
+    assert _parallel._section_parts(2, 2 * _parallel._MIN_PART_WORK) == 2
+    assert _parallel._section_parts(8, 3 * _parallel._MIN_PART_WORK) == 3
+
+
+def test_the_blas_for_the_whole_sequence_products_leaves_one_direction_unsplit(
+        isa, split_calls):
+    case = _case(np.float32, bidirectional=False, padded=False)
+    _kernels.set_whole_sequence_gemm("blas")       # splits would change sums' order
+    try:
+        _run(*case, threads=2)
+    finally:
+        _kernels.set_whole_sequence_gemm(None)
+    assert not split_calls
+
+
+def test_an_error_in_one_part_waits_for_the_others_then_raises():
+    finished = []
+
+    def fails():
+        raise ValueError("part 0")
+
+    def slow():
+        import time
+        time.sleep(0.05)
+        finished.append(True)
+
+    rnncore.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="part 0"):
+            _parallel._run_parts([fails, slow])
+    finally:
+        rnncore.set_num_threads(None)
+    assert finished == [True]
