@@ -111,15 +111,16 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def map_directions(fn, jobs):
+def map_directions(fn, jobs, work: int):
     """Call ``fn(*job)`` for each job (one per direction) and return the results.
 
-    With two jobs, more than one thread allowed and enough work, the second job runs on
-    a worker thread while the first runs here. The jobs must not write to shared arrays.
+    With two jobs, more than one thread allowed and enough ``work`` (multiply-adds per
+    job), the second job runs on a worker thread while the first runs here. The jobs
+    must not write to shared arrays.
     """
     if len(jobs) == 1:
         return [fn(*jobs[0])]
-    if not _worth_it(_work(jobs[0])):
+    if not _worth_it(work):
         return [fn(*job) for job in jobs]
     return _run_parts([functools.partial(fn, *job) for job in jobs])
 
@@ -299,9 +300,3 @@ def _kernels():
     except ImportError:  # pragma: no cover - a source tree that was never built
         return None
     return _kernels
-
-
-def _work(job) -> int:
-    x, w_ih, w_hh = job[0], job[1], job[2]
-    T, B = x.shape[0], x.shape[1]
-    return T * B * (w_ih.size + w_hh.size)

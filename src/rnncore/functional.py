@@ -1,30 +1,32 @@
-"""The RNN computation without a class: validate, normalise, dispatch to a backend.
+"""The recurrent computation without a class: validate, normalise, walk the layers.
 
 Everything public in rnncore reaches the kernels through :func:`forward` and
 :func:`backward`. This module is the one place that checks user input (shapes, dtypes,
 lengths), normalises it (time-major, C-contiguous, padded steps zeroed, a private copy
 whenever something had to change) and walks the layers and directions; the backends only
-ever see one layer-direction at a time, with arrays that are already checked.
+ever see one layer-direction at a time, with arrays that are already checked. The walker
+is the same for the three cells (Elman ``"rnn"``, ``"lstm"``, ``"gru"``): what a cell
+contributes is in :mod:`rnncore._cells`.
 
 Parameters are passed as a mapping with PyTorch's keys (``weight_ih_l0``,
-``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``..._reverse``, ``..._l1``, ...);
-the number of layers, the directions, the sizes and whether there is a bias are read
-from the keys and shapes.
+``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``weight_hr_l0``, ``..._reverse``,
+``..._l1``, ...); the number of layers, the directions, the sizes, LSTM's projection and
+whether there is a bias are read from the keys and shapes (:mod:`rnncore._params`).
 """
 from __future__ import annotations
 
 import functools
-import os
-import re
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from . import _parallel, reference
+from ._cells import CELL_TYPES
+from ._params import (CELLS, Config, as_array, check_cell, check_float,  # noqa: F401
+                      check_param_memory, param_count, param_shapes, read_params)
 
-__all__ = ["forward", "backward", "backends", "Record", "param_shapes", "param_count",
-           "check_param_memory"]
+__all__ = ["forward", "backward", "backends", "backends_for", "Record", "param_shapes",
+           "param_count", "check_param_memory", "CELLS"]
 
 try:  # the compiled kernels; absent only in a source tree that was never built
     import scipy_openblas32  # noqa: F401  (loads the OpenBLAS the kernels link against)
@@ -37,9 +39,9 @@ _BACKENDS = {"cython": _kernels, "numpy": reference} if _kernels else {"numpy": 
 _FASTEST = next(iter(_BACKENDS.values()))
 if _kernels:
     _parallel.configure_kernel_blas(_kernels)
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_ndarray = np.ndarray                    # one global look-up per parameter, not two
 _NONLINEARITIES = ("tanh", "relu")
+_ELMAN = CELL_TYPES["rnn"]
+_NOTHING_SAVED = ((),)                   # what the Elman cell saves besides its states
 
 
 def backends() -> tuple[str, ...]:
@@ -62,255 +64,37 @@ def _backend_module(backend):
     return _BACKENDS[backend]
 
 
-def param_shapes(input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, bidirectional: bool = False) -> dict[str, tuple]:
-    """The parameter keys and shapes of an RNN, in PyTorch's order.
+def backends_for(cell: str) -> tuple[str, ...]:
+    """The backends that implement ``cell``, fastest first.
 
     Parameters
     ----------
-    input_size, hidden_size, num_layers : int
-        K, H and L.
-    bias : bool
-    bidirectional : bool
+    cell : {"rnn", "lstm", "gru"}
 
     Returns
     -------
-    dict
-        ``{"weight_ih_l0": (H, K), "weight_hh_l0": (H, H), "bias_ih_l0": (H,), ...}``,
-        with ``_reverse`` keys after each layer's forward keys when bidirectional.
+    tuple of str
     """
-    D = 2 if bidirectional else 1
-    shapes = {}
-    for k in range(num_layers):
-        for sfx in ("", "_reverse")[:D]:
-            shapes[f"weight_ih_l{k}{sfx}"] = (hidden_size,
-                                              input_size if k == 0 else D * hidden_size)
-            shapes[f"weight_hh_l{k}{sfx}"] = (hidden_size, hidden_size)
-            if bias:
-                shapes[f"bias_ih_l{k}{sfx}"] = (hidden_size,)
-                shapes[f"bias_hh_l{k}{sfx}"] = (hidden_size,)
-    return shapes
+    cell_type = CELL_TYPES[check_cell(cell)]
+    return tuple(name for name, module in _BACKENDS.items()
+                 if cell_type.implemented_by(module))
 
 
-def param_count(input_size: int, hidden_size: int, num_layers: int = 1,
-                bias: bool = True, bidirectional: bool = False) -> int:
-    """The number of parameters :func:`param_shapes` describes, counted without it.
-
-    Parameters
-    ----------
-    input_size, hidden_size, num_layers : int
-    bias, bidirectional : bool
-
-    Returns
-    -------
-    int
-    """
-    D = 2 if bidirectional else 1
-    H = hidden_size
-    per_direction = H * H + (2 * H if bias else 0)
-    return D * (H * input_size + per_direction
-                + (num_layers - 1) * (H * D * H + per_direction))
-
-
-def check_param_memory(input_size: int, hidden_size: int, num_layers: int, bias: bool,
-                       bidirectional: bool, dtype) -> None:
-    """Raise ValueError, before anything is allocated, for parameters larger than memory.
-
-    Parameters
-    ----------
-    input_size, hidden_size, num_layers : int
-    bias, bidirectional : bool
-    dtype : np.dtype
-    """
-    need = param_count(input_size, hidden_size, num_layers, bias, bidirectional) \
-        * np.dtype(dtype).itemsize
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-        return
-    if need > have:
-        raise ValueError(
-            f"input_size={input_size}, hidden_size={hidden_size}, num_layers={num_layers}"
-            f"{', bidirectional=True' if bidirectional else ''} need {need / 2**30:.1f} GiB "
-            f"of {np.dtype(dtype).name} parameters, more than this machine's "
-            f"{have / 2**30:.1f} GiB of memory")
-
-
-_KEY = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
-_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-@dataclass(frozen=True)
-class _Config:
-    input_size: int
-    hidden_size: int
-    num_layers: int
-    bidirectional: bool
-    bias: bool
-    dtype: np.dtype
-
-    @property
-    def D(self) -> int:
-        return 2 if self.bidirectional else 1
-
-
-def _check_float(name: str, a: np.ndarray) -> None:
-    if a.dtype not in _FLOATS:
-        raise TypeError(f"{name} must be float32 or float64; got dtype {a.dtype}")
-
-
-def _as_array(name: str, value) -> np.ndarray:
-    """``value`` as an ndarray in native byte order, never a masked array.
-
-    A masked array is rejected: its mask would be silently ignored. An array in the
-    other byte order (``>f4`` on x86) is converted, here as in ``load_state_dict``.
-    """
-    if type(value) is not np.ndarray:
-        if isinstance(value, np.ma.MaskedArray):
-            raise TypeError(f"{name} must be a plain array; got a numpy.ma.MaskedArray "
-                            f"(rnncore would ignore its mask: fill it or pass lengths)")
-        try:
-            value = np.asarray(value)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be an array; got {type(value).__name__}") from exc
-    if not value.dtype.isnative:
-        value = value.astype(value.dtype.newbyteorder("="))
-    return value
-
-
-def _read_params(params: Mapping[str, Any]) -> tuple[_Plan, list[np.ndarray]]:
-    """Check a parameter mapping; its plan and its values as arrays, in its order.
-
-    One pass over the mapping: only values that are not native-order ndarrays go
-    through :func:`_as_array`. Everything else the checks need is in the signature
-    (keys, shapes, dtypes), whose plan is computed once.
-    """
-    if type(params) is not dict and not isinstance(params, Mapping):
-        raise TypeError(f"params must be a mapping of parameter names to arrays; "
-                        f"got {type(params).__name__}")
-    arrays, signature = [], []
-    for key, value in params.items():
-        if type(value) is not _ndarray or not value.dtype.isnative:
-            value = _as_array(f"params[{key!r}]", value)
-        arrays.append(value)
-        signature.append((key, value.shape, value.dtype))
-    return _plan_for(tuple(signature)), arrays
-
-
-class _Plan:
-    """What a call needs that depends only on the parameters' keys, shapes and dtypes.
-
-    Built once per configuration by :func:`_plan_for`; it holds positions and names,
-    never values, so it cannot go stale when the caller's arrays change.
-
-    Attributes
-    ----------
-    cfg : _Config
-    layers : tuple
-        ``layers[l][d] = (w_ih, w_hh, b_ih, b_hh)``: the positions of layer ``l``,
-        direction ``d``'s parameters in the mapping's order (the biases None without
-        bias).
-    grad_keys : tuple of str
-        The parameter keys in PyTorch's order (:func:`param_shapes`).
-    grad_slots : tuple
-        ``grad_slots[l][d]``: the positions of the same four in ``grad_keys``.
-    zero_bias : ndarray, shape (H,), read-only
-        The bias of a configuration without bias.
-    widest_input : int
-        max(K, D*H), the widest input of a layer, for ``_kernels.check_sizes``.
-    """
-
-    __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias", "widest_input")
-
-    def __init__(self, cfg: _Config, keys: list[str]):
-        self.cfg = cfg
-        self.grad_keys = tuple(param_shapes(cfg.input_size, cfg.hidden_size,
-                                            cfg.num_layers, cfg.bias, cfg.bidirectional))
-        names = [[[f"{kind}_l{layer}{sfx}" for kind in _KINDS]
-                  for sfx in ("", "_reverse")[:cfg.D]] for layer in range(cfg.num_layers)]
-        in_mapping = {key: i for i, key in enumerate(keys)}
-        in_grads = {key: i for i, key in enumerate(self.grad_keys)}
-        self.layers = tuple(tuple(tuple(in_mapping.get(n) for n in direction)
-                                  for direction in layer) for layer in names)
-        self.grad_slots = tuple(tuple(tuple(in_grads.get(n) for n in direction)
-                                      for direction in layer) for layer in names)
-        self.zero_bias = np.zeros(cfg.hidden_size, dtype=cfg.dtype)
-        self.zero_bias.setflags(write=False)
-        self.widest_input = max(cfg.input_size, cfg.D * cfg.hidden_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _plan_for(signature: tuple) -> _Plan:
-    """The plan of the configuration described by ((key, shape, dtype), ...)."""
-    return _Plan(_config_for(signature), [key for key, _, _ in signature])
-
-
-def _config_for(signature: tuple) -> _Config:
-    """The configuration described by ((key, shape, dtype), ...), or a clear error."""
-    shapes = {}
-    for key, shape, dtype in signature:
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
-            raise ValueError(f"params has an unexpected key {key!r}; expected keys like "
-                             f"'weight_ih_l0', 'bias_hh_l1_reverse'")
-        if dtype not in _FLOATS:
-            raise TypeError(f"params[{key!r}] must be float32 or float64; got dtype {dtype}")
-        shapes[key] = (shape, dtype)
-    if "weight_ih_l0" not in shapes or "weight_hh_l0" not in shapes:
-        raise ValueError("params must hold at least 'weight_ih_l0' and 'weight_hh_l0'; "
-                         f"got keys {sorted(shapes)}")
-    w_shape, w_dtype = shapes["weight_ih_l0"]
-    if len(w_shape) != 2:
-        raise ValueError(f"params['weight_ih_l0'] must have shape (hidden_size, "
-                         f"input_size); got {w_shape}")
-    H, K = w_shape
-    if H < 1:
-        raise ValueError(f"params['weight_ih_l0'] must have at least one row "
-                         f"(hidden_size >= 1); got shape {w_shape}")
-    L = 1 + max(int(_KEY.fullmatch(k).group(3)) for k in shapes)
-    cfg = _Config(input_size=K, hidden_size=H, num_layers=L,
-                  bidirectional="weight_ih_l0_reverse" in shapes,
-                  bias="bias_ih_l0" in shapes, dtype=w_dtype)
-    expected = param_shapes(K, H, L, cfg.bias, cfg.bidirectional)
-    if set(shapes) != set(expected):
-        missing = sorted(set(expected) - set(shapes))
-        extra = sorted(set(shapes) - set(expected))
-        raise ValueError(f"params keys do not describe one RNN (num_layers={L}, "
-                         f"bidirectional={cfg.bidirectional}, bias={cfg.bias}): "
-                         f"missing {missing}, unexpected {extra}")
-    for key, shape in expected.items():
-        given, dtype = shapes[key]
-        if given != shape:
-            raise ValueError(f"params[{key!r}] must have shape {shape} for "
-                             f"input_size={K}, hidden_size={H}; got {given}")
-        if dtype != cfg.dtype:
-            raise TypeError(f"all parameters must share one dtype; params[{key!r}] is "
-                            f"{dtype} but params['weight_ih_l0'] is {cfg.dtype}")
-    return cfg
-
-
-def _layer_weights(plan: _Plan, arrays, layer: int, snapshot: bool) -> list[tuple]:
-    """[(w_ih, w_hh, b) of each direction] of one layer: C-contiguous, b = b_ih + b_hh.
-
-    With ``snapshot`` the weights are private copies: the record keeps them, so that
-    backward differentiates the weights forward used even if the caller's arrays change
-    in between (an optimiser step, say). Without it they are the caller's arrays
-    whenever those are already C-contiguous.
-    """
-    ws = []
-    for i_ih, i_hh, i_bih, i_bhh in plan.layers[layer]:
-        if snapshot:
-            w_ih, w_hh = arrays[i_ih].copy(), arrays[i_hh].copy()      # C order
-        else:
-            w_ih = np.ascontiguousarray(arrays[i_ih])
-            w_hh = np.ascontiguousarray(arrays[i_hh])
-        b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
-        ws.append((w_ih, w_hh, b))
-    return ws
+def _module_for(cell_type, backend):
+    """The backend module that runs ``cell_type``: the fastest that implements it, or
+    the one asked for, if it does."""
+    if backend is None:
+        return next(m for m in _BACKENDS.values() if cell_type.implemented_by(m))
+    module = _backend_module(backend)
+    if not cell_type.implemented_by(module):
+        raise ValueError(f"backend {backend!r} does not implement the {cell_type.name} "
+                         f"cell; backends that do: {backends_for(cell_type.name)}")
+    return module
 
 
 def _read_lengths(lengths, B: int, T: int) -> np.ndarray:
     """Check the lengths a caller gave; a private (B,) int64 copy."""
-    a = _as_array("lengths", lengths)
+    a = as_array("lengths", lengths)
     if a.ndim == 0:
         a = a.reshape(1)
     if a.dtype.kind == "f":
@@ -331,26 +115,52 @@ def _as_weights_dtype(name: str, value, dtype: np.dtype) -> np.ndarray:
     """An array of floats in the weights' dtype, or a TypeError naming both dtypes."""
     if type(value) is np.ndarray and value.dtype == dtype:    # dtype is native: so is value
         return value
-    a = _as_array(name, value)
-    _check_float(name, a)
+    a = as_array(name, value)
+    check_float(name, a)
     if a.dtype != dtype:
         raise TypeError(f"{name} has dtype {a.dtype} but the weights are {dtype}; "
                         f"they must match")
     return a
 
 
-def _check_state(name: str, h, cfg: _Config, B: int, unbatched: bool) -> np.ndarray:
-    """Validate h0 or dh_n; returns shape (L*D, B, H), C-contiguous."""
+def _state_widths(cfg: Config) -> tuple[int, ...]:
+    """The width of each state: (H,), or LSTM's (P or H, H) for h and c."""
+    return (cfg.out_size, cfg.hidden_size) if cfg.cell == "lstm" else (cfg.hidden_size,)
+
+
+def _check_state(name: str, h, cfg: Config, B: int, unbatched: bool,
+                 width: int | None = None) -> np.ndarray:
+    """Validate one state (h0, c0, dh_n, dc_n); returns shape (L*D, B, width),
+    C-contiguous."""
+    width = cfg.hidden_size if width is None else width
     a = _as_weights_dtype(name, h, cfg.dtype)
     LD = cfg.num_layers * cfg.D
-    expected = (LD, cfg.hidden_size) if unbatched else (LD, B, cfg.hidden_size)
+    expected = (LD, width) if unbatched else (LD, B, width)
     if a.shape != expected:
+        size = ("proj_size" if width == cfg.proj_size and not name.lstrip("d").startswith("c")
+                else "hidden_size")
         raise ValueError(
             f"{name} must have shape {expected} for num_layers={cfg.num_layers}, "
             f"bidirectional={cfg.bidirectional}"
             + ("" if unbatched else f", batch={B}")
-            + f", hidden_size={cfg.hidden_size}; got {a.shape}")
-    return np.ascontiguousarray(a.reshape(LD, B, cfg.hidden_size))
+            + f", {size}={width}; got {a.shape}")
+    return np.ascontiguousarray(a.reshape(LD, B, width))
+
+
+def _read_states(names: tuple[str, ...], value, cfg: Config, B: int, unbatched: bool,
+                 allow_none: bool) -> list[np.ndarray | None]:
+    """Validate the initial states (or their gradients) of a cell: a single array for
+    one state, a pair (h, c) for LSTM's two; with ``allow_none`` a None entry of the
+    pair stands for zeros (returned as None)."""
+    widths = _state_widths(cfg)
+    if len(widths) == 1:
+        return [_check_state(names[0], value, cfg, B, unbatched)]
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{names[0]} of an LSTM must be a pair ({names[0]}, {names[1]}); "
+                        f"got {type(value).__name__}")
+    return [None if v is None and allow_none else
+            _check_state(name, v, cfg, B, unbatched, width)
+            for name, v, width in zip(names, value, widths)]
 
 
 def _padded_mask(lengths: np.ndarray, T: int) -> np.ndarray | None:
@@ -364,38 +174,40 @@ class Record:
     """What :func:`backward` needs from a :func:`forward` call. Treat it as opaque.
 
     It holds private copies of the weights forward used, the hidden states of every
-    layer-direction and each layer's input; it is never modified, so one record can be
-    back-propagated any number of times. Changing the parameters in place after forward
-    (an optimiser step) does not change what backward differentiates, unless forward was
-    called with ``snapshot_weights=False``: the record then shares the caller's
-    C-contiguous weight arrays. The input ``x`` is
-    kept by reference when it was already C-contiguous and unpadded (a copy would double
-    the memory of the call): changing its values in place before backward changes
-    ∂W_ih of the first layer accordingly, as it would in any framework that does not
-    copy its inputs. A tampered record cannot make the kernels read or write out of
-    bounds: they check that the shapes agree.
+    layer-direction (``states[layer][direction]``, (T+1, B, ·)), what the cell saved
+    besides them (``saved``: LSTM's cell states and gates, GRU's gates) and each layer's
+    input; it is never modified, so one record can be back-propagated any number of
+    times. Changing the parameters in place after forward (an optimiser step) does not
+    change what backward differentiates, unless forward was called with
+    ``snapshot_weights=False``: the record then shares the caller's C-contiguous weight
+    arrays. The input ``x`` is kept by reference when it was already C-contiguous and
+    unpadded (a copy would double the memory of the call): changing its values in place
+    before backward changes ∂W_ih of the first layer accordingly, as it would in any
+    framework that does not copy its inputs. A tampered record cannot make the kernels
+    read or write out of bounds: they check that the shapes agree.
     """
 
-    __slots__ = ("plan", "backend", "relu", "weights", "inputs", "states", "lengths",
-                 "padded", "T", "B", "batch_first", "unbatched")
+    __slots__ = ("plan", "backend", "relu", "weights", "inputs", "states", "saved",
+                 "lengths", "padded", "T", "B", "batch_first", "unbatched")
 
-    def __init__(self, plan, backend, relu, weights, inputs, states, lengths, padded, T, B,
-                 batch_first, unbatched):
+    def __init__(self, plan, backend, relu, weights, inputs, states, saved, lengths,
+                 padded, T, B, batch_first, unbatched):
         self.plan, self.backend, self.relu = plan, backend, relu
-        self.weights, self.inputs, self.states = weights, inputs, states
+        self.weights, self.inputs, self.states, self.saved = weights, inputs, states, saved
         self.lengths, self.padded, self.T, self.B = lengths, padded, T, B
         self.batch_first, self.unbatched = batch_first, unbatched
 
     @property
-    def cfg(self) -> _Config:
-        """The configuration (sizes, layers, directions, bias, dtype) of the call."""
+    def cfg(self) -> Config:
+        """The configuration (cell, sizes, layers, directions, bias, dtype) of the
+        call."""
         return self.plan.cfg
 
 
-def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
+def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = "rnn",
             nonlinearity: str = "tanh", batch_first: bool = False,
             backend: str | None = None, snapshot_weights: bool = True):
-    """Run a (multi-layer, possibly bidirectional) Elman RNN over a batch.
+    """Run a (multi-layer, possibly bidirectional) recurrent network over a batch.
 
     Parameters
     ----------
@@ -404,15 +216,21 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     params : mapping of str to array_like
         Weights with PyTorch's keys; see :func:`param_shapes`.
     h0 : array_like, shape (L*D, B, H) or (L*D, H) for unbatched input, optional
-        Initial hidden states; zeros when omitted.
+        Initial hidden states; zeros when omitted. For ``cell="lstm"`` a pair
+        ``(h0, c0)``, h0 (L*D, B, P or H) and c0 (L*D, B, H).
     lengths : array_like of int, shape (B,), optional
         True length of each sequence, ``1 <= lengths[i] <= T``. Outputs at padded steps
-        are 0 and ``h_n`` holds each sequence's state at its last valid step.
+        are 0 and the final states hold each sequence's state at its last valid step.
+    cell : {"rnn", "lstm", "gru"}
+        The Elman RNN, PyTorch's LSTM (gates i, f, g, o; ``weight_hr`` for a projection)
+        or GRU (r, z, n). SPEC.md gives their equations.
     nonlinearity : {"tanh", "relu"}
+        The Elman RNN's f; the gated cells take only "tanh".
     batch_first : bool
         If True, ``x`` and the output are (B, T, ...).
     backend : {"cython", "numpy"} or None
-        None picks the fastest available (see :func:`backends`).
+        None picks the fastest available that implements the cell (see
+        :func:`backends_for`).
     snapshot_weights : bool
         True (the default): the record keeps private copies of the weights, so that
         :func:`backward` differentiates what forward ran even if ``params`` change in
@@ -425,14 +243,24 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     Returns
     -------
     output : ndarray, shape (T, B, D*H) (or (B, T, D*H), or (T, D*H) unbatched)
+        D*P wide for an LSTM with a projection.
     h_n : ndarray, shape (L*D, B, H) (or (L*D, H) unbatched)
+        For ``cell="lstm"`` the pair ``(h_n, c_n)``.
     record : Record
         What :func:`backward` needs.
     """
-    module = _FASTEST if backend is None else _backend_module(backend)
+    if cell == "rnn":
+        cell_type = _ELMAN
+        module = _FASTEST if backend is None else _backend_module(backend)
+    else:
+        cell_type = CELL_TYPES[check_cell(cell)]
+        module = _module_for(cell_type, backend)
+        if nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity is an option of the Elman RNN; the {cell} "
+                             f"cell takes only 'tanh', got {nonlinearity!r}")
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
-    plan, arrays = _read_params(params)
+    plan, arrays = read_params(params, cell)
     cfg = plan.cfg
     x = _as_weights_dtype("x", x, cfg.dtype)
     unbatched = x.ndim == 2
@@ -451,14 +279,18 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
                          f"{x.shape if not batch_first or unbatched else (B, T, K)}")
     if lengths is not None:
         lengths = _read_lengths(lengths, B, T)
-    H, D = cfg.hidden_size, cfg.D
+    H, P, D = cfg.hidden_size, cfg.out_size, cfg.D
     LD = cfg.num_layers * D
     if module is _kernels:               # before anything is copied or allocated
-        _kernels.check_sizes(T, B, plan.widest_input, H)
-    # h_n doubles as the zero h0: slot l·D+d is read by layer l's kernels and written
-    # only after they return.
-    h_n = np.zeros((LD, B, H), cfg.dtype)
-    h0 = h_n if h0 is None else _check_state("h0", h0, cfg, B, unbatched)
+        _kernels.check_sizes(T, B, plan.widest_input, cfg.G * H)
+    # the final states double as the zero initial states: slot l·D+d is read by layer
+    # l's kernels and written only after they return
+    if cell_type is _ELMAN:
+        finals = [np.zeros((LD, B, H), cfg.dtype)]
+    else:
+        finals = [np.zeros((LD, B, w), cfg.dtype) for w in _state_widths(cfg)]
+    states0 = finals if h0 is None else _read_states(("h0", "c0"), h0, cfg, B, unbatched,
+                                                     allow_none=False)
     padded = None if lengths is None else _padded_mask(lengths, T)
     if padded is not None:
         x = np.array(x, order="C")       # a private copy: padded steps are zeroed
@@ -468,37 +300,54 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *,
     steps = lengths if lengths is not None else _full_lengths(B, T)
     relu = nonlinearity == "relu"
 
-    weights, inputs, states = [], [], []
+    weights, inputs, states, saved = [], [], [], []
     layer_in = x
     for layer in range(cfg.num_layers):
         first = layer * D                # the index in h0 and h_n of the forward one
-        ws = _layer_weights(plan, arrays, layer, snapshot_weights)
-        parts = _parts(module, layer_in, H, D)
-        if parts > 1:
-            hs = [_parallel.forward_direction(module, parts, layer_in, *w, h0[first + d],
-                                              steps, d == 1, relu)
-                  for d, w in enumerate(ws)]
-            if D == 2:
-                h_n[first + 1] = hs[1][0]
-        elif D == 1:
-            hs = [module.layer_forward(layer_in, *ws[0], h0[first], steps, False, relu)]
-        else:
-            hs = _parallel.map_directions(module.layer_forward, [
-                (layer_in, *w, h0[first + d], steps, d == 1, relu)
-                for d, w in enumerate(ws)])
-            h_n[first + 1] = hs[1][0]
-        h_n[first] = hs[0][T] if padded is None else hs[0][steps, np.arange(B)]
-        weights.append(ws)
+        ws = cell_type.weights(plan, arrays, layer, snapshot_weights)
         inputs.append(layer_in)
-        states.append(hs)
-        layer_in = hs[0][1:] if D == 1 else _layer_output(hs, T, B, H, padded)
+        parts = _parts(module, layer_in, H, D) if cell_type is _ELMAN else 1
+        if cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
+            hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps, False,
+                                      relu)
+            finals[0][first] = hs[T] if padded is None else hs[steps, np.arange(B)]
+            states.append([hs])
+            saved.append(_NOTHING_SAVED)
+            layer_in = hs[1:]
+        else:
+            outs = _forward_layer(cell_type, module, parts, layer_in, ws, states0, first,
+                                  steps, relu, cfg)
+            for d, (hs, cell_saved) in enumerate(outs):
+                for final, seq in zip(finals, cell_type.seqs(hs, cell_saved)):
+                    final[first + d] = (seq[0] if d == 1 else seq[T] if padded is None
+                                        else seq[steps, np.arange(B)])
+            states.append([out[0] for out in outs])
+            saved.append([out[1] for out in outs])
+            layer_in = (outs[0][0][1:] if D == 1
+                        else _layer_output(states[-1], T, B, P, padded))
+        weights.append(ws)
     output = layer_in
     if D == 1:
         output = output.copy()          # a view of hs, which the record keeps
-    record = Record(plan, module, relu, weights, inputs, states, steps, padded, T, B,
-                    batch_first, unbatched)
+    record = Record(plan, module, relu, weights, inputs, states, saved, steps, padded, T,
+                    B, batch_first, unbatched)
+    if unbatched:
+        finals = [f[:, 0] for f in finals]
     return _to_user_layout(output, batch_first, unbatched), \
-        (h_n[:, 0] if unbatched else h_n), record
+        (finals[0] if len(finals) == 1 else tuple(finals)), record
+
+
+def _forward_layer(cell_type, module, parts, layer_in, ws, states0, first, steps, relu,
+                   cfg):
+    """[(hs, saved)] of each direction of one layer: one after the other, each split
+    over ``parts`` threads, or the two directions at once."""
+    jobs = [(layer_in, w, [s[first + d] for s in states0], steps, d == 1, relu)
+            for d, w in enumerate(ws)]
+    if len(jobs) == 1 or parts > 1:
+        return [cell_type.forward(module, parts, *job) for job in jobs]
+    T, B, K = layer_in.shape
+    return _parallel.map_directions(functools.partial(cell_type.forward, module, 1), jobs,
+                                    T * B * (K + cfg.out_size) * cfg.G * cfg.hidden_size)
 
 
 def _parts(module, layer_in, H: int, D: int) -> int:
@@ -550,7 +399,8 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         ∂L/∂output, the shape of forward's output; zeros when omitted. Values at
         padded steps are ignored.
     dh_n : array_like, shape of forward's ``h_n``, optional
-        ∂L/∂h_n; zeros when omitted.
+        ∂L/∂h_n; zeros when omitted. For an LSTM the pair ``(dh_n, dc_n)``, either of
+        which may be None (zeros).
     need_dx : bool
         Compute ∂L/∂x (skipping it saves one GEMM per layer-direction).
 
@@ -559,6 +409,7 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     dx : ndarray, the shape of forward's ``x``, or None if not ``need_dx``
         Zero at padded steps.
     dh0 : ndarray, the shape of forward's ``h_n``
+        For an LSTM the pair ``(dh0, dc0)``.
     grads : dict of str to ndarray
         ∂L/∂(each parameter), with the keys and shapes of forward's ``params``.
     """
@@ -567,59 +418,90 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
                         f"got {type(record).__name__}")
     plan, T, B, module = record.plan, record.T, record.B, record.backend
     cfg = plan.cfg
-    H, D, L = cfg.hidden_size, cfg.D, cfg.num_layers
-    out_shape_tm = (T, B, D * H)
-    dy = _read_dy(dy, record, out_shape_tm)
-    dh_n = (np.zeros((L * D, B, H), cfg.dtype) if dh_n is None
-            else _check_state("dh_n", dh_n, cfg, B, record.unbatched))
+    cell_type = CELL_TYPES[cfg.cell]
+    P, D, L = cfg.out_size, cfg.D, cfg.num_layers
+    dy = _read_dy(dy, record, (T, B, D * P))
+    if cell_type is _ELMAN:
+        H = cfg.hidden_size
+        ds_n = [np.zeros((L * D, B, H), cfg.dtype) if dh_n is None
+                else _check_state("dh_n", dh_n, cfg, B, record.unbatched)]
+        ds0 = [np.empty((L * D, B, H), cfg.dtype)]
+    else:
+        widths = _state_widths(cfg)
+        ds_n = [None] * len(widths) if dh_n is None else _read_states(
+            ("dh_n", "dc_n"), dh_n, cfg, B, record.unbatched, allow_none=True)
+        ds_n = [np.zeros((L * D, B, w), cfg.dtype) if a is None else a
+                for a, w in zip(ds_n, widths)]
+        ds0 = [np.empty((L * D, B, w), cfg.dtype) for w in widths]
     grads = [None] * len(plan.grad_keys)
-    dh0 = np.empty((L * D, B, H), cfg.dtype)
     dx = None
     for layer in reversed(range(L)):
-        x, ws, hs = record.inputs[layer], record.weights[layer], record.states[layer]
+        x, ws = record.inputs[layer], record.weights[layer]
         first = layer * D                # the index in dh_n and dh0 of the forward one
-        parts = _parts(module, x, H, D)
-        if parts > 1:
-            results = [_parallel.backward_direction(
-                module, parts, x, ws[d][0], ws[d][1], hs[d], dy[:, :, d * H:(d + 1) * H],
-                dh_n[first + d], record.lengths, d == 1, record.relu) for d in range(D)]
-        elif D == 1:
-            results = [module.layer_backward(x, ws[0][0], ws[0][1], hs[0], dy, dh_n[first],
-                                             record.lengths, False, record.relu)]
-        else:
-            results = _parallel.map_directions(module.layer_backward, [
-                (x, ws[d][0], ws[d][1], hs[d], dy[:, :, d * H:(d + 1) * H], dh_n[first + d],
-                 record.lengths, d == 1, record.relu) for d in range(D)])
-        dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
-        if dx is not None:
-            _input_grad(module, results, ws, dx, max(parts, D))
-            if record.padded is not None:
-                dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
-        for d, (dh0_d, dw_ih, dw_hh, db, _) in enumerate(results):
-            dh0[first + d] = dh0_d
-            i_ih, i_hh, i_bih, i_bhh = plan.grad_slots[layer][d]
+        parts = _parts(module, x, cfg.hidden_size, D) if cell_type is _ELMAN else 1
+        if cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
+            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+                x, ws[0][0], ws[0][1], record.states[layer][0], dy, ds_n[0][first],
+                record.lengths, False, record.relu)
+            ds0[0][first] = dh0
+            i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
             grads[i_ih], grads[i_hh] = dw_ih, dw_hh
             if i_bih is not None:
                 grads[i_bih], grads[i_bhh] = db, db.copy()
+            results = ()                 # nothing left for the loops below
+        else:
+            results = _backward_layer(cell_type, module, parts, record, layer, dy, ds_n,
+                                      first)
+        dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
+        if dx is not None:
+            if not results:
+                module.input_grad(delta, ws[0][0], dx, False)
+            else:
+                _input_grad(module, [r[2] for r in results], [w[0] for w in ws], dx,
+                            max(parts, D))
+            if record.padded is not None:
+                dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
+        for d, (d_states0, dws, _) in enumerate(results):
+            for array, value in zip(ds0, d_states0):
+                array[first + d] = value
+            slots = plan.grad_slots[layer][d]
+            for slot, g in zip(slots, dws):
+                if slot is not None and g is not None:
+                    grads[slot] = g
+            if slots[3] is not None and dws[3] is None:     # one bias gradient for both
+                grads[slots[3]] = dws[2].copy()
         dy = dx
     dx_user = None if dx is None else _to_user_layout(dx, record.batch_first,
                                                       record.unbatched)
-    return dx_user, (dh0[:, 0] if record.unbatched else dh0), \
+    if record.unbatched:
+        ds0 = [a[:, 0] for a in ds0]
+    return dx_user, (ds0[0] if len(ds0) == 1 else tuple(ds0)), \
         dict(zip(plan.grad_keys, grads))
 
 
-def _input_grad(module, results, ws, dx, parts: int) -> None:
+def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first):
+    """[(d_states0, weight gradients, delta)] of each direction of one layer: one after
+    the other, each split over ``parts`` threads, or the two directions at once."""
+    cfg = record.cfg
+    P, D = cfg.out_size, cfg.D
+    x = record.inputs[layer]
+    jobs = [(x, record.weights[layer][d], record.states[layer][d], record.saved[layer][d],
+             dy if D == 1 else dy[:, :, d * P:(d + 1) * P], [s[first + d] for s in ds_n],
+             record.lengths, d == 1, record.relu) for d in range(D)]
+    if D == 1 or parts > 1:
+        return [cell_type.backward(module, parts, *job) for job in jobs]
+    T, B, K = x.shape
+    return _parallel.map_directions(functools.partial(cell_type.backward, module, 1), jobs,
+                                    T * B * (K + P) * cfg.G * cfg.hidden_size)
+
+
+def _input_grad(module, deltas, w_ihs, dx, parts: int) -> None:
     """dx = Σ_d δ_d W_ih,d: written by the first direction, added by the second; in
     ``parts`` ranges of steps on as many threads.
 
-    ``results`` are the directions' ``layer_backward`` results (δ last), ``ws`` their
-    ``(w_ih, w_hh, b)``.
+    ``deltas`` are the directions' gradients of their input-side pre-activations
+    (T, B, G·H), ``w_ihs`` their W_ih (G·H, K).
     """
-    if len(results) == 1 and parts == 1:
-        module.input_grad(results[0][4], ws[0][0], dx, False)
-        return
-    deltas, w_ihs = [r[4] for r in results], [w[0] for w in ws]
-
     def steps(start, stop):
         for d, (delta, w_ih) in enumerate(zip(deltas, w_ihs)):
             module.input_grad(delta[start:stop], w_ih, dx[start:stop], d > 0)

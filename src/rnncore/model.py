@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _checkpoint, functional
 from ._checkpoint import _TASKS
-from .functional import _as_array
+from ._params import as_array as _as_array
 from .losses import affine, affine_backward, softmax, softmax_cross_entropy
 from .rnn import RNN, _positive_int, make_rng
 
