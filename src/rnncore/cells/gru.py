@@ -27,10 +27,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..reference import _steps
-from .lstm import _sigmoid
-
 __all__ = ["layer_forward", "layer_backward"]
+
+
+def _sigmoid(a):
+    with np.errstate(over="ignore"):             # exp(-a) = inf for a << 0 gives σ = 0
+        return 1 / (1 + np.exp(-a))
+
+
+def _steps(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
 
 
 def layer_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):

@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..reference import _steps
-
 __all__ = ["layer_forward", "layer_backward"]
 
 
 def _sigmoid(a):
     with np.errstate(over="ignore"):             # exp(-a) = inf for a << 0 gives σ = 0
         return 1 / (1 + np.exp(-a))
+
+
+def _steps(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
 
 
 def layer_forward(x, w_ih, w_hh, b, w_hr, h0, c0, lengths, reverse):
