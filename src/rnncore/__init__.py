@@ -1,4 +1,5 @@
-"""rnncore: forward pass and backpropagation through time for Elman RNNs.
+"""rnncore: forward pass and backpropagation through time for recurrent networks:
+Elman RNNs (tanh, ReLU), LSTM and GRU.
 
 The time loops run in typed Cython kernels (``backend="cython"``); a plain NumPy
 implementation of the same computation (``backend="numpy"``) is the readable reference.
@@ -10,9 +11,9 @@ from .functional import backends
 from .gradcheck import gradient_check
 from .model import RNNModel
 from .optim import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value, truncated_bptt
-from .rnn import RNN
+from .rnn import GRU, LSTM, RNN
 
-__all__ = ["RNN", "RNNModel", "functional", "losses", "optim", "backends",
+__all__ = ["RNN", "LSTM", "GRU", "RNNModel", "functional", "losses", "optim", "backends",
            "get_num_threads", "set_num_threads", "SGD", "Adagrad", "Adam",
            "clip_grad_norm", "clip_grad_value", "truncated_bptt", "gradient_check",
            "gradient_norms", "recurrent_regimes", "plot_gradient_norms", "__version__"]

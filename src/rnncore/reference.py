@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["layer_forward", "layer_backward", "input_grad"]
+__all__ = ["layer_forward", "layer_backward", "input_grad", "lstm_layer_forward",
+           "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward"]
 
 
 def _steps(T: int, reverse: bool) -> range:
@@ -178,3 +179,11 @@ def input_grad(delta, w_ih, dx, accumulate):
         dx += g
     else:
         dx[...] = g
+
+
+# The gated cells' references (cells/lstm.py, cells/gru.py), under the names the layer
+# walker (rnncore._cells) asks a backend for.
+from .cells import gru as _gru, lstm as _lstm  # noqa: E402
+
+lstm_layer_forward, lstm_layer_backward = _lstm.layer_forward, _lstm.layer_backward
+gru_layer_forward, gru_layer_backward = _gru.layer_forward, _gru.layer_backward

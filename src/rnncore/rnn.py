@@ -1,4 +1,5 @@
-"""The RNN class: parameters, gradients and state_dict over :mod:`rnncore.functional`."""
+"""The RNN, LSTM and GRU classes: parameters, gradients and state_dict over
+:mod:`rnncore.functional`."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -7,7 +8,7 @@ import numpy as np
 
 from . import functional
 
-__all__ = ["RNN"]
+__all__ = ["RNN", "LSTM", "GRU"]
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -82,16 +83,27 @@ class RNN:
     ((7, 2, 3), (5, 5))
     """
 
+    _cell = "rnn"
+
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  bidirectional: bool = False, dtype=np.float32, seed=None,
                  backend: str | None = None):
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
+        self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
+                    dtype, seed, backend)
+
+    def _setup(self, input_size, hidden_size, num_layers, bias, batch_first,
+               bidirectional, dtype, seed, backend, proj_size=0):
+        self.input_size = _positive_int("input_size", input_size)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.num_layers = _positive_int("num_layers", num_layers)
+        self.proj_size = _positive_int("proj_size", proj_size, minimum=0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size "
+                             f"({self.hidden_size}); got {self.proj_size}")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -101,12 +113,13 @@ class RNN:
             raise TypeError(f"dtype must be float32 or float64; got {dtype!r}") from exc
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64; got {self.dtype}")
-        if backend is not None and backend not in functional.backends():
-            raise ValueError(f"backend must be one of {functional.backends()} or None; "
-                             f"got {backend!r}")
+        able = functional.backends_for(self._cell)
+        if backend is not None and backend not in able:
+            raise ValueError(f"backend must be one of {able} or None; got {backend!r}")
         self.backend = backend
         functional.check_param_memory(self.input_size, self.hidden_size, self.num_layers,
-                                      self.bias, self.bidirectional, self.dtype)
+                                      self.bias, self.bidirectional, self.dtype,
+                                      cell=self._cell, proj_size=self.proj_size)
         rng = make_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params: dict[str, np.ndarray] = {
@@ -118,15 +131,20 @@ class RNN:
 
     def _shapes(self) -> dict[str, tuple]:
         return functional.param_shapes(self.input_size, self.hidden_size, self.num_layers,
-                                       self.bias, self.bidirectional)
+                                       self.bias, self.bidirectional, cell=self._cell,
+                                       proj_size=self.proj_size)
+
+    _REPR_OPTIONS = (("num_layers", 1), ("nonlinearity", "tanh"), ("bias", True),
+                     ("batch_first", False), ("bidirectional", False))
 
     def __repr__(self) -> str:
         extra = "".join(f", {name}={getattr(self, name)!r}" for name, default in
-                        (("num_layers", 1), ("nonlinearity", "tanh"), ("bias", True),
-                         ("batch_first", False), ("bidirectional", False))
-                        if getattr(self, name) != default)
-        return (f"RNN({self.input_size}, {self.hidden_size}{extra}, "
+                        self._REPR_OPTIONS if getattr(self, name) != default)
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"dtype={self.dtype.name})")
+
+    def _forward_options(self) -> dict:
+        return {"nonlinearity": self.nonlinearity}
 
     def forward(self, x, h0=None, lengths=None):
         """Run the RNN and remember what :meth:`backward` needs.
@@ -145,8 +163,8 @@ class RNN:
         h_n : ndarray, shape (L*D, B, H) (or (L*D, H))
         """
         y, h_n, self._record = functional.forward(
-            x, self.params, h0, lengths, nonlinearity=self.nonlinearity,
-            batch_first=self.batch_first, backend=self.backend)
+            x, self.params, h0, lengths, cell=self._cell, batch_first=self.batch_first,
+            backend=self.backend, **self._forward_options())
         return y, h_n
 
     __call__ = forward
@@ -220,3 +238,123 @@ class RNN:
             new[key] = a
         for key, a in new.items():
             self.params[key][...] = a
+
+
+class LSTM(RNN):
+    """A long short-term memory network with PyTorch's ``nn.LSTM`` interface, on NumPy
+    arrays.
+
+    Gates [i f g o] as PyTorch (SPEC.md, "Gated cells"): ``weight_ih_l{k}`` (4H, K),
+    ``weight_hh_l{k}`` (4H, P or H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,), with a
+    projection ``weight_hr_l{k}`` (P, H).
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers : int
+        K, H and L.
+    bias, batch_first, bidirectional : bool
+        As :class:`RNN`.
+    proj_size : int
+        P, 0 <= P < H: with P > 0 the hidden state is h_t = W_hr (o ⊙ tanh(c_t)), P wide.
+    dtype, seed, backend
+        As :class:`RNN`.
+
+    Attributes
+    ----------
+    params, grads : dict of str to ndarray
+        As :class:`RNN`, with the LSTM's keys and shapes.
+
+    Examples
+    --------
+    >>> import numpy as np, rnncore
+    >>> lstm = rnncore.LSTM(3, 5, seed=0, backend="numpy")
+    >>> y, (h_n, c_n) = lstm(np.ones((7, 2, 3), dtype=np.float32))
+    >>> y.shape, h_n.shape, c_n.shape
+    ((7, 2, 5), (1, 2, 5), (1, 2, 5))
+    >>> dx, (dh0, dc0) = lstm.backward(np.ones_like(y))
+    >>> rnncore.LSTM(3, 5, proj_size=2, seed=0).params["weight_hh_l0"].shape
+    (20, 2)
+    """
+
+    _cell = "lstm"
+    nonlinearity = "tanh"
+    _REPR_OPTIONS = (("num_layers", 1), ("bias", True), ("batch_first", False),
+                     ("bidirectional", False), ("proj_size", 0))
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
+                 proj_size: int = 0, dtype=np.float32, seed=None,
+                 backend: str | None = None):
+        self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
+                    dtype, seed, backend, proj_size)
+
+    def _forward_options(self) -> dict:
+        return {}
+
+    def forward(self, x, hx=None, lengths=None):
+        """Run the LSTM and remember what :meth:`backward` needs.
+
+        Parameters
+        ----------
+        x : array_like, shape (T, B, K), (B, T, K) if ``batch_first``, or (T, K)
+        hx : pair (h0, c0), optional
+            h0 (L*D, B, P or H) and c0 (L*D, B, H) (without B unbatched); zeros when
+            omitted.
+        lengths : array_like of int, shape (B,), optional
+
+        Returns
+        -------
+        output : ndarray, shape (T, B, D*(P or H)) (or (B, T, ·), or (T, ·))
+        (h_n, c_n) : pair of ndarray, the shapes of (h0, c0)
+        """
+        return super().forward(x, hx, lengths)
+
+    __call__ = forward
+
+    def backward(self, dy=None, dhx=None):
+        """BPTT of the last :meth:`forward`; adds the parameter gradients into ``grads``.
+
+        Parameters
+        ----------
+        dy : array_like, the shape of the last output, optional
+        dhx : pair (dh_n, dc_n), optional
+            Either may be None (zeros).
+
+        Returns
+        -------
+        dx : ndarray, the shape of the last input
+        (dh0, dc0) : pair of ndarray
+        """
+        return super().backward(dy, dhx)
+
+
+class GRU(RNN):
+    """A gated recurrent unit network with PyTorch's ``nn.GRU`` interface, on NumPy
+    arrays.
+
+    Gates [r z n] as PyTorch (SPEC.md, "Gated cells"), n = tanh(W_in x + b_in +
+    r ⊙ (W_hn h + b_hn)): ``weight_ih_l{k}`` (3H, K), ``weight_hh_l{k}`` (3H, H),
+    ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (3H,). Options, ``forward`` and ``backward``
+    as :class:`RNN` (without ``nonlinearity``).
+
+    Examples
+    --------
+    >>> import numpy as np, rnncore
+    >>> gru = rnncore.GRU(3, 5, seed=0)
+    >>> y, h_n = gru(np.ones((7, 2, 3), dtype=np.float32))
+    >>> y.shape, gru.params["weight_ih_l0"].shape
+    ((7, 2, 5), (15, 3))
+    """
+
+    _cell = "gru"
+    nonlinearity = "tanh"
+    _REPR_OPTIONS = LSTM._REPR_OPTIONS[:-1]
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
+                 dtype=np.float32, seed=None, backend: str | None = None):
+        self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
+                    dtype, seed, backend)
+
+    def _forward_options(self) -> dict:
+        return {}
