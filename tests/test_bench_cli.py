@@ -15,7 +15,7 @@ from rnncore import RNN, functional
 from rnncore.bench import CASES, QUICK, Result, comparisons, main, memory_ratio, plain, \
     targets, variants
 from rnncore.bench.runners import _inputs
-from rnncore.bench.timing import NativeGemm, denormal_share
+from rnncore.bench.timing import GemmChild, denormal_share
 
 FAST = ["--quick", "--impls", "numpy,numpy-plain,cython"]
 GRID = {c.name: c for c in CASES}
@@ -203,6 +203,22 @@ def test_long_denormal_states_are_denormal_after_the_first_steps():
     assert denormal_share(GRID["long"], "numpy") == 0
 
 
+def test_denormal_share_is_the_ieee_one_of_the_reference_not_the_flushing_kernels():
+    case = next(c for c in QUICK if c.name == "long-denormal")
+    assert denormal_share(case) == denormal_share(case, "numpy") > 0.5
+    if "cython" in functional.backends():
+        assert denormal_share(case, "cython") == 0       # FTZ/DAZ: the reason why
+
+
+def test_long_denormal_row_reports_the_ieee_denormal_share(quick_run):
+    _, out, data, page = quick_run
+    case = next(c for c in data["cases"] if c["case"]["name"] == "long-denormal")
+    assert case["denormal_share"] > 0.5
+    assert f"denormal states in IEEE arithmetic: {100 * case['denormal_share']:.0f}%" \
+        in out
+    assert "computed with the NumPy reference on the same inputs" in page
+
+
 def test_long_denormal_reports_its_time_over_long():
     slow = Result(GRID["long-denormal"], {("numpy-plain", "fb"): np.array([6.0]),
                                           ("cython", "fb"): np.array([0.3])}, denormals=0.98)
@@ -210,7 +226,7 @@ def test_long_denormal_reports_its_time_over_long():
                                              ("cython", "fb"): np.array([0.2])})}
     assert [c[:2] for c in comparisons(slow, by_name, "fb")] == [
         ("rnncore ÷ long", pytest.approx(1.5)), ("NumPy ÷ long", pytest.approx(1.2)),
-        ("denormal states", pytest.approx(98.0))]
+        ("denormal states in IEEE arithmetic", pytest.approx(98.0))]
     assert comparisons(by_name["long"], by_name, "fb") == []
 
 
@@ -241,18 +257,35 @@ def test_gemm_fraction_divides_by_the_faster_of_the_two_gemm_rates(in_process, n
     case = GRID["medium"]
     r = Result(case, {("cython", "fb"): np.array([case.flops("fb") / 119e9])},
                gemm_gflops=in_process, native_gemm_gflops=native)
+    assert r.gemm_rate == r.native_gemm_rate == rate
     assert r.gemm_fraction("cython", "fb") == pytest.approx(119.0 / rate)
     assert targets(r, {}, "fb")[0][:2] == ("≥85% SGEMM", pytest.approx(11900 / rate))
 
 
-def test_native_gemm_runs_without_the_kernel_overrides(monkeypatch):
+@pytest.mark.parametrize("in_process, native", [(204.0, float("nan")), (112.0, 204.0),
+                                                (204.0, 150.0)])
+def test_gemm_fraction_under_a_forced_isa_divides_by_that_isas_openblas_rate(in_process,
+                                                                             native):
+    """Kernels forced onto AVX2 at 95.2 GFLOP/s against OpenBLAS's Haswell kernels at
+    112: 85%, met, whatever this CPU's own GEMM reaches (204 GFLOP/s)."""
+    case = GRID["medium"]
+    r = Result(case, {("cython", "fb"): np.array([case.flops("fb") / 95.2e9])},
+               gemm_gflops=in_process, native_gemm_gflops=native,
+               isa_gemm_gflops=112.0, isa_blas_core="Haswell")
+    assert r.native_gemm_rate == 204.0
+    assert r.gemm_rate == 112.0
+    assert r.gemm_fraction("cython", "fb") == pytest.approx(0.85)
+    assert targets(r, {}, "fb")[0][:3] == ("≥85% SGEMM", pytest.approx(85.0), True)
+
+
+def test_gemm_child_without_a_core_type_runs_without_the_kernel_overrides(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
-    assert NativeGemm.wanted()
-    env = NativeGemm.environment(2)
+    assert GemmChild.wanted()
+    env = GemmChild.environment(2)
     assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
     assert env["OPENBLAS_NUM_THREADS"] == "2"
-    probe = NativeGemm("float32", 32, 1)
+    probe = GemmChild("float32", 32, 1)
     try:
         for _ in range(3):
             probe()                             # one product per call, answered
@@ -260,7 +293,86 @@ def test_native_gemm_runs_without_the_kernel_overrides(monkeypatch):
         probe.close()
     monkeypatch.delenv("OPENBLAS_CORETYPE")
     monkeypatch.delenv("OPENBLAS_L2_SIZE")
-    assert not NativeGemm.wanted()
+    assert not GemmChild.wanted()
+
+
+@pytest.mark.parametrize("pinned", [None, "SkylakeX"])
+def test_gemm_child_with_a_core_type_runs_that_cores_kernels(pinned, monkeypatch):
+    if pinned is None:
+        monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    else:
+        monkeypatch.setenv("OPENBLAS_CORETYPE", pinned)
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    env = GemmChild.environment(1, "Haswell")
+    assert env["OPENBLAS_CORETYPE"] == "Haswell" and "OPENBLAS_L2_SIZE" not in env
+    probe = GemmChild("float32", 32, 1, "Haswell")
+    try:
+        probe()
+        core = probe.core
+    finally:
+        probe.close()
+    if not core:
+        pytest.skip("the child's OpenBLAS does not report its core")
+    assert core == "Haswell"
+
+
+def _forcible(isa):
+    from rnncore import _kernels
+    supported = _kernels.supported_isas()
+    if isa not in supported[:-1]:
+        pytest.skip(f"--isa {isa} does not force a lower instruction set on this CPU "
+                    f"(it supports {', '.join(supported)})")
+
+
+@pytest.mark.parametrize("environment", [{}, {"OPENBLAS_CORETYPE": "Haswell",
+                                              "OPENBLAS_L2_SIZE": "512"}])
+def test_forced_avx2_times_a_haswell_gemm_child_and_divides_by_its_rate(
+        environment, tmp_path, capsys, monkeypatch):
+    _forcible("avx2")
+    for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    started = []
+    real = GemmChild.__init__
+
+    def spy(self, dtype, n, threads, coretype=None):
+        started.append(coretype)
+        real(self, dtype, n, threads, coretype)
+    monkeypatch.setattr(GemmChild, "__init__", spy)
+    path = tmp_path / "b.json"
+    assert main(["--quick", "--impls", "cython", "--cases", "medium", "--forward-only",
+                 "--isa", "avx2", "--json", str(path)]) == 0
+    # the Haswell child always; this CPU's own where the environment pins other kernels
+    assert started == ["Haswell"] + ([None] if environment else [])
+    data = json.loads(path.read_text())
+    env, case = data["environment"], data["cases"][0]
+    assert env["isa_blas_core"] == case["isa_blas_core"] == "Haswell"
+    assert case["gemm_rate_gflops"] == case["isa_gemm_gflops"] > 0
+    assert case["native_rate_gflops"] == max(case["gemm_gflops"],
+                                             case["native_gemm_gflops"] or 0)
+    out = capsys.readouterr().out
+    assert "GEMM with OpenBLAS's kernels for avx2, its Haswell core (a process with " \
+           "OPENBLAS_CORETYPE=Haswell" in out
+    assert ("%GEMM divides by the Haswell-kernel rate, OpenBLAS on the instruction set "
+            "the kernels were forced onto (avx2), not by this CPU's native-kernel rate: "
+            f"{env['native_rate_gflops']['float32/1']:.1f} GFLOP/s") in out
+
+
+def test_the_cpus_best_isa_divides_by_its_native_kernel_rate(quick_run):
+    _, out, data, _ = quick_run
+    assert data["environment"]["isa_blas_core"] is None
+    for case in data["cases"]:
+        assert case["isa_gemm_gflops"] is None
+        assert case["gemm_rate_gflops"] == case["native_rate_gflops"] == max(
+            case["gemm_gflops"], case["native_gemm_gflops"] or 0)
+    assert "%GEMM divides by this CPU's native-kernel rate" in out
+
+
+def test_markdown_page_states_the_gemm_rate_rule(quick_run):
+    assert ("`%GEMM` and the SGEMM target divide by the GEMM rate of OpenBLAS running "
+            "the kernels of the instruction set rnncore's kernels ran" in quick_run[3])
+    assert "avx2: Haswell, baseline: Prescott" in quick_run[3]
 
 
 def test_threads_and_dtype_rename_the_cases():

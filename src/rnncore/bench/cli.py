@@ -59,8 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--isa", choices=_ISAS, default=None,
                    help="run rnncore's kernels on this instruction set's code paths "
                         "(rnncore._kernels.set_isa), e.g. avx2 to time a CPU without "
-                        "AVX-512 on one that has it (default: the best this CPU "
-                        "supports; a usage error if it lacks the one asked for)")
+                        "AVX-512 on one that has it; %%GEMM then divides by the GEMM "
+                        "rate of OpenBLAS on that instruction set's kernels (avx2: "
+                        "Haswell, baseline: Prescott), what such a CPU reaches (default: "
+                        "the best this CPU supports; a usage error if it lacks the one "
+                        "asked for)")
     p.add_argument("--forward-only", action="store_true", help="time the forward pass only")
     p.add_argument("--impls", default=",".join(IMPLS),
                    help=f"comma-separated implementations to try (default: all "

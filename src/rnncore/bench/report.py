@@ -13,7 +13,7 @@ import numpy as np
 from .. import __version__
 from .cases import CASES, TARGETS, comparisons, targets
 from .runners import IMPLS, NUMPY_IMPLS
-from .timing import BLAS_OVERRIDES
+from .timing import BLAS_OVERRIDES, ISA_BLAS_CORES
 
 __all__ = ["environment", "cpu_model", "kernel_paths", "format_header", "format_table",
            "format_targets", "markdown_page", "to_json", "plot"]
@@ -94,9 +94,15 @@ def environment(results) -> dict:
         Keys: date, cpu, cpu_avx512, cores, kernel_isa, kernel_isa_best,
         whole_sequence_gemm, blas_core (see :func:`kernel_paths`: call it while the
         paths of the run are in force), platform, versions, blas, threads, cpus,
-        gemm_gflops, native_gemm_gflops (where the environment pins other OpenBLAS
-        kernels), gemm_n, env, load_average (1, 5, 15 min, at the end of the run),
-        removed_env.
+        gemm_n, env, load_average (1, 5, 15 min, at the end of the run), removed_env,
+        and the GEMM rates by "dtype/threads" (medians over the cases): gemm_gflops (in
+        this process), native_gemm_gflops (a child with this CPU's own OpenBLAS kernels,
+        where the environment pins others), isa_gemm_gflops (a child with the OpenBLAS
+        kernels of the instruction set the kernels were forced onto), native_rate_gflops
+        (this CPU's native-kernel rate: the faster of the first two) and
+        gemm_rate_gflops (the rate %GEMM divides by: :attr:`Result.gemm_rate`);
+        isa_blas_core, the forced core type (None when the kernels ran this CPU's best
+        instruction set), and gemm_cores, the core each child's OpenBLAS reported.
     """
     from threadpoolctl import threadpool_info
     versions = {"python": platform.python_version(), "numpy": np.__version__,
@@ -104,13 +110,21 @@ def environment(results) -> dict:
     for mod in ("torch", "jax"):
         if mod in sys.modules:
             versions[mod] = sys.modules[mod].__version__
-    gemm, native = {}, {}
+    rates = {name: {} for name in ("gemm_gflops", "native_gemm_gflops", "isa_gemm_gflops",
+                                   "native_rate_gflops", "gemm_rate_gflops")}
     for r in results:
-        gemm.setdefault(f"{r.case.dtype}/{r.case.threads}", []).append(r.gemm_gflops)
-        if np.isfinite(r.native_gemm_gflops):
-            native.setdefault(f"{r.case.dtype}/{r.case.threads}", []).append(
-                r.native_gemm_gflops)
+        key = f"{r.case.dtype}/{r.case.threads}"
+        for name, value in (("gemm_gflops", r.gemm_gflops),
+                            ("native_gemm_gflops", r.native_gemm_gflops),
+                            ("isa_gemm_gflops", r.isa_gemm_gflops),
+                            ("native_rate_gflops", r.native_gemm_rate),
+                            ("gemm_rate_gflops", r.gemm_rate)):
+            if np.isfinite(value):
+                rates[name].setdefault(key, []).append(value)
     gemm_n = {r.gemm_n for r in results}
+    cores = {}
+    for r in results:
+        cores.update(r.gemm_cores)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(), "cores": os.cpu_count(), **kernel_paths(),
@@ -123,8 +137,11 @@ def environment(results) -> dict:
                  for info in threadpool_info()],
         "threads": sorted({r.case.threads for r in results}),
         "cpus": {r.case.name: r.cpus for r in results},
-        "gemm_gflops": {k: float(np.median(v)) for k, v in gemm.items()},
-        "native_gemm_gflops": {k: float(np.median(v)) for k, v in native.items()},
+        **{name: {k: float(np.median(v)) for k, v in by_key.items()}
+           for name, by_key in rates.items()},
+        "isa_blas_core": next((r.isa_blas_core for r in results if r.isa_blas_core),
+                              None),
+        "gemm_cores": cores,
         "gemm_n": max(gemm_n, default=1024),
         "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -160,10 +177,31 @@ def format_header(env: dict) -> str:
         + (f"pinned to CPU(s) {', '.join(pinned)}" if pinned else "not pinned"),
         f"GEMM {env['gemm_n']}³ np.matmul, median during the cases: {gemm}",
     ]
+    cores = env.get("gemm_cores", {})
+
+    def reported(name):
+        core = cores.get(name)
+        return f"; its OpenBLAS reports the core {core}" if core else ""
     if env.get("native_gemm_gflops"):
         lines.append(f"GEMM with this CPU's own OpenBLAS kernels (a process without "
-                     f"{', '.join(BLAS_OVERRIDES)}, timed among the cases): "
-                     f"{rates(env['native_gemm_gflops'])}; %GEMM divides by the faster")
+                     f"{', '.join(BLAS_OVERRIDES)}, timed among the cases"
+                     f"{reported('native')}): {rates(env['native_gemm_gflops'])}")
+    core = env.get("isa_blas_core")
+    if core:
+        others = ", ".join(k for k in BLAS_OVERRIDES if k != "OPENBLAS_CORETYPE")
+        lines.append(f"GEMM with OpenBLAS's kernels for {env.get('kernel_isa')}, its "
+                     f"{core} core (a process with OPENBLAS_CORETYPE={core} and without "
+                     f"{others}, timed among the cases{reported('isa')}): "
+                     f"{rates(env.get('isa_gemm_gflops', {}))}")
+        lines.append(f"%GEMM divides by the {core}-kernel rate, OpenBLAS on the "
+                     f"instruction set the kernels were forced onto "
+                     f"({env.get('kernel_isa')}), not by this CPU's native-kernel rate: "
+                     f"{rates(env.get('native_rate_gflops', {}))}")
+    else:
+        which = ("the faster of the two above" if env.get("native_gemm_gflops")
+                 else "the np.matmul rate above")
+        lines.append(f"%GEMM divides by this CPU's native-kernel rate, {which}: "
+                     f"{rates(env.get('native_rate_gflops', {}))}")
     if env["env"]:
         lines.append("environment: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
     if env.get("load_average"):
@@ -264,12 +302,14 @@ LEGEND = ("times: median ms per call over interleaved rounds; numpy: rnncore's N
           "(rnncore.bench.plain); GFLOP/s, ×NumPy and %GEMM are rnncore's cython backend "
           "(FLOPs 2·T·B·(K·H+H·H) per direction, forward+backward 3×; ×NumPy: the time "
           "of the faster of numpy and numpy-plain in the row over cython's; %GEMM: of the "
-          "n³ np.matmul rate in the case's dtype measured with the case, n in the header, or "
-          "of the rate with this CPU's own OpenBLAS kernels where the header gives it and "
-          "it is faster); "
+          "n³ np.matmul rate in the case's dtype measured with the case, n in the header, "
+          "with OpenBLAS on the kernels of the instruction set rnncore's kernels ran: "
+          "this CPU's own, or the forced one's under --isa; the header says which); "
           "IQR: the largest interquartile range of the row, relative to its median; "
           "targets: PERF.md's, ✓ met, ✗ missed, then ratios shown without a target "
-          "(long-denormal: its time over long's); – : not installed or not measured")
+          "(long-denormal: its time over long's, and the share of its states that are "
+          "denormal in IEEE arithmetic, computed with the NumPy reference: rnncore's "
+          "kernels flush denormals to zero); – : not installed or not measured")
 
 
 def markdown_page(results, env: dict, command: str, forward_only: bool = False,
@@ -312,7 +352,8 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "forward+backward.",
         "- Forward+backward is the forward pass, then BPTT of loss = Σ y·R for a fixed "
         "random R, with every gradient (input, h0, weights). Inputs, weights and R are "
-        "random, never zeros (except in long-denormal, below). rnncore is timed through `rnncore.functional.forward` and "
+        "random, never zeros (except in long-denormal, below). rnncore is timed "
+        "through `rnncore.functional.forward` and "
         "`rnncore.functional.backward`; PyTorch as `nn.RNN` with `y.backward(R)`; "
         "`torch+rnncore` is `rnncore.torch.RNN`, timed exactly as stock torch; JAX as a "
         "`jax.jit` of a `lax.scan` RNN and `jit(grad(...))` of it.",
@@ -334,18 +375,28 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "- Everything is called twice to warm up (JAX compiles there). Then the "
         "implementations take turns in interleaved rounds (5 by default), a block of "
         f"calls each, together with a {env['gemm_n']}³ `np.matmul` (the GEMM rate the "
-        "`%GEMM` column divides by), "
+        "`%GEMM` column divides by, below), "
         "so that load from other processes on a shared machine falls on all of them alike "
         "(on two threads each block starts with 0.15 s of untimed calls, while the "
         "previous library's idle BLAS/OpenMP workers stop spinning). "
         "Figures are medians of every timed call; the `IQR` column shows how noisy the "
         "row was. Quote the ratios rather than the absolute times.",
+        "- `%GEMM` and the SGEMM target divide by the GEMM rate of OpenBLAS running the "
+        "kernels of the instruction set rnncore's kernels ran: with this CPU's best, its "
+        "native-kernel rate (the faster of the in-process product and, where the "
+        "environment pins other OpenBLAS kernels, the same product in a child process "
+        "without them); with a lower one forced by `--isa`, the rate of a child process "
+        "whose `OPENBLAS_CORETYPE` names that instruction set's OpenBLAS core ("
+        + ", ".join(f"{isa}: {core}" for isa, core in ISA_BLAS_CORES.items())
+        + "), which is what a CPU whose best it is reaches; the header gives both rates.",
         "- long-denormal is long with inputs whose hidden states underflow into "
         "denormals within the first steps and stay there (`x` zero after its first "
         "step, `W_hh` scaled to a row sum of 0.1, biases a fraction of float32's "
         "smallest normal 1.2e-38; `rnncore.bench.runners.denormal_inputs`); its row "
-        "gives the share of denormal states and its time over long's, the cost of "
-        "denormal arithmetic.",
+        "gives its time over long's, the cost of denormal states, and the share of the "
+        "states that are denormal in IEEE arithmetic, computed with the NumPy reference "
+        "on the same inputs (rnncore's kernels flush denormals to zero, FTZ/DAZ, so "
+        "their own states hold none).",
         "- The memory target counts as what must be kept the output and h_n, the hidden "
         "states, every gradient, and one copy of the parameters: forward's record "
         "keeps a private snapshot of the weights it used, so that backward "
@@ -364,9 +415,9 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
             "that CPU type instead of this one's, which slows plain NumPy, NumPy's "
             "GEMM rate, and PyTorch and JAX where they use it. So that the slower GEMM "
             "does not flatter `%GEMM`, a child process without them (with this CPU's own "
-            "OpenBLAS kernels) runs the same product among each case's calls, and `%GEMM` "
-            "and the SGEMM targets divide by the faster of the two rates (both in the "
-            "header). `rnncore-bench --native-blas` runs everything without them (it says "
+            "OpenBLAS kernels) runs the same product among each case's calls, and this "
+            "CPU's native-kernel rate is the faster of the two (both in the header). "
+            "`rnncore-bench --native-blas` runs everything without them (it says "
             "so in its header).")
     parts += ["", "## The grid and the targets", "",
               "| case | T, B, K, H | what it stands for |", "|---|---|---|"]
@@ -395,8 +446,13 @@ def to_json(results, env: dict) -> dict:
         its sizes, ``times_s`` and ``iqr_s`` ("impl/mode" keys), ``repeats``,
         ``gflops``, ``numpy_baseline`` (by mode, the NumPy implementation that
         ``speedup_vs_numpy`` divides by: the fastest measured), ``speedup_vs_numpy``,
-        ``gemm_gflops``, ``native_gemm_gflops``, ``memory_ratio``, ``denormal_share``, ``targets`` and
-        ``comparisons`` (ratios shown without a target, e.g. long-denormal over long).
+        ``gemm_gflops`` (in this process), ``native_gemm_gflops`` and
+        ``isa_gemm_gflops`` (the child processes' rates, None where not run),
+        ``native_rate_gflops`` (this CPU's native-kernel rate), ``gemm_rate_gflops``
+        (what ``%GEMM`` divides by), ``isa_blas_core``, ``memory_ratio``,
+        ``denormal_share`` (in IEEE arithmetic, from the NumPy reference), ``targets``
+        and ``comparisons`` (ratios shown without a target, e.g. long-denormal over
+        long).
     """
     by_name = {r.case.name: r for r in results}
     sgemm = {k.split("/")[1]: v for k, v in env["gemm_gflops"].items()
@@ -421,6 +477,10 @@ def to_json(results, env: dict) -> dict:
             "speedup_vs_numpy": {f"{i}/{m}": finite(r.speedup(i, m)) for i, m in keys},
             "gemm_gflops": r.gemm_gflops,
             "native_gemm_gflops": finite(r.native_gemm_gflops),
+            "isa_gemm_gflops": finite(r.isa_gemm_gflops),
+            "native_rate_gflops": finite(r.native_gemm_rate),
+            "gemm_rate_gflops": finite(r.gemm_rate),
+            "isa_blas_core": r.isa_blas_core,
             "memory_ratio": finite(r.memory),
             "denormal_share": finite(r.denormals),
             "targets": {m: [{"target": label, "value": v, "met": ok}

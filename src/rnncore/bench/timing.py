@@ -31,12 +31,18 @@ import numpy as np
 from .. import functional, set_num_threads
 from .runners import NUMPY_IMPLS, _inputs, make_runners
 
-__all__ = ["Limits", "Result", "measure", "gemm_probe", "NativeGemm", "memory_ratio",
-           "denormal_share", "run", "BLAS_OVERRIDES"]
+__all__ = ["Limits", "Result", "measure", "gemm_probe", "GemmChild", "forced_isa",
+           "memory_ratio", "denormal_share", "run", "BLAS_OVERRIDES", "ISA_BLAS_CORES"]
 
 # Variables that make OpenBLAS use another CPU's kernels (OPENBLAS_CORETYPE pins a CPU
 # type, e.g. Haswell's AVX2 kernels on an AVX-512 CPU).
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+# The OpenBLAS core type (OPENBLAS_CORETYPE) whose kernels use the instruction set that
+# rnncore-bench --isa forces rnncore's kernels onto: what the GEMM of a CPU whose best is
+# that instruction set runs. Haswell's kernels are AVX2 and FMA (those of AMD Zen 1-3
+# too); Prescott's SSE3, the x86-64 baseline's.
+ISA_BLAS_CORES = {"avx2": "Haswell", "baseline": "Prescott"}
 
 
 def _cpu_busy(cpus, interval: float = 0.05) -> dict:
@@ -145,26 +151,54 @@ def gemm_probe(dtype: str = "float32", n: int = 1024):
     return (lambda: np.matmul(a, a, out=out)), 2.0 * n ** 3
 
 
-class NativeGemm:
-    """:func:`gemm_probe`'s product run by a child process whose OpenBLAS picks this
-    CPU's own kernels: :data:`BLAS_OVERRIDES` removed from its environment.
+class GemmChild:
+    """:func:`gemm_probe`'s product run by a child process whose OpenBLAS runs the
+    kernels of ``coretype``, or this CPU's own when ``coretype`` is None: the child's
+    environment is this one without :data:`BLAS_OVERRIDES`, and with
+    ``OPENBLAS_CORETYPE=coretype`` when given.
 
-    Where the environment pins another CPU's kernels, the in-process probe runs those
-    and may be slower than this CPU's GEMM, which would flatter the "%GEMM" ratio. The
-    child is started inside the case's :class:`Limits` (it inherits the pinning; its
-    OpenBLAS gets the case's threads) and is timed as one more callable of
-    :func:`measure`, interleaved with the others: each call asks it for one product
-    and waits for the answer (a pipe round trip, microseconds against milliseconds).
+    OpenBLAS reads those variables once, when it loads, so another set of kernels needs
+    another process. Two uses: where the environment pins another CPU's kernels, the
+    in-process probe runs those and may be slower than this CPU's GEMM, which would
+    flatter the "%GEMM" ratio (``coretype`` None measures this CPU's own); and under
+    ``rnncore-bench --isa``, the GEMM of a CPU whose best is the forced instruction set
+    (``coretype`` from :data:`ISA_BLAS_CORES`). The child is started inside the case's
+    :class:`Limits` (it inherits the pinning; its OpenBLAS gets the case's threads) and
+    is timed as one more callable of :func:`measure`, interleaved with the others: each
+    call asks it for one product and waits for the answer (a pipe round trip,
+    microseconds against milliseconds).
 
     Parameters
     ----------
     dtype : str
     n : int
+        The product is of two (n, n) matrices.
     threads : int
+        The child's OpenBLAS/OpenMP threads.
+    coretype : str, optional
+        OPENBLAS_CORETYPE for the child, e.g. "Haswell" (default: none, this CPU's own
+        kernels).
+
+    Attributes
+    ----------
+    flops : float
+        FLOPs of one product, 2n³.
+    coretype : str or None
+        As given.
     """
 
+    # The first line the child writes is the core its OpenBLAS reports (threadpoolctl's
+    # "architecture"; empty if unknown), then one line per product asked for.
     _CHILD = ("import sys\n"
               "import numpy as np\n"
+              "try:\n"
+              "    from threadpoolctl import threadpool_info\n"
+              "    core = next((i.get('architecture') or '' for i in threadpool_info()\n"
+              "                 if i.get('internal_api') == 'openblas'), '')\n"
+              "except ImportError:\n"
+              "    core = ''\n"
+              "sys.stdout.write(core + '\\n')\n"
+              "sys.stdout.flush()\n"
               "n, dtype = int(sys.argv[1]), sys.argv[2]\n"
               "a = np.random.default_rng(1).standard_normal((n, n)).astype(dtype)\n"
               "out = np.empty_like(a)\n"
@@ -173,36 +207,72 @@ class NativeGemm:
               "    sys.stdout.write('.\\n')\n"
               "    sys.stdout.flush()\n")
 
-    def __init__(self, dtype: str, n: int, threads: int):
+    def __init__(self, dtype: str, n: int, threads: int, coretype: str | None = None):
         self.flops = 2.0 * n ** 3
+        self.coretype = coretype
+        self._core = None
         self._proc = subprocess.Popen([sys.executable, "-c", self._CHILD, str(n), dtype],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      env=self.environment(threads), text=True)
+                                      env=self.environment(threads, coretype), text=True)
 
     @staticmethod
-    def environment(threads: int) -> dict:
+    def environment(threads: int, coretype: str | None = None) -> dict:
         """The child's environment: this one without :data:`BLAS_OVERRIDES`, with
-        ``threads`` OpenBLAS/OpenMP threads."""
+        ``threads`` OpenBLAS/OpenMP threads and, when given, ``OPENBLAS_CORETYPE``."""
         env = {k: v for k, v in os.environ.items() if k not in BLAS_OVERRIDES}
         env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+        if coretype is not None:
+            env["OPENBLAS_CORETYPE"] = coretype
         return env
 
     @staticmethod
     def wanted() -> bool:
-        """True when the environment pins other kernels (:data:`BLAS_OVERRIDES`)."""
+        """True when the environment pins other kernels (:data:`BLAS_OVERRIDES`): the
+        in-process probe may then not run this CPU's own."""
         return any(k in os.environ for k in BLAS_OVERRIDES)
 
+    def _line(self) -> str:
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the GEMM probe's child process ended")
+        return line.rstrip("\n")
+
+    @property
+    def core(self) -> str:
+        """The core type the child's OpenBLAS reports it runs ("" if it cannot tell).
+
+        DYNAMIC_ARCH builds that leave older cores out report one of its aliases (the
+        wheels' OpenBLAS names Prescott "Katmai"); an OpenBLAS built for one CPU ignores
+        OPENBLAS_CORETYPE and reports its own.
+        """
+        if self._core is None:
+            self._core = self._line()
+        return self._core
+
     def __call__(self) -> None:
+        self.core                               # the first line, if not read yet
         self._proc.stdin.write("\n")
         self._proc.stdin.flush()
-        if not self._proc.stdout.readline():
-            raise RuntimeError("the native-kernel GEMM probe's process ended")
+        self._line()
 
     def close(self) -> None:
         """End the child process."""
         self._proc.stdin.close()
         self._proc.wait()
         self._proc.stdout.close()
+
+
+def forced_isa() -> str | None:
+    """The instruction set rnncore's kernels run, when it is below the best this CPU
+    supports (``rnncore-bench --isa``, ``rnncore._kernels.set_isa``); None when they run
+    the best one, or are not built."""
+    try:
+        from .. import _kernels
+    except ImportError:
+        return None
+    supported = tuple(_kernels.supported_isas())
+    isa = _kernels.isa()
+    return isa if supported and isa != supported[-1] else None
 
 
 def _call_time(fn) -> float:
@@ -309,24 +379,27 @@ def memory_ratio(case, backend: str = "cython") -> float:
     return peak / kept
 
 
-def denormal_share(case, backend: str | None = None) -> float:
-    """The fraction of the case's forward outputs (hidden states) that are denormal.
+def denormal_share(case, backend: str = "numpy") -> float:
+    """The fraction of the case's hidden states that are denormal in IEEE arithmetic.
 
-    Nonzero values below ``np.finfo(dtype).tiny`` in magnitude, from one forward call
-    on the inputs every implementation is timed on; NaN when ``backend`` is not
-    available.
+    Nonzero values below ``np.finfo(dtype).tiny`` in magnitude among the forward outputs,
+    from one forward call on the inputs every implementation is timed on. The default,
+    rnncore's NumPy reference, computes in IEEE arithmetic, so the share says how many
+    states are denormal for any library that does not flush them; rnncore's compiled
+    kernels flush denormals to zero (FTZ/DAZ), so their own states hold none. NaN when
+    ``backend`` is not available.
 
     Parameters
     ----------
     case : rnncore.bench.Case
-    backend : str, optional
-        rnncore's backend that computes the states (default: the fastest available).
+    backend : str
+        rnncore's backend that computes the states (default: "numpy", the reference).
 
     Returns
     -------
     float
     """
-    if backend is not None and backend not in functional.backends():
+    if backend not in functional.backends():
         return float("nan")
     params, x, _ = _inputs(case)
     y = functional.forward(x, params, backend=backend)[0]
@@ -344,10 +417,21 @@ class Result:
     samples : dict of (impl, mode) to ndarray
         Seconds of every timed call; mode is "fwd" or "fb" (forward+backward).
     gemm_gflops : float
-        The gemm_n³ ``np.matmul`` rate in the case's dtype, measured among the case's calls.
+        The gemm_n³ ``np.matmul`` rate in the case's dtype, measured among the case's calls
+        in this process (its OpenBLAS runs the kernels the environment picks).
     native_gemm_gflops : float
-        The same with this CPU's own OpenBLAS kernels (:class:`NativeGemm`), measured
-        among the case's calls when the environment pins other kernels; NaN otherwise.
+        The same with this CPU's own OpenBLAS kernels (:class:`GemmChild` without a core
+        type), measured among the case's calls when the environment pins other kernels;
+        NaN otherwise.
+    isa_gemm_gflops : float
+        The same with the OpenBLAS kernels of the instruction set rnncore's kernels were
+        forced onto (:class:`GemmChild` with ``isa_blas_core``), measured among the
+        case's calls when that is below this CPU's best; NaN otherwise.
+    isa_blas_core : str or None
+        The OPENBLAS_CORETYPE of that child (:data:`ISA_BLAS_CORES`), None when the
+        kernels ran this CPU's best instruction set.
+    gemm_cores : dict of str to str
+        The core each child's OpenBLAS reported, by probe ("native", "isa").
     memory : float
         :func:`memory_ratio` of the case (NaN if not measured).
     denormals : float
@@ -369,6 +453,9 @@ class Result:
     cpus: list | None = None
     gemm_n: int = 1024
     pools: list = field(default_factory=list)
+    isa_gemm_gflops: float = float("nan")
+    isa_blas_core: str | None = None
+    gemm_cores: dict = field(default_factory=dict)
 
     @property
     def times(self) -> dict:
@@ -406,11 +493,22 @@ class Result:
         return self.case.flops(mode) / t / 1e9 if t else float("nan")
 
     @property
-    def gemm_rate(self) -> float:
-        """The GEMM rate "%GEMM" divides by: the faster of the in-process probe and, where
-        measured, the native-kernel one, so that kernels pinned by the environment
-        never flatter the ratio."""
+    def native_gemm_rate(self) -> float:
+        """This CPU's native-kernel GEMM rate: the faster of the in-process probe and,
+        where measured, the child with this CPU's own kernels (so that kernels pinned by
+        the environment never pass for this CPU's)."""
         return float(np.nanmax([self.gemm_gflops, self.native_gemm_gflops]))
+
+    @property
+    def gemm_rate(self) -> float:
+        """The GEMM rate "%GEMM" divides by: that of OpenBLAS running the kernels of the
+        instruction set rnncore's kernels ran. :attr:`native_gemm_rate` when they ran
+        this CPU's best; :attr:`isa_gemm_gflops` when they were forced onto a lower one,
+        so that a run timing an AVX2 CPU's code paths is compared with an AVX2 CPU's
+        GEMM."""
+        if self.isa_blas_core is not None:
+            return float(self.isa_gemm_gflops)
+        return self.native_gemm_rate
 
     def gemm_fraction(self, impl: str, mode: str) -> float:
         """GFLOP/s of ``impl`` as a fraction of :attr:`gemm_rate`."""
@@ -457,24 +555,34 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                     fns[(impl, "fb")] = runners[1]
             probe, probe_flops = gemm_probe(case.dtype, gemm_n)
             fns[("gemm", "")] = probe
-            native = NativeGemm(case.dtype, gemm_n, case.threads) if NativeGemm.wanted() \
-                else None
-            if native is not None:
-                fns[("gemm-native", "")] = native
+            # The GEMM of the instruction set the kernels run when it is not this CPU's
+            # best, whatever the environment pins; this CPU's own where the environment
+            # pins other kernels (the in-process probe runs those).
+            core = ISA_BLAS_CORES.get(forced_isa())
+            children = {}
+            if core is not None:
+                children["isa"] = GemmChild(case.dtype, gemm_n, case.threads, core)
+            if GemmChild.wanted():
+                children["native"] = GemmChild(case.dtype, gemm_n, case.threads)
+            for name, child in children.items():
+                fns[(f"gemm-{name}", "")] = child
             show = (lambda text: progress(f"{case.name}: {text}")) if progress else None
             try:
                 samples = measure(fns, budget, rounds, show,
                                   settle=0.15 if case.threads > 1 else 0.0)
             finally:
-                if native is not None:
-                    native.close()
-            gemm = samples.pop(("gemm", ""))
-            result = Result(case, samples, probe_flops / float(np.median(gemm)) / 1e9,
-                            cpus=limits.cpus, gemm_n=gemm_n, pools=limits.pools)
-            if native is not None:
-                result.native_gemm_gflops = (probe_flops / 1e9
-                                             / float(np.median(samples.pop(("gemm-native",
-                                                                           "")))))
+                for child in children.values():
+                    child.close()
+
+            def rate(key):
+                return probe_flops / float(np.median(samples.pop((key, "")))) / 1e9
+            result = Result(case, samples, rate("gemm"), cpus=limits.cpus, gemm_n=gemm_n,
+                            pools=limits.pools, isa_blas_core=core,
+                            gemm_cores={k: c.core for k, c in children.items()})
+            if "native" in children:
+                result.native_gemm_gflops = rate("gemm-native")
+            if "isa" in children:
+                result.isa_gemm_gflops = rate("gemm-isa")
             if not forward_only:
                 result.memory = memory_ratio(case)
             result.denormals = denormal_share(case)
