@@ -22,6 +22,8 @@
 #ifndef RNNCORE_GEMM_H
 #define RNNCORE_GEMM_H
 
+#include <string.h>
+
 #define RNN_G_MR 6
 #define RNN_G_KB 256
 #define RNN_G_MB 96
@@ -35,7 +37,59 @@ static inline long rnn_packed_size(long K, int N, int nr)
 }
 
 
-#define RNN_GPACK(NAME, T)                                                          \
+#include <emmintrin.h>       /* SSE2: every x86-64 */
+
+/* One panel of Wᵀ, element (k, j) at m[k + j·sc], into out[k·nr + j] for k < K and the
+ * np <= nr columns present, by 4×4 (float) or 2×2 (double) register transposes: the
+ * per-call pack of W_hh for the forward recurrence, whose cost a short sequence feels.
+ * Columns from np to nr are zero. A copy: no value changes. */
+static void rnn_pack_t_s(long K, int np, int nr, const float *restrict m, long sc,
+                         float *restrict out)
+{
+    int j = 0;
+    long k;
+    for (; j + 4 <= np; j += 4) {
+        const float *r0 = m + (long)j * sc, *r1 = r0 + sc, *r2 = r1 + sc, *r3 = r2 + sc;
+        for (k = 0; k + 4 <= K; k += 4) {
+            __m128 a = _mm_loadu_ps(r0 + k), b = _mm_loadu_ps(r1 + k);
+            __m128 c = _mm_loadu_ps(r2 + k), d = _mm_loadu_ps(r3 + k);
+            _MM_TRANSPOSE4_PS(a, b, c, d);
+            _mm_storeu_ps(out + k * nr + j, a);
+            _mm_storeu_ps(out + (k + 1) * nr + j, b);
+            _mm_storeu_ps(out + (k + 2) * nr + j, c);
+            _mm_storeu_ps(out + (k + 3) * nr + j, d);
+        }
+        for (; k < K; k++) {
+            out[k * nr + j] = r0[k], out[k * nr + j + 1] = r1[k];
+            out[k * nr + j + 2] = r2[k], out[k * nr + j + 3] = r3[k];
+        }
+    }
+    for (; j < nr; j++)
+        for (k = 0; k < K; k++)
+            out[k * nr + j] = j < np ? m[k + (long)j * sc] : 0.0f;
+}
+
+static void rnn_pack_t_d(long K, int np, int nr, const double *restrict m, long sc,
+                         double *restrict out)
+{
+    int j = 0;
+    long k;
+    for (; j + 2 <= np; j += 2) {
+        const double *r0 = m + (long)j * sc, *r1 = r0 + sc;
+        for (k = 0; k + 2 <= K; k += 2) {
+            __m128d a = _mm_loadu_pd(r0 + k), b = _mm_loadu_pd(r1 + k);
+            _mm_storeu_pd(out + k * nr + j, _mm_unpacklo_pd(a, b));
+            _mm_storeu_pd(out + (k + 1) * nr + j, _mm_unpackhi_pd(a, b));
+        }
+        for (; k < K; k++)
+            out[k * nr + j] = r0[k], out[k * nr + j + 1] = r1[k];
+    }
+    for (; j < nr; j++)
+        for (k = 0; k < K; k++)
+            out[k * nr + j] = j < np ? m[k + (long)j * sc] : 0.0;
+}
+
+#define RNN_GPACK(NAME, T, PACK_T)                                                  \
 /* Pack the K×N matrix whose element (k, j) is m[k·sk + j·sc] into nr-column panels. \
  * Where the columns are contiguous (sc = 1) a panel is copied row by row; else      \
  * (Wᵀ read off a row-major W) in groups of RNN_G_PACKJ columns, each a run of m     \
@@ -46,15 +100,26 @@ static void NAME(long K, int N, int nr, const T *restrict m, long sk, long sc,  
 {                                                                                   \
     for (int p = 0; p < N; p += nr, out += (long)nr * K) {                          \
         int np = N - p < nr ? N - p : nr;                                           \
-        int group = sc == 1 ? nr : RNN_G_PACKJ;                                     \
-        for (int j0 = 0; j0 < nr; j0 += group)                                      \
+        if (sc == 1) {          /* rows of the panel are runs of m: copies */        \
+            for (long k = 0; k < K; k++) {                                          \
+                memcpy(out + k * nr, m + k * sk + p, (size_t)np * sizeof(T));       \
+                for (int j = np; j < nr; j++)                                       \
+                    out[k * nr + j] = (T)0;                                         \
+            }                                                                       \
+            continue;                                                               \
+        }                                                                           \
+        if (sk == 1) {          /* Wᵀ off a row-major W: register transposes */     \
+            PACK_T(K, np, nr, m + (long)p * sc, sc, out);                           \
+            continue;                                                               \
+        }                                                                           \
+        for (int j0 = 0; j0 < nr; j0 += RNN_G_PACKJ)                                \
             for (long k = 0; k < K; k++)                                            \
-                for (int j = j0; j < j0 + group && j < nr; j++)                     \
+                for (int j = j0; j < j0 + RNN_G_PACKJ && j < nr; j++)               \
                     out[k * nr + j] = j < np ? m[k * sk + (long)(p + j) * sc] : (T)0; \
     }                                                                               \
 }
-RNN_GPACK(rnn_pack_s, float)
-RNN_GPACK(rnn_pack_d, double)
+RNN_GPACK(rnn_pack_s, float, rnn_pack_t_s)
+RNN_GPACK(rnn_pack_d, double, rnn_pack_t_d)
 #undef RNN_GPACK
 
 /* Whether the unpacked products pack blocks of A too: A read down its columns with a
@@ -233,9 +298,15 @@ static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long 
                 const T *as = ab + (single - m0) / RNN_G_MR * apanel;               \
                 for (int p = 0; p < N; p += 2 * L * RNN_G_WIDE) {                   \
                     int np = (N - p + 2 * L - 1) / (2 * L);                         \
-                    rnn_gmk_row_##SFX(np < RNN_G_WIDE ? np : RNN_G_WIDE, kb, as, abk,\
-                                      wb + (long)p * kb, 2 * L * kb,                \
-                                      c + single * ldc + p, N - p, acc);            \
+                    const T *wp = wb + (long)p * kb;                                \
+                    T *cp = c + single * ldc + p;                                   \
+                    /* the panel count a constant in each case: its loop unrolled */ \
+                    switch (np < RNN_G_WIDE ? np : RNN_G_WIDE) {                    \
+                    case 1: rnn_gmk_row_##SFX(1, kb, as, abk, wp, 2 * L * kb, cp, N - p, acc); break;\
+                    case 2: rnn_gmk_row_##SFX(2, kb, as, abk, wp, 2 * L * kb, cp, N - p, acc); break;\
+                    case 3: rnn_gmk_row_##SFX(3, kb, as, abk, wp, 2 * L * kb, cp, N - p, acc); break;\
+                    default: rnn_gmk_row_##SFX(4, kb, as, abk, wp, 2 * L * kb, cp, N - p, acc);\
+                    }                                                               \
                 }                                                                   \
             }                                                                       \
             for (int p = 0; p < N; p += 2 * L) {                                    \
