@@ -36,6 +36,20 @@ from rnncore._plan cimport *
 from rnncore._checks cimport (BLAS_INT_MAX, Sizes, check_sizes_c, check_layer,
                               expect_shape)
 
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+    void free(void *ptr)
+
+
+cdef void *workspace(Py_ssize_t count, size_t itemsize) except NULL:
+    """``count`` (at least 1) elements of ``itemsize`` bytes, 64-byte aligned, for the
+    buffers a call only hands to C (W_hhᵀ, packed panels, GEMM workspace): cheaper than
+    an ndarray and its memoryview, which a short call feels. The caller frees it."""
+    cdef void *p = NULL
+    if posix_memalign(&p, 64, <size_t>(count if count > 1 else 1) * itemsize) != 0:
+        raise MemoryError(f"cannot allocate {count} elements of {itemsize} bytes")
+    return p
+
 cdef extern from *:
     """
     #ifndef RNNCORE_CHECKED
@@ -202,56 +216,63 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef Plan plan = make_plan(B, H, floating is float)
     scratch_arr = np.empty((R, H), dtype=dtype)
     cdef floating[:, ::1] scratch = scratch_arr
-    # W_hhᵀ for the forms that read m = W_hhᵀ itself; else a placeholder
+    # W_hhᵀ for the forms that read m = W_hhᵀ itself, W_hhᵀ in panels if PACKED, the
+    # workspace of the projection: C buffers, freed below
     cdef bint need_t = reads_m(&plan)
-    w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
-    cdef floating[:, ::1] w_hh_t = w_hh_t_arr
-    packed_arr = np.empty(rnn_packed_size(H, <int>H, plan.nr) if plan.form == PACKED else 1,
-                          dtype=dtype)
-    cdef floating[::1] packed = packed_arr              # W_hhᵀ in panels, if PACKED
+    cdef floating *w_hh_t = NULL
+    cdef floating *packed = NULL
+    cdef floating *work = NULL
     cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0       # hs index of h_{t-1} is t + prev_slot
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
     cdef Py_ssize_t extra = T if reverse else 0    # the row the projection leaves free
     cdef floating *h
     cdef const floating *w_ih_p = &w_ih[0, 0] if K else NULL
-    work_arr = np.empty(workspace_size(&plan, H, K, 1, floating is float), dtype=dtype)
-    cdef floating[::1] work = work_arr
     cdef unsigned int csr
-    with nogil:
-        csr = rnn_flush_denormals()       # given back below; nothing raises
-        if R:
-            # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every step; one
-            # product over all rows of all steps when the call runs the whole batch
-            if projected:
-                pass                         # out holds x_t W_ihᵀ already
-            elif R == B and T:
-                seq_product(&plan, T * B, <int>H, K, &x[0, 0, 0] if K else NULL, K, 1,
-                            w_ih_p, 1, K, &hs[out_slot, 0, 0], H, False, &work[0])
-            else:
-                for t in range(T):
-                    seq_product(&plan, R, <int>H, K, &x[t, row0, 0] if K else NULL, K, 1,
-                                w_ih_p, 1, K, &hs[t + out_slot, row0, 0], H, False,
-                                &work[0])
-            memset(&hs[extra, row0, 0], 0, R * row_bytes)
-            for i in range(row0, row1):
-                memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
-            if plan.form == PACKED:          # element (k, c) of W_hhᵀ is w_hh[c, k]
-                pack_step_matrix(&plan, <int>H, &w_hh[0, 0], 1, H, &packed[0])
-            if need_t:
-                transpose(H, &w_hh[0, 0], &w_hh_t[0, 0])
-            for s in range(T):
-                t = T - 1 - s if reverse else s
-                # (R × H) = (R × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
-                step_product(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
-                             &w_hh_t[0, 0], &w_hh[0, 0], &packed[0], &scratch[0, 0])
+    try:
+        w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
+        packed = <floating *>workspace(rnn_packed_size(H, <int>H, plan.nr)
+                                       if plan.form == PACKED else 1, sizeof(floating))
+        work = <floating *>workspace(workspace_size(&plan, H, K, 1, floating is float),
+                                     sizeof(floating))
+        with nogil:
+            csr = rnn_flush_denormals()       # given back below; nothing raises
+            if R:
+                # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every step; one
+                # product over all rows of all steps when the call runs the whole batch
+                if projected:
+                    pass                         # out holds x_t W_ihᵀ already
+                elif R == B and T:
+                    seq_product(&plan, T * B, <int>H, K, &x[0, 0, 0] if K else NULL, K, 1,
+                                w_ih_p, 1, K, &hs[out_slot, 0, 0], H, False, work)
+                else:
+                    for t in range(T):
+                        seq_product(&plan, R, <int>H, K, &x[t, row0, 0] if K else NULL, K, 1,
+                                    w_ih_p, 1, K, &hs[t + out_slot, row0, 0], H, False,
+                                    work)
+                memset(&hs[extra, row0, 0], 0, R * row_bytes)
                 for i in range(row0, row1):
-                    h = &hs[t + out_slot, i, 0]
-                    if t < lengths[i]:
-                        step_pass(&plan, relu, <int>H, h, &scratch[i - row0, 0], &b[0])
-                    elif not (reverse and t == lengths[i]):   # that slot holds h0
-                        memset(h, 0, row_bytes)
-        rnn_restore_mxcsr(csr)
+                    memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
+                if plan.form == PACKED:          # element (k, c) of W_hhᵀ is w_hh[c, k]
+                    pack_step_matrix(&plan, <int>H, &w_hh[0, 0], 1, H, packed)
+                if need_t:
+                    transpose(H, &w_hh[0, 0], w_hh_t)
+                for s in range(T):
+                    t = T - 1 - s if reverse else s
+                    # (R × H) = (R × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
+                    step_product(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
+                                 w_hh_t, &w_hh[0, 0], packed, &scratch[0, 0])
+                    for i in range(row0, row1):
+                        h = &hs[t + out_slot, i, 0]
+                        if t < lengths[i]:
+                            step_pass(&plan, relu, <int>H, h, &scratch[i - row0, 0], &b[0])
+                        elif not (reverse and t == lengths[i]):   # that slot holds h0
+                            memset(h, 0, row_bytes)
+            rnn_restore_mxcsr(csr)
+    finally:
+        free(w_hh_t)
+        free(packed)
+        free(work)
     return hs_arr
 
 
@@ -281,16 +302,19 @@ def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
     dtype = np.float32 if floating is float else np.float64
     cdef Plan plan = make_plan(B, H, floating is float)
     cdef int out_slot = 0 if reverse else 1
-    work_arr = np.empty(workspace_size(&plan, H, K, 1, floating is float), dtype=dtype)
-    cdef floating[::1] work = work_arr
+    cdef floating *work = <floating *>workspace(
+        workspace_size(&plan, H, K, 1, floating is float), sizeof(floating))
     cdef unsigned int csr
-    with nogil:
-        csr = rnn_flush_denormals()       # given back below; nothing raises
-        # (M × H) = (M × K)(H × K)ᵀ over the rows of steps t0..t1
-        seq_product(&plan, M, <int>H, K, &x[t0, 0, 0] if K else NULL, K, 1,
-                    &w_ih[0, 0] if K else NULL, 1, K, &out[t0 + out_slot, 0, 0], H,
-                    False, &work[0])
-        rnn_restore_mxcsr(csr)
+    try:
+        with nogil:
+            csr = rnn_flush_denormals()       # given back below; nothing raises
+            # (M × H) = (M × K)(H × K)ᵀ over the rows of steps t0..t1
+            seq_product(&plan, M, <int>H, K, &x[t0, 0, 0] if K else NULL, K, 1,
+                        &w_ih[0, 0] if K else NULL, 1, K, &out[t0 + out_slot, 0, 0], H,
+                        False, work)
+            rnn_restore_mxcsr(csr)
+    finally:
+        free(work)
 
 
 def splits_are_exact(Py_ssize_t B, Py_ssize_t H, bint single):
@@ -337,44 +361,48 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
     cdef floating[:, ::1] carry = carry_arr             # δ_{t+1} W_hh
     # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
     cdef bint need_t = plan.form == GEMM_NT
-    w_hh_t_arr = np.empty((H if need_t else 1, H if need_t else 1), dtype=dtype)
-    cdef floating[:, ::1] w_hh_t = w_hh_t_arr
-    packed_arr = np.empty(rnn_packed_size(H, <int>H, plan.nr) if plan.form == PACKED else 1,
-                          dtype=dtype)
-    cdef floating[::1] packed = packed_arr              # W_hh in panels, if PACKED
+    cdef floating *w_hh_t = NULL
+    cdef floating *packed = NULL                        # W_hh in panels, if PACKED
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
     cdef int out_slot = 0 if reverse else 1
     cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
     cdef unsigned int csr
-    with nogil:
-        csr = rnn_flush_denormals()       # given back below; nothing raises
-        for i in range(row0, row1):      # rows of length 0 pass dh_n through
-            memcpy(&dh0[i, 0], &dh_n[i, 0], row_bytes)
-        if R and T:
-            if plan.form == PACKED:
-                pack_step_matrix(&plan, <int>H, &w_hh[0, 0], H, 1, &packed[0])
-            if need_t:
-                transpose(H, &w_hh[0, 0], &w_hh_t[0, 0])
-            for s in range(T):                           # backward in time
-                t = s if reverse else T - 1 - s
-                for i in range(row0, row1):
-                    t_final = 0 if reverse else lengths[i] - 1
-                    if t == t_final:
-                        for j in range(H):
-                            carry[i - row0, j] += dh_n[i, j]
-                    if t < lengths[i]:
-                        grad_pass(&plan, relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
-                                  &carry[i - row0, 0], &hs[t + out_slot, i, 0])
-                    else:
-                        memset(&delta[t, i, 0], 0, row_bytes)
-                # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
-                step_product(&plan, <int>R, <int>H, &delta[t, row0, 0], &w_hh[0, 0],
-                             &w_hh_t[0, 0], &packed[0], &carry[0, 0])
-                for i in range(row0, row1):
-                    t_initial = lengths[i] - 1 if reverse else 0
-                    if t == t_initial and t < lengths[i]:
-                        memcpy(&dh0[i, 0], &carry[i - row0, 0], row_bytes)
-        rnn_restore_mxcsr(csr)
+    try:
+        w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
+        packed = <floating *>workspace(rnn_packed_size(H, <int>H, plan.nr)
+                                       if plan.form == PACKED else 1, sizeof(floating))
+        with nogil:
+            csr = rnn_flush_denormals()       # given back below; nothing raises
+            for i in range(row0, row1):      # rows of length 0 pass dh_n through
+                memcpy(&dh0[i, 0], &dh_n[i, 0], row_bytes)
+            if R and T:
+                if plan.form == PACKED:
+                    pack_step_matrix(&plan, <int>H, &w_hh[0, 0], H, 1, packed)
+                if need_t:
+                    transpose(H, &w_hh[0, 0], w_hh_t)
+                for s in range(T):                           # backward in time
+                    t = s if reverse else T - 1 - s
+                    for i in range(row0, row1):
+                        t_final = 0 if reverse else lengths[i] - 1
+                        if t == t_final:
+                            for j in range(H):
+                                carry[i - row0, j] += dh_n[i, j]
+                        if t < lengths[i]:
+                            grad_pass(&plan, relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
+                                      &carry[i - row0, 0], &hs[t + out_slot, i, 0])
+                        else:
+                            memset(&delta[t, i, 0], 0, row_bytes)
+                    # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
+                    step_product(&plan, <int>R, <int>H, &delta[t, row0, 0], &w_hh[0, 0],
+                                 w_hh_t, packed, &carry[0, 0])
+                    for i in range(row0, row1):
+                        t_initial = lengths[i] - 1 if reverse else 0
+                        if t == t_initial and t < lengths[i]:
+                            memcpy(&dh0[i, 0], &carry[i - row0, 0], row_bytes)
+            rnn_restore_mxcsr(csr)
+    finally:
+        free(w_hh_t)
+        free(packed)
 
 
 cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
@@ -435,27 +463,29 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
     cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
     cdef const floating *delta_p = &delta[0, 0, 0] if M else NULL
     cdef const floating *h_p = &hs[1 if reverse else 0, 0, 0] if M else NULL  # H_prev
-    work_arr = np.empty(workspace_size(&plan, max(H, K), M, H, floating is float),
-                        dtype=dtype)
-    cdef floating[::1] work = work_arr
+    cdef floating *work = <floating *>workspace(
+        workspace_size(&plan, max(H, K), M, H, floating is float), sizeof(floating))
     cdef unsigned int csr
-    with nogil:
-        csr = rnn_flush_denormals()       # given back below; nothing raises
-        if R and k1 > k0:
-            # (R × K') = (T·B × R)ᵀ(T·B × K'): ∂W_ih = Σ_t δ_tᵀ x_t, rows r0..r1,
-            # columns k0..k1
-            seq_product(&plan, R, <int>(k1 - k0), M, delta_p + r0, 1, H, x_p + k0, K, 1,
-                        &dw_ih[r0, k0], K, False, &work[0])
-        if R and c1 > c0:
-            # (R × H') = (T·B × R)ᵀ(T·B × H'): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
-            seq_product(&plan, R, <int>(c1 - c0), M, delta_p + r0, 1, H, h_p + c0, H, 1,
-                        &dw_hh[r0, c0], H, False, &work[0])
-        # ∂b = Σ_t Σ_b δ_t
-        for j in range(b0, b1):
-            db[j] = 0
-        if b1 > b0:
-            sum_rows(&plan, M, <int>(b1 - b0), H, &db[b0], delta_p + b0)
-        rnn_restore_mxcsr(csr)
+    try:
+        with nogil:
+            csr = rnn_flush_denormals()       # given back below; nothing raises
+            if R and k1 > k0:
+                # (R × K') = (T·B × R)ᵀ(T·B × K'): ∂W_ih = Σ_t δ_tᵀ x_t, rows r0..r1,
+                # columns k0..k1
+                seq_product(&plan, R, <int>(k1 - k0), M, delta_p + r0, 1, H, x_p + k0, K, 1,
+                            &dw_ih[r0, k0], K, False, work)
+            if R and c1 > c0:
+                # (R × H') = (T·B × R)ᵀ(T·B × H'): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
+                seq_product(&plan, R, <int>(c1 - c0), M, delta_p + r0, 1, H, h_p + c0, H, 1,
+                            &dw_hh[r0, c0], H, False, work)
+            # ∂b = Σ_t Σ_b δ_t
+            for j in range(b0, b1):
+                db[j] = 0
+            if b1 > b0:
+                sum_rows(&plan, M, <int>(b1 - b0), H, &db[b0], delta_p + b0)
+            rnn_restore_mxcsr(csr)
+    finally:
+        free(work)
 
 
 def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
@@ -510,16 +540,19 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
         return
     dtype = np.float32 if floating is float else np.float64
     cdef Plan plan = make_plan(B, H, floating is float)
-    work_arr = np.empty(workspace_size(&plan, K, H, 1, floating is float), dtype=dtype)
-    cdef floating[::1] work = work_arr
+    cdef floating *work = <floating *>workspace(
+        workspace_size(&plan, K, H, 1, floating is float), sizeof(floating))
     cdef unsigned int csr
-    with nogil:
-        csr = rnn_flush_denormals()       # given back below; nothing raises
-        # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
-        seq_product(&plan, M, <int>K, H, &delta[0, 0, 0] if H else NULL, H, 1,
-                    &w_ih[0, 0] if H else NULL, K, 1, &dx[0, 0, 0], K, accumulate,
-                    &work[0])
-        rnn_restore_mxcsr(csr)
+    try:
+        with nogil:
+            csr = rnn_flush_denormals()       # given back below; nothing raises
+            # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
+            seq_product(&plan, M, <int>K, H, &delta[0, 0, 0] if H else NULL, H, 1,
+                        &w_ih[0, 0] if H else NULL, K, 1, &dx[0, 0, 0], K, accumulate,
+                        work)
+            rnn_restore_mxcsr(csr)
+    finally:
+        free(work)
 
 
 def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if trans_a
@@ -549,3 +582,8 @@ def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if tr
              &a[0, 0] if a.shape[0] * a.shape[1] else NULL, <int>a.shape[1],
              &b[0, 0] if b.shape[0] * b.shape[1] else NULL, <int>b.shape[1],
              <floating>0, &out[0, 0], <int>n)
+
+
+# -- the gated cells (LSTM, GRU) ----------------------------------------------------------
+
+include "_gated.pxi"
