@@ -147,3 +147,44 @@ cdef inline void transpose(Py_ssize_t n, const floating *a, floating *a_t) noexc
             for i in range(i0, i0 + 32 if i0 + 32 < n else n):
                 for j in range(j0, j0 + 32 if j0 + 32 < n else n):
                     a_t[j * n + i] = a[i * n + j]
+
+
+cdef inline void pack_rect(const Plan *plan, int K, int N, const floating *w, bint trans,
+                           floating *packed) noexcept nogil:
+    """Pack op(w) (K×N) for the PACKED form of :func:`rect_product`, into
+    ``rnn_packed_size(K, N, plan.nr)`` elements: op(w) = wᵀ of a row-major (N×K) w
+    if ``trans``, else a row-major (K×N) w itself."""
+    cdef long sk = 1 if trans else N
+    cdef long sc = K if trans else 1
+    if floating is float:
+        rnn_pack_s(K, N, plan.nr, w, sk, sc, packed)
+    else:
+        rnn_pack_d(K, N, plan.nr, w, sk, sc, packed)
+
+
+cdef inline void rect_product(const Plan *plan, int M, int N, int K, const floating *a,
+                              Py_ssize_t lda, const floating *w, bint trans,
+                              const floating *packed, floating *out, Py_ssize_t ldo,
+                              bint accumulate) noexcept nogil:
+    """out (M×N) (+)= a (M×K) · op(w), op(w) as in :func:`pack_rect`: a per-step
+    product whose matrix need not be square (the G·H gate columns of the gated cells,
+    LSTM's projection). Rows of a at a stride of ``lda``, of out at ``ldo``.
+
+    On the packed micro-kernel when the plan's form is PACKED (``packed`` then holds
+    pack_rect's op(w), ``w`` need not be valid), else on the BLAS with w as it is (no
+    transposed copy). K >= 1.
+    """
+    cdef floating beta = 1 if accumulate else 0
+    if plan.form == PACKED:
+        if floating is float:
+            plan.policy.vm.gemm_packed_f(M, N, K, a, lda, 1, packed, out, ldo, accumulate)
+        else:
+            plan.policy.vm.gemm_packed_d(M, N, K, a, lda, 1, packed, out, ldo, accumulate)
+    elif M == 1:
+        if trans:
+            gemv(False, N, K, <floating>1, w, K, a, beta, out)
+        else:
+            gemv(True, K, N, <floating>1, w, N, a, beta, out)
+    else:
+        gemm(False, trans, M, N, K, <floating>1, a, <int>lda, w, K if trans else N, beta,
+             out, <int>ldo)

@@ -18,6 +18,27 @@ typedef void (*rnn_grad_f_t)(int, float *, const float *, const float *, const f
 typedef void (*rnn_grad_d_t)(int, double *, const double *, const double *, const double *);
 typedef void (*rnn_sum_f_t)(long, int, long, float *, const float *);
 typedef void (*rnn_sum_d_t)(long, int, long, double *, const double *);
+typedef void (*rnn_add_f_t)(int, float *, const float *, const float *);
+typedef void (*rnn_add_d_t)(int, double *, const double *, const double *);
+/* The gated cells' fused passes (_vmath_impl.h says what each computes). */
+typedef void (*rnn_lstm_step_f_t)(int, float *, const float *, const float *,
+                                  const float *, float *, float *);
+typedef void (*rnn_lstm_step_d_t)(int, double *, const double *, const double *,
+                                  const double *, double *, double *);
+typedef void (*rnn_gru_step_f_t)(int, float *, const float *, const float *,
+                                 const float *, const float *, float *);
+typedef void (*rnn_gru_step_d_t)(int, double *, const double *, const double *,
+                                 const double *, const double *, double *);
+typedef void (*rnn_lstm_grad_f_t)(int, float *, const float *, const float *,
+                                  const float *, const float *, const float *, float *,
+                                  float *);
+typedef void (*rnn_lstm_grad_d_t)(int, double *, const double *, const double *,
+                                  const double *, const double *, const double *,
+                                  double *, double *);
+typedef void (*rnn_gru_grad_f_t)(int, float *, float *, const float *, float *,
+                                 const float *, const float *);
+typedef void (*rnn_gru_grad_d_t)(int, double *, double *, const double *, double *,
+                                 const double *, const double *);
 typedef void (*rnn_gemm_f_t)(long, int, long, const float *, long, long, const float *,
                              long, long, float *, long, int, float *);
 typedef void (*rnn_gemm_d_t)(long, int, long, const double *, long, long, const double *,
@@ -43,6 +64,16 @@ typedef struct {
     rnn_grad_d_t tanh_grad_d, relu_grad_d;
     rnn_sum_f_t sum_rows_f;
     rnn_sum_d_t sum_rows_d;
+    rnn_add_f_t add_f;
+    rnn_add_d_t add_d;
+    rnn_lstm_step_f_t lstm_step_f;
+    rnn_lstm_step_d_t lstm_step_d;
+    rnn_gru_step_f_t gru_step_f;
+    rnn_gru_step_d_t gru_step_d;
+    rnn_lstm_grad_f_t lstm_grad_f;
+    rnn_lstm_grad_d_t lstm_grad_d;
+    rnn_gru_grad_f_t gru_grad_f;
+    rnn_gru_grad_d_t gru_grad_d;
     rnn_gemm_info gemm_info_f, gemm_info_d;
     rnn_gemm_f_t gemm_f;
     rnn_gemm_d_t gemm_d;
@@ -75,7 +106,9 @@ typedef struct {
 #define RNN_VM_TABLE(sfx, label, packed) { label,                               \
     tanh_step_f_##sfx, relu_step_f_##sfx, tanh_step_d_##sfx, relu_step_d_##sfx,   \
     tanh_grad_f_##sfx, relu_grad_f_##sfx, tanh_grad_d_##sfx, relu_grad_d_##sfx,   \
-    sum_rows_f_##sfx, sum_rows_d_##sfx, packed }
+    sum_rows_f_##sfx, sum_rows_d_##sfx, add_f_##sfx, add_d_##sfx,                 \
+    lstm_step_f_##sfx, lstm_step_d_##sfx, gru_step_f_##sfx, gru_step_d_##sfx,     \
+    lstm_grad_f_##sfx, lstm_grad_d_##sfx, gru_grad_f_##sfx, gru_grad_d_##sfx, packed }
 #define RNN_VM_NO_PACKED {0, 0, 0}, {0, 0, 0}, NULL, NULL, NULL, NULL
 #define RNN_VM_PACKED(isa, nr_f, max_b_f, max_h_f, nr_d, max_b_d, max_h_d)         \
     {nr_f, max_b_f, max_h_f}, {nr_d, max_b_d, max_h_d},                            \

@@ -21,6 +21,25 @@ cdef extern from "_vmath.h" nogil:
                             const double *) noexcept nogil
         void (*sum_rows_f)(long, int, long, float *, const float *) noexcept nogil
         void (*sum_rows_d)(long, int, long, double *, const double *) noexcept nogil
+        void (*add_f)(int, float *, const float *, const float *) noexcept nogil
+        void (*add_d)(int, double *, const double *, const double *) noexcept nogil
+        void (*lstm_step_f)(int, float *, const float *, const float *, const float *,
+                            float *, float *) noexcept nogil
+        void (*lstm_step_d)(int, double *, const double *, const double *,
+                            const double *, double *, double *) noexcept nogil
+        void (*gru_step_f)(int, float *, const float *, const float *, const float *,
+                           const float *, float *) noexcept nogil
+        void (*gru_step_d)(int, double *, const double *, const double *,
+                           const double *, const double *, double *) noexcept nogil
+        void (*lstm_grad_f)(int, float *, const float *, const float *, const float *,
+                            const float *, const float *, float *, float *) noexcept nogil
+        void (*lstm_grad_d)(int, double *, const double *, const double *,
+                            const double *, const double *, const double *, double *,
+                            double *) noexcept nogil
+        void (*gru_grad_f)(int, float *, float *, const float *, float *, const float *,
+                           const float *) noexcept nogil
+        void (*gru_grad_d)(int, double *, double *, const double *, double *,
+                           const double *, const double *) noexcept nogil
         rnn_gemm_info gemm_info_f, gemm_info_d
         void (*gemm_f)(long, int, long, const float *, long, long, const float *, long,
                        long, float *, long, int, float *) noexcept nogil
