@@ -242,6 +242,64 @@ CASES = [
 ]
 
 
+# ---- the gated cells: rnncore.LSTM, rnncore.GRU and functional with cell=
+lstm = rnncore.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+lstm_proj = rnncore.LSTM(3, 4, proj_size=2, seed=0)
+gru = rnncore.GRU(3, 4, num_layers=2, bidirectional=True, seed=0)
+lstm_h0 = np.zeros((4, 2, 4), f32)
+
+GATED_CASES = [
+    ("LSTM(...)", "proj_size 4 = hidden_size", lambda: rnncore.LSTM(3, 4, proj_size=4), E,
+     r"proj_size must be smaller than hidden_size \(4\); got 4"),
+    ("LSTM(...)", "proj_size -1", lambda: rnncore.LSTM(3, 4, proj_size=-1), E,
+     r"proj_size must be >= 0; got -1"),
+    ("LSTM(...)", "proj_size 1.5", lambda: rnncore.LSTM(3, 4, proj_size=1.5), T_,
+     r"proj_size must be an integer; got float"),
+    ("GRU(...)", "hidden_size 0", lambda: rnncore.GRU(3, 0), E,
+     r"hidden_size must be >= 1; got 0"),
+    ("LSTM.forward", "h0 alone, not (h0, c0)", lambda: lstm(x, lstm_h0), T_,
+     r"h0 of an LSTM must be a pair \(h0, c0\); got ndarray"),
+    ("LSTM.forward", "c0 of the wrong shape", lambda: lstm(x, (lstm_h0, np.zeros((4, 2, 3),
+                                                                             f32))), E,
+     r"c0 must have shape \(4, 2, 4\) for num_layers=2, bidirectional=True, batch=2, "
+     r"hidden_size=4; got \(4, 2, 3\)"),
+    ("LSTM.forward", "h0 hidden_size wide with proj_size=2",
+     lambda: lstm_proj(x, (np.zeros((1, 2, 4), f32), np.zeros((1, 2, 4), f32))), E,
+     r"h0 must have shape \(1, 2, 2\) for num_layers=1, bidirectional=False, batch=2, "
+     r"proj_size=2; got \(1, 2, 4\)"),
+    ("LSTM.backward", "dh_n alone, not (dh_n, dc_n)",
+     after_forward(lambda: lstm.backward(None, lstm_h0), lstm), T_,
+     r"dh_n of an LSTM must be a pair \(dh_n, dc_n\); got ndarray"),
+    ("LSTM.backward", "dc_n of the wrong shape",
+     after_forward(lambda: lstm.backward(None, (None, np.zeros((4, 2, 5), f32))), lstm), E,
+     r"dc_n must have shape \(4, 2, 4\) .*; got \(4, 2, 5\)"),
+    ("GRU.forward", "x with 4 features", lambda: gru(np.ones((5, 2, 4), f32)), E,
+     r"x must have 3 features in its last axis .*; got shape \(5, 2, 4\)"),
+    ("GRU.forward", "float64 h0", lambda: gru(x, np.zeros((4, 2, 4))), T_,
+     r"h0 has dtype float64 but the weights are float32; they must match"),
+    ("GRU.load_state_dict", "an LSTM's state_dict", lambda: gru.load_state_dict(
+        lstm.state_dict()), E, r"state_dict\['weight_ih_l0'\] must have shape \(12, 3\); "
+                               r"got \(16, 3\)"),
+    ("functional.forward", "cell 'rnn2'", lambda: F.forward(x, lstm.params, cell="rnn2"), E,
+     r"cell must be one of \('rnn', 'lstm', 'gru'\); got 'rnn2'"),
+    ("functional.forward", "an LSTM's params as a GRU's",
+     lambda: F.forward(x, lstm.params, cell="gru"), E,
+     r"params\['weight_ih_l0'\] must have a positive multiple of 3 rows \(3\*hidden_size\)"
+     r" \(hidden_size >= 1\); got shape \(16, 3\)"),
+    ("functional.forward", "an RNN's params as an LSTM's (H=4: 4 rows = one unit)",
+     lambda: F.forward(x, params, cell="lstm"), E,
+     r"params\['weight_hh_l0'\] must have shape \(4, 1\) for input_size=3, "
+     r"hidden_size=1; got \(4, 4\)"),
+    ("functional.forward", "nonlinearity 'relu' for an LSTM",
+     lambda: F.forward(x, lstm.params, cell="lstm", nonlinearity="relu"), E,
+     r"nonlinearity is an option of the Elman RNN; the lstm cell takes only 'tanh', "
+     r"got 'relu'"),
+    ("functional.param_shapes", "proj_size for a GRU",
+     lambda: F.param_shapes(3, 4, cell="gru", proj_size=2), E,
+     r"proj_size is an LSTM option; got proj_size=2 for cell='gru'"),
+]
+
+
 # ---- the model: rnncore.RNNModel
 def _model(**kw):
     return rnncore.RNNModel(5, 4, **{"vocab_size": 7, "seed": 0, **kw})
@@ -392,6 +450,12 @@ def _check(call, exc_type, pattern):
 
 @pytest.mark.parametrize("where, what, call, exc_type, pattern", CASES, ids=_ids(CASES))
 def test_core_entry_points_reject_bad_input(where, what, call, exc_type, pattern):
+    _check(call, exc_type, pattern)
+
+
+@pytest.mark.parametrize("where, what, call, exc_type, pattern", GATED_CASES,
+                         ids=_ids(GATED_CASES))
+def test_gated_cells_reject_bad_input(where, what, call, exc_type, pattern):
     _check(call, exc_type, pattern)
 
 

@@ -14,6 +14,8 @@ import test_bad_input_everywhere as table  # noqa: E402
 
 SECTIONS = [
     ("The RNN class and rnncore.functional", table.CASES),
+    ("The gated cells: rnncore.LSTM, rnncore.GRU, functional with cell=",
+     table.GATED_CASES),
     ("The model: rnncore.RNNModel", table.MODEL_CASES),
     ("Optimisers and training helpers: rnncore.optim", table.OPTIM_CASES),
 ]
