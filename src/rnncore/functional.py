@@ -22,8 +22,10 @@ import numpy as np
 
 from . import _parallel, reference
 from ._cells import CELL_TYPES
-from ._params import (CELLS, Config, as_array, check_cell, check_float,  # noqa: F401
-                      check_param_memory, param_count, param_shapes, read_params)
+from ._inputs import (as_weights_dtype, check_state, padded_mask, read_dy, read_lengths,
+                      read_states, state_widths)
+from ._params import (CELLS, Config, check_cell, check_param_memory, param_count,
+                      param_shapes, read_params)
 
 __all__ = ["forward", "backward", "backends", "backends_for", "Record", "param_shapes",
            "param_count", "check_param_memory", "CELLS"]
@@ -90,84 +92,6 @@ def _module_for(cell_type, backend):
         raise ValueError(f"backend {backend!r} does not implement the {cell_type.name} "
                          f"cell; backends that do: {backends_for(cell_type.name)}")
     return module
-
-
-def _read_lengths(lengths, B: int, T: int) -> np.ndarray:
-    """Check the lengths a caller gave; a private (B,) int64 copy."""
-    a = as_array("lengths", lengths)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.dtype.kind == "f":
-        if not np.isfinite(a).all() or (a != np.round(a)).any():
-            raise ValueError(f"lengths must hold whole numbers; got {a!r}")
-    elif a.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers; got dtype {a.dtype}")
-    if a.shape != (B,):
-        raise ValueError(f"lengths must have shape ({B},) for batch size {B}; "
-                         f"got {a.shape}")
-    if B and (a.min() < 1 or a.max() > T):
-        raise ValueError(f"lengths must lie in [1, {T}] for a sequence length of {T}; "
-                         f"got values from {a.min()} to {a.max()}")
-    return a.astype(np.int64)
-
-
-def _as_weights_dtype(name: str, value, dtype: np.dtype) -> np.ndarray:
-    """An array of floats in the weights' dtype, or a TypeError naming both dtypes."""
-    if type(value) is np.ndarray and value.dtype == dtype:    # dtype is native: so is value
-        return value
-    a = as_array(name, value)
-    check_float(name, a)
-    if a.dtype != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype} but the weights are {dtype}; "
-                        f"they must match")
-    return a
-
-
-def _state_widths(cfg: Config) -> tuple[int, ...]:
-    """The width of each state: (H,), or LSTM's (P or H, H) for h and c."""
-    return (cfg.out_size, cfg.hidden_size) if cfg.cell == "lstm" else (cfg.hidden_size,)
-
-
-def _check_state(name: str, h, cfg: Config, B: int, unbatched: bool,
-                 width: int | None = None) -> np.ndarray:
-    """Validate one state (h0, c0, dh_n, dc_n); returns shape (L*D, B, width),
-    C-contiguous."""
-    width = cfg.hidden_size if width is None else width
-    a = _as_weights_dtype(name, h, cfg.dtype)
-    LD = cfg.num_layers * cfg.D
-    expected = (LD, width) if unbatched else (LD, B, width)
-    if a.shape != expected:
-        size = ("proj_size" if width == cfg.proj_size and not name.lstrip("d").startswith("c")
-                else "hidden_size")
-        raise ValueError(
-            f"{name} must have shape {expected} for num_layers={cfg.num_layers}, "
-            f"bidirectional={cfg.bidirectional}"
-            + ("" if unbatched else f", batch={B}")
-            + f", {size}={width}; got {a.shape}")
-    return np.ascontiguousarray(a.reshape(LD, B, width))
-
-
-def _read_states(names: tuple[str, ...], value, cfg: Config, B: int, unbatched: bool,
-                 allow_none: bool) -> list[np.ndarray | None]:
-    """Validate the initial states (or their gradients) of a cell: a single array for
-    one state, a pair (h, c) for LSTM's two; with ``allow_none`` a None entry of the
-    pair stands for zeros (returned as None)."""
-    widths = _state_widths(cfg)
-    if len(widths) == 1:
-        return [_check_state(names[0], value, cfg, B, unbatched)]
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{names[0]} of an LSTM must be a pair ({names[0]}, {names[1]}); "
-                        f"got {type(value).__name__}")
-    return [None if v is None and allow_none else
-            _check_state(name, v, cfg, B, unbatched, width)
-            for name, v, width in zip(names, value, widths)]
-
-
-def _padded_mask(lengths: np.ndarray, T: int) -> np.ndarray | None:
-    """(T, B) boolean, True at padded steps; None when nothing is padded."""
-    if (lengths == T).all():
-        return None
-    return np.arange(T)[:, None] >= lengths[None, :]
 
 
 class Record:
@@ -262,7 +186,7 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
     plan, arrays = read_params(params, cell)
     cfg = plan.cfg
-    x = _as_weights_dtype("x", x, cfg.dtype)
+    x = as_weights_dtype("x", x, cfg.dtype)
     unbatched = x.ndim == 2
     if not unbatched and x.ndim != 3:
         raise ValueError(f"x must have shape (T, B, {cfg.input_size}), "
@@ -278,7 +202,7 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
                          f"(input_size of params['weight_ih_l0']); got shape "
                          f"{x.shape if not batch_first or unbatched else (B, T, K)}")
     if lengths is not None:
-        lengths = _read_lengths(lengths, B, T)
+        lengths = read_lengths(lengths, B, T)
     H, P, D = cfg.hidden_size, cfg.out_size, cfg.D
     LD = cfg.num_layers * D
     if module is _kernels:               # before anything is copied or allocated
@@ -288,10 +212,10 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     if cell_type is _ELMAN:
         finals = [np.zeros((LD, B, H), cfg.dtype)]
     else:
-        finals = [np.zeros((LD, B, w), cfg.dtype) for w in _state_widths(cfg)]
-    states0 = finals if h0 is None else _read_states(("h0", "c0"), h0, cfg, B, unbatched,
+        finals = [np.zeros((LD, B, w), cfg.dtype) for w in state_widths(cfg)]
+    states0 = finals if h0 is None else read_states(("h0", "c0"), h0, cfg, B, unbatched,
                                                      allow_none=False)
-    padded = None if lengths is None else _padded_mask(lengths, T)
+    padded = None if lengths is None else padded_mask(lengths, T)
     if padded is not None:
         x = np.array(x, order="C")       # a private copy: padded steps are zeroed
         x[padded] = 0
@@ -420,15 +344,15 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     cfg = plan.cfg
     cell_type = CELL_TYPES[cfg.cell]
     P, D, L = cfg.out_size, cfg.D, cfg.num_layers
-    dy = _read_dy(dy, record, (T, B, D * P))
+    dy = read_dy(dy, record, (T, B, D * P))
     if cell_type is _ELMAN:
         H = cfg.hidden_size
         ds_n = [np.zeros((L * D, B, H), cfg.dtype) if dh_n is None
-                else _check_state("dh_n", dh_n, cfg, B, record.unbatched)]
+                else check_state("dh_n", dh_n, cfg, B, record.unbatched)]
         ds0 = [np.empty((L * D, B, H), cfg.dtype)]
     else:
-        widths = _state_widths(cfg)
-        ds_n = [None] * len(widths) if dh_n is None else _read_states(
+        widths = state_widths(cfg)
+        ds_n = [None] * len(widths) if dh_n is None else read_states(
             ("dh_n", "dc_n"), dh_n, cfg, B, record.unbatched, allow_none=True)
         ds_n = [np.zeros((L * D, B, w), cfg.dtype) if a is None else a
                 for a, w in zip(ds_n, widths)]
@@ -508,31 +432,3 @@ def _input_grad(module, deltas, w_ihs, dx, parts: int) -> None:
 
     T, B, K = dx.shape
     _parallel.split_steps(steps, T, T * B * K * deltas[0].shape[2], parts)
-
-
-def _read_dy(dy, record: Record, shape_tm) -> np.ndarray:
-    """Validate ∂L/∂output; returns it time-major, with padded steps zeroed."""
-    cfg = record.cfg
-    if dy is None:
-        return np.zeros(shape_tm, dtype=cfg.dtype)
-    a = _as_weights_dtype("dy", dy, cfg.dtype)
-    T, B, DH = shape_tm
-    if record.unbatched:
-        expected = (T, DH)
-    elif record.batch_first:
-        expected = (B, T, DH)
-    else:
-        expected = shape_tm
-    if a.shape != expected:
-        raise ValueError(f"dy must have the shape of the forward output {expected}; "
-                         f"got {a.shape}")
-    if record.unbatched:
-        a = a[:, None, :]
-    elif record.batch_first:
-        a = a.transpose(1, 0, 2)
-    if record.padded is not None:
-        a = np.array(a, order="C")       # a private copy: padded steps are ignored
-        a[record.padded] = 0
-    elif a.strides[-1] != a.itemsize:
-        a = np.ascontiguousarray(a)      # the kernels read rows of dy contiguously
-    return a
