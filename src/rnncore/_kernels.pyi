@@ -46,3 +46,31 @@ def _bounds_probe(a: NDArray[np.floating], i: int) -> float: ...
 def blas_core() -> str: ...
 def whole_sequence_gemm() -> str: ...
 def set_whole_sequence_gemm(name: str | None = ...) -> None: ...
+def lstm_layer_forward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
+                       w_hh: NDArray[np.floating], b: NDArray[np.floating],
+                       w_hr: NDArray[np.floating] | None, h0: NDArray[np.floating],
+                       c0: NDArray[np.floating], lengths: NDArray[np.int64], reverse: bool
+                       ) -> tuple[NDArray[np.floating], NDArray[np.floating],
+                                  NDArray[np.floating]]: ...
+def lstm_layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
+                        w_hh: NDArray[np.floating], w_hr: NDArray[np.floating] | None,
+                        hs: NDArray[np.floating], cs: NDArray[np.floating],
+                        gates: NDArray[np.floating], dy: NDArray[np.floating],
+                        dh_n: NDArray[np.floating], dc_n: NDArray[np.floating],
+                        lengths: NDArray[np.int64], reverse: bool
+                        ) -> tuple[NDArray[np.floating], NDArray[np.floating],
+                                   NDArray[np.floating], NDArray[np.floating],
+                                   NDArray[np.floating], NDArray[np.floating] | None,
+                                   NDArray[np.floating]]: ...
+def gru_layer_forward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
+                      w_hh: NDArray[np.floating], b_ih: NDArray[np.floating],
+                      b_hh: NDArray[np.floating], h0: NDArray[np.floating],
+                      lengths: NDArray[np.int64], reverse: bool
+                      ) -> tuple[NDArray[np.floating], NDArray[np.floating]]: ...
+def gru_layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
+                       w_hh: NDArray[np.floating], hs: NDArray[np.floating],
+                       saved: NDArray[np.floating], dy: NDArray[np.floating],
+                       dh_n: NDArray[np.floating], lengths: NDArray[np.int64], reverse: bool
+                       ) -> tuple[NDArray[np.floating], NDArray[np.floating],
+                                  NDArray[np.floating], NDArray[np.floating],
+                                  NDArray[np.floating], NDArray[np.floating]]: ...
