@@ -182,5 +182,5 @@ def layer_backward(x, w_ih, w_hh, w_hr, hs, cs, gates, dy, dh_n, dc_n, lengths, 
     if w_hr is not None:                 # m_t = o ⊙ tanh(c_t), zero at padded steps
         c_out = cs[:T] if reverse else cs[1:]
         m = gates[:, :, 3 * H:] * np.tanh(c_out)
-        dw_hr = dhs.reshape(T * B, -1).T @ m.reshape(T * B, H)
+        dw_hr = dhs.reshape(T * B, w_hr.shape[0]).T @ m.reshape(T * B, H)
     return dh0, dc0, dw_ih, dw_hh, db, dw_hr, delta
