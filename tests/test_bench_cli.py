@@ -237,7 +237,7 @@ def test_memory_ratio_counts_one_copy_of_the_parameters_as_kept(monkeypatch):
     T, B, K, H = case.T, case.B, case.K, case.H
     n_params = H * K + H * H + 2 * H
 
-    def forward(x, params, backend=None):
+    def forward(x, params, lengths=None, backend=None):
         return np.empty((T, B, H), np.float32), np.empty((1, B, H), np.float32), \
             [np.empty((T + 1, B, H), np.float32), np.empty(n_params, np.float32)]
 

@@ -1,4 +1,5 @@
-"""The size grid of PERF.md and the targets it sets for each case."""
+"""The size grid of PERF.md and the targets it sets for each case, for the Elman RNN and
+for the gated cells (LSTM, GRU)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Case", "CASES", "QUICK", "TARGETS", "COMPARISONS", "variants", "targets",
+__all__ = ["Case", "CASES", "QUICK", "CELLS", "GATES", "TARGETS", "GATED_TARGETS",
+           "COMPARISONS", "grid", "quick", "with_lengths", "variants", "targets",
            "comparisons"]
+
+# The cells the benchmark runs, and G, the gate blocks of each (the rows of W_ih and
+# W_hh are G·H): a gated cell's products are G times the Elman RNN's.
+CELLS = ("rnn", "lstm", "gru")
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,12 @@ class Case:
         "random": inputs, weights and R drawn at random (never zeros). "denormal":
         states that underflow into denormals and stay there (see
         ``rnncore.bench.runners``), for the cost of denormal arithmetic.
+    cell : {"rnn", "lstm", "gru"}
+        The Elman RNN (tanh) or one of the gated cells.
+    lengths : bool
+        Sequences of unequal lengths (:attr:`lengths_array`): rnncore is called with
+        ``lengths=``, torch with a packed sequence. False: every sequence is T long
+        (padded, as the other rows).
     """
 
     name: str
@@ -42,6 +55,8 @@ class Case:
     threads: int = 1
     what: str = ""
     inputs: str = "random"
+    cell: str = "rnn"
+    lengths: bool = False
 
     @property
     def directions(self) -> int:
@@ -49,9 +64,35 @@ class Case:
         return 2 if self.bidirectional else 1
 
     @property
+    def gates(self) -> int:
+        """G, the gate blocks of the cell: 1 for the Elman RNN, 4 for LSTM, 3 for GRU."""
+        return GATES[self.cell]
+
+    @property
+    def lengths_array(self):
+        """The sequence lengths, shape (B,) int64, or None for a padded case.
+
+        A quarter of the sequences (at least one: every fourth, from the first) are
+        ``3T // 4`` steps long, the others T, so that a library must handle both and, if
+        it sorts by length, must sort.
+        """
+        if not self.lengths:
+            return None
+        lengths = np.full(self.B, self.T, dtype=np.int64)
+        lengths[::4] = max(1, 3 * self.T // 4)
+        return lengths
+
+    @property
+    def steps(self) -> int:
+        """The sequence steps the batch computes: T·B, or the sum of the lengths."""
+        lengths = self.lengths_array
+        return self.T * self.B if lengths is None else int(lengths.sum())
+
+    @property
     def flops_forward(self) -> float:
-        """FLOPs of the forward pass, 2·T·B·(K·H + H·H) for each direction."""
-        return 2.0 * self.directions * self.T * self.B * (self.K * self.H + self.H * self.H)
+        """FLOPs of the forward pass, 2·T·B·G·H·(K + H) for each direction (G = 1 for
+        the Elman RNN, 4 for LSTM, 3 for GRU); with lengths, Σ lengths instead of T·B."""
+        return 2.0 * self.directions * self.steps * self.gates * self.H * (self.K + self.H)
 
     def flops(self, mode: str) -> float:
         """FLOPs of ``mode`` ("fwd", or "fb" for forward+backward, counted as 3× forward)."""
@@ -61,6 +102,11 @@ class Case:
     def size(self) -> str:
         """The sizes as the string "T, B, K, H"."""
         return f"{self.T}, {self.B}, {self.K}, {self.H}"
+
+    @property
+    def padded(self) -> str | None:
+        """For a case with lengths, the name of the same case padded; else None."""
+        return self.name.replace("-len", "", 1) if self.lengths else None
 
 
 CASES = [
@@ -79,9 +125,71 @@ CASES = [
     Case("medium-f64", 100, 32, 256, 256, dtype="float64", what="float64"),
 ]
 
+def _toy(case: Case) -> Case:
+    return dataclasses.replace(case, T=max(4, case.T // 25), B=max(1, case.B // 8),
+                               K=max(8, case.K // 8), H=max(16, case.H // 8),
+                               what="quick: " + case.what)
+
+
 # The same rows at toy sizes: a seconds-long smoke run of the whole machinery.
-QUICK = [dataclasses.replace(c, T=max(4, c.T // 25), B=max(1, c.B // 8), K=max(8, c.K // 8),
-                             H=max(16, c.H // 8), what="quick: " + c.what) for c in CASES]
+QUICK = [_toy(c) for c in CASES]
+
+# The sizes that a gated cell's grid also runs with lengths (those PERF.md measured
+# torch's packed sequences at).
+_LENGTHS_ROWS = ("tiny", "small", "medium", "large", "long")
+
+
+def _base(name: str) -> str:
+    """The name without the thread and dtype suffixes: the size (and "-len")."""
+    for suffix in ("-2t", "-f64"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _size(name: str) -> str:
+    """The grid size a case has: its name without "-len", "-f64" and "-2t"."""
+    return _base(name).removesuffix("-len")
+
+
+def with_lengths(case: Case) -> Case:
+    """The same case with sequences of unequal lengths (:attr:`Case.lengths_array`),
+    named with "-len" after the size ("medium-len", "medium-len-f64-2t")."""
+    if case.lengths:
+        return case
+    base = _base(case.name)
+    return dataclasses.replace(case, name=base + "-len" + case.name[len(base):],
+                               lengths=True,
+                               what=case.what + "; a quarter of the sequences ¾ long")
+
+
+def grid(cell: str = "rnn") -> list[Case]:
+    """The grid of one cell.
+
+    Parameters
+    ----------
+    cell : {"rnn", "lstm", "gru"}
+
+    Returns
+    -------
+    list of Case
+        For "rnn", :data:`CASES`. For a gated cell, the same sizes without
+        long-denormal (its inputs make tanh states underflow; a gated cell's sigmoid
+        gates keep them away from zero), with tiny, small, medium, large and long also
+        run with lengths ("-len", after long).
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}; got {cell!r}")
+    if cell == "rnn":
+        return list(CASES)
+    rows = [dataclasses.replace(c, cell=cell) for c in CASES if c.inputs == "random"]
+    at = [c.name for c in rows].index("long") + 1
+    lengths = [with_lengths(c) for c in rows if c.name in _LENGTHS_ROWS]
+    return rows[:at] + lengths + rows[at:]
+
+
+def quick(cell: str = "rnn") -> list[Case]:
+    """:func:`grid` at toy sizes (``--quick``); :data:`QUICK` for "rnn"."""
+    return [_toy(c) for c in grid(cell)]
 
 
 # PERF.md's targets in words; :func:`targets` checks them.
@@ -103,6 +211,20 @@ TARGETS = [
                "hidden states, gradients, and one copy of the parameters: the snapshot "
                "of the weights that forward's record keeps so that backward "
                "differentiates exactly the weights forward used)"),
+    ("-len (--lengths)", "≤ 1.1× rnncore's own time at the same case padded"),
+]
+
+# The targets of the gated cells (the issue "LSTM and GRU"); :func:`targets` checks them.
+GATED_TARGETS = [
+    ("LSTM, float32", "≥ 1.5× torch's nn.LSTM (oneDNN) at every grid size, forward and "
+                      "forward+backward"),
+    ("GRU, float32", "≥ 3× torch's nn.GRU at every grid size"),
+    ("float64 (medium-f64)", "≥ 3× torch"),
+    ("every case", "faster than JAX"),
+    ("medium, large", "≥ 85% of the single-core SGEMM rate measured in the same run (as "
+                      "for the Elman RNN), FLOPs counted G× the Elman RNN's"),
+    ("-len", "≤ 1.1× rnncore's own time at the same case padded (torch's packed "
+             "sequences take 1.5–40× its padded time: shown beside it)"),
 ]
 
 # Cases timed to show a cost rather than to meet a target: the case, the case it is
@@ -110,14 +232,8 @@ TARGETS = [
 COMPARISONS = {"long-denormal": ("long", "slowdown from denormal states")}
 
 
-def _base(name: str) -> str:
-    for suffix in ("-2t", "-f64"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def variants(cases, threads=None, dtype=None) -> list[Case]:
-    """The cases run at other thread counts and/or another dtype.
+def variants(cases, threads=None, dtype=None, lengths: bool = False) -> list[Case]:
+    """The cases run at other thread counts and/or another dtype, and/or with lengths.
 
     Parameters
     ----------
@@ -126,13 +242,16 @@ def variants(cases, threads=None, dtype=None) -> list[Case]:
         Run every case at each of these thread counts (default: each case's own).
     dtype : {"float32", "float64"}, optional
         Run every case in this dtype (default: each case's own).
+    lengths : bool
+        Follow every padded case with the same case with lengths
+        (:func:`with_lengths`), so that the two can be compared.
 
     Returns
     -------
     list of Case
-        Named after the size, "-f64" for float64 and "-2t" for 2 threads, without
-        duplicates (medium-bi-2t at 1 thread is medium-bi), so that a case is the grid's
-        case of the same name whenever it has the same sizes.
+        Named after the size, "-len" for lengths, "-f64" for float64 and "-2t" for 2
+        threads, without duplicates (medium-bi-2t at 1 thread is medium-bi), so that a
+        case is the grid's case of the same name whenever it has the same sizes.
     """
     out, seen = [], set()
     for case in cases:
@@ -141,10 +260,31 @@ def variants(cases, threads=None, dtype=None) -> list[Case]:
             name = (_base(case.name) + ("-f64" if dt == "float64" else "")
                     + (f"-{n}t" if n > 1 else ""))
             new = dataclasses.replace(case, name=name, threads=n, dtype=dt)
-            if name not in seen:
-                seen.add(name)
-                out.append(new)
+            for c in ([new, with_lengths(new)] if lengths else [new]):
+                if c.name not in seen:
+                    seen.add(c.name)
+                    out.append(c)
     return out
+
+
+def _known(cell: str) -> dict:
+    """Every case of ``cell`` whose sizes PERF.md states targets for, by name: the
+    grid's, and each of them with lengths."""
+    cases = grid(cell)
+    return {c.name: c for c in cases + [with_lengths(c) for c in cases]}
+
+
+def _in_grid(case: Case) -> bool:
+    known = _known(case.cell).get(case.name)
+    return known is not None and known == dataclasses.replace(case, what=known.what)
+
+
+def _ratio(result, other, impl: str, mode: str) -> float | None:
+    """``impl``'s time in ``result`` over its time in ``other`` (None if either is
+    missing)."""
+    mine = result.times.get((impl, mode))
+    theirs = other.times.get((impl, mode)) if other is not None else None
+    return mine / theirs if mine and theirs else None
 
 
 def targets(result, by_name: dict, mode: str) -> list[tuple[str, float, bool, str]]:
@@ -155,7 +295,8 @@ def targets(result, by_name: dict, mode: str) -> list[tuple[str, float, bool, st
     result : rnncore.bench.timing.Result
         The case's timings.
     by_name : dict of str to Result
-        Every result of the run, by case name (the 2-thread target compares two cases).
+        Every result of the run, by case name (the 2-thread and the lengths targets
+        compare two cases).
     mode : {"fwd", "fb"}
 
     Returns
@@ -163,12 +304,12 @@ def targets(result, by_name: dict, mode: str) -> list[tuple[str, float, bool, st
     list of (label, value, met, format)
         One entry per target that this run measured; ``format`` formats ``value``.
         Empty for cases whose sizes are not the grid's (PERF.md states targets for those
-        only).
+        only). The Elman RNN's are :data:`TARGETS`, the gated cells'
+        :data:`GATED_TARGETS`.
     """
     out = []
     case = result.case
-    grid = {c.name: c for c in CASES}
-    if grid.get(case.name) != dataclasses.replace(case, what=grid.get(case.name, case).what):
+    if not _in_grid(case):
         return out
     ours = "cython"
 
@@ -176,21 +317,31 @@ def targets(result, by_name: dict, mode: str) -> list[tuple[str, float, bool, st
         if value is not None and np.isfinite(value):
             out.append((label, float(value), bool(met), fmt))
 
-    base = _base(case.name)
-    if base in ("tiny", "long"):
-        s = result.speedup(ours, mode)
-        add("≥10× NumPy", s, s >= 10)
-    if base == "small":
-        s = result.speedup(ours, mode)
-        add("≥1.5× NumPy", s, s >= 1.5)
-    if base in ("medium", "large") and case.dtype == "float32" and case.threads == 1:
+    size = _size(case.name)
+    padded = not case.lengths
+    if padded and size in ("medium", "large") and case.dtype == "float32" \
+            and case.threads == 1:
         f = result.gemm_fraction(ours, mode)
         add("≥85% SGEMM", 100 * f, f >= 0.85, "{:.0f}%")
-    if case.threads == 2 and _base(case.name) in by_name:
-        one = by_name[_base(case.name)].times.get((ours, mode))
-        two = result.times.get((ours, mode))
-        if one and two:
-            add("≥1.8× own 1-thread", one / two, one / two >= 1.8)
+    if case.lengths:
+        r = _ratio(result, by_name.get(case.padded), ours, mode)
+        add("≤1.1× own padded", r, r is not None and r <= 1.1, "{:.2f}×")
+    if case.cell != "rnn":
+        need = 1.5 if case.cell == "lstm" and case.dtype == "float32" else 3.0
+        s = result.speedup(ours, mode, over="torch")
+        add(f"≥{need:g}× torch", s, s >= need)
+        s = result.speedup(ours, mode, over="jax")
+        add("> jax", s, s > 1)
+        return out
+    if padded and size in ("tiny", "long"):
+        s = result.speedup(ours, mode)
+        add("≥10× NumPy", s, s >= 10)
+    if padded and size == "small":
+        s = result.speedup(ours, mode)
+        add("≥1.5× NumPy", s, s >= 1.5)
+    if case.threads == 2:
+        r = _ratio(by_name.get(case.name.removesuffix("-2t")), result, ours, mode)
+        add("≥1.8× own 1-thread", r, r is not None and r >= 1.8)
     for peer in ("torch", "jax"):
         s = result.speedup(ours, mode, over=peer)
         add(f"> {peer}", s, s > 1)
@@ -218,13 +369,26 @@ def comparisons(result, by_name: dict, mode: str) -> list[tuple[str, float, str]
         For long-denormal: rnncore's time over its time at ``long`` (above 1: denormals
         cost that much), the same for the fastest plain NumPy, and the share of
         denormal values among the hidden states in IEEE arithmetic (the NumPy
-        reference's: rnncore's kernels flush denormals to zero). Empty for other cases, or when the
-        case compared with was not run.
+        reference's: rnncore's kernels flush denormals to zero). For a case with
+        lengths: each other implementation's time over its own time at the case padded
+        (rnncore's is a target). For a gated cell's 2-thread case: rnncore's 1-thread
+        time over its 2-thread time. Empty for other cases, or when the case compared
+        with was not run.
     """
     out = []
-    if result.case.name not in COMPARISONS:
+    case = result.case
+    if case.lengths:
+        for impl in dict.fromkeys(i for i, m in result.times if m == mode):
+            r = _ratio(result, by_name.get(case.padded), impl, mode)
+            if impl != "cython" and r is not None:
+                out.append((f"{impl} ÷ padded", r, "{:.2f}×"))
+    if case.cell != "rnn" and case.threads == 2:
+        r = _ratio(by_name.get(case.name.removesuffix("-2t")), result, "cython", mode)
+        if r is not None:
+            out.append(("1-thread ÷ 2-thread", r, "{:.2f}×"))
+    if case.name not in COMPARISONS or case.cell != "rnn":
         return out
-    other, _ = COMPARISONS[result.case.name]
+    other, _ = COMPARISONS[case.name]
     if other in by_name:
         for impl, label in (("cython", "rnncore"), (result.baseline(mode), "NumPy")):
             mine = result.times.get((impl, mode))

@@ -7,9 +7,10 @@ import os
 import shlex
 import sys
 
-from .cases import CASES, QUICK, variants
-from .report import LEGEND, MODES, REMOVED_ENV, environment, format_header, format_table, \
-    markdown_page, plot, to_json
+from .cases import CELLS, grid, quick, variants
+from .page import legend, markdown_page
+from .report import MODES, REMOVED_ENV, environment, format_header, format_table, plot, \
+    to_json
 from .runners import IMPLS, xla_flags
 from .timing import BLAS_OVERRIDES, run
 
@@ -39,7 +40,8 @@ def _progress(total: int):
 
 
 def _parser() -> argparse.ArgumentParser:
-    names = [c.name for c in CASES]
+    names = [c.name for c in grid("rnn")]
+    gated = [c.name for c in grid("lstm") if c.name not in names]
     p = argparse.ArgumentParser(
         prog="rnncore-bench",
         description="Time rnncore's backends against its NumPy reference, a plain NumPy "
@@ -47,10 +49,21 @@ def _parser() -> argparse.ArgumentParser:
                     "RNN (those installed) over a grid of sizes from one short sequence "
                     "to a BLAS-bound batch, on 1 and 2 threads, forward and "
                     "forward+backward, and check rnncore's performance targets "
-                    "(docs/benchmarks.md lists both). The header names the CPU and the "
-                    "code paths the kernels ran.")
-    p.add_argument("--cases", default=",".join(names),
-                   help=f"comma-separated cases (default: all): {', '.join(names)}")
+                    "(docs/benchmarks.md lists both); with --cell lstm or gru, the same "
+                    "for a gated cell against nn.LSTM or nn.GRU and a JAX scan of the "
+                    "cell. The header names the CPU and the code paths the kernels ran.")
+    p.add_argument("--cell", choices=CELLS, default="rnn",
+                   help="the cell to time: rnn (Elman, tanh; the default), lstm or gru, "
+                        "with torch's equations and gate order")
+    p.add_argument("--cases", default=None,
+                   help=f"comma-separated cases (default: all of the cell's): "
+                        f"{', '.join(names)}; lstm and gru run the same but "
+                        f"long-denormal, and also {', '.join(gated)} (with lengths)")
+    p.add_argument("--lengths", action="store_true",
+                   help="beside every case, the same case with lengths (\"-len\"): a "
+                        "quarter of the sequences ¾ long, rnncore called with lengths=, "
+                        "torch with a packed sequence; each reports its time over its "
+                        "own padded time")
     p.add_argument("--threads", default=None,
                    help="comma-separated thread counts to run every case at, e.g. 1,2 "
                         "(default: each case's own: 2 for the -2t cases, else 1)")
@@ -117,11 +130,13 @@ def main(argv=None) -> int:
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, "-m", "rnncore.bench", *argv], env)
 
-    names = [c.name for c in CASES]
-    wanted = [n.strip() for n in args.cases.split(",") if n.strip()]
+    names = [c.name for c in grid(args.cell)]
+    wanted = (names if args.cases is None
+              else [n.strip() for n in args.cases.split(",") if n.strip()])
     unknown = [n for n in wanted if n not in names]
     if unknown:
-        parser.error(f"unknown case(s) {unknown}; choose from {names}")
+        parser.error(f"unknown case(s) {unknown} for --cell {args.cell}; choose from "
+                     f"{names}")
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     bad = [i for i in impls if i not in IMPLS]
     if bad:
@@ -169,8 +184,9 @@ def _force_isa(parser, name):
 
 
 def _run(args, argv, impls, wanted, threads) -> int:
-    grid = QUICK if args.quick else CASES
-    cases = variants([c for c in grid if c.name in wanted], threads, args.dtype)
+    rows = quick(args.cell) if args.quick else grid(args.cell)
+    cases = variants([c for c in rows if c.name in wanted], threads, args.dtype,
+                     args.lengths)
     if "jax" in impls and cases:
         # JAX reads its flags once, at start: one Eigen thread if any case has one thread
         # (PERF.md's JAX figures are single-threaded; the header prints the flags).
@@ -190,7 +206,7 @@ def _run(args, argv, impls, wanted, threads) -> int:
     for mode in modes:
         print(f"\n{MODES[mode]}:")
         print(format_table(results, mode))
-    print("\n" + LEGEND)
+    print("\n" + legend(env["cells"]))
     if args.markdown:
         command = shlex.join(["rnncore-bench", *argv])
         image = (os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))

@@ -1,5 +1,5 @@
 """What a run reports: the header (machine, versions, BLAS, threads), the tables, the
-Markdown page, the JSON and the plot."""
+JSON and the plot (the legend and the Markdown page are :mod:`rnncore.bench.page`'s)."""
 from __future__ import annotations
 
 import datetime
@@ -11,17 +11,23 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import __version__
-from .cases import CASES, TARGETS, comparisons, targets
+from .cases import comparisons, targets
 from .runners import IMPLS, NUMPY_IMPLS
-from .timing import BLAS_OVERRIDES, ISA_BLAS_CORES
+from .timing import BLAS_OVERRIDES
 
 __all__ = ["environment", "cpu_model", "kernel_paths", "format_header", "format_table",
-           "format_targets", "markdown_page", "to_json", "plot"]
+           "format_targets", "to_json", "plot"]
 
 MODES = {"fb": "forward+backward", "fwd": "forward"}
 # Set on some machines to make OpenBLAS use another CPU's kernels; printed when set.
 # Set by --native-blas: the variables it removed from the environment for the run.
 REMOVED_ENV = "RNNCORE_BENCH_REMOVED_ENV"
+# How the header names each cell.
+CELL_TEXT = {"rnn": "Elman RNN (tanh)",
+             "lstm": "LSTM (torch's equations and gate order i, f, g, o; FLOPs 4× the "
+                     "Elman RNN's)",
+             "gru": "GRU (torch's equations and gate order r, z, n; FLOPs 3× the Elman "
+                    "RNN's)"}
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
             "OMP_NUM_THREADS", "RNNCORE_NUM_THREADS", "RNNCORE_BLAS_THREADS", "XLA_FLAGS")
 
@@ -91,7 +97,8 @@ def environment(results) -> dict:
     Returns
     -------
     dict
-        Keys: date, cpu, cpu_avx512, cores, kernel_isa, kernel_isa_best,
+        Keys: date, cells (the cells the run timed: "rnn", "lstm", "gru"), cpu,
+        cpu_avx512, cores, kernel_isa, kernel_isa_best,
         whole_sequence_gemm, blas_core (see :func:`kernel_paths`: call it while the
         paths of the run are in force), platform, versions, blas, threads, cpus,
         gemm_n, env, load_average (1, 5, 15 min, at the end of the run), removed_env,
@@ -127,6 +134,7 @@ def environment(results) -> dict:
         cores.update(r.gemm_cores)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cells": list(dict.fromkeys(r.case.cell for r in results)),
         "cpu": cpu_model(), "cores": os.cpu_count(), **kernel_paths(),
         "platform": platform.platform(), "versions": versions,
         "blas": [{**{k: info.get(k) for k in ("internal_api", "version", "architecture",
@@ -164,8 +172,10 @@ def format_header(env: dict) -> str:
                          + ("s" if k.split("/")[1] != "1" else "")
                          for k, v in by_key.items())
     gemm = rates(env["gemm_gflops"])
+    cells = env.get("cells") or ["rnn"]
     lines = [
         f"rnncore {env['versions']['rnncore']} benchmark, {env['date']}",
+        "cell: " + ", ".join(CELL_TEXT[c] for c in cells),
         f"machine: {env['cpu']}, {env['cores']} CPUs, " + _avx512_text(env),
         _paths_text(env),
         "versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
@@ -297,144 +307,6 @@ def format_table(results, mode: str = "fb", markdown: bool = False) -> str:
     return "\n".join(out + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-LEGEND = ("times: median ms per call over interleaved rounds; numpy: rnncore's NumPy "
-          "reference backend; numpy-plain: an RNN as a NumPy user writes it "
-          "(rnncore.bench.plain); GFLOP/s, ×NumPy and %GEMM are rnncore's cython backend "
-          "(FLOPs 2·T·B·(K·H+H·H) per direction, forward+backward 3×; ×NumPy: the time "
-          "of the faster of numpy and numpy-plain in the row over cython's; %GEMM: of the "
-          "n³ np.matmul rate in the case's dtype measured with the case, n in the header, "
-          "with OpenBLAS on the kernels of the instruction set rnncore's kernels ran: "
-          "this CPU's own, or the forced one's under --isa; the header says which); "
-          "IQR: the largest interquartile range of the row, relative to its median; "
-          "targets: PERF.md's, ✓ met, ✗ missed, then ratios shown without a target "
-          "(long-denormal: its time over long's, and the share of its states that are "
-          "denormal in IEEE arithmetic, computed with the NumPy reference: rnncore's "
-          "kernels flush denormals to zero); – : not installed or not measured")
-
-
-def markdown_page(results, env: dict, command: str, forward_only: bool = False,
-                  image: str | None = None) -> str:
-    """docs/benchmarks.md: how the figures were obtained, the machine, and the tables.
-
-    Parameters
-    ----------
-    results : list of Result
-    env : dict
-        :func:`environment` of the run.
-    command : str
-        The command line that made the page.
-    forward_only : bool
-        The run timed the forward pass only.
-    image : str, optional
-        Path of the ``--plot`` PNG relative to the page, shown under the tables.
-
-    Returns
-    -------
-    str
-    """
-    e = env["env"]
-    blas_vars = {k: v for k, v in e.items() if k.startswith("OPENBLAS_")}
-    parts = [
-        "# Benchmarks",
-        "",
-        f"Generated by `{command}` on {env['date']}; regenerate it with the same command "
-        "rather than editing it. `rnncore-bench --help` lists the options.",
-        "",
-        f"Every figure below comes from one CPU and one set of code paths: {env['cpu']} "
-        f"({_avx512_text(env)}); {_paths_text(env)}. `rnncore-bench --isa avx2` (or "
-        "`baseline`) times the paths of a CPU without AVX-512 on one that has it.",
-        "",
-        "## How these figures were obtained",
-        "",
-        "- The grid and the targets are below: one layer, tanh, float32 unless the case "
-        "says otherwise (`-f64`), one thread unless it says otherwise (`-2t`). FLOPs are "
-        "counted as 2·T·B·(K·H + H·H) per direction for the forward pass, 3× that for "
-        "forward+backward.",
-        "- Forward+backward is the forward pass, then BPTT of loss = Σ y·R for a fixed "
-        "random R, with every gradient (input, h0, weights). Inputs, weights and R are "
-        "random, never zeros (except in long-denormal, below). rnncore is timed "
-        "through `rnncore.functional.forward` and "
-        "`rnncore.functional.backward`; PyTorch as `nn.RNN` with `y.backward(R)`; "
-        "`torch+rnncore` is `rnncore.torch.RNN`, timed exactly as stock torch; JAX as a "
-        "`jax.jit` of a `lax.scan` RNN and `jit(grad(...))` of it.",
-        "- Two plain-NumPy formulations are timed: `numpy`, rnncore's reference backend "
-        "(`backend=\"numpy\"`, which mirrors the kernels: lengths, h0, any layer), and "
-        "`numpy-plain` (`rnncore.bench.plain`), an RNN as a NumPy user writes it: the "
-        "input projection of every step in one matmul, per step `h @ W_hh.T` and "
-        "`np.tanh`, backward with the weight gradients and ∂x as one matmul each over all "
-        "steps (tests check that its output and gradients agree with rnncore's). The "
-        "`×NumPy` column, and the targets stated against NumPy, divide by the faster of "
-        "the two in the same row and mode, so that rnncore is compared with the best "
-        "NumPy measured rather than with the slower one.",
-        "- Each case runs with `rnncore.set_num_threads` and `torch.set_num_threads` set to "
-        "its thread count, every BLAS/OpenMP pool limited to at most that count "
-        "(threadpoolctl; a pool already smaller, such as the one-thread OpenBLAS of "
-        "rnncore's kernels, is left as it is; the header lists what each used), and "
-        "every thread of the process pinned to that many CPUs (the least busy ones when "
-        "the case starts).",
-        "- Everything is called twice to warm up (JAX compiles there). Then the "
-        "implementations take turns in interleaved rounds (5 by default), a block of "
-        f"calls each, together with a {env['gemm_n']}³ `np.matmul` (the GEMM rate the "
-        "`%GEMM` column divides by, below), "
-        "so that load from other processes on a shared machine falls on all of them alike "
-        "(on two threads each block starts with 0.15 s of untimed calls, while the "
-        "previous library's idle BLAS/OpenMP workers stop spinning). "
-        "Figures are medians of every timed call; the `IQR` column shows how noisy the "
-        "row was. Quote the ratios rather than the absolute times.",
-        "- `%GEMM` and the SGEMM target divide by the GEMM rate of OpenBLAS running the "
-        "kernels of the instruction set rnncore's kernels ran: with this CPU's best, its "
-        "native-kernel rate (the faster of the in-process product and, where the "
-        "environment pins other OpenBLAS kernels, the same product in a child process "
-        "without them); with a lower one forced by `--isa`, the rate of a child process "
-        "whose `OPENBLAS_CORETYPE` names that instruction set's OpenBLAS core ("
-        + ", ".join(f"{isa}: {core}" for isa, core in ISA_BLAS_CORES.items())
-        + "), which is what a CPU whose best it is reaches; the header gives both rates.",
-        "- long-denormal is long with inputs whose hidden states underflow into "
-        "denormals within the first steps and stay there (`x` zero after its first "
-        "step, `W_hh` scaled to a row sum of 0.1, biases a fraction of float32's "
-        "smallest normal 1.2e-38; `rnncore.bench.runners.denormal_inputs`); its row "
-        "gives its time over long's, the cost of denormal states, and the share of the "
-        "states that are denormal in IEEE arithmetic, computed with the NumPy reference "
-        "on the same inputs (rnncore's kernels flush denormals to zero, FTZ/DAZ, so "
-        "their own states hold none).",
-        "- The memory target counts as what must be kept the output and h_n, the hidden "
-        "states, every gradient, and one copy of the parameters: forward's record "
-        "keeps a private snapshot of the weights it used, so that backward "
-        "differentiates exactly those whatever the caller does to the arrays in "
-        "between.",
-        "- Two-thread rows need both CPUs free of other work: with other load on the "
-        "machine (the header gives the load average) they show contention, not scaling, "
-        "NumPy's 2-thread OpenBLAS most of all.",
-    ]
-    if blas_vars:
-        parts.append(
-            "- This machine's environment sets "
-            + ", ".join(f"`{k}={v}`" for k, v in blas_vars.items())
-            + ". The run kept them, as a user's process would: they make every OpenBLAS "
-            "in the process (NumPy's and the one rnncore's kernels link) pick kernels for "
-            "that CPU type instead of this one's, which slows plain NumPy, NumPy's "
-            "GEMM rate, and PyTorch and JAX where they use it. So that the slower GEMM "
-            "does not flatter `%GEMM`, a child process without them (with this CPU's own "
-            "OpenBLAS kernels) runs the same product among each case's calls, and this "
-            "CPU's native-kernel rate is the faster of the two (both in the header). "
-            "`rnncore-bench --native-blas` runs everything without them (it says "
-            "so in its header).")
-    parts += ["", "## The grid and the targets", "",
-              "| case | T, B, K, H | what it stands for |", "|---|---|---|"]
-    parts += [f"| {c.name} | {c.size} | {c.what} |" for c in CASES]
-    parts += ["", "| case | target |", "|---|---|"]
-    parts += [f"| {who} | {what} |" for who, what in TARGETS]
-    parts += ["", "## Machine and versions", "", "```", format_header(env), "```", ""]
-    for mode in (("fwd",) if forward_only else ("fb", "fwd")):
-        parts += [f"## {MODES[mode].capitalize()}", "",
-                  format_table(results, mode, markdown=True), ""]
-    parts += [LEGEND + ".", ""]
-    if image:
-        parts += ["![Speed-up over the fastest plain NumPy against size](" + image + ")",
-                  ""]
-    return "\n".join(parts)
-
-
 def to_json(results, env: dict) -> dict:
     """Every figure of a run as plain data (what ``--json`` writes).
 
@@ -443,7 +315,8 @@ def to_json(results, env: dict) -> dict:
     dict
         ``environment`` (which CPU and which code paths: see :func:`environment`),
         ``sgemm_gflops`` (float32 GEMM rate by thread count) and ``cases``: per case
-        its sizes, ``times_s`` and ``iqr_s`` ("impl/mode" keys), ``repeats``,
+        ``case`` (its sizes, cell, dtype, threads, whether it has lengths), ``lengths``
+        (the sequence lengths of a case with lengths, else None), ``times_s`` and ``iqr_s`` ("impl/mode" keys), ``repeats``,
         ``gflops``, ``numpy_baseline`` (by mode, the NumPy implementation that
         ``speedup_vs_numpy`` divides by: the fastest measured), ``speedup_vs_numpy``,
         ``gemm_gflops`` (in this process), ``native_gemm_gflops`` and
@@ -466,6 +339,8 @@ def to_json(results, env: dict) -> dict:
             return v if np.isfinite(v) else None
         cases.append({
             "case": asdict(r.case),
+            "lengths": (None if r.case.lengths_array is None
+                        else r.case.lengths_array.tolist()),
             "flops_forward": r.case.flops_forward,
             "cpus": r.cpus,
             "times_s": {f"{i}/{m}": times[(i, m)] for i, m in keys},

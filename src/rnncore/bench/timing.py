@@ -344,7 +344,8 @@ def memory_ratio(case, backend: str = "cython") -> float:
     output and h_n, the hidden states of every step and direction (h_0 first), every
     gradient (input, h0, weights), and one copy of the parameters: the record's snapshot
     of the weights forward used. Measured with tracemalloc, which sees NumPy's
-    allocations, on a fresh call; NaN when ``backend`` is not available.
+    allocations, on a fresh call; NaN when ``backend`` is not available, and for the
+    gated cells (what they must keep, their gates, is not counted here).
 
     Parameters
     ----------
@@ -355,7 +356,7 @@ def memory_ratio(case, backend: str = "cython") -> float:
     -------
     float
     """
-    if backend not in functional.backends():
+    if case.cell != "rnn" or backend not in functional.backends():
         return float("nan")
     params, x, R = _inputs(case)
     T, B, K, H, D = case.T, case.B, case.K, case.H, case.directions
@@ -371,7 +372,8 @@ def memory_ratio(case, backend: str = "cython") -> float:
     kept *= np.dtype(case.dtype).itemsize
     tracemalloc.start()
     try:
-        _, _, record = functional.forward(x, params, backend=backend)
+        _, _, record = functional.forward(x, params, lengths=case.lengths_array,
+                                          backend=backend)
         functional.backward(record, R)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -399,10 +401,11 @@ def denormal_share(case, backend: str = "numpy") -> float:
     -------
     float
     """
-    if backend not in functional.backends():
+    if backend not in functional.backends_for(case.cell):
         return float("nan")
     params, x, _ = _inputs(case)
-    y = functional.forward(x, params, backend=backend)[0]
+    y = functional.forward(x, params, lengths=case.lengths_array, cell=case.cell,
+                           backend=backend)[0]
     tiny = np.finfo(y.dtype).tiny
     return float(np.mean((y != 0) & (np.abs(y) < tiny))) if y.size else 0.0
 
