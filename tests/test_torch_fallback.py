@@ -176,7 +176,8 @@ def _bullets(text, heading):
     return " ".join(" ".join(items).replace("``", "`").split())
 
 
-def test_docs_state_the_rule_of_the_class_docstring():
+@pytest.mark.parametrize("cls", [rt.RNN, rt.LSTM, rt.GRU], ids=lambda c: c.__name__)
+def test_docs_state_the_rule_of_the_class_docstring(cls):
     docs = (Path(__file__).resolve().parents[1] / "docs" / "torch.md").read_text("utf-8")
     assert _bullets(docs, "## What runs where") == \
-        _bullets(rt.RNN.__doc__, "**When torch's implementation runs.**")
+        _bullets(cls.__doc__, "**When torch's implementation runs.**")

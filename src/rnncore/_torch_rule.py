@@ -1,9 +1,12 @@
-"""The rule by which :class:`rnncore.torch.RNN` decides, before computing anything,
-whether a call runs on rnncore or on torch's own implementation.
+"""The rule by which the drop-ins of :mod:`rnncore.torch` (``RNN``, ``LSTM``, ``GRU``)
+decide, before computing anything, whether a call runs on rnncore or on torch's own
+implementation.
 
-The rule is stated in the class docstring of :class:`rnncore.torch.RNN` ("When torch's
-implementation runs") and in docs/torch.md; :func:`_torch_reason` checks it condition
-by condition. Imported only by :mod:`rnncore.torch` (this module imports torch).
+:data:`RULE` states it; the class docstrings of the drop-ins and docs/torch.md carry the
+same text, and :func:`_torch_reason` checks it condition by condition. One rule for the
+three cells: where they differ (LSTM's ``(h0, c0)`` pair and projection, the gates per
+hidden unit) the rule says so. Imported only by :mod:`rnncore.torch` (this module
+imports torch).
 """
 from __future__ import annotations
 
@@ -18,17 +21,44 @@ from torch.nn.utils.rnn import PackedSequence
 from . import functional
 
 if TYPE_CHECKING:
-    from .torch import RNN
+    from ._torch_dropin import DropIn
 
 _FLOATS = (torch.float32, torch.float64)
 _NONLINEARITY = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+RULE = """\
+- ``backend`` is not ``"torch"``;
+- the input, ``hx`` (both tensors of an LSTM's pair) and every weight are CPU tensors
+  with the strided layout (not nested, no negative-view bit), and the input is float32
+  or float64 with ``hx`` and the weights of the same dtype (float16, bfloat16, CUDA,
+  meta, sparse: torch);
+- not in training mode with ``dropout > 0`` and ``num_layers > 1`` (in ``eval()`` mode
+  dropout is off and rnncore runs);
+- no tensor is a ``__torch_function__`` subclass, no ``torch.func`` transform
+  (``grad``, ``vmap``, ``jacrev``, …) and no forward-mode AD level
+  (``torch.autograd.forward_ad.dual_level``) is active, CPU autocast is off, and the
+  call is not being traced (``torch.jit.trace``) or compiled (``torch.compile``);
+- the shapes are valid: the input is 3-D (2-D unbatched) with ``input_size`` features;
+  ``hx`` is (L·D, B, H) ((L·D, H) unbatched), for an LSTM a tuple or list ``(h0, c0)``
+  with ``h0`` (L·D, B, P) when ``proj_size`` P > 0 and ``c0`` (L·D, B, H) (without B
+  unbatched); every weight has its parameter's shape (also under
+  ``torch.func.functional_call``); and a ``PackedSequence`` is well formed, as
+  ``pack_padded_sequence``/``pack_sequence`` make it;
+- the input is not empty (T = 0 or B = 0 get torch's own error or result);
+- T·B, K, D·H (D·P with a projection) and G·H are at most 2³¹ − 1, with G the gates per
+  hidden unit (1 for the RNN, 3 for the GRU, 4 for the LSTM): the sizes rnncore's
+  kernels pass to BLAS as 32-bit integers.
+"""
 
 
 @functools.lru_cache(maxsize=64)
-def _param_shapes(input_size, hidden_size, num_layers, bias, bidirectional):
-    """The ``torch.Size`` of every parameter of an RNN, by name."""
+def _param_shapes(cell, input_size, hidden_size, num_layers, bias, bidirectional,
+                  proj_size):
+    """The ``torch.Size`` of every parameter of a cell's network, by name."""
     return {name: torch.Size(shape) for name, shape in functional.param_shapes(
-        input_size, hidden_size, num_layers, bias, bidirectional).items()}
+        input_size, hidden_size, num_layers, bias, bidirectional, cell=cell,
+        proj_size=proj_size).items()}
 
 
 def _plain(t, dtype) -> bool:
@@ -73,25 +103,39 @@ def _well_formed(packed: PackedSequence) -> bool:
             and np.array_equal(inverse[order], every))
 
 
-def _torch_reason(rnn: "RNN", input, hx, weights) -> str | None:
+def _states(rnn: "DropIn", hx) -> tuple | None:
+    """The initial states in ``hx``: (h0,), LSTM's (h0, c0), or None if ``hx`` is not
+    of that form (an LSTM's ``hx`` must be a tuple or list of two)."""
+    if rnn._cell != "lstm":
+        return (hx,)
+    if isinstance(hx, (tuple, list)) and len(hx) == 2:
+        return tuple(hx)
+    return None
+
+
+def _torch_reason(rnn: "DropIn", input, hx, weights) -> str | None:
     """Why a call runs torch's implementation, or None if it runs on rnncore.
 
-    Implements the rule of :class:`RNN`'s docstring, "When torch's implementation
-    runs", condition by condition, before anything is computed. Inputs torch rejects
-    (wrong ndim, feature size, ``hx`` shape or dtype, a malformed ``PackedSequence``)
-    all fail some condition, so torch raises its own error for them.
+    Implements :data:`RULE` condition by condition, before anything is computed. Inputs
+    torch rejects (wrong ndim, feature size, ``hx`` shape, form or dtype, a malformed
+    ``PackedSequence``) all fail some condition, so torch raises its own error for them.
     """
     if rnn._rnncore_backend == "torch":
         return 'backend is "torch"'
+    cell = rnn._cell
     packed = isinstance(input, PackedSequence)
     x = input.data if packed else input
     dtype = x.dtype if isinstance(x, torch.Tensor) else None
     if dtype not in _FLOATS or not _plain(x, dtype):
         return "the input is not a float32 or float64 CPU tensor with the strided layout"
-    if hx is not None and not _plain(hx, dtype):
+    states = () if hx is None else _states(rnn, hx)
+    if states is None:
+        return "hx of an LSTM is not a tuple or list of two tensors"
+    if not all(_plain(s, dtype) for s in states):
         return "hx is not a CPU tensor with the strided layout of the input's dtype"
-    shapes = _param_shapes(rnn.input_size, rnn.hidden_size, rnn.num_layers,
-                           bool(rnn.bias), bool(rnn.bidirectional))
+    proj_size = rnn.proj_size if cell == "lstm" else 0
+    shapes = _param_shapes(cell, rnn.input_size, rnn.hidden_size, rnn.num_layers,
+                           bool(rnn.bias), bool(rnn.bidirectional), proj_size)
     for name, w in zip(rnn._flat_weights_names, weights):   # _plain(w), inlined
         if not (isinstance(w, torch.Tensor) and w.dtype == dtype and w.is_cpu
                 and w.layout == torch.strided and not w.is_nested and not w.is_neg()
@@ -101,55 +145,60 @@ def _torch_reason(rnn: "RNN", input, hx, weights) -> str | None:
     if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
         return "dropout between layers in training mode"
     if (torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.overrides.has_torch_function((x, hx, *weights))
+            or torch.overrides.has_torch_function((x, *states, *weights))
             or torch._C._functorch.peek_interpreter_stack() is not None
             or forward_ad._current_level >= 0
             or torch.is_autocast_enabled("cpu")):
         return ("a __torch_function__ tensor, a torch.func transform, forward-mode AD, "
                 "CPU autocast, tracing or compiling")
-    if rnn.mode not in _NONLINEARITY or rnn.proj_size:
+    if cell == "rnn" and (rnn.mode not in _NONLINEARITY or rnn.proj_size):
         return "mode is not RNN_TANH or RNN_RELU, or proj_size is set"
+    if cell == "gru" and rnn.proj_size:
+        return "proj_size is set"
     D = 2 if rnn.bidirectional else 1
     K, H, LD = rnn.input_size, rnn.hidden_size, rnn.num_layers * D
+    P = proj_size or H
     if packed:
         if x.dim() != 2 or not _well_formed(input):
             return "a PackedSequence not made by pack_padded_sequence or pack_sequence"
         T, B = len(input.batch_sizes), int(input.batch_sizes[0])
-        state = (LD, B, H)
+        batch = (B,)
     elif x.dim() == 3:
         B, T = x.shape[:2] if rnn.batch_first else x.shape[1::-1]
-        state = (LD, B, H)
+        batch = (B,)
     elif x.dim() == 2:
         T, B = x.shape[0], 1
-        state = (LD, H)
+        batch = ()
     else:
         return "the input is not 2-D or 3-D"
     if x.shape[-1] != K:
         return "the input's last axis is not input_size"
     if x.numel() == 0:
         return "the input is empty"
-    if hx is not None and hx.shape != state:
-        return "hx does not have shape (L*D, B, H), or (L*D, H) for unbatched input"
-    return _size_reason(T, B, K, D, H)
+    if states and tuple(s.shape for s in states) != tuple(
+            (LD, *batch, width) for width in ((P, H) if cell == "lstm" else (H,))):
+        return ("hx does not have shape (L*D, B, H), or (L*D, H) for unbatched input "
+                "(an LSTM's h0: P wide with a projection)")
+    return _size_reason(T, B, max(K, D * P), _GATES[cell] * H)
 
 
-def _size_reason(T, B, K, D, H) -> str | None:
+def _size_reason(T, B, K, GH) -> str | None:
     """The kernels' own message if a size exceeds their 32-bit BLAS arguments, else None.
 
-    The kernels pass T*B, K and D*H (the next layer's K) to BLAS as 32-bit integers,
-    and check them with ``_kernels.check_sizes``, as ``functional.forward`` does. A
-    NumPy-only install has no kernels, and no limit.
+    The kernels pass T*B, the widest layer input max(K, D*(P or H)) and G*H to BLAS as
+    32-bit integers, and check them with ``_kernels.check_sizes``, as
+    ``functional.forward`` does. A NumPy-only install has no kernels, and no limit.
     """
     kernels = functional._kernels
     if kernels is None:
         return None
     try:
-        kernels.check_sizes(T, B, max(K, D * H), H)
+        kernels.check_sizes(T, B, K, GH)
     except ValueError as exc:
         return str(exc)
     return None
 
 
-def _runs_on_rnncore(rnn: "RNN", input, hx=None) -> bool:
+def _runs_on_rnncore(rnn: "DropIn", input, hx=None) -> bool:
     """Whether ``rnn(input, hx)`` runs on rnncore (see :func:`_torch_reason`)."""
     return _torch_reason(rnn, input, hx, rnn._weights()) is None

@@ -1,0 +1,232 @@
+"""What the drop-ins of :mod:`rnncore.torch` share: one autograd Function, one
+PackedSequence path and one ``forward``, each parameterised by the cell.
+
+:class:`DropIn` is the mixin of ``rnncore.torch.RNN``, ``LSTM`` and ``GRU``: it comes
+before the torch class in their bases, so that ``super().forward`` is torch's own. A
+subclass names its cell (``_cell``: "rnn", "lstm", "gru") and the torch class it
+replaces (``_stock``). The rule that decides where a call runs is in
+:mod:`rnncore._torch_rule`. Imported only by :mod:`rnncore.torch` (this module imports
+torch).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+from torch.nn.utils.rnn import PackedSequence
+
+from . import functional
+from ._torch_rule import _NONLINEARITY, _torch_reason
+
+BACKENDS = (None, "torch") + functional.backends()
+
+
+def _array(t):
+    """A tensor's values as an ndarray sharing its memory, or None for None."""
+    return None if t is None else t.detach().numpy()
+
+
+def _grad_array(t):
+    """An incoming gradient as an ndarray (a negative view resolved), or None."""
+    return None if t is None else t.detach().resolve_neg().numpy()
+
+
+class _CellFunction(torch.autograd.Function):
+    """output, h_n (and LSTM's c_n) = cell network(x, h0, c0; weights), on rnncore.
+
+    ``forward(ctx, x, h0, c0, call, *weights)``: ``c0`` is None except for an LSTM;
+    ``call`` is ``(names, cell, nonlinearity, batch_first, lengths, backend)``, ``names``
+    the parameter keys of ``weights``. Returns ``(output, h_n)``, or ``(output, h_n,
+    c_n)`` for an LSTM; backward receives one gradient per output, None for an output
+    that did not contribute to the loss.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, call, *weights):
+        names, cell, nonlinearity, batch_first, lengths, backend = call
+        lstm = cell == "lstm"
+        if lstm:
+            hx = None if h0 is None else (_array(h0), _array(c0))
+        else:
+            hx = _array(h0)
+        y, h_n, record = functional.forward(
+            x.detach().numpy(), dict(zip(names, [w.detach().numpy() for w in weights])),
+            hx, lengths, cell=cell, nonlinearity=nonlinearity, batch_first=batch_first,
+            backend=backend, snapshot_weights=False)
+        ctx.record = record
+        ctx.names = names
+        ctx.lstm = lstm
+        # Saved only so that autograd detects in-place changes to x or the weights
+        # between forward and backward (the record shares their memory: no snapshot
+        # of the weights is needed, their version counters guard them).
+        ctx.save_for_backward(x, *weights)
+        ctx.set_materialize_grads(False)
+        states = h_n if lstm else (h_n,)
+        return (torch.from_numpy(y), *[torch.from_numpy(s) for s in states])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, *d_states):
+        ctx.saved_tensors  # raises if x or a weight was modified in place since forward
+        need = ctx.needs_input_grad
+        if ctx.lstm:
+            dh_n = None if d_states == (None, None) else tuple(map(_grad_array, d_states))
+        else:
+            dh_n = _grad_array(d_states[0])
+        dx, dh0, grads = functional.backward(ctx.record, _grad_array(dy), dh_n,
+                                             need_dx=need[0])
+        dh0, dc0 = dh0 if ctx.lstm else (dh0, None)
+        return (None if dx is None else torch.from_numpy(dx),
+                torch.from_numpy(dh0) if need[1] else None,
+                torch.from_numpy(dc0) if need[2] else None,
+                None,
+                *[torch.from_numpy(grads[name]) if need[i] else None
+                  for i, name in enumerate(ctx.names, 4)])
+
+
+def _packed_layout(batch_sizes, sorted_indices, unsorted_indices):
+    """Where each row of a PackedSequence's data sits in the padded (T, B) batch.
+
+    Returns
+    -------
+    index : LongTensor, shape (N,)
+        ``padded.reshape(T * B, -1)[index]`` is the packed data (N = sum of lengths).
+    lengths : ndarray of int64, shape (B,)
+        Each sequence's length, in the original (unsorted) batch order.
+    T, B : int
+    """
+    bs = batch_sizes.numpy()
+    T, B = len(bs), int(bs[0])
+    present = np.arange(B)[None, :] < bs[:, None]      # (T, B) over the sorted batch
+    t, j = np.nonzero(present)                         # row-major: the packed order
+    lengths = present.sum(axis=0)
+    if sorted_indices is not None:
+        j = sorted_indices.numpy()[j]
+        lengths = lengths[unsorted_indices.numpy()]
+    return torch.from_numpy(t * B + j), lengths, T, B
+
+
+class DropIn:
+    """The behaviour ``rnncore.torch.RNN``, ``LSTM`` and ``GRU`` share.
+
+    A subclass sets ``_cell`` ("rnn", "lstm" or "gru") and ``_stock`` (the
+    ``torch.nn`` class it derives from, listed after this mixin in its bases).
+    """
+
+    _cell = "rnn"
+    _stock = torch.nn.RNN
+    _rnncore_backend = None      # class default, so that patch() can convert in place
+
+    def __init__(self, *args, backend: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = backend
+
+    @property
+    def backend(self) -> str | None:
+        """The backend: None (rnncore's fastest), "cython", "numpy" or "torch"."""
+        return self._rnncore_backend
+
+    @backend.setter
+    def backend(self, value: str | None) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}; got {value!r}")
+        self.__dict__["_rnncore_backend"] = value
+
+    def _weights(self):
+        """The weight tensors in ``_flat_weights_names`` order (functional_call aware)."""
+        params = self._parameters
+        try:
+            return [params[name] for name in self._flat_weights_names]
+        except KeyError:  # e.g. reparametrised by torch.nn.utils.parametrize
+            return [getattr(self, name, None) for name in self._flat_weights_names]
+
+    def forward(self, input, hx=None):
+        """Run the network; see the class docstring for inputs, outputs and the rule.
+
+        Parameters
+        ----------
+        input : Tensor, shape (T, B, K), (B, T, K) if ``batch_first``, or (T, K); or a
+            ``PackedSequence``
+        hx : Tensor, shape (L*D, B, H) or (L*D, H), optional
+            For an LSTM the pair ``(h0, c0)``, h0 P wide with a projection.
+
+        Returns
+        -------
+        output : Tensor, shape (T, B, D*H), (B, T, D*H) or (T, D*H); or PackedSequence
+            D*P wide for an LSTM with a projection.
+        h_n : Tensor, shape (L*D, B, H) or (L*D, H)
+            For an LSTM the pair ``(h_n, c_n)``.
+        """
+        weights = self._weights()
+        if _torch_reason(self, input, hx, weights) is not None:
+            return super().forward(input, hx)
+        # From here on the call runs on rnncore, and any error it raises propagates.
+        return self._run(input, hx, weights)
+
+    def _run(self, input, hx, weights):
+        """``forward`` on rnncore, for a call the rule let through."""
+        cell = self._cell
+        lstm = cell == "lstm"
+        if hx is None:
+            h0 = c0 = None
+        elif lstm:
+            h0, c0 = hx
+        else:
+            h0, c0 = hx, None
+        packed = isinstance(input, PackedSequence)
+        x = input.data if packed else input
+        batch_first = self.batch_first
+        lengths = None
+        if packed:
+            index, lengths, T, B = _packed_layout(input.batch_sizes, input.sorted_indices,
+                                                  input.unsorted_indices)
+            K = x.shape[-1]
+            x = x.new_zeros((T * B, K)).index_copy_(0, index, x).view(T, B, K)
+            batch_first = False
+        call = (self._flat_weights_names, cell, _NONLINEARITY.get(self.mode, "tanh"),
+                batch_first, lengths, self._rnncore_backend)
+        if torch.is_grad_enabled() and (
+                x.requires_grad or any(w.requires_grad for w in weights)
+                or (h0 is not None and (h0.requires_grad
+                                        or (c0 is not None and c0.requires_grad)))):
+            y, *states = _CellFunction.apply(x, h0, c0, call, *weights)
+        else:
+            states0 = (_array(h0), _array(c0)) if lstm and hx is not None else _array(h0)
+            y, h_n, _ = functional.forward(
+                x.detach().numpy(), dict(zip(call[0], [w.detach().numpy() for w in weights])),
+                states0, lengths, cell=cell, nonlinearity=call[2], batch_first=batch_first,
+                backend=call[5], snapshot_weights=False)
+            y = torch.from_numpy(y)
+            states = [torch.from_numpy(s) for s in (h_n if lstm else (h_n,))]
+        if packed:
+            y = PackedSequence(y.reshape(T * B, -1).index_select(0, index),
+                               input.batch_sizes, input.sorted_indices,
+                               input.unsorted_indices)
+        return y, (tuple(states) if lstm else states[0])
+
+    def __setstate__(self, state):
+        """Restore a pickled module (``torch.load``, ``copy.deepcopy``), checking its
+        backend.
+
+        Parameters
+        ----------
+        state : dict
+            The module's ``__dict__`` as pickled.
+        """
+        super().__setstate__(state)
+        self.backend = self.__dict__.pop("_rnncore_backend", None)
+
+    def __prepare_scriptable__(self):
+        """The stock torch module holding the same Parameter objects, for
+        ``torch.jit.script``.
+
+        Returns
+        -------
+        torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
+        """
+        stock = self._stock.__new__(self._stock)
+        for key, value in self.__dict__.items():
+            if key != "_rnncore_backend":
+                stock.__dict__[key] = value.copy() if isinstance(value, (dict, list)) \
+                    else value
+        return stock
