@@ -1,5 +1,6 @@
-"""The rnncore-bench command runs and reports (its figures are not checked: speed is
-shown by the benchmark, never asserted by a test)."""
+"""The rnncore-bench command runs and reports, for the Elman RNN and the gated cells,
+padded and with lengths (its figures are not checked: speed is shown by the benchmark,
+never asserted by a test)."""
 import contextlib
 import dataclasses
 import io
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 from rnncore import RNN, functional
-from rnncore.bench import CASES, QUICK, Result, comparisons, main, memory_ratio, plain, \
-    targets, variants
+from rnncore.bench import CASES, QUICK, Result, comparisons, grid, main, make_runners, \
+    memory_ratio, plain, quick, targets, variants, with_lengths
 from rnncore.bench.runners import _inputs
 from rnncore.bench.timing import GemmChild, denormal_share
 
@@ -33,7 +34,8 @@ def quick_run(tmp_path_factory):
 
 
 def _rows(out):
-    names = {c.name for c in QUICK}
+    cases = [c for cell in ("rnn", "lstm", "gru") for c in quick(cell)]
+    names = {c.name for c in cases} | {with_lengths(c).name for c in cases}
     return [line.split()[0] for line in out.splitlines()
             if line.split()[:1] and line.split()[0] in names]
 
@@ -395,9 +397,257 @@ def test_targets_are_printed_for_the_grid_sizes_only():
     (["--impls", "mxnet"], "unknown implementation(s) ['mxnet']"),
     (["--threads", "0"], "--threads must be positive integers"),
     (["--isa", "sse"], "argument --isa: invalid choice: 'sse'"),
+    (["--cell", "foo"], "argument --cell: invalid choice: 'foo'"),
+    (["--cell", "lstm", "--cases", "long-denormal"],
+     "unknown case(s) ['long-denormal'] for --cell lstm"),
 ])
 def test_usage_errors_exit_2_naming_the_value(args, message):
     proc = subprocess.run([sys.executable, "-m", "rnncore.bench", *args],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+# --- the gated cells (--cell lstm|gru) and lengths -------------------------------------
+
+GATED = ["tiny", "tiny-len", "medium-f64"]
+
+
+def _installed(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module", params=["lstm", "gru"])
+def gated_run(request, tmp_path_factory):
+    """One quick run of ``--cell lstm`` / ``--cell gru`` over a padded row, its -len row
+    and the float64 row: the cell, exit status, stdout, JSON and Markdown."""
+    cell = request.param
+    d = tmp_path_factory.mktemp(f"bench-{cell}")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["--cell", cell, "--quick", "--cases", ",".join(GATED),
+                       "--json", str(d / "b.json"), "--markdown", str(d / "b.md")])
+    return cell, status, out.getvalue(), json.loads((d / "b.json").read_text()), \
+        (d / "b.md").read_text()
+
+
+def _table_head(out, title):
+    """The column names of the table under ``title`` ("forward+backward:", ...)."""
+    lines = out.splitlines()
+    return lines[lines.index(title) + 1].split()
+
+
+def test_gated_quick_run_prints_a_row_per_case_and_mode(gated_run):
+    cell, status, out, data, _ = gated_run
+    assert status == 0
+    assert _rows(out) == ["tiny", "tiny-len", "medium-f64"] * 2
+    assert {c["case"]["cell"] for c in data["cases"]} == {cell}
+    assert data["environment"]["cells"] == [cell]
+    assert f"cell: {cell.upper()} (torch's equations and gate order" in out
+
+
+@pytest.mark.parametrize("column, module", [("torch", "torch"), ("jax", "jax")])
+def test_gated_quick_run_has_torch_and_jax_columns_where_installed(gated_run, column,
+                                                                    module):
+    _, _, out, data, _ = gated_run
+    for title in ("forward+backward:", "forward:"):
+        assert (f"{column} ms" in " ".join(_table_head(out, title))) == \
+            _installed(module)
+    if _installed(module):
+        assert all(c["times_s"][f"{column}/fb"] > 0 for c in data["cases"])
+
+
+def test_gated_rows_leave_out_what_has_no_gated_version(gated_run):
+    _, _, out, data, _ = gated_run
+    head = " ".join(_table_head(out, "forward+backward:"))
+    assert "numpy-plain ms" not in head and "torch+rnncore ms" not in head
+    assert "numpy ms" in head and "cython ms" in head
+    for case in data["cases"]:                  # ×NumPy divides by the reference
+        assert case["numpy_baseline"] == {"fb": "numpy", "fwd": "numpy"}
+
+
+def test_gated_rows_count_g_times_the_elman_flops(gated_run):
+    cell, _, out, data, page = gated_run
+    G = {"lstm": 4, "gru": 3}[cell]
+    for case in data["cases"]:
+        c = case["case"]
+        steps = sum(case["lengths"]) if case["lengths"] else c["T"] * c["B"]
+        assert case["flops_forward"] == 2 * steps * G * c["H"] * (c["K"] + c["H"])
+    for text in (out, page):
+        assert "FLOPs 2·T·B·G·H·(K+H) per direction, G the gate blocks: 1 for the " \
+               "Elman RNN, 4 for LSTM, 3 for GRU" in text
+
+
+def test_gated_lengths_row_reports_each_time_over_its_own_padded_time(gated_run):
+    _, _, out, data, _ = gated_run
+    by_name = {c["case"]["name"]: c for c in data["cases"]}
+    row = by_name["tiny-len"]
+    assert row["case"]["lengths"] is True and row["lengths"] is not None
+    for mode in ("fb", "fwd"):
+        shown = {c["ratio"]: c["value"] for c in row["comparisons"][mode]}
+        for impl in ("numpy", "torch", "jax"):
+            if f"{impl}/{mode}" in row["times_s"]:
+                assert shown[f"{impl} ÷ padded"] == pytest.approx(
+                    row["times_s"][f"{impl}/{mode}"]
+                    / by_name["tiny"]["times_s"][f"{impl}/{mode}"])
+    line = next(line for line in out.splitlines() if line.startswith("tiny-len "))
+    assert "numpy ÷ padded: " in line
+    assert ("torch ÷ padded: " in line) == _installed("torch")
+
+
+def test_gated_markdown_page_explains_the_gated_rows(gated_run):
+    cell, _, _, _, page = gated_run
+    assert "`rnncore-bench --cell lstm` and `--cell gru` time the gated cells" in page
+    assert "there being no plain-NumPy gated RNN" in page
+    assert "Rows with lengths (`-len`)" in page
+    assert f"{cell.upper()}: the grid" in page
+    assert "| LSTM, float32 | ≥ 1.5× torch's nn.LSTM (oneDNN)" in page
+
+
+def test_gated_targets_are_printed_per_row_at_grid_sizes(tmp_path, capsys):
+    """At the grid's sizes (tiny is cheap enough to run here) the rows carry the gated
+    cells' targets as ✓/✗, in the table and the JSON."""
+    path = tmp_path / "b.json"
+    assert main(["--cell", "lstm", "--cases", "tiny,tiny-len", "--budget", "0.005",
+                 "--rounds", "1", "--impls", "numpy,cython,torch,jax",
+                 "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(path.read_text())
+    labels = {c["case"]["name"]: [t["target"] for t in c["targets"]["fb"]]
+              for c in data["cases"]}
+    peers = [label for label, module in (("≥1.5× torch", "torch"), ("> jax", "jax"))
+             if _installed(module)]
+    assert labels == {"tiny": peers, "tiny-len": ["≤1.1× own padded"] + peers}
+    line = next(line for line in out.splitlines() if line.startswith("tiny-len "))
+    assert "≤1.1× own padded: " in line and ("✓" in line or "✗" in line)
+
+
+def _fake(case, **ms):
+    """A Result with one forward+backward time per implementation, in ms."""
+    return Result(case, {(impl.replace("_", "+"), "fb"): np.array([t / 1e3])
+                         for impl, t in ms.items()}, gemm_gflops=100.0)
+
+
+@pytest.mark.parametrize("cell, name, need", [
+    ("lstm", "medium", 1.5), ("gru", "medium", 3.0), ("lstm", "medium-f64", 3.0),
+    ("gru", "medium-f64", 3.0), ("lstm", "large-2t", 1.5), ("gru", "tiny", 3.0)])
+def test_gated_targets_against_torch(cell, name, need):
+    case = next(c for c in grid(cell) if c.name == name)
+    met = _fake(case, cython=10.0, torch=10.0 * need, jax=11.0)
+    missed = _fake(case, cython=10.0, torch=9.9 * need, jax=9.0)
+    assert (f"≥{need:g}× torch", pytest.approx(need), True) in \
+        [t[:3] for t in targets(met, {}, "fb")]
+    assert [t[:3] for t in targets(missed, {}, "fb") if "torch" in t[0] or "jax" in t[0]] \
+        == [(f"≥{need:g}× torch", pytest.approx(0.99 * need), False),
+            ("> jax", pytest.approx(0.9), False)]
+
+
+@pytest.mark.parametrize("cell, G", [("lstm", 4), ("gru", 3)])
+def test_gated_sgemm_target_counts_g_times_the_elman_flops(cell, G):
+    case = next(c for c in grid(cell) if c.name == "medium")
+    elman = GRID["medium"]
+    assert case.flops("fb") == G * elman.flops("fb")
+    r = Result(case, {("cython", "fb"): np.array([case.flops("fb") / 90e9])},
+               gemm_gflops=100.0)
+    assert targets(r, {}, "fb")[0][:3] == ("≥85% SGEMM", pytest.approx(90.0), True)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("ratio, met", [(1.08, True), (1.12, False)])
+def test_lengths_target_is_rnncore_time_over_its_own_padded_time(cell, ratio, met):
+    padded = next(c for c in grid(cell) if c.name == "medium")
+    case = with_lengths(padded)
+    assert case.name == "medium-len" and case.padded == "medium"
+    r = _fake(case, cython=10.0 * ratio, torch=50.0)
+    by_name = {"medium": _fake(padded, cython=10.0, torch=20.0)}
+    assert ("≤1.1× own padded", pytest.approx(ratio), met) in \
+        [t[:3] for t in targets(r, by_name, "fb")]
+    assert ("torch ÷ padded", pytest.approx(2.5)) in \
+        [c[:2] for c in comparisons(r, by_name, "fb")]
+    assert "≤1.1× own padded" not in [t[0] for t in targets(r, {}, "fb")]
+
+
+@pytest.mark.parametrize("B, short", [(1, [0]), (4, [0]), (32, list(range(0, 32, 4)))])
+def test_lengths_rows_make_a_quarter_of_the_sequences_three_quarters_long(B, short):
+    case = with_lengths(dataclasses.replace(GRID["medium"], B=B))
+    lengths = case.lengths_array
+    assert lengths.shape == (B,) and lengths.dtype == np.int64
+    assert list(np.flatnonzero(lengths < case.T)) == short
+    assert set(lengths[short]) == {3 * case.T // 4}
+    assert case.steps == lengths.sum()
+    assert GRID["medium"].lengths_array is None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gated_grid_is_the_elman_sizes_without_long_denormal_plus_lengths_rows(cell):
+    names = [c.name for c in grid(cell)]
+    assert names == ["tiny", "small", "medium", "large", "long", "tiny-len", "small-len",
+                     "medium-len", "large-len", "long-len", "medium-bi", "medium-bi-2t",
+                     "medium-2t", "large-2t", "medium-f64"]
+    for case in grid(cell):
+        elman = GRID[case.padded or case.name]
+        assert (case.T, case.B, case.K, case.H, case.threads, case.dtype,
+                case.bidirectional) == (elman.T, elman.B, elman.K, elman.H,
+                                        elman.threads, elman.dtype, elman.bidirectional)
+    assert grid("rnn") == CASES and quick("rnn") == QUICK
+
+
+def test_lengths_flag_adds_a_len_row_beside_every_case():
+    cases = [GRID["tiny"], GRID["medium-bi-2t"]]
+    assert [c.name for c in variants(cases, lengths=True)] == \
+        ["tiny", "tiny-len", "medium-bi-2t", "medium-bi-len-2t"]
+    assert [c.name for c in variants(cases, dtype="float64", lengths=True)] == \
+        ["tiny-f64", "tiny-len-f64", "medium-bi-f64-2t", "medium-bi-len-f64-2t"]
+    assert all(c.padded in {"tiny", "medium-bi-2t", "tiny-f64", "medium-bi-f64-2t"}
+               for c in variants(cases, dtype="float64", lengths=True) if c.lengths)
+
+
+def test_lengths_flag_runs_the_elman_rows_with_lengths(capsys):
+    assert main(["--quick", "--cases", "tiny", "--lengths", "--forward-only",
+                 "--impls", "numpy,numpy-plain,cython"]) == 0
+    out = capsys.readouterr().out
+    assert _rows(out) == ["tiny", "tiny-len"]
+    line = next(line for line in out.splitlines() if line.startswith("tiny-len "))
+    assert "numpy ÷ padded: " in line and line.split()[2] == "–"   # no numpy-plain
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnncore_columns_are_the_backends_that_implement_the_cell(cell, monkeypatch):
+    case = next(c for c in quick(cell) if c.name == "tiny")
+    for impl in ("numpy-plain", "torch+rnncore"):
+        assert make_runners(case, impl) is None
+    monkeypatch.setattr(functional, "backends_for", lambda c: ("numpy",))
+    assert make_runners(case, "cython") is None
+    assert make_runners(case, "numpy") is not None
+    monkeypatch.setattr(functional, "backends_for", lambda c: ("cython", "numpy"))
+    if "cython" in functional.backends():
+        assert make_runners(case, "cython") is not None
+
+
+def test_memory_ratio_is_not_measured_for_the_gated_cells():
+    case = next(c for c in quick("lstm") if c.name == "tiny")
+    assert np.isnan(memory_ratio(case))
+
+
+@pytest.mark.parametrize("lengths", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_jax_scan_computes_the_cell_torch_computes(cell, bidirectional, lengths):
+    """The JAX column times the same function as torch's: outputs and ∂x agree."""
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    case = dataclasses.replace(next(c for c in quick(cell) if c.name == "small"), B=5,
+                               bidirectional=bidirectional, lengths=lengths)
+    torch_y, torch_dx = (np.asarray(f().detach()) for f in make_runners(case, "torch"))
+    for impl in ("jax", "numpy"):
+        y, dx = (np.asarray(f()) for f in make_runners(case, impl))
+        assert y.shape == torch_y.shape and dx.shape == torch_dx.shape
+        np.testing.assert_allclose(y, torch_y, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(dx, torch_dx, rtol=1e-4, atol=1e-5)
+    if lengths:
+        short = case.lengths_array[0]
+        assert short < case.T and not y[short:, 0].any()      # padded steps are zero

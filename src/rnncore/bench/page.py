@@ -92,7 +92,8 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "",
         "## How these figures were obtained",
         "",
-        "- The grid and the targets are below: one layer, tanh, float32 unless the case "
+        "- The grid and the targets are below: one layer (the Elman RNN with tanh, or "
+        "the gated cell the header names), float32 unless the case "
         "says otherwise (`-f64`), one thread unless it says otherwise (`-2t`). FLOPs are "
         "counted as 2·T·B·(K·H + H·H) per direction for the forward pass, 3× that for "
         "forward+backward.",
@@ -151,7 +152,7 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "- Rows with lengths (`-len`) give a quarter of the sequences (every fourth "
         "row, at least one) 3T/4 steps and the others T: rnncore is called with "
         "`lengths=`, torch through `pack_padded_sequence(enforce_sorted=False)` and "
-        "`pad_packed_sequence`, JAX's scan keeps the state over padded steps; each "
+        "`pad_packed_sequence`, JAX's scan zeroes the outputs of padded steps; each "
         "row gives every implementation's time over its own at the same case padded, "
         "and counts the FLOPs of the valid steps only. `rnncore-bench --lengths` adds "
         "such a row beside every case.",

@@ -316,8 +316,8 @@ def to_json(results, env: dict) -> dict:
         ``environment`` (which CPU and which code paths: see :func:`environment`),
         ``sgemm_gflops`` (float32 GEMM rate by thread count) and ``cases``: per case
         ``case`` (its sizes, cell, dtype, threads, whether it has lengths), ``lengths``
-        (the sequence lengths of a case with lengths, else None), ``times_s`` and ``iqr_s`` ("impl/mode" keys), ``repeats``,
-        ``gflops``, ``numpy_baseline`` (by mode, the NumPy implementation that
+        (the sequence lengths of a case with lengths, else None), ``times_s`` and
+        ``iqr_s`` ("impl/mode" keys), ``repeats``, ``gflops``, ``numpy_baseline`` (by mode, the NumPy implementation that
         ``speedup_vs_numpy`` divides by: the fastest measured), ``speedup_vs_numpy``,
         ``gemm_gflops`` (in this process), ``native_gemm_gflops`` and
         ``isa_gemm_gflops`` (the child processes' rates, None where not run),
@@ -396,7 +396,7 @@ def plot(results, path) -> None:
             color = f"C{k}"
             # a line through the 1-thread float32 sizes, the variants as open markers
             plain = [p for p in pts if p[2].case.threads == 1 and p[2].case.dtype ==
-                     "float32" and not p[2].case.bidirectional]
+                     "float32" and not p[2].case.bidirectional and not p[2].case.lengths]
             other = [p for p in pts if p not in plain]
             ax.plot([p[0] for p in plain], [p[1] for p in plain], "o-", color=color,
                     label=impl)

@@ -188,7 +188,7 @@ def _jax_runners(case):
     lengths = case.lengths_array
     if lengths is not None:
         # Step t of row b is valid while t < lengths[b]; the reverse direction runs row b
-        # over its own steps lengths[b]-1, ..., 0 (padded steps stay where they are).
+        # over its own steps lengths[b]-1, ..., 0, then its padded steps.
         t = np.arange(T)[:, None]
         valid = jnp.asarray(t < lengths)                           # (T, B)
         rev = jnp.asarray(np.where(t < lengths, lengths - 1 - t, t))  # its own inverse
@@ -206,11 +206,13 @@ def _jax_runners(case):
         if lengths is None:
             return jax.lax.scan(cell, state0, xp)[1]
 
-        def masked(state, inputs):                   # padded steps keep the state
+        # A row's padded steps come after its valid ones, in both directions: they
+        # change neither its outputs at valid steps nor the gradients of Σ y·R once
+        # their outputs are zeroed. (The final states, which the loss does not read,
+        # would need the state kept over them.)
+        def masked(state, inputs):
             a, m = inputs
-            new, h = cell(state, a)
-            state = jax.tree_util.tree_map(lambda n, o: jnp.where(m[:, None], n, o),
-                                           new, state)
+            state, h = cell(state, a)
             return state, jnp.where(m[:, None], h, 0)
         return jax.lax.scan(masked, state0, (xp, valid))[1]
 
@@ -251,7 +253,7 @@ def make_runners(case, impl: str):
         ``pack_padded_sequence(enforce_sorted=False)`` and ``pad_packed_sequence``),
         rnncore's drop-in ``rnncore.torch.RNN`` (the Elman RNN only; timed exactly as
         stock torch), and a ``jax.jit`` of a ``lax.scan`` of the same cell (forward;
-        with lengths, padded steps keep the state) and ``jit(grad(...))`` of it
+        with lengths, outputs zero at padded steps) and ``jit(grad(...))`` of it
         (forward+backward).
 
     Returns
