@@ -17,59 +17,8 @@
 #           gradients), one product (·) W_hh, G·H deep; then ∂W_ih, ∂W_hh, ∂W_hr and
 #           the bias sums as whole-sequence products over M = T·B rows.
 #
-# The Elman cell fits the same loops: G = 1, its pass tanh_step / tanh_grad, nothing
-# saved but hs (the input projection would then go into hs, as layer_forward does).
-
-cdef enum CellKind:
-    LSTM_CELL      # gates [i f g o]; states h and c; saves the activated gates (4H)
-    GRU_CELL       # gates [r z n]; state h; saves [r z n gh_n] (4H)
-
-
-cdef inline void cell_step(const Plan *plan, CellKind kind, int H, floating *s,
-                           const floating *rec, const floating *b1, const floating *b2,
-                           const floating *h_prev, floating *h, const floating *c_prev,
-                           floating *c) noexcept nogil:
-    """The fused forward pass of one row of one step: ``s`` holds x_t W_ihᵀ on entry and
-    what backward needs on return; ``rec`` is h_{t-1} W_hhᵀ; b1, b2 the biases (LSTM:
-    b_ih + b_hh and unused; GRU: b_ih, b_hh); ``h`` receives h_t (LSTM: m_t)."""
-    if kind == LSTM_CELL:
-        if floating is float:
-            plan.policy.vm.lstm_step_f(H, s, rec, b1, c_prev, c, h)
-        else:
-            plan.policy.vm.lstm_step_d(H, s, rec, b1, c_prev, c, h)
-    else:
-        if floating is float:
-            plan.policy.vm.gru_step_f(H, s, rec, b1, b2, h_prev, h)
-        else:
-            plan.policy.vm.gru_step_d(H, s, rec, b1, b2, h_prev, h)
-
-
-cdef inline void cell_grad(const Plan *plan, CellKind kind, int H, floating *delta,
-                           floating *eps, const floating *dh_a, floating *dh_b,
-                           const floating *s, const floating *h_prev, const floating *c,
-                           const floating *c_prev, floating *carry_c,
-                           floating *m) noexcept nogil:
-    """The fused backward pass of one row of one step: δ (and GRU's ε = ∂L/∂gh) from
-    ∂L/∂h_t = dh_a + dh_b (LSTM with a projection: ∂m and a zero row)."""
-    if kind == LSTM_CELL:
-        if floating is float:
-            plan.policy.vm.lstm_grad_f(H, delta, dh_a, dh_b, s, c, c_prev, carry_c, m)
-        else:
-            plan.policy.vm.lstm_grad_d(H, delta, dh_a, dh_b, s, c, c_prev, carry_c, m)
-    else:
-        if floating is float:
-            plan.policy.vm.gru_grad_f(H, delta, eps, dh_a, dh_b, s, h_prev)
-        else:
-            plan.policy.vm.gru_grad_d(H, delta, eps, dh_a, dh_b, s, h_prev)
-
-
-cdef inline void add_rows(const Plan *plan, int n, floating *out, const floating *a,
-                          const floating *b) noexcept nogil:
-    if floating is float:
-        plan.policy.vm.add_f(n, out, a, b)
-    else:
-        plan.policy.vm.add_d(n, out, a, b)
-
+# The Elman cell fits the same loops: G = 1, its passes tanh_step / tanh_grad, nothing
+# saved but hs (where its input projection would go, as in layer_forward).
 
 cdef int check_gated(Sizes sz, Py_ssize_t G, Py_ssize_t W, const Py_ssize_t *w_ih,
                      const Py_ssize_t *w_hh, const int64_t[::1] lengths) except -1:
@@ -86,13 +35,26 @@ cdef int check_gated(Sizes sz, Py_ssize_t G, Py_ssize_t W, const Py_ssize_t *w_i
     return 0
 
 
-cdef Py_ssize_t lstm_sizes(const Py_ssize_t *w_hh, w_hr, Py_ssize_t *P) except -1:
-    """H read off w_hh (4H, P or H); P the projection's width (0: none)."""
-    if w_hh[0] < 4 or w_hh[0] % 4 or w_hh[1] < 1:
-        raise ValueError(f"w_hh must have shape (4H, P or H) with H >= 1 and P >= 1; "
-                         f"got ({w_hh[0]}, {w_hh[1]})")
+cdef Py_ssize_t hidden_size(int G, const Py_ssize_t *w_hh, w_hr, Py_ssize_t *P) except -1:
+    """H read off w_hh (G·H, P or H); P the projection's width (0: none)."""
+    if w_hh[0] < G or w_hh[0] % G or w_hh[1] < 1:
+        raise ValueError(f"w_hh must have shape ({G}H, {'P or ' if G == 4 else ''}H) with "
+                         f"H >= 1; got ({w_hh[0]}, {w_hh[1]})")
     P[0] = 0 if w_hr is None else w_hh[1]
-    return w_hh[0] // 4
+    return w_hh[0] // G
+
+
+cdef int check_saved(Sizes sz, Py_ssize_t W, const floating[:, :, ::1] hs,
+                     const floating[:, :, :] dy, const floating[:, ::1] dh_n,
+                     str name, const Py_ssize_t *saved, Py_ssize_t S) except -1:
+    """The preconditions on what both backward kernels read of the forward's results."""
+    expect_shape("hs", 3, hs.shape, sz.T + 1, sz.B, W, sz, "x and w_hh")
+    expect_shape(name, 3, saved, sz.T, sz.B, S, sz, "x and w_hh")
+    expect_shape("dy", 3, dy.shape, sz.T, sz.B, W, sz, "x and w_hh")
+    expect_shape("dh_n", 2, dh_n.shape, sz.B, W, 0, sz, "x and w_hh")
+    if W > 1 and dy.strides[2] != sizeof(floating):
+        raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
+    return 0
 
 
 cdef tuple dims(bint used, tuple shape):
@@ -135,63 +97,72 @@ cdef object gated_forward(CellKind kind, const floating[:, :, ::1] x,
     cdef floating[:, ::1] rec = np.empty((B, GH), dtype)         # h_{t-1} W_hhᵀ
     cdef floating[:, ::1] m = np.empty(dims(P, (B, H)), dtype)   # m_t
     cdef floating[:, ::1] mp = np.empty(dims(P, (B, P)), dtype)  # m_t W_hrᵀ
-    cdef floating[::1] packed_hh = np.empty(
-        rnn_packed_size(W, <int>GH, plan.nr) if packed else 1, dtype)
-    cdef floating[::1] packed_hr = np.empty(
-        rnn_packed_size(H, <int>P, plan.nr) if packed and P else 1, dtype)
-    cdef floating[::1] work = np.empty(workspace_size(&plan, GH, K, 1, floating is float),
-                                       dtype)
+    # W_hhᵀ and W_hrᵀ in panels if PACKED, the projection's workspace: C buffers
+    cdef floating *packed_hh = NULL
+    cdef floating *packed_hr = NULL
+    cdef floating *work = NULL
     cdef Py_ssize_t s, t, i, row = W * sizeof(floating), crow = H * sizeof(floating)
     cdef int prev = 1 if reverse else 0            # hs index of h_{t-1} is t + prev
     cdef int out = 0 if reverse else 1             # hs index of h_t is t + out
     cdef Py_ssize_t extra = T if reverse else 0    # the slot no step writes
     cdef unsigned int csr
-    with nogil:
-        csr = rnn_flush_denormals()       # given back below; nothing raises
-        if B:
-            if T:
-                # (T·B × G·H) = (T·B × K)(G·H × K)ᵀ: the input projection of every step,
-                # into the first G·H of the 4H columns of each row of saved
+    try:
+        packed_hh = <floating *>workspace(rnn_packed_size(W, <int>GH, plan.nr)
+                                          if packed else 1, sizeof(floating))
+        packed_hr = <floating *>workspace(rnn_packed_size(H, <int>P, plan.nr)
+                                          if packed and P else 1, sizeof(floating))
+        work = <floating *>workspace(workspace_size(&plan, GH, K, 1, floating is float),
+                                     sizeof(floating))
+        with nogil:
+            csr = rnn_flush_denormals()       # given back below; nothing raises
+            if B and T:
+                # (T·B × G·H) = (T·B × K)(G·H × K)ᵀ: the input projection of every
+                # step, into the first G·H of the 4H columns of each row of saved
                 seq_product(&plan, T * B, <int>GH, K, &x[0, 0, 0] if K else NULL, K, 1,
                             &w_ih[0, 0] if K else NULL, 1, K, &saved[0, 0, 0], S, False,
-                            &work[0])
-            memset(&hs[extra, 0, 0], 0, B * row)
-            if lstm:
-                memset(&cs[extra, 0, 0], 0, B * crow)
+                            work)
+            if B:
+                memset(&hs[extra, 0, 0], 0, B * row)
+                if lstm:
+                    memset(&cs[extra, 0, 0], 0, B * crow)
             for i in range(B):
                 memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row)
                 if lstm:
                     memcpy(&cs[lengths[i] if reverse else 0, i, 0], &c0[i, 0], crow)
-            if T and packed:              # W_hhᵀ (W × G·H), W_hrᵀ (H × P)
-                pack_rect(&plan, <int>W, <int>GH, &w_hh[0, 0], True, &packed_hh[0])
+            if B and T and packed:            # W_hhᵀ (W × G·H), W_hrᵀ (H × P)
+                pack_rect(&plan, <int>W, <int>GH, &w_hh[0, 0], True, packed_hh)
                 if P:
-                    pack_rect(&plan, <int>H, <int>P, &w_hr[0, 0], True, &packed_hr[0])
-        for s in range(T if B else 0):
-            t = T - 1 - s if reverse else s
-            # (B × G·H) = (B × W)(G·H × W)ᵀ: the recurrent product of every gate
-            rect_product(&plan, <int>B, <int>GH, <int>W, &hs[t + prev, 0, 0], W,
-                         &w_hh[0, 0], True, &packed_hh[0], &rec[0, 0], GH, False)
-            for i in range(B):
-                if t < lengths[i]:
-                    cell_step(&plan, kind, <int>H, &saved[t, i, 0], &rec[i, 0], &b1[0],
-                              &b2[0], &hs[t + prev, i, 0],
-                              &m[i, 0] if P else &hs[t + out, i, 0],
-                              &cs[t + prev, i, 0] if lstm else NULL,
-                              &cs[t + out, i, 0] if lstm else NULL)
-                else:
-                    memset(&saved[t, i, 0], 0, S * sizeof(floating))
-                    if not (reverse and t == lengths[i]):   # that slot holds h0
-                        memset(&hs[t + out, i, 0], 0, row)
-                        if lstm:
-                            memset(&cs[t + out, i, 0], 0, crow)
-            if P:
-                # (B × P) = (B × H)(P × H)ᵀ: h_t = m_t W_hrᵀ, kept for the valid rows
-                rect_product(&plan, <int>B, <int>P, <int>H, &m[0, 0], H, &w_hr[0, 0],
-                             True, &packed_hr[0], &mp[0, 0], P, False)
+                    pack_rect(&plan, <int>H, <int>P, &w_hr[0, 0], True, packed_hr)
+            for s in range(T if B else 0):
+                t = T - 1 - s if reverse else s
+                # (B × G·H) = (B × W)(G·H × W)ᵀ: the recurrent product of every gate
+                rect_product(&plan, <int>B, <int>GH, <int>W, &hs[t + prev, 0, 0], W,
+                             &w_hh[0, 0], True, packed_hh, &rec[0, 0], GH, False)
                 for i in range(B):
                     if t < lengths[i]:
-                        memcpy(&hs[t + out, i, 0], &mp[i, 0], row)
-        rnn_restore_mxcsr(csr)
+                        cell_step(&plan, kind, <int>H, &saved[t, i, 0], &rec[i, 0],
+                                  &b1[0], &b2[0], &hs[t + prev, i, 0],
+                                  &m[i, 0] if P else &hs[t + out, i, 0],
+                                  &cs[t + prev, i, 0] if lstm else NULL,
+                                  &cs[t + out, i, 0] if lstm else NULL)
+                    else:
+                        memset(&saved[t, i, 0], 0, S * sizeof(floating))
+                        if not (reverse and t == lengths[i]):   # that slot holds h0
+                            memset(&hs[t + out, i, 0], 0, row)
+                            if lstm:
+                                memset(&cs[t + out, i, 0], 0, crow)
+                if P:
+                    # (B × P) = (B × H)(P × H)ᵀ: h_t = m_t W_hrᵀ, kept for valid rows
+                    rect_product(&plan, <int>B, <int>P, <int>H, &m[0, 0], H,
+                                 &w_hr[0, 0], True, packed_hr, &mp[0, 0], P, False)
+                    for i in range(B):
+                        if t < lengths[i]:
+                            memcpy(&hs[t + out, i, 0], &mp[i, 0], row)
+            rnn_restore_mxcsr(csr)
+    finally:
+        free(packed_hh)
+        free(packed_hr)
+        free(work)
     return hs_arr, cs_arr if lstm else None, saved_arr
 
 
@@ -230,12 +201,10 @@ cdef object gated_backward(CellKind kind, const floating[:, :, ::1] x,
     # with a projection: ∂L/∂h_t and m_t of every step, for ∂W_hr
     cdef floating[:, :, ::1] dhs = np.empty(dims(P, (T, B, P)), dtype)
     cdef floating[:, :, ::1] ms = np.empty(dims(P, (T, B, H)), dtype)
-    cdef floating[::1] packed_hh = np.empty(
-        rnn_packed_size(GH, <int>W, plan.nr) if packed else 1, dtype)
-    cdef floating[::1] packed_hr = np.empty(
-        rnn_packed_size(P, <int>H, plan.nr) if packed and P else 1, dtype)
-    cdef floating[::1] work = np.empty(
-        workspace_size(&plan, max(K, W, H), M, GH, floating is float), dtype)
+    # W_hh and W_hr in panels if PACKED, the weight gradients' workspace: C buffers
+    cdef floating *packed_hh = NULL
+    cdef floating *packed_hr = NULL
+    cdef floating *work = NULL
     cdef Py_ssize_t s, t, i, j, row = W * sizeof(floating), crow = H * sizeof(floating)
     cdef int prev = 1 if reverse else 0
     cdef int out = 0 if reverse else 1
@@ -243,78 +212,91 @@ cdef object gated_backward(CellKind kind, const floating[:, :, ::1] x,
     cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
     cdef const floating *h_p = &hs[prev, 0, 0] if M else NULL         # H_prev
     cdef unsigned int csr
-    with nogil:
-        csr = rnn_flush_denormals()       # given back below; nothing raises
-        for i in range(B):                # rows of length 0 pass dh_n (dc_n) through
-            memcpy(&dh0[i, 0], &dh_n[i, 0], row)
-            if lstm:
-                memcpy(&dc0[i, 0], &dc_n[i, 0], crow)
-        if M and packed:                  # W_hh (G·H × W), W_hr (P × H)
-            pack_rect(&plan, <int>GH, <int>W, &w_hh[0, 0], False, &packed_hh[0])
-            if P:
-                pack_rect(&plan, <int>P, <int>H, &w_hr[0, 0], False, &packed_hr[0])
-        for s in range(T if B else 0):    # backward in time
-            t = s if reverse else T - 1 - s
-            for i in range(B):
-                t_final = 0 if reverse else lengths[i] - 1
-                if t == t_final:
-                    for j in range(W):
-                        carry[i, j] += dh_n[i, j]
-                    for j in range(H if lstm else 0):
-                        carry_c[i, j] += dc_n[i, j]
-            if P:
+    try:
+        packed_hh = <floating *>workspace(rnn_packed_size(GH, <int>W, plan.nr)
+                                          if packed else 1, sizeof(floating))
+        packed_hr = <floating *>workspace(rnn_packed_size(P, <int>H, plan.nr)
+                                          if packed and P else 1, sizeof(floating))
+        work = <floating *>workspace(workspace_size(&plan, max(K, W, H), M, GH,
+                                                    floating is float), sizeof(floating))
+        with nogil:
+            csr = rnn_flush_denormals()       # given back below; nothing raises
+            for i in range(B):                # rows of length 0 pass dh_n (dc_n) through
+                memcpy(&dh0[i, 0], &dh_n[i, 0], row)
+                if lstm:
+                    memcpy(&dc0[i, 0], &dc_n[i, 0], crow)
+            if M and packed:                  # W_hh (G·H × W), W_hr (P × H)
+                pack_rect(&plan, <int>GH, <int>W, &w_hh[0, 0], False, packed_hh)
+                if P:
+                    pack_rect(&plan, <int>P, <int>H, &w_hr[0, 0], False, packed_hr)
+            for s in range(T if B else 0):    # backward in time
+                t = s if reverse else T - 1 - s
+                for i in range(B):
+                    t_final = 0 if reverse else lengths[i] - 1
+                    if t == t_final:
+                        for j in range(W):
+                            carry[i, j] += dh_n[i, j]
+                        for j in range(H if lstm else 0):
+                            carry_c[i, j] += dc_n[i, j]
+                if P:
+                    for i in range(B):
+                        if t < lengths[i]:
+                            add_rows(&plan, <int>P, &dhs[t, i, 0], &dy[t, i, 0],
+                                     &carry[i, 0])
+                        else:
+                            memset(&dhs[t, i, 0], 0, row)
+                    # (B × H) = (B × P)(P × H): ∂m = ∂h_t W_hr
+                    rect_product(&plan, <int>B, <int>H, <int>P, &dhs[t, 0, 0], P,
+                                 &w_hr[0, 0], False, packed_hr, &dm[0, 0], H, False)
                 for i in range(B):
                     if t < lengths[i]:
-                        add_rows(&plan, <int>P, &dhs[t, i, 0], &dy[t, i, 0], &carry[i, 0])
-                    else:
-                        memset(&dhs[t, i, 0], 0, row)
-                # (B × H) = (B × P)(P × H): ∂m = ∂h_t W_hr
-                rect_product(&plan, <int>B, <int>H, <int>P, &dhs[t, 0, 0], P,
-                             &w_hr[0, 0], False, &packed_hr[0], &dm[0, 0], H, False)
-            for i in range(B):
-                if t < lengths[i]:
-                    cell_grad(&plan, kind, <int>H, &delta[t, i, 0], &eps[t, i, 0],
-                              <const floating *>&dm[i, 0] if P else &dy[t, i, 0],
-                              &zero[0] if P else &carry[i, 0], &saved[t, i, 0],
-                              &hs[t + prev, i, 0], &cs[t + out, i, 0] if lstm else NULL,
-                              &cs[t + prev, i, 0] if lstm else NULL,
-                              &carry_c[i, 0] if lstm else NULL,
-                              &ms[t, i, 0] if P else &m_row[0])
-                else:                     # nothing crosses a padded step
-                    memset(&delta[t, i, 0], 0, GH * sizeof(floating))
-                    if lstm:
-                        memset(&carry_c[i, 0], 0, crow)
-                    else:
-                        memset(&eps[t, i, 0], 0, GH * sizeof(floating))
-                        memset(&carry[i, 0], 0, row)
-                    if P:
-                        memset(&ms[t, i, 0], 0, crow)
-            # (B × W) (+)= (B × G·H)(G·H × W): the part of ∂L/∂h_{t-1} through W_hh,
-            # added to GRU's ∂h ⊙ z
-            rect_product(&plan, <int>B, <int>W, <int>GH, &eps[t, 0, 0], GH,
-                         &w_hh[0, 0], False, &packed_hh[0], &carry[0, 0], W, not lstm)
-            for i in range(B):
-                t_initial = lengths[i] - 1 if reverse else 0
-                if t == t_initial and t < lengths[i]:
-                    memcpy(&dh0[i, 0], &carry[i, 0], row)
-                    if lstm:
-                        memcpy(&dc0[i, 0], &carry_c[i, 0], crow)
-        # (G·H × K) = (T·B × G·H)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
-        seq_product(&plan, GH, <int>K, M, &delta[0, 0, 0] if M else NULL, 1, GH, x_p, K,
-                    1, &dw_ih[0, 0] if K else NULL, K, False, &work[0])
-        # (G·H × W) = (T·B × G·H)ᵀ(T·B × W): ∂W_hh = Σ_t ε_tᵀ h_{t-1} (ε = δ for LSTM)
-        seq_product(&plan, GH, <int>W, M, &eps[0, 0, 0] if M else NULL, 1, GH, h_p, W, 1,
-                    &dw_hh[0, 0], W, False, &work[0])
-        if P:
-            # (P × H) = (T·B × P)ᵀ(T·B × H): ∂W_hr = Σ_t ∂h_tᵀ m_t
-            seq_product(&plan, P, <int>H, M, &dhs[0, 0, 0] if M else NULL, 1, P,
-                        &ms[0, 0, 0] if M else NULL, H, 1, &dw_hr[0, 0], H, False,
-                        &work[0])
-        if M:
-            sum_rows(&plan, M, <int>GH, GH, &db_ih[0], &delta[0, 0, 0])
-            if not lstm:
-                sum_rows(&plan, M, <int>GH, GH, &db_hh[0], &eps[0, 0, 0])
-        rnn_restore_mxcsr(csr)
+                        cell_grad(&plan, kind, <int>H, &delta[t, i, 0], &eps[t, i, 0],
+                                  <const floating *>&dm[i, 0] if P else &dy[t, i, 0],
+                                  &zero[0] if P else &carry[i, 0], &saved[t, i, 0],
+                                  &hs[t + prev, i, 0],
+                                  &cs[t + out, i, 0] if lstm else NULL,
+                                  &cs[t + prev, i, 0] if lstm else NULL,
+                                  &carry_c[i, 0] if lstm else NULL,
+                                  &ms[t, i, 0] if P else &m_row[0])
+                    else:                     # nothing crosses a padded step
+                        memset(&delta[t, i, 0], 0, GH * sizeof(floating))
+                        if lstm:
+                            memset(&carry_c[i, 0], 0, crow)
+                        else:
+                            memset(&eps[t, i, 0], 0, GH * sizeof(floating))
+                            memset(&carry[i, 0], 0, row)
+                        if P:
+                            memset(&ms[t, i, 0], 0, crow)
+                # (B × W) (+)= (B × G·H)(G·H × W): the part of ∂L/∂h_{t-1} through
+                # W_hh, added to GRU's ∂h ⊙ z
+                rect_product(&plan, <int>B, <int>W, <int>GH, &eps[t, 0, 0], GH,
+                             &w_hh[0, 0], False, packed_hh, &carry[0, 0], W, not lstm)
+                for i in range(B):
+                    t_initial = lengths[i] - 1 if reverse else 0
+                    if t == t_initial and t < lengths[i]:
+                        memcpy(&dh0[i, 0], &carry[i, 0], row)
+                        if lstm:
+                            memcpy(&dc0[i, 0], &carry_c[i, 0], crow)
+            # (G·H × K) = (T·B × G·H)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
+            seq_product(&plan, GH, <int>K, M, &delta[0, 0, 0] if M else NULL, 1, GH, x_p,
+                        K, 1, &dw_ih[0, 0] if K else NULL, K, False, work)
+            # (G·H × W) = (T·B × G·H)ᵀ(T·B × W): ∂W_hh = Σ_t ε_tᵀ h_{t-1}; ε = δ (LSTM)
+            seq_product(&plan, GH, <int>W, M, &eps[0, 0, 0] if M else NULL, 1, GH, h_p,
+                        W, 1, &dw_hh[0, 0], W, False, work)
+            if P:
+                # (P × H) = (T·B × P)ᵀ(T·B × H): ∂W_hr = Σ_t ∂h_tᵀ m_t
+                seq_product(&plan, P, <int>H, M, &dhs[0, 0, 0] if M else NULL, 1, P,
+                            &ms[0, 0, 0] if M else NULL, H, 1, &dw_hr[0, 0], H, False,
+                            work)
+            if M:
+                sum_rows(&plan, M, <int>GH, GH, &db_ih[0], &delta[0, 0, 0])
+                if not lstm:
+                    sum_rows(&plan, M, <int>GH, GH, &db_hh[0], &eps[0, 0, 0])
+            rnn_restore_mxcsr(csr)
+    finally:
+        free(packed_hh)
+        free(packed_hr)
+        free(work)
     return (dh0_arr, dc0_arr if lstm else None, dw_ih_arr, dw_hh_arr,
             dw_hr_arr if P else None, db_ih_arr, db_hh_arr, delta_arr)
 
@@ -338,16 +320,15 @@ def lstm_layer_forward(const floating[:, :, ::1] x,     # IN  (T, B, K), 0 at pa
         The activated [i f g o] of every step, zero at padded steps.
     """
     cdef Py_ssize_t P = 0
-    cdef Py_ssize_t H = lstm_sizes(w_hh.shape, w_hr, &P)
+    cdef Py_ssize_t H = hidden_size(4, w_hh.shape, w_hr, &P)
     cdef Sizes sz = Sizes(x.shape[0], x.shape[1], x.shape[2], H)
     check_gated(sz, 4, P if P else H, w_ih.shape, w_hh.shape, lengths)
     expect_shape("b", 1, b.shape, 4 * H, 0, 0, sz, "x and w_hh")
     expect_shape("h0", 2, h0.shape, sz.B, P if P else H, 0, sz, "x and w_hh")
     expect_shape("c0", 2, c0.shape, sz.B, H, 0, sz, "x and w_hh")
     cdef const floating[:, ::1] w_hr_v = projection(w_hr, w_hh, sz)
-    hs, cs, gates = gated_forward(LSTM_CELL, x, w_ih, w_hh, b, b, w_hr_v, h0, c0,
-                                  lengths, reverse, H, P)
-    return hs, cs, gates
+    return gated_forward(LSTM_CELL, x, w_ih, w_hh, b, b, w_hr_v, h0, c0, lengths, reverse,
+                         H, P)
 
 
 def lstm_layer_backward(const floating[:, :, ::1] x,    # IN  (T, B, K)
@@ -376,7 +357,7 @@ def lstm_layer_backward(const floating[:, :, ::1] x,    # IN  (T, B, K)
         δ_t = ∂L/∂a_t, for :func:`input_grad`.
     """
     cdef Py_ssize_t P = 0
-    cdef Py_ssize_t H = lstm_sizes(w_hh.shape, w_hr, &P), W = P if P else H
+    cdef Py_ssize_t H = hidden_size(4, w_hh.shape, w_hr, &P), W = P if P else H
     cdef Sizes sz = Sizes(x.shape[0], x.shape[1], x.shape[2], H)
     check_gated(sz, 4, W, w_ih.shape, w_hh.shape, lengths)
     cdef const floating[:, ::1] w_hr_v = projection(w_hr, w_hh, sz)
@@ -386,19 +367,6 @@ def lstm_layer_backward(const floating[:, :, ::1] x,    # IN  (T, B, K)
     dh0, dc0, dw_ih, dw_hh, dw_hr, db, _, delta = gated_backward(
         LSTM_CELL, x, w_hh, w_hr_v, hs, cs, gates, dy, dh_n, dc_n, lengths, reverse, H, P)
     return dh0, dc0, dw_ih, dw_hh, db, dw_hr, delta
-
-
-cdef int check_saved(Sizes sz, Py_ssize_t W, const floating[:, :, ::1] hs,
-                     const floating[:, :, :] dy, const floating[:, ::1] dh_n,
-                     str name, const Py_ssize_t *saved, Py_ssize_t S) except -1:
-    """The preconditions on what both backward kernels read of the forward's results."""
-    expect_shape("hs", 3, hs.shape, sz.T + 1, sz.B, W, sz, "x and w_hh")
-    expect_shape(name, 3, saved, sz.T, sz.B, S, sz, "x and w_hh")
-    expect_shape("dy", 3, dy.shape, sz.T, sz.B, W, sz, "x and w_hh")
-    expect_shape("dh_n", 2, dh_n.shape, sz.B, W, 0, sz, "x and w_hh")
-    if W > 1 and dy.strides[2] != sizeof(floating):
-        raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
-    return 0
 
 
 def gru_layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded steps
@@ -417,10 +385,8 @@ def gru_layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at pa
     saved : ndarray, shape (T, B, 4H)
         [r z n gh_n] of every step, zero at padded steps.
     """
-    cdef Py_ssize_t H = w_hh.shape[1]
-    if H < 1:
-        raise ValueError(f"w_hh must have shape (3H, H) with H >= 1; got "
-                         f"({w_hh.shape[0]}, {w_hh.shape[1]})")
+    cdef Py_ssize_t P = 0
+    cdef Py_ssize_t H = hidden_size(3, w_hh.shape, None, &P)
     cdef Sizes sz = Sizes(x.shape[0], x.shape[1], x.shape[2], H)
     check_gated(sz, 3, H, w_ih.shape, w_hh.shape, lengths)
     expect_shape("b_ih", 1, b_ih.shape, 3 * H, 0, 0, sz, "x and w_hh")
@@ -452,10 +418,8 @@ def gru_layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     delta : ndarray, shape (T, B, 3H)
         δ_t = ∂L/∂gi_t, for :func:`input_grad`.
     """
-    cdef Py_ssize_t H = w_hh.shape[1]
-    if H < 1:
-        raise ValueError(f"w_hh must have shape (3H, H) with H >= 1; got "
-                         f"({w_hh.shape[0]}, {w_hh.shape[1]})")
+    cdef Py_ssize_t P = 0
+    cdef Py_ssize_t H = hidden_size(3, w_hh.shape, None, &P)
     cdef Sizes sz = Sizes(x.shape[0], x.shape[1], x.shape[2], H)
     check_gated(sz, 3, H, w_ih.shape, w_hh.shape, lengths)
     check_saved(sz, H, hs, dy, dh_n, "saved", saved.shape, 4 * H)

@@ -188,3 +188,57 @@ cdef inline void rect_product(const Plan *plan, int M, int N, int K, const float
     else:
         gemm(False, trans, M, N, K, <floating>1, a, <int>lda, w, K if trans else N, beta,
              out, <int>ldo)
+
+
+# -- the gated cells' fused passes (_gated.pxi's loops, _vmath_impl.h's passes) ----------
+
+cdef enum CellKind:
+    LSTM_CELL      # gates [i f g o]; states h and c; saves the activated gates (4H)
+    GRU_CELL       # gates [r z n]; state h; saves [r z n gh_n] (4H)
+
+
+cdef inline void cell_step(const Plan *plan, CellKind kind, int H, floating *s,
+                           const floating *rec, const floating *b1, const floating *b2,
+                           const floating *h_prev, floating *h, const floating *c_prev,
+                           floating *c) noexcept nogil:
+    """The fused forward pass of one row of one step: ``s`` holds x_t W_ihᵀ on entry and
+    what backward needs on return; ``rec`` is h_{t-1} W_hhᵀ; b1, b2 the biases (LSTM:
+    b_ih + b_hh and unused; GRU: b_ih, b_hh); ``h`` receives h_t (LSTM: m_t)."""
+    if kind == LSTM_CELL:
+        if floating is float:
+            plan.policy.vm.lstm_step_f(H, s, rec, b1, c_prev, c, h)
+        else:
+            plan.policy.vm.lstm_step_d(H, s, rec, b1, c_prev, c, h)
+    else:
+        if floating is float:
+            plan.policy.vm.gru_step_f(H, s, rec, b1, b2, h_prev, h)
+        else:
+            plan.policy.vm.gru_step_d(H, s, rec, b1, b2, h_prev, h)
+
+
+cdef inline void cell_grad(const Plan *plan, CellKind kind, int H, floating *delta,
+                           floating *eps, const floating *dh_a, floating *dh_b,
+                           const floating *s, const floating *h_prev, const floating *c,
+                           const floating *c_prev, floating *carry_c,
+                           floating *m) noexcept nogil:
+    """The fused backward pass of one row of one step: δ (and GRU's ε = ∂L/∂gh) from
+    ∂L/∂h_t = dh_a + dh_b (LSTM with a projection: ∂m and a zero row)."""
+    if kind == LSTM_CELL:
+        if floating is float:
+            plan.policy.vm.lstm_grad_f(H, delta, dh_a, dh_b, s, c, c_prev, carry_c, m)
+        else:
+            plan.policy.vm.lstm_grad_d(H, delta, dh_a, dh_b, s, c, c_prev, carry_c, m)
+    else:
+        if floating is float:
+            plan.policy.vm.gru_grad_f(H, delta, eps, dh_a, dh_b, s, h_prev)
+        else:
+            plan.policy.vm.gru_grad_d(H, delta, eps, dh_a, dh_b, s, h_prev)
+
+
+cdef inline void add_rows(const Plan *plan, int n, floating *out, const floating *a,
+                          const floating *b) noexcept nogil:
+    """out = a + b over one row of n values."""
+    if floating is float:
+        plan.policy.vm.add_f(n, out, a, b)
+    else:
+        plan.policy.vm.add_d(n, out, a, b)
