@@ -534,9 +534,12 @@ def _fake(case, **ms):
 
 @pytest.mark.parametrize("cell, name, need", [
     ("lstm", "medium", 1.5), ("gru", "medium", 3.0), ("lstm", "medium-f64", 3.0),
-    ("gru", "medium-f64", 3.0), ("lstm", "large-2t", 1.5), ("gru", "tiny", 3.0)])
+    ("gru", "medium-f64", 3.0), ("lstm", "large-2t", 1.5), ("gru", "tiny", 3.0),
+    ("lstm", "tiny-f64", 3.0), ("lstm", "long-len-f64", 3.0)])
 def test_gated_targets_against_torch(cell, name, need):
-    case = next(c for c in grid(cell) if c.name == name)
+    rows = grid(cell)
+    case = next(c for c in variants(rows, lengths=True)
+                + variants(rows, dtype="float64", lengths=True) if c.name == name)
     met = _fake(case, cython=10.0, torch=10.0 * need, jax=11.0)
     missed = _fake(case, cython=10.0, torch=9.9 * need, jax=9.0)
     assert (f"≥{need:g}× torch", pytest.approx(need), True) in \
