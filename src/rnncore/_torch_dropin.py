@@ -192,10 +192,11 @@ class DropIn:
             y, *states = _CellFunction.apply(x, h0, c0, call, *weights)
         else:
             states0 = (_array(h0), _array(c0)) if lstm and hx is not None else _array(h0)
+            params = dict(zip(call[0], [w.detach().numpy() for w in weights]))
             y, h_n, _ = functional.forward(
-                x.detach().numpy(), dict(zip(call[0], [w.detach().numpy() for w in weights])),
-                states0, lengths, cell=cell, nonlinearity=call[2], batch_first=batch_first,
-                backend=call[5], snapshot_weights=False)
+                x.detach().numpy(), params, states0, lengths, cell=cell,
+                nonlinearity=call[2], batch_first=batch_first, backend=call[5],
+                snapshot_weights=False)
             y = torch.from_numpy(y)
             states = [torch.from_numpy(s) for s in (h_n if lstm else (h_n,))]
         if packed:
