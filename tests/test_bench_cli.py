@@ -461,10 +461,19 @@ def test_gated_quick_run_has_torch_and_jax_columns_where_installed(gated_run, co
         assert all(c["times_s"][f"{column}/fb"] > 0 for c in data["cases"])
 
 
+def _dropin(cell):
+    """Whether rnncore.torch has a drop-in for ``cell`` (and torch is installed)."""
+    if not _installed("torch"):
+        return False
+    import rnncore.torch
+    return hasattr(rnncore.torch, cell.upper())
+
+
 def test_gated_rows_leave_out_what_has_no_gated_version(gated_run):
-    _, _, out, data, _ = gated_run
+    cell, _, out, data, _ = gated_run
     head = " ".join(_table_head(out, "forward+backward:"))
-    assert "numpy-plain ms" not in head and "torch+rnncore ms" not in head
+    assert "numpy-plain ms" not in head
+    assert ("torch+rnncore ms" in head) == _dropin(cell)
     assert "numpy ms" in head and "cython ms" in head
     for case in data["cases"]:                  # ×NumPy divides by the reference
         assert case["numpy_baseline"] == {"fb": "numpy", "fwd": "numpy"}
@@ -621,14 +630,27 @@ def test_lengths_flag_runs_the_elman_rows_with_lengths(capsys):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_rnncore_columns_are_the_backends_that_implement_the_cell(cell, monkeypatch):
     case = next(c for c in quick(cell) if c.name == "tiny")
-    for impl in ("numpy-plain", "torch+rnncore"):
-        assert make_runners(case, impl) is None
+    assert make_runners(case, "numpy-plain") is None
     monkeypatch.setattr(functional, "backends_for", lambda c: ("numpy",))
     assert make_runners(case, "cython") is None
     assert make_runners(case, "numpy") is not None
     monkeypatch.setattr(functional, "backends_for", lambda c: ("cython", "numpy"))
     if "cython" in functional.backends():
         assert make_runners(case, "cython") is not None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torch_dropin_column_is_the_cells_dropin_where_rnncore_torch_has_one(
+        cell, monkeypatch):
+    pytest.importorskip("torch")
+    import rnncore.torch
+    case = next(c for c in quick(cell) if c.name == "tiny")
+    if hasattr(rnncore.torch, cell.upper()):
+        y = make_runners(case, "torch+rnncore")[0]()
+        np.testing.assert_allclose(y.numpy(), make_runners(case, "torch")[0]().numpy(),
+                                   rtol=1e-4, atol=1e-5)
+    monkeypatch.delattr(rnncore.torch, cell.upper(), raising=False)
+    assert make_runners(case, "torch+rnncore") is None
 
 
 def test_memory_ratio_is_not_measured_for_the_gated_cells():

@@ -48,7 +48,8 @@ def legend(cells=("rnn",)) -> str:
         text += ("; LSTM/GRU -2t rows: rnncore's 1-thread time over its 2-thread time"
                  "); torch: nn.LSTM / nn.GRU (with lengths, through "
                  "pack_padded_sequence and pad_packed_sequence); jax: a jit'd lax.scan "
-                 "of the same cell; torch+rnncore, the drop-in, is the Elman RNN's only")
+                 "of the same cell; torch+rnncore: rnncore.torch's drop-in of the cell, "
+                 "shown without a target for the gated cells")
     else:
         text += ")"
     return text + "; – : not installed or not measured"
@@ -162,8 +163,8 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "`nn.LSTM` (oneDNN) and `nn.GRU`, and a `jax.jit` of a `lax.scan` of the same "
         "cell (tests check it against torch). Their FLOPs are G times the Elman RNN's "
         "(G = 4 for LSTM, 3 for GRU: 2·T·B·G·H·(K+H) per direction forward); `×NumPy` "
-        "divides by the NumPy reference, there being no plain-NumPy gated RNN, and "
-        "the torch drop-in has no gated version yet.",
+        "divides by the NumPy reference, there being no plain-NumPy gated RNN; "
+        "`torch+rnncore` is `rnncore.torch.LSTM` or `GRU`, timed as stock torch.",
         "- Two-thread rows need both CPUs free of other work: with other load on the "
         "machine (the header gives the load average) they show contention, not scaling, "
         "NumPy's 2-thread OpenBLAS most of all.",

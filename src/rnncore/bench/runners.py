@@ -251,8 +251,8 @@ def make_runners(case, impl: str):
         would (:mod:`rnncore.bench.plain`: the Elman RNN on padded sequences only),
         PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (with lengths: through
         ``pack_padded_sequence(enforce_sorted=False)`` and ``pad_packed_sequence``),
-        rnncore's drop-in ``rnncore.torch.RNN`` (the Elman RNN only; timed exactly as
-        stock torch), and a ``jax.jit`` of a ``lax.scan`` of the same cell (forward;
+        rnncore's drop-in ``rnncore.torch.RNN``/``LSTM``/``GRU`` (timed exactly as
+        stock torch; None for a cell it has no drop-in for), and a ``jax.jit`` of a ``lax.scan`` of the same cell (forward;
         with lengths, outputs zero at padded steps) and ``jit(grad(...))`` of it
         (forward+backward).
 
@@ -260,7 +260,7 @@ def make_runners(case, impl: str):
     -------
     tuple of two callables, or None
         None when the implementation is not installed, or does not implement the
-        case's cell (an rnncore backend that does not, yet: see
+        case's cell (an rnncore backend that does not: see
         ``rnncore.functional.backends_for``) or its lengths.
     """
     if impl not in IMPLS:
@@ -279,10 +279,9 @@ def make_runners(case, impl: str):
             module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
             return _torch_runners(case, module[case.cell])
         if impl == "torch+rnncore":
-            if case.cell != "rnn":
-                return None
             from .. import torch as rnncore_torch
-            return _torch_runners(case, rnncore_torch.RNN)
+            module = getattr(rnncore_torch, case.cell.upper(), None)
+            return None if module is None else _torch_runners(case, module)
         return _jax_runners(case)
     except ImportError:
         return None
