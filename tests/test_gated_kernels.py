@@ -138,6 +138,35 @@ def test_backward_matches_the_reference(path, spec, B, H, reverse, ragged, dtype
     assert_all_close(got, want, BWD_NAMES[cell], dtype)
 
 
+EMPTY = [(0, 3, 4, 5), (4, 0, 4, 5), (4, 3, 0, 5), (0, 0, 0, 2), (3, 2, 2, 1)]
+
+
+@pytest.mark.parametrize("spec", ["lstm", "lstm-proj", "gru"])
+@pytest.mark.parametrize("T_, B, K_, H", EMPTY, ids=["T0", "B0", "K0", "all0", "H1"])
+def test_empty_dimensions_match_the_reference(path, spec, T_, B, K_, H):
+    """No steps, no rows, no input features, or one hidden unit (float64)."""
+    cell, P, _ = SPECS[spec]
+    G, W = (4 if cell == "lstm" else 3), min(P, H) or H
+    rng = np.random.default_rng(3)
+    lengths = np.minimum(np.arange(B), T_).astype(np.int64)
+    v = {"x": rng.standard_normal((T_, B, K_)), "w_ih": rng.standard_normal((G * H, K_)),
+         "w_hh": rng.standard_normal((G * H, W)), "h0": rng.standard_normal((B, W)),
+         "dy": rng.standard_normal((T_, B, W)), "dh_n": rng.standard_normal((B, W)),
+         "b": rng.standard_normal(G * H), "w_hr": rng.standard_normal((W, H)) if P else None,
+         "c0": rng.standard_normal((B, H)), "dc_n": rng.standard_normal((B, H)),
+         "b_ih": rng.standard_normal(G * H), "b_hh": rng.standard_normal(G * H)}
+    pad = np.arange(T_)[:, None] >= lengths
+    v["x"][pad] = 0
+    v["dy"][pad] = 0
+    for reverse in (False, True):
+        want = run_forward(reference, cell, v, lengths, reverse)
+        assert_all_close(run_forward(_kernels, cell, v, lengths, reverse), want,
+                         FWD_NAMES[cell], np.float64)
+        assert_all_close(run_backward(_kernels, cell, v, want, lengths, reverse),
+                         run_backward(reference, cell, v, want, lengths, reverse),
+                         BWD_NAMES[cell], np.float64)
+
+
 @pytest.mark.parametrize("dtype, bound", [(np.float32, 2.5e-7), (np.float64, 5e-16)],
                          ids=["f32", "f64"])
 def test_sigmoid_within_a_few_ulps_of_one_of_the_exact_value(path, dtype, bound):
