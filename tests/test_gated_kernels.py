@@ -167,24 +167,40 @@ def test_empty_dimensions_match_the_reference(path, spec, T_, B, K_, H):
                          BWD_NAMES[cell], np.float64)
 
 
-@pytest.mark.parametrize("dtype, bound", [(np.float32, 2.5e-7), (np.float64, 5e-16)],
-                         ids=["f32", "f64"])
-def test_sigmoid_within_a_few_ulps_of_one_of_the_exact_value(path, dtype, bound):
-    """σ(x) = tanh(x/2)/2 + 1/2: absolute error within a few ulps of 1, in [0, 1], NaN
-    kept; read off the input gate of a one-step LSTM with a_i = x."""
-    v = np.concatenate([np.linspace(-60, 60, 120_001), np.logspace(-8, 1.8, 5000),
-                        -np.logspace(-8, 1.8, 5000), [np.nan]]).astype(dtype)
+def kernel_sigmoid(values, dtype):
+    """σ through the kernel's forward pass: the input gate of a one-step LSTM with
+    H = 1, a_i = x·1 + 0."""
+    v = np.asarray(values, dtype=dtype)
     B = v.size
     _, _, gates = _kernels.lstm_layer_forward(
         v.reshape(1, B, 1), np.ones((4, 1), dtype), np.zeros((4, 1), dtype),
         np.zeros(4, dtype), None, np.zeros((B, 1), dtype), np.zeros((B, 1), dtype),
         np.ones(B, np.int64), False)
-    sigma = gates[0, :, 0].astype(np.float64)
-    assert np.isnan(sigma[-1])
-    x = v[:-1].astype(np.float64)
+    return gates[0, :, 0].astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_sigmoid_within_a_few_ulps_of_the_exact_value(path, dtype):
+    """σ(x) = 1 / (1 + e^-x) to 4 ulps relative for x <= 0 (where σ is small, down to
+    σ(-80) ≈ 2e-35) and to 2 ulps of 1 in absolute terms everywhere."""
+    eps = np.finfo(dtype).eps
+    x = np.concatenate([np.linspace(-80, 60, 140_001), np.logspace(-8, 1.9, 5000),
+                        -np.logspace(-8, 1.9, 5000)]).astype(dtype)
+    sigma = kernel_sigmoid(x, dtype)
+    x = x.astype(np.float64)
     exact = 1 / (1 + np.exp(-x))
-    assert np.abs(sigma[:-1] - exact).max() <= bound
-    assert sigma[:-1].min() >= 0 and sigma[:-1].max() <= 1
+    assert np.abs(sigma - exact).max() <= 2 * eps
+    small = x <= 0
+    assert (np.abs(sigma - exact)[small] / exact[small]).max() <= 4 * eps
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_sigmoid_saturates_within_zero_and_one_and_keeps_nan(path, dtype):
+    sigma = kernel_sigmoid([-1e4, -200, -90, 90, 200, 1e4, np.inf, -np.inf, np.nan], dtype)
+    assert ((sigma[:3] >= 0) & (sigma[:3] < 1e-37)).all()
+    assert (sigma[3:6] == 1).all()
+    assert sigma[6] == 1 and sigma[7] < 1e-37
+    assert np.isnan(sigma[8])
 
 
 def lstm_args(dtype=np.float64, P=0, B=3, H=4):

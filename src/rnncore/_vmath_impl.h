@@ -143,14 +143,77 @@ VM_ADD(add_f, float)
 VM_ADD(add_d, double)
 #undef VM_ADD
 
+/* e^y for σ, branch-free so that it vectorises, y clamped to [-87, 88] (float32) or
+ * [-708, 709] (float64), where e^y and 1 + e^y are normal numbers: y = n·ln2 + r with
+ * |r| <= ln2/2 (Cody-Waite, ln2 split in two), e^r by its Taylor series (to r^7/7! in
+ * float32, r^13/13! in float64: truncation below 1e-8 and 1e-17 relative), 2^n put in
+ * the exponent bits, as tanh1_d does. NaN passes through every select. */
+static inline __attribute__((always_inline)) float VM(exp1_f)(float y)
+{
+    const float shifter = 0x1.8p23f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f,
+                inv_ln2 = 1.44269504088896341f;
+    y = y > 88.0f ? 88.0f : y;
+    y = y < -87.0f ? -87.0f : y;
+    float kd = y * inv_ln2 + shifter;           /* round(y / ln2) in the low bits */
+    float n = kd - shifter;
+    float r = (y - n * ln2_hi) - n * ln2_lo;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;                            /* e^r */
+    int kbits, sh;
+    memcpy(&kbits, &kd, sizeof kbits);
+    memcpy(&sh, &shifter, sizeof sh);
+    unsigned ebits = (unsigned)(kbits - sh + 127) << 23;   /* the bits of 2^n */
+    float two_n;
+    memcpy(&two_n, &ebits, sizeof two_n);
+    return p * two_n;
+}
+
+static inline __attribute__((always_inline)) double VM(exp1_d)(double y)
+{
+    const double shifter = 0x1.8p52, ln2_hi = 6.93147180369123816490e-01,
+                 ln2_lo = 1.90821492927058770002e-10, inv_ln2 = 1.44269504088896338700e+00;
+    y = y > 709.0 ? 709.0 : y;
+    y = y < -708.0 ? -708.0 : y;
+    double kd = y * inv_ln2 + shifter;
+    double n = kd - shifter;
+    double r = (y - n * ln2_hi) - n * ln2_lo;
+    double p = 1.0 / 6227020800.0;               /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    double em = r + (r * r) * p;                 /* expm1(r) */
+    long long kbits, sh;
+    memcpy(&kbits, &kd, sizeof kbits);
+    memcpy(&sh, &shifter, sizeof sh);
+    unsigned long long ebits = (unsigned long long)(kbits - sh + 1023) << 52;
+    double two_n;
+    memcpy(&two_n, &ebits, sizeof two_n);
+    return two_n + two_n * em;
+}
+
 /* The fused per-row passes of the gated cells (cells/lstm.py, cells/gru.py): one row of
  * one step, its H columns of every gate together, while the step's block is in cache.
  * The gates of a row are G blocks of n = H values ([i f g o] or [r z n]), so column j
  * of gate q is at q·n + j (each loop reads it through a pointer per gate: with
- * -fwrapv, which Cython's builds pass, GCC does not vectorise an index q·n + j). σ(x) = tanh(x/2)/2 + 1/2 on the vector tanh above: its
- * absolute error is about half an ulp of 1 beside half tanh's, and it is exactly 0 or
- * 1 where tanh(x/2) is ±1 (|x| > 15.8 in float32, > 40 in float64), where the true σ
- * is within 1.4e-7 (5e-18) of that (tests/test_gated_kernels.py measures it).
+ * -fwrapv, which Cython's builds pass, GCC does not vectorise an index q·n + j).
+ * σ(x) = 1 / (1 + e^-x) on the vector exp below, to a few ulps relative: also where σ
+ * is small (x << 0), which tanh(x/2)/2 + 1/2 would compute from a difference of nearly
+ * equal terms (tests/test_gated_kernels.py measures it). It is 1 for large x and tends
+ * to 0 (within the flushed denormals) for x below -87 (float32) or -708 (float64).
  *
  * LSTM forward: gates holds x_t W_ihᵀ on entry and the activated [i f g o] on return;
  * r is h_{t-1} W_hhᵀ, b is b_ih + b_hh; c = f ⊙ c_prev + i ⊙ g, m = o ⊙ tanh(c).
@@ -160,10 +223,10 @@ VM_ADD(add_d, double)
  * next step on entry and ∂L/∂c_{t-1} = ∂c ⊙ f on return; m = o ⊙ tanh(c) for ∂W_hr.
  * GRU backward: ∂h = dy + carry; delta = ∂L/∂gi, eps = ∂L/∂gh (3n each); carry
  * becomes ∂h ⊙ z, the part of ∂L/∂h_{t-1} that does not pass through W_hh. */
-#define VM_GATED(SFX, T, TANH)                                                    \
+#define VM_GATED(SFX, T, TANH, EXP)                                               \
 static inline __attribute__((always_inline)) T VM(sigmoid1_##SFX)(T x)           \
 {                                                                                 \
-    return (T)0.5 * TANH((T)0.5 * x) + (T)0.5;                                    \
+    return (T)1 / ((T)1 + EXP(-x));                                               \
 }                                                                                 \
                                                                                   \
 static void VM(lstm_step_##SFX)(int n, T *restrict gates, const T *restrict r,     \
@@ -249,6 +312,6 @@ static void VM(gru_grad_##SFX)(int n, T *restrict delta, T *restrict eps,       
         carry[j] = dh * z;                                                        \
     }                                                                             \
 }
-VM_GATED(f, float, VM(tanh1_f))
-VM_GATED(d, double, VM(tanh1_d))
+VM_GATED(f, float, VM(tanh1_f), VM(exp1_f))
+VM_GATED(d, double, VM(tanh1_d), VM(exp1_d))
 #undef VM_GATED
