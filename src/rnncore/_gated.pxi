@@ -5,8 +5,8 @@
 # cells/gru.py (reference.py exposes them as lstm_layer_forward, ...): read them side by
 # side. Both cells run on ONE forward loop (gated_forward) and ONE backward loop
 # (gated_backward); a cell is a CellKind, and the loops ask it only for its fused
-# per-row pass (cell_step, cell_grad: _vmath_impl.h, per instruction set) and for the
-# width of what it saves. The shape of the computation is the Elman kernel's (PERF.md):
+# per-row pass (cell_step, cell_grad in _plan.pxd; the passes, per instruction set, in
+# _vmath_impl.h) and what it saves. The shape of the computation is the Elman kernel's:
 #
 # forward   one whole-sequence product x W_ihᵀ (T·B × G·H) into the array the pass
 #           saves into (its first G·H columns of 4H); per step one product h_{t-1} W_hhᵀ,

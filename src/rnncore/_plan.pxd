@@ -222,7 +222,8 @@ cdef inline void cell_grad(const Plan *plan, CellKind kind, int H, floating *del
                            const floating *c_prev, floating *carry_c,
                            floating *m) noexcept nogil:
     """The fused backward pass of one row of one step: δ (and GRU's ε = ∂L/∂gh) from
-    ∂L/∂h_t = dh_a + dh_b (LSTM with a projection: ∂m and a zero row)."""
+    ∂L/∂h_t = dh_a + dh_b (LSTM with a projection: ∂m and a zero row); LSTM carries
+    ∂L/∂c in ``carry_c`` and writes m_t; GRU leaves ∂h_t ⊙ z in ``dh_b``."""
     if kind == LSTM_CELL:
         if floating is float:
             plan.policy.vm.lstm_grad_f(H, delta, dh_a, dh_b, s, c, c_prev, carry_c, m)
