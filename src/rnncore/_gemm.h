@@ -138,9 +138,18 @@ static void NAME(long m, long kb, const T *restrict a, long ar, long ak, T *rest
 {                                                                                   \
     for (long r0 = 0; r0 < m; r0 += RNN_G_MR) {                                     \
         long mr = m - r0 < RNN_G_MR ? m - r0 : RNN_G_MR;                            \
-        for (long k = 0; k < kb; k++)                                               \
-            for (long r = 0; r < mr; r++)                                           \
-                out[k * RNN_G_MR + r] = a[(r0 + r) * ar + k * ak];                  \
+        const T *ap = a + r0 * ar;                                                  \
+        if (mr == RNN_G_MR && ar == 1) {                                            \
+            /* a whole panel of contiguous rows: a fixed-length copy per k (a       \
+             * variable-length one becomes a memmove call per RNN_G_MR elements) */ \
+            for (long k = 0; k < kb; k++)                                           \
+                for (int r = 0; r < RNN_G_MR; r++)                                  \
+                    out[k * RNN_G_MR + r] = ap[k * ak + r];                         \
+        } else {                                                                    \
+            for (long k = 0; k < kb; k++)                                           \
+                for (long r = 0; r < mr; r++)                                       \
+                    out[k * RNN_G_MR + r] = ap[r * ar + k * ak];                    \
+        }                                                                           \
         out += RNN_G_MR * kb;                                                       \
     }                                                                               \
 }
