@@ -195,6 +195,29 @@ class RNN:
         """Set every gradient in ``grads`` to zero."""
         self.grads = {key: np.zeros_like(p) for key, p in self.params.items()}
 
+    def stream(self, batch_size: int = 1, h0=None):
+        """Open a stream: the state carried from call to call, for inference.
+
+        The weights are packed now; later changes to ``params`` do not reach the
+        stream. Unidirectional networks only (SPEC.md, "Streaming").
+
+        Parameters
+        ----------
+        batch_size : int
+            B, the independent sequences stepped together.
+        h0 : array_like, shape (L, B, H) (or (L, H) when B = 1), optional
+            Zeros when omitted; for an LSTM a pair (h0, c0), h0 (L, B, P or H), c0
+            (L, B, H).
+
+        Returns
+        -------
+        rnncore._streaming.Stream
+            ``step(x_t)`` (B, K) → (B, H), ``run(x_chunk)`` (T', B, K) → (T', B, H),
+            ``state``, ``reset(index)``.
+        """
+        from ._stream import open_stream
+        return open_stream(self, batch_size, h0)
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of the parameters under PyTorch's keys.
 
