@@ -28,7 +28,7 @@ from ._params import (CELLS, Config, check_cell, check_param_memory, param_count
                       param_shapes, read_params)
 
 __all__ = ["forward", "backward", "backends", "backends_for", "Record", "param_shapes",
-           "param_count", "check_param_memory", "CELLS"]
+           "param_count", "check_param_memory", "CELLS", "MERGE_MODES"]
 
 try:  # the compiled kernels; absent only in a source tree that was never built
     import scipy_openblas32  # noqa: F401  (loads the OpenBLAS the kernels link against)
@@ -44,6 +44,7 @@ if _kernels:
 _NONLINEARITIES = ("tanh", "relu")
 _ELMAN = CELL_TYPES["rnn"]
 _NOTHING_SAVED = ((),)                   # what the Elman cell saves besides its states
+MERGE_MODES = ("concat", "sum", "mean", "mul")
 
 
 def backends() -> tuple[str, ...]:
@@ -112,14 +113,15 @@ class Record:
     """
 
     __slots__ = ("plan", "backend", "relu", "weights", "inputs", "states", "saved",
-                 "lengths", "padded", "T", "B", "batch_first", "unbatched")
+                 "lengths", "padded", "T", "B", "batch_first", "unbatched", "merge_mode")
 
     def __init__(self, plan, backend, relu, weights, inputs, states, saved, lengths,
-                 padded, T, B, batch_first, unbatched):
+                 padded, T, B, batch_first, unbatched, merge_mode="concat"):
         self.plan, self.backend, self.relu = plan, backend, relu
         self.weights, self.inputs, self.states, self.saved = weights, inputs, states, saved
         self.lengths, self.padded, self.T, self.B = lengths, padded, T, B
         self.batch_first, self.unbatched = batch_first, unbatched
+        self.merge_mode = merge_mode
 
     @property
     def cfg(self) -> Config:
@@ -130,7 +132,8 @@ class Record:
 
 def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = "rnn",
             nonlinearity: str = "tanh", batch_first: bool = False,
-            backend: str | None = None, snapshot_weights: bool = True):
+            backend: str | None = None, snapshot_weights: bool = True,
+            merge_mode: str = "concat"):
     """Run a (multi-layer, possibly bidirectional) recurrent network over a batch.
 
     Parameters
@@ -163,11 +166,20 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         callers that guarantee the weights do not change before backward, or detect it
         (PyTorch's version counters). Changing them in between then changes the
         gradients backward returns.
+    merge_mode : {"concat", "sum", "mean", "mul"}
+        How the last layer of a bidirectional network combines its two directions'
+        states h_f and h_r into the output at each step: side by side ``[h_f, h_r]``
+        (PyTorch's, the default), ``h_f + h_r``, ``(h_f + h_r) / 2`` or ``h_f ⊙ h_r``.
+        Only the output is merged: the layers below still hand the next layer both
+        directions side by side (so the parameters keep PyTorch's shapes) and h_n
+        holds every direction's final state. A unidirectional network has one
+        direction to merge, so every mode gives its states unchanged.
 
     Returns
     -------
     output : ndarray, shape (T, B, D*H) (or (B, T, D*H), or (T, D*H) unbatched)
-        D*P wide for an LSTM with a projection.
+        D*P wide for an LSTM with a projection; H (or P) wide for a bidirectional
+        network whose ``merge_mode`` is not "concat".
     h_n : ndarray, shape (L*D, B, H) (or (L*D, H) unbatched)
         For ``cell="lstm"`` the pair ``(h_n, c_n)``.
     record : Record
@@ -184,6 +196,9 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
                              f"cell takes only 'tanh', got {nonlinearity!r}")
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
+    if merge_mode != "concat" and (not isinstance(merge_mode, str)
+                                   or merge_mode not in MERGE_MODES):
+        raise ValueError(f"merge_mode must be one of {MERGE_MODES}; got {merge_mode!r}")
     plan, arrays = read_params(params, cell)
     cfg = plan.cfg
     x = as_weights_dtype("x", x, cfg.dtype)
@@ -247,14 +262,17 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
                                         else seq[steps, np.arange(B)])
             states.append([out[0] for out in outs])
             saved.append([out[1] for out in outs])
+            last = layer == cfg.num_layers - 1
             layer_in = (outs[0][0][1:] if D == 1
+                        else _merged_output(states[-1], T, B, P, padded, merge_mode)
+                        if last and merge_mode != "concat"
                         else _layer_output(states[-1], T, B, P, padded))
         weights.append(ws)
     output = layer_in
     if D == 1:
         output = output.copy()          # a view of hs, which the record keeps
     record = Record(plan, module, relu, weights, inputs, states, saved, steps, padded, T,
-                    B, batch_first, unbatched)
+                    B, batch_first, unbatched, "concat" if D == 1 else merge_mode)
     if unbatched:
         finals = [f[:, 0] for f in finals]
     return _to_user_layout(output, batch_first, unbatched), \
@@ -304,6 +322,42 @@ def _layer_output(hs, T, B, H, padded):
     return out
 
 
+def _merged_output(hs, T, B, H, padded, merge_mode):
+    """The two directions' states merged into the last layer's output (T, B, H):
+    h_f + h_r, (h_f + h_r) / 2 or h_f ⊙ h_r (``merge_mode`` other than "concat")."""
+    forward_h, reverse_h = hs[0][1:], hs[1][:T]
+    if merge_mode == "mul":
+        out = forward_h * reverse_h
+    else:
+        out = forward_h + reverse_h
+        if merge_mode == "mean":
+            out *= 0.5
+    if padded is not None:
+        out[padded] = 0                  # hs[1] holds h0 at the first padded slot
+    return out
+
+
+def _unmerged_dy(dy, record):
+    """∂L/∂(the concatenated output) (T, B, 2H) from ∂L/∂(the merged output) (T, B, H):
+    the chain rule through ``record.merge_mode``'s merge."""
+    T = record.T
+    hs = record.states[-1]
+    both = np.empty(dy.shape[:2] + (2 * dy.shape[2],), dy.dtype)
+    forward_dy, reverse_dy = both[:, :, :dy.shape[2]], both[:, :, dy.shape[2]:]
+    if record.merge_mode == "sum":           # ∂(f + r)/∂f = ∂(f + r)/∂r = 1
+        forward_dy[...] = dy
+        reverse_dy[...] = dy
+    elif record.merge_mode == "mean":        # ½ each
+        np.multiply(dy, 0.5, out=forward_dy)
+        reverse_dy[...] = forward_dy
+    else:                                    # "mul": ∂(f ⊙ r)/∂f = r, ∂/∂r = f
+        np.multiply(dy, hs[1][:T], out=forward_dy)
+        np.multiply(dy, hs[0][1:], out=reverse_dy)
+    if record.padded is not None:
+        both[record.padded] = 0          # dy is 0 there, but 0 · inf in a state is NaN
+    return both
+
+
 def _to_user_layout(a, batch_first, unbatched):
     if unbatched:
         return a[:, 0]
@@ -320,8 +374,9 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     record : Record
         The third value returned by :func:`forward`.
     dy : array_like, optional
-        ∂L/∂output, the shape of forward's output; zeros when omitted. Values at
-        padded steps are ignored.
+        ∂L/∂output, the shape of forward's output (merged, if forward had a
+        ``merge_mode`` other than "concat"); zeros when omitted. Values at padded
+        steps are ignored.
     dh_n : array_like, shape of forward's ``h_n``, optional
         ∂L/∂h_n; zeros when omitted. For an LSTM the pair ``(dh_n, dc_n)``, either of
         which may be None (zeros).
@@ -344,7 +399,10 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     cfg = plan.cfg
     cell_type = CELL_TYPES[cfg.cell]
     P, D, L = cfg.out_size, cfg.D, cfg.num_layers
-    dy = read_dy(dy, record, (T, B, D * P))
+    merged = record.merge_mode != "concat"
+    dy = read_dy(dy, record, (T, B, P if merged else D * P))
+    if merged:
+        dy = _unmerged_dy(dy, record)
     if cell_type is _ELMAN:
         H = cfg.hidden_size
         ds_n = [np.zeros((L * D, B, H), cfg.dtype) if dh_n is None

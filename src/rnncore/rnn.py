@@ -51,6 +51,11 @@ class RNN:
         Seeds the initialisation: every parameter uniform in (-1/√H, 1/√H), as torch.
     backend : {"cython", "numpy"} or None
         None picks the fastest available (:func:`rnncore.backends`).
+    merge_mode : {"concat", "sum", "mean", "mul"}
+        How a bidirectional network's last layer combines its two directions into the
+        output: side by side (2H wide, PyTorch's), or summed, averaged or multiplied
+        (H wide); see :func:`rnncore.functional.forward`. Parameters and h_n do not
+        depend on it.
 
     Attributes
     ----------
@@ -88,15 +93,19 @@ class RNN:
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  bidirectional: bool = False, dtype=np.float32, seed=None,
-                 backend: str | None = None):
+                 backend: str | None = None, merge_mode: str = "concat"):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
-                    dtype, seed, backend)
+                    dtype, seed, backend, merge_mode=merge_mode)
 
     def _setup(self, input_size, hidden_size, num_layers, bias, batch_first,
-               bidirectional, dtype, seed, backend, proj_size=0):
+               bidirectional, dtype, seed, backend, proj_size=0, merge_mode="concat"):
+        if merge_mode not in functional.MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {functional.MERGE_MODES}; "
+                             f"got {merge_mode!r}")
+        self.merge_mode = merge_mode
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
@@ -135,7 +144,8 @@ class RNN:
                                        proj_size=self.proj_size)
 
     _REPR_OPTIONS = (("num_layers", 1), ("nonlinearity", "tanh"), ("bias", True),
-                     ("batch_first", False), ("bidirectional", False))
+                     ("batch_first", False), ("bidirectional", False),
+                     ("merge_mode", "concat"))
 
     def __repr__(self) -> str:
         extra = "".join(f", {name}={getattr(self, name)!r}" for name, default in
@@ -160,11 +170,12 @@ class RNN:
         Returns
         -------
         output : ndarray, shape (T, B, D*H) (or (B, T, D*H), or (T, D*H))
+            H wide when bidirectional with a ``merge_mode`` other than "concat".
         h_n : ndarray, shape (L*D, B, H) (or (L*D, H))
         """
         y, h_n, self._record = functional.forward(
             x, self.params, h0, lengths, cell=self._cell, batch_first=self.batch_first,
-            backend=self.backend, **self._forward_options())
+            backend=self.backend, merge_mode=self.merge_mode, **self._forward_options())
         return y, h_n
 
     __call__ = forward
@@ -279,7 +290,7 @@ class LSTM(RNN):
         As :class:`RNN`.
     proj_size : int
         P, 0 <= P < H: with P > 0 the hidden state is h_t = W_hr (o ⊙ tanh(c_t)), P wide.
-    dtype, seed, backend
+    dtype, seed, backend, merge_mode
         As :class:`RNN`.
 
     Attributes
@@ -302,14 +313,14 @@ class LSTM(RNN):
     _cell = "lstm"
     nonlinearity = "tanh"
     _REPR_OPTIONS = (("num_layers", 1), ("bias", True), ("batch_first", False),
-                     ("bidirectional", False), ("proj_size", 0))
+                     ("bidirectional", False), ("merge_mode", "concat"), ("proj_size", 0))
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
                  proj_size: int = 0, dtype=np.float32, seed=None,
-                 backend: str | None = None):
+                 backend: str | None = None, merge_mode: str = "concat"):
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
-                    dtype, seed, backend, proj_size)
+                    dtype, seed, backend, proj_size, merge_mode)
 
     def _forward_options(self) -> dict:
         return {}
@@ -375,9 +386,10 @@ class GRU(RNN):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
-                 dtype=np.float32, seed=None, backend: str | None = None):
+                 dtype=np.float32, seed=None, backend: str | None = None,
+                 merge_mode: str = "concat"):
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
-                    dtype, seed, backend)
+                    dtype, seed, backend, merge_mode=merge_mode)
 
     def _forward_options(self) -> dict:
         return {}
