@@ -1,6 +1,7 @@
 """The checkpoint file of :class:`rnncore.RNNModel`: an ``.npz`` (a zip of ``.npy``
 entries) holding ``__config__``, the model's constructor arguments as JSON, and one
-entry per parameter.
+entry per parameter. A configuration without ``cell`` and ``proj_size`` (written before
+the gated cells) is an Elman RNN without projection.
 
 What it guarantees:
 
@@ -28,6 +29,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import numpy as np
 
 from . import functional
+from ._params import CELLS
 
 _TASKS = ("labeling", "classification")  # RNNModel's tasks; model.py takes them from here
 _MAX_CONFIG_BYTES = 1 << 16             # the JSON configuration is a few hundred bytes
@@ -38,6 +40,10 @@ def _is_count(v):
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
+def _is_size(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 # Every key RNNModel.config() writes: (check, what it must be).
 _CONFIG = {
     "output_size": (_is_count, "a positive integer"),
@@ -45,15 +51,19 @@ _CONFIG = {
     "vocab_size": (lambda v: v is None or _is_count(v), "a positive integer or null"),
     "embedding_dim": (lambda v: v is None or _is_count(v), "a positive integer or null"),
     "input_size": (lambda v: v is None or _is_count(v), "a positive integer or null"),
+    "cell": (lambda v: v in CELLS, f"one of {CELLS}"),
     "num_layers": (_is_count, "a positive integer"),
     "nonlinearity": (lambda v: v in ("tanh", "relu"), "'tanh' or 'relu'"),
     "bias": (lambda v: isinstance(v, bool), "a boolean"),
     "bidirectional": (lambda v: isinstance(v, bool), "a boolean"),
+    "proj_size": (_is_size, "a non-negative integer"),
     "batch_first": (lambda v: isinstance(v, bool), "a boolean"),
     "task": (lambda v: v in _TASKS, f"one of {_TASKS}"),
     "ignore_index": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "dtype": (lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
 }
+# Keys a checkpoint written before the gated cells lacks, and the value they had then.
+_DEFAULTS = {"cell": "rnn", "proj_size": 0}
 _ENTRY_ERRORS = (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile)
 
 
@@ -136,6 +146,7 @@ def _read_config(archive: zipfile.ZipFile, entry: _Entry, where) -> dict[str, An
     if not isinstance(config, dict):
         raise ValueError(f"{where}: __config__ must be a JSON object; got "
                          f"{type(config).__name__}")
+    config = {**_DEFAULTS, **config}
     missing = sorted(set(_CONFIG) - set(config))
     unknown = sorted(set(config) - set(_CONFIG))
     if missing or unknown:
@@ -151,14 +162,24 @@ def _read_config(archive: zipfile.ZipFile, entry: _Entry, where) -> dict[str, An
                          f"input_size={config['input_size']!r}")
     if config["embedding_dim"] is not None and config["vocab_size"] is None:
         raise ValueError(f"{where}: __config__ gives embedding_dim without vocab_size")
+    if config["cell"] != "rnn" and config["nonlinearity"] != "tanh":
+        raise ValueError(f"{where}: __config__ gives nonlinearity="
+                         f"{config['nonlinearity']!r} for cell={config['cell']!r}, which "
+                         f"takes only 'tanh'")
+    if config["proj_size"] and (config["cell"] != "lstm"
+                                or config["proj_size"] >= config["hidden_size"]):
+        raise ValueError(f"{where}: __config__ gives proj_size={config['proj_size']}; "
+                         f"it must be 0, or smaller than hidden_size="
+                         f"{config['hidden_size']} for cell='lstm'; got "
+                         f"cell={config['cell']!r}")
     return config
 
 
 def _check_arrays(config: Mapping[str, Any], entries: Mapping[str, _Entry], where) -> None:
     """The arrays are exactly the configuration's, of its shapes, of real numbers."""
     D = 2 if config["bidirectional"] else 1
-    L, H = config["num_layers"], config["hidden_size"]
-    recurrent = L * D * (4 if config["bias"] else 2)
+    L, H, P = config["num_layers"], config["hidden_size"], config["proj_size"]
+    recurrent = L * D * ((4 if config["bias"] else 2) + (1 if P else 0))
     if recurrent > len(entries):               # before listing L·D keys for a huge L
         raise ValueError(f"{where}: __config__ gives num_layers={L}, {recurrent} "
                          f"recurrent arrays, but the file holds {len(entries)} arrays")
@@ -170,8 +191,9 @@ def _check_arrays(config: Mapping[str, Any], entries: Mapping[str, _Entry], wher
     else:
         in_size = config["input_size"]
     shapes.update(functional.param_shapes(in_size, H, L, config["bias"],
-                                          config["bidirectional"]))
-    shapes["V"] = (config["output_size"], D * H)
+                                          config["bidirectional"], cell=config["cell"],
+                                          proj_size=P))
+    shapes["V"] = (config["output_size"], D * (P or H))
     shapes["c"] = (config["output_size"],)
     missing = sorted(set(shapes) - set(entries))
     unexpected = sorted(set(entries) - set(shapes))

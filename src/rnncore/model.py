@@ -1,8 +1,12 @@
-"""The classic RNN model: embedding or dense input, Elman recurrence, softmax output.
+"""The classic RNN model: embedding or dense input, a recurrence, softmax output.
 
     x_t = E[token_t]  (or the dense input)
     h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)           (rnncore.functional)
     z_t = V h_t + c,   ŷ_t = softmax(z_t),   E = mean −log ŷ_t[target_t]
+
+The recurrence is the Elman RNN above (``cell="rnn"``), an LSTM (``cell="lstm"``, whose
+state is the pair (h_t, c_t); the output layer reads h_t) or a GRU (``cell="gru"``), with
+SPEC.md's equations for the gated cells.
 
 ``task="labeling"`` puts the loss at every valid step (a language model, a tagger);
 ``task="classification"`` at the last valid step only. For a bidirectional network the
@@ -19,7 +23,8 @@ from . import _checkpoint, functional
 from ._checkpoint import _TASKS
 from ._params import as_array as _as_array
 from .losses import affine, affine_backward, softmax, softmax_cross_entropy
-from .rnn import RNN, _positive_int, make_rng
+from ._params import check_cell
+from .rnn import GRU, LSTM, RNN, _positive_int, make_rng
 
 __all__ = ["RNNModel"]
 
@@ -43,7 +48,8 @@ def _scatter_add_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 
 class RNNModel:
-    """An Elman RNN with an affine softmax output, trained by BPTT.
+    """A recurrent network (Elman RNN, LSTM or GRU) with an affine softmax output,
+    trained by BPTT.
 
     Parameters
     ----------
@@ -57,11 +63,18 @@ class RNNModel:
         Width of the embedding (default ``hidden_size``); only with ``vocab_size``.
     input_size : int, optional
         Dense input of this many features instead of tokens.
+    cell : {"rnn", "lstm", "gru"}
+        The recurrence: :class:`rnncore.RNN`, :class:`rnncore.LSTM` or
+        :class:`rnncore.GRU`.
     num_layers, nonlinearity, bias, bidirectional
-        The recurrence, as :class:`rnncore.RNN`.
+        The recurrence, as :class:`rnncore.RNN`; the gated cells take only
+        ``nonlinearity="tanh"``.
+    proj_size : int
+        P, LSTM only: 0 (none) or 0 < P < H, the hidden state h_t = W_hr (o ⊙ tanh(c_t))
+        is P wide, and so is what the output layer reads.
     batch_first : bool
         Inputs, targets and logits are (B, T, ...) instead of (T, B, ...); ``h0`` and
-        ``h_n`` stay (L·D, B, H), as in torch.
+        ``h_n`` stay (L·D, B, H) (an LSTM's pair too), as in torch.
     task : {"labeling", "classification"}
         Loss at every valid step, or at the last valid step only.
     ignore_index : int
@@ -76,15 +89,19 @@ class RNNModel:
     ----------
     params : dict of str to ndarray
         ``embedding`` (vocab_size, E) when token input; the recurrence under torch's
-        keys (``weight_ih_l0`` ...); ``V`` (O, D·H) and ``c`` (O,). The live arrays:
-        optimisers update them in place.
+        keys (``weight_ih_l0`` ...); ``V`` (O, D·P) and ``c`` (O,), where P is H, or
+        ``proj_size`` for an LSTM with a projection. The live arrays: optimisers update
+        them in place.
     grads : dict of str to ndarray
         The gradients of the last :meth:`loss_and_grads` call, same keys and shapes.
 
     Notes
     -----
     Inputs are time-major unless ``batch_first``: tokens (T, B) of int or dense
-    (T, B, K); targets (T, B) for labeling, (B,) for classification.
+    (T, B, K); targets (T, B) for labeling, (B,) for classification. The state ``h0``
+    and ``h_n`` is one array (L·D, B, H) for the Elman RNN and the GRU, and the pair
+    ``(h, c)`` of (L·D, B, P) and (L·D, B, H) for an LSTM; truncated BPTT carries it
+    from chunk to chunk as it is.
 
     With ``task="classification"`` and ``bidirectional=True`` the feature fed to the
     output layer is the concatenation [forward state at each sequence's last valid step,
@@ -101,13 +118,17 @@ class RNNModel:
     True
     >>> model.predict(tokens).shape
     (3, 2)
+    >>> lstm = rnncore.RNNModel(output_size=5, hidden_size=8, vocab_size=5, cell="lstm")
+    >>> logits, (h_n, c_n) = lstm.forward(tokens)
+    >>> h_n.shape, c_n.shape
+    ((1, 2, 8), (1, 2, 8))
     """
 
     def __init__(self, output_size: int, hidden_size: int, *, vocab_size: int | None = None,
                  embedding_dim: int | None = None, input_size: int | None = None,
-                 num_layers: int = 1, nonlinearity: str = "tanh", bias: bool = True,
-                 bidirectional: bool = False, batch_first: bool = False,
-                 task: str = "labeling",
+                 cell: str = "rnn", num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, bidirectional: bool = False, proj_size: int = 0,
+                 batch_first: bool = False, task: str = "labeling",
                  ignore_index: int = -100, dtype=np.float32, seed=None,
                  backend: str | None = None):
         if (vocab_size is None) == (input_size is None):
@@ -118,6 +139,14 @@ class RNNModel:
             raise ValueError(f"task must be one of {_TASKS}; got {task!r}")
         if embedding_dim is not None and vocab_size is None:
             raise ValueError("embedding_dim goes with vocab_size (token input)")
+        self.cell = check_cell(cell)
+        if cell != "rnn" and nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity is an option of the Elman RNN; cell={cell!r} "
+                             f"takes only 'tanh', got {nonlinearity!r}")
+        if cell != "lstm" and not (isinstance(proj_size, (int, np.integer))
+                                   and proj_size == 0):
+            raise ValueError(f"proj_size is an LSTM option; got proj_size={proj_size!r} "
+                             f"for cell={cell!r}")
         self.output_size = _positive_int("output_size", output_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.vocab_size = None if vocab_size is None else _positive_int("vocab_size", vocab_size)
@@ -132,10 +161,22 @@ class RNNModel:
             raise TypeError(f"ignore_index must be an integer; got {ignore_index!r}")
         self.ignore_index = int(ignore_index)
         rng = make_rng(seed)
-        self.rnn = RNN(in_size, hidden_size, num_layers, nonlinearity, bias,
-                       bidirectional=bidirectional, dtype=dtype, seed=rng, backend=backend)
+        if cell == "rnn":
+            self.rnn = RNN(in_size, hidden_size, num_layers, nonlinearity, bias,
+                           bidirectional=bidirectional, dtype=dtype, seed=rng,
+                           backend=backend)
+        elif cell == "lstm":
+            self.rnn = LSTM(in_size, hidden_size, num_layers, bias,
+                            bidirectional=bidirectional, proj_size=proj_size, dtype=dtype,
+                            seed=rng, backend=backend)
+        else:
+            self.rnn = GRU(in_size, hidden_size, num_layers, bias,
+                           bidirectional=bidirectional, dtype=dtype, seed=rng,
+                           backend=backend)
         self.dtype = self.rnn.dtype
-        DH = (2 if bidirectional else 1) * self.hidden_size
+        self.proj_size = self.rnn.proj_size
+        self._width = self.proj_size or self.hidden_size     # P: what the output reads
+        DH = (2 if bidirectional else 1) * self._width
         bound = 1 / np.sqrt(DH)
         self.params: dict[str, np.ndarray] = {}
         if vocab_size is not None:
@@ -159,8 +200,9 @@ class RNNModel:
                     vocab_size=self.vocab_size,
                     embedding_dim=self.embedding_dim,
                     input_size=None if self.vocab_size else self.rnn.input_size,
-                    num_layers=self.rnn.num_layers, nonlinearity=self.rnn.nonlinearity,
-                    bias=self.rnn.bias, bidirectional=self.rnn.bidirectional,
+                    cell=self.cell, num_layers=self.rnn.num_layers,
+                    nonlinearity=self.rnn.nonlinearity, bias=self.rnn.bias,
+                    bidirectional=self.rnn.bidirectional, proj_size=self.proj_size,
                     batch_first=self.batch_first, task=self.task, ignore_index=self.ignore_index,
                     dtype=self.dtype.name)
 
@@ -212,13 +254,15 @@ class RNNModel:
         lengths : array_like of int, shape (B,), optional
             True length of each sequence, ``1 <= lengths[i] <= T``.
         h0 : ndarray, shape (L·D, B, H), optional
-            Initial states; zeros when omitted.
+            Initial states; zeros when omitted. For an LSTM the pair ``(h0, c0)``,
+            (L·D, B, P) and (L·D, B, H).
 
         Returns
         -------
         logits : ndarray, shape (T, B, O) (or (B, T, O)) for labeling, (B, O) for
             classification
         h_n : ndarray, shape (L·D, B, H)
+            For an LSTM the pair ``(h_n, c_n)``.
         """
         logits, h_n, _ = self._forward(inputs, lengths, h0)
         return self._user_logits(logits), h_n
@@ -231,6 +275,7 @@ class RNNModel:
     def _forward(self, inputs, lengths, h0):
         tokens, x = self._embed(inputs)
         y, h_n, record = functional.forward(x, self._rnn_params, h0, lengths,
+                                            cell=self.cell,
                                             nonlinearity=self.rnn.nonlinearity,
                                             backend=self.rnn.backend)
         T, B = y.shape[:2]
@@ -241,10 +286,10 @@ class RNNModel:
         return logits, h_n, (tokens, y, record, steps, feature)
 
     def _final_feature(self, y, steps):
-        """(B, D·H): forward state at each last valid step, reverse state at step 0."""
+        """(B, D·P): forward state at each last valid step, reverse state at step 0."""
         if y.shape[0] == 0:
             raise ValueError("classification needs at least one step; got T = 0")
-        H, B = self.hidden_size, y.shape[1]
+        H, B = self._width, y.shape[1]
         feature = y[steps - 1, np.arange(B)]          # fancy indexing: a new array
         if self.rnn.bidirectional:
             feature[:, H:] = y[0, :, H:]
@@ -313,7 +358,7 @@ class RNNModel:
         return out
 
     def _loss_and_output_grad(self, inputs, targets, lengths, h0):
-        """Forward, loss, ∂loss/∂V, ∂loss/∂c and ∂loss/∂(RNN output) (T, B, D·H)."""
+        """Forward, loss, ∂loss/∂V, ∂loss/∂c and ∂loss/∂(RNN output) (T, B, D·P)."""
         logits, h_n, (tokens, y, record, steps, feature) = self._forward(inputs, lengths, h0)
         T, B = y.shape[:2]
         t = self._check_targets(targets, T, B, steps)
@@ -321,7 +366,7 @@ class RNNModel:
         loss, dz = softmax_cross_entropy(logits.reshape(-1, O), t.reshape(-1), _SKIP)
         dfeature, dV, dc = affine_backward(feature, self.params["V"], dz.reshape(logits.shape))
         if self.task == "classification":
-            H, rows = self.hidden_size, np.arange(B)
+            H, rows = self._width, np.arange(B)
             dy = np.zeros_like(y)
             if self.rnn.bidirectional:
                 dy[steps - 1, rows, :H] = dfeature[:, :H]
@@ -346,7 +391,8 @@ class RNNModel:
         lengths : array_like of int, shape (B,), optional
             True length of each sequence, ``1 <= lengths[i] <= T``.
         h0 : ndarray, shape (L·D, B, H), optional
-            Initial states, taken as constants (no gradient flows into them).
+            Initial states, taken as constants (no gradient flows into them). For an
+            LSTM the pair ``(h0, c0)``.
         return_h_n : bool
             Also return the final states, to carry into the next chunk of a long
             sequence (truncated BPTT).
@@ -357,7 +403,7 @@ class RNNModel:
             Mean over the counted steps (labeling) or sequences (classification).
         grads : dict of str to ndarray
             The keys and shapes of ``params``; also stored as ``self.grads``.
-        h_n : ndarray, shape (L·D, B, H)
+        h_n : ndarray, shape (L·D, B, H), or the pair ``(h_n, c_n)`` for an LSTM
             Only with ``return_h_n=True``.
         """
         loss, dV, dc, dy, tokens, record, h_n = self._loss_and_output_grad(
