@@ -1,12 +1,14 @@
 """Train a character-level language model with rnncore, as in the classic char-rnn.
 
     python examples/char_rnn.py                      # 2000 steps, ~15 s on 2 cores
+    python examples/char_rnn.py --cell lstm          # an LSTM (or --cell gru) instead
     python examples/char_rnn.py --steps 2000 --hidden 256 --checkpoint model.npz
     python examples/char_rnn.py --resume model.npz --steps 0 --sample 400
 
 Reads a text (default: Shakespeare's Coriolanus, public domain, in examples/data),
-trains an RNNModel (embedding -> tanh RNN -> softmax over characters) with truncated
-BPTT over a batch of parallel streams of the text, Adam and gradient-norm clipping,
+trains an RNNModel (embedding -> tanh RNN, LSTM or GRU -> softmax over characters) with
+truncated BPTT over a batch of parallel streams of the text (the state, an LSTM's (h, c)
+pair, carried from chunk to chunk), Adam and gradient-norm clipping,
 shows the running loss (a tqdm progress bar when tqdm is installed, printed lines
 otherwise), prints samples as it goes, and saves a checkpoint (.npz) that --resume
 loads. The matrices here are small, so BLAS runs on one thread unless
@@ -47,7 +49,10 @@ def streams(ids: np.ndarray, batch: int):
 
 
 def sample(model: rnncore.RNNModel, chars, start: str, length: int, rng, temperature=0.8):
-    """Generate `length` characters after `start`, one step at a time."""
+    """Generate `length` characters after `start`, one step at a time.
+
+    The state h is whatever the model's forward returns: an array, or an LSTM's (h, c).
+    """
     h = None
     ids = [chars.index(c) for c in start if c in chars] or [0]
     out = list(start)
@@ -79,6 +84,9 @@ def main(argv=None) -> int:
     parser.add_argument("--text", type=pathlib.Path, default=DATA, help="training text (UTF-8)")
     parser.add_argument("--steps", type=int, default=2000,
                         help="optimiser steps, one per chunk of --chunk characters (default 2000)")
+    parser.add_argument("--cell", choices=rnncore.functional.CELLS, default=None,
+                        help="the recurrence: rnn (tanh Elman RNN, the default), lstm or "
+                        "gru; a resumed checkpoint keeps its own")
     parser.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
     parser.add_argument("--layers", type=int, default=1, help="RNN layers (default 1)")
     parser.add_argument("--batch", type=int, default=32, help="parallel streams (default 32)")
@@ -107,10 +115,13 @@ def main(argv=None) -> int:
         if model.vocab_size != len(chars):
             parser.error(f"{args.resume} was trained on {model.vocab_size} characters; "
                          f"this text has {len(chars)}")
+        if args.cell is not None and args.cell != model.cell:
+            parser.error(f"{args.resume} holds a model with cell={model.cell!r}; got "
+                         f"--cell {args.cell}")
     else:
         model = rnncore.RNNModel(len(chars), args.hidden, vocab_size=len(chars),
-                                 num_layers=args.layers, seed=args.seed,
-                                 backend=args.backend)
+                                 cell=args.cell or "rnn", num_layers=args.layers,
+                                 seed=args.seed, backend=args.backend)
     optimizer = Adam(model.params, lr=args.lr)
     inputs, targets = streams(ids, args.batch)
     print(f"{len(text)} characters, {len(chars)} distinct; {model!r}", file=sys.stderr)
