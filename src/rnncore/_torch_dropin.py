@@ -10,6 +10,8 @@ torch).
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
@@ -106,6 +108,41 @@ def _packed_layout(batch_sizes, sorted_indices, unsorted_indices):
     return torch.from_numpy(t * B + j), lengths, T, B
 
 
+def _dropout_noise(y, p, batch_first, index):
+    """Torch's dropout noise for a layer's output ``y``, shaped as ``y``.
+
+    ``at::dropout`` on CPU (ATen's native/Dropout.cpp, the non-fused path):
+    ``empty_like(out).bernoulli_(1 - p).div_(1 - p)``, or a zero for p = 1 with nothing
+    drawn. The noise is drawn over what torch's layers hand on: the (T, B, ·) output
+    (``y`` is (B, T, ·) if ``batch_first``; unbatched (T, ·)), or a PackedSequence's
+    data, whose N rows ``index`` scatters into the padded (T, B) batch (zero noise at
+    the padding, where ``y`` is 0 anyway).
+
+    Parameters
+    ----------
+    y : Tensor, shape (T, B, W), (B, T, W) or (T, W)
+    p : float
+        The dropout probability, 0 < p <= 1.
+    batch_first : bool
+    index : LongTensor, shape (N,), or None
+        From :func:`_packed_layout` for a PackedSequence, else None.
+
+    Returns
+    -------
+    Tensor, the shape of ``y``
+    """
+    if p == 1:
+        return y.new_zeros(())
+    if index is not None:
+        T, B, W = y.shape
+        drawn = y.new_empty((len(index), W)).bernoulli_(1 - p).div_(1 - p)
+        return y.new_zeros((T * B, W)).index_copy_(0, index, drawn).view(T, B, W)
+    if batch_first and y.dim() == 3:
+        return y.new_empty(y.shape[1::-1] + y.shape[2:]).bernoulli_(1 - p).div_(
+            1 - p).transpose(0, 1)
+    return y.new_empty(y.shape).bernoulli_(1 - p).div_(1 - p)
+
+
 class DropIn:
     """The behaviour ``rnncore.torch.RNN``, ``LSTM`` and ``GRU`` share.
 
@@ -165,8 +202,7 @@ class DropIn:
 
     def _run(self, input, hx, weights):
         """``forward`` on rnncore, for a call the rule let through."""
-        cell = self._cell
-        lstm = cell == "lstm"
+        lstm = self._cell == "lstm"
         if hx is None:
             h0 = c0 = None
         elif lstm:
@@ -176,34 +212,74 @@ class DropIn:
         packed = isinstance(input, PackedSequence)
         x = input.data if packed else input
         batch_first = self.batch_first
-        lengths = None
+        lengths = index = None
         if packed:
             index, lengths, T, B = _packed_layout(input.batch_sizes, input.sorted_indices,
                                                   input.unsorted_indices)
             K = x.shape[-1]
             x = x.new_zeros((T * B, K)).index_copy_(0, index, x).view(T, B, K)
             batch_first = False
-        call = (self._flat_weights_names, cell, _NONLINEARITY.get(self.mode, "tanh"),
-                batch_first, lengths, self._rnncore_backend)
-        if torch.is_grad_enabled() and (
-                x.requires_grad or any(w.requires_grad for w in weights)
-                or (h0 is not None and (h0.requires_grad
-                                        or (c0 is not None and c0.requires_grad)))):
-            y, *states = _CellFunction.apply(x, h0, c0, call, *weights)
+        names = self._flat_weights_names
+        if self.training and self.dropout > 0 and self.num_layers > 1:
+            y, states = self._layer_by_layer(x, h0, c0, weights, lengths, batch_first,
+                                             index)
         else:
-            states0 = (_array(h0), _array(c0)) if lstm and hx is not None else _array(h0)
-            params = dict(zip(call[0], [w.detach().numpy() for w in weights]))
-            y, h_n, _ = functional.forward(
-                x.detach().numpy(), params, states0, lengths, cell=cell,
-                nonlinearity=call[2], batch_first=batch_first, backend=call[5],
-                snapshot_weights=False)
-            y = torch.from_numpy(y)
-            states = [torch.from_numpy(s) for s in (h_n if lstm else (h_n,))]
+            y, states = self._call(x, h0, c0, names, weights, lengths, batch_first)
         if packed:
             y = PackedSequence(y.reshape(T * B, -1).index_select(0, index),
                                input.batch_sizes, input.sorted_indices,
                                input.unsorted_indices)
         return y, (tuple(states) if lstm else states[0])
+
+    def _call(self, x, h0, c0, names, weights, lengths, batch_first):
+        """One call of rnncore over the layers whose parameters ``names`` lists.
+
+        Through :class:`_CellFunction` when autograd records the call, else straight
+        to :func:`rnncore.functional.forward`. Returns ``(output, [h_n])``, or
+        ``(output, [h_n, c_n])`` for an LSTM.
+        """
+        cell = self._cell
+        call = (names, cell, _NONLINEARITY.get(self.mode, "tanh"), batch_first, lengths,
+                self._rnncore_backend)
+        if torch.is_grad_enabled() and (
+                x.requires_grad or any(w.requires_grad for w in weights)
+                or (h0 is not None and (h0.requires_grad
+                                        or (c0 is not None and c0.requires_grad)))):
+            y, *states = _CellFunction.apply(x, h0, c0, call, *weights)
+            return y, states
+        lstm = cell == "lstm"
+        states0 = (_array(h0), _array(c0)) if lstm and h0 is not None else _array(h0)
+        y, h_n, _ = functional.forward(
+            x.detach().numpy(), dict(zip(names, [w.detach().numpy() for w in weights])),
+            states0, lengths, cell=cell, nonlinearity=call[2], batch_first=batch_first,
+            backend=call[5], snapshot_weights=False)
+        return torch.from_numpy(y), [torch.from_numpy(s) for s in
+                                     (h_n if lstm else (h_n,))]
+
+    def _layer_by_layer(self, x, h0, c0, weights, lengths, batch_first, index):
+        """The layers one call each, with torch's dropout between them (training mode).
+
+        As stock torch on CPU (its native path and oneDNN's alike): the output of every
+        layer but the last is multiplied by ``noise = empty_like(out).bernoulli_(1 - p)
+        .div_(1 - p)``, drawn from torch's default generator, layer by layer, over the
+        output in (T, B, ·) order, or over the packed data (N, ·) for a PackedSequence
+        (``index`` places its rows in the padded batch); p = 1 draws nothing and
+        multiplies by 0. Autograd differentiates the product with the same noise.
+        """
+        L, D = self.num_layers, 2 if self.bidirectional else 1
+        per = len(weights) // L
+        names = [re.sub(r"_l\d+", "_l0", name)
+                 for name in self._flat_weights_names[:per]]
+        finals = []
+        for layer in range(L):
+            rows = slice(layer * D, (layer + 1) * D)
+            y, states = self._call(
+                x, None if h0 is None else h0[rows], None if c0 is None else c0[rows],
+                names, weights[layer * per:(layer + 1) * per], lengths, batch_first)
+            finals.append(states)
+            if layer < L - 1:
+                x = y * _dropout_noise(y, self.dropout, batch_first, index)
+        return y, [torch.cat(parts, dim=0) for parts in zip(*finals)]
 
     def __setstate__(self, state):
         """Restore a pickled module (``torch.load``, ``copy.deepcopy``), checking its

@@ -33,8 +33,6 @@ RULE = """\
   with the strided layout (not nested, no negative-view bit), and the input is float32
   or float64 with ``hx`` and the weights of the same dtype (float16, bfloat16, CUDA,
   meta, sparse: torch);
-- not in training mode with ``dropout > 0`` and ``num_layers > 1`` (in ``eval()`` mode
-  dropout is off and rnncore runs);
 - no tensor is a ``__torch_function__`` subclass, no ``torch.func`` transform
   (``grad``, ``vmap``, ``jacrev``, …) and no forward-mode AD level
   (``torch.autograd.forward_ad.dual_level``) is active, CPU autocast is off, and the
@@ -142,8 +140,6 @@ def _torch_reason(rnn: "DropIn", input, hx, weights) -> str | None:
                 and w.shape == shapes.get(name)):
             return ("a weight is not a CPU tensor with the strided layout of the input's "
                     "dtype and its parameter's shape")
-    if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
-        return "dropout between layers in training mode"
     if (torch.jit.is_tracing() or torch.compiler.is_compiling()
             or torch.overrides.has_torch_function((x, *states, *weights))
             or torch._C._functorch.peek_interpreter_stack() is not None

@@ -87,7 +87,8 @@ class RNN(DropIn, torch.nn.RNN):
     batch_first : bool, default False
         Input and output (B, T, ...) instead of (T, B, ...); ignored for unbatched input.
     dropout : float, default 0.0
-        Dropout between layers in training mode (torch's implementation runs then).
+        Dropout on the output of every layer but the last, in training mode, as
+        torch's (the same noise from torch's generator), on rnncore.
     bidirectional : bool, default False
         D = 2 if True else 1.
     device, dtype : optional
@@ -149,7 +150,8 @@ class LSTM(DropIn, torch.nn.LSTM):
     batch_first : bool, default False
         Input and output (B, T, ...) instead of (T, B, ...); ignored for unbatched input.
     dropout : float, default 0.0
-        Dropout between layers in training mode (torch's implementation runs then).
+        Dropout on the output of every layer but the last, in training mode, as
+        torch's (the same noise from torch's generator), on rnncore.
     bidirectional : bool, default False
         D = 2 if True else 1.
     proj_size : int, default 0
@@ -214,7 +216,8 @@ class GRU(DropIn, torch.nn.GRU):
     batch_first : bool, default False
         Input and output (B, T, ...) instead of (T, B, ...); ignored for unbatched input.
     dropout : float, default 0.0
-        Dropout between layers in training mode (torch's implementation runs then).
+        Dropout on the output of every layer but the last, in training mode, as
+        torch's (the same noise from torch's generator), on rnncore.
     bidirectional : bool, default False
         D = 2 if True else 1.
     device, dtype : optional
