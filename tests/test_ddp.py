@@ -1,4 +1,5 @@
-"""Data-parallel training with rnncore.torch.RNN under DistributedDataParallel.
+"""Data-parallel training with rnncore.torch.RNN, LSTM and GRU under
+DistributedDataParallel.
 
 Two processes on 127.0.0.1 (gloo) each train on half of a batch; DDP averages their
 gradients, so after a few SGD steps both must hold the parameters that one process
@@ -26,24 +27,31 @@ T, B, K, H = 6, 8, 3, 5
 TIMEOUT = 120          # seconds for the whole two-process run
 
 
-class Tagger(torch.nn.Module):
-    """A 2-layer bidirectional drop-in RNN over packed sequences, and a linear head."""
+DROP_INS = {"rnn": rt.RNN, "lstm": rt.LSTM, "gru": rt.GRU}
 
-    def __init__(self):
+
+class Tagger(torch.nn.Module):
+    """A 2-layer bidirectional drop-in (RNN, LSTM or GRU) over packed sequences, and a
+    linear head; returns the head's output and the final states (h_n, or LSTM's h_n
+    and c_n side by side)."""
+
+    def __init__(self, cell):
         super().__init__()
-        self.rnn = rt.RNN(K, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+        self.rnn = DROP_INS[cell](K, H, num_layers=2, bidirectional=True,
+                                  dtype=torch.float64)
         self.head = torch.nn.Linear(2 * H, 1, dtype=torch.float64)
 
     def forward(self, x, lengths):
         packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
         y, h_n = self.rnn(packed)
         y, _ = pad_packed_sequence(y, total_length=x.shape[0])
-        return self.head(y).squeeze(-1), h_n
+        states = torch.cat(h_n) if isinstance(h_n, tuple) else h_n
+        return self.head(y).squeeze(-1), states
 
 
-def make_model():
+def make_model(cell):
     torch.manual_seed(0)
-    return Tagger()
+    return Tagger(cell)
 
 
 def make_batch():
@@ -55,7 +63,8 @@ def make_batch():
 
 
 def loss_fn(model, x, lengths, target):
-    """Squared error over the valid steps plus a penalty on h_n, averaged over sequences."""
+    """Squared error over the valid steps plus a penalty on the final states, averaged
+    over sequences."""
     out, h_n = model(x, lengths)
     valid = torch.arange(x.shape[0])[:, None] < lengths[None, :]
     return (((out - target) ** 2 * valid).sum() + h_n.square().sum()) / x.shape[1]
@@ -69,7 +78,7 @@ def train(model, x, lengths, target, params):
         opt.step()
 
 
-def _worker(rank, port, out_dir):
+def _worker(rank, cell, port, out_dir):
     """One DDP process: trains on its half of the batch and saves its parameters."""
     torch.set_num_threads(1)
     calls = [0]
@@ -83,7 +92,7 @@ def _worker(rank, port, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=WORLD_SIZE, timeout=timedelta(seconds=TIMEOUT))
     try:
-        model = make_model()
+        model = make_model(cell)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         x, lengths, target = make_batch()
         part = slice(rank * B // WORLD_SIZE, (rank + 1) * B // WORLD_SIZE)
@@ -106,9 +115,10 @@ def _free_port():
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                     reason="torch.distributed with the gloo backend is not available")
-def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
-    context = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE,
-                       join=False)
+@pytest.mark.parametrize("cell", list(DROP_INS))
+def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path, cell):
+    context = mp.spawn(_worker, args=(cell, _free_port(), str(tmp_path)),
+                       nprocs=WORLD_SIZE, join=False)
     deadline = time.monotonic() + TIMEOUT
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
@@ -117,7 +127,7 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
                     p.kill()
             pytest.fail(f"the {WORLD_SIZE} DDP processes did not finish in {TIMEOUT} s")
 
-    model = make_model()
+    model = make_model(cell)
     train(model, *make_batch(), model.parameters())
     want = model.state_dict()
     for rank in range(WORLD_SIZE):
@@ -127,4 +137,4 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
             torch.testing.assert_close(saved["state"][key], value, rtol=1e-12, atol=1e-14,
                                        msg=f"rank {rank}: {key}")
     assert not torch.equal(want["rnn.weight_hh_l1_reverse"],
-                           make_model().state_dict()["rnn.weight_hh_l1_reverse"])
+                           make_model(cell).state_dict()["rnn.weight_hh_l1_reverse"])
