@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
                         "the best this CPU supports; a usage error if it lacks the one "
                         "asked for)")
     p.add_argument("--forward-only", action="store_true", help="time the forward pass only")
+    p.add_argument("--stream", action="store_true",
+                   help="instead of the grid, the stream row: µs per inference step of "
+                        "rnn.stream() at B=1, K=H=64 (step, run, forward) for rnn, lstm "
+                        "and gru against torch's nn.RNNCell/LSTMCell/GRUCell (honours "
+                        "--isa, --dtype, --budget, --rounds, --pin, --json)")
     p.add_argument("--impls", default=",".join(IMPLS),
                    help=f"comma-separated implementations to try (default: all "
                         f"installed): {', '.join(IMPLS)}")
@@ -161,6 +166,9 @@ def main(argv=None) -> int:
             parser.error("--plot needs matplotlib: pip install matplotlib")
     restore = _force_isa(parser, args.isa)
     try:
+        if args.stream:
+            from .stream import main_stream
+            return main_stream(args)
         return _run(args, argv, impls, wanted, threads)
     finally:
         restore()
