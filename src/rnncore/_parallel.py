@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["set_num_threads", "get_num_threads", "map_directions", "direction_parts",
-           "forward_direction", "backward_direction", "split_steps"]
+           "forward_direction", "backward_direction", "split_steps", "exact_blas",
+           "step_parts_are_exact"]
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -261,6 +262,97 @@ def _single_threaded_blas():
                 kernels.set_blas_threads(_blas_saved)
 
 
+def step_parts_are_exact(module, B: int, H: int, dtype) -> bool:
+    """Whether ``module`` computes each row of a whole-sequence product alone, so that
+    splitting ∂x by ranges of steps changes no bit (the kernels' packed products; not
+    a BLAS, whose blocking depends on the number of rows)."""
+    exact = getattr(module, "splits_are_exact", None)
+    return exact is not None and exact(B, H, np.dtype(dtype) == np.float32)
+
+
+def exact_blas(module, deterministic: bool = True):
+    """A context for the whole-sequence weight-gradient products of a backward: one
+    BLAS thread if that BLAS has several and the call is ``deterministic``.
+
+    Those products sum over all T·B rows; OpenBLAS on two threads sums them in another
+    order than on one (float64 gradients differ in the last bits on this machine), so a
+    deterministic call runs them on one BLAS thread: the kernels' OpenBLAS when
+    ``module`` is the kernels, NumPy's when it is the reference. When that BLAS already
+    has one thread (the kernels' default), or ``deterministic`` is False, the context
+    changes nothing and costs a check (~0.2 µs for the kernels).
+    """
+    if not deterministic:
+        return _NO_CHANGE
+    if module is _kernels_module():
+        return _single_threaded_blas() if module.blas_threads() > 1 else _NO_CHANGE
+    for c in _numpy_blas():
+        if c.num_threads > 1:
+            return _single_threaded_numpy_blas()
+    return _NO_CHANGE
+
+
+_NO_CHANGE = contextlib.nullcontext()
+_kernels_found = []
+
+
+def _kernels_module():
+    """The kernels module (None without a build), looked up once."""
+    if not _kernels_found:
+        _kernels_found.append(_kernels())
+    return _kernels_found[0]
+
+
+_numpy_blas_controllers = None
+
+
+def _numpy_blas():
+    """threadpoolctl's controllers of the BLAS NumPy calls (not the kernels' own)."""
+    global _numpy_blas_controllers
+    if _numpy_blas_controllers is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - a declared dependency
+            found = []
+        else:
+            try:
+                import scipy_openblas32
+                kernels_lib = os.path.realpath(scipy_openblas32.get_lib_dir())
+            except ImportError:  # pragma: no cover - a declared dependency
+                kernels_lib = None
+            found = [c for c in ThreadpoolController().select(user_api="blas").lib_controllers
+                     if kernels_lib is None
+                     or not os.path.realpath(c.filepath).startswith(kernels_lib)]
+        _numpy_blas_controllers = found
+    return _numpy_blas_controllers
+
+
+_numpy_users = 0
+_numpy_saved: list[int] = []
+
+
+@contextlib.contextmanager
+def _single_threaded_numpy_blas():
+    """NumPy's BLAS on one thread while a deterministic NumPy-backend backward runs;
+    concurrent users share one count and the last one out restores the sizes it
+    found (as :func:`_single_threaded_blas` does for the kernels' OpenBLAS)."""
+    global _numpy_users, _numpy_saved
+    controllers = _numpy_blas()
+    with _lock:
+        if _numpy_users == 0:
+            _numpy_saved = [c.num_threads for c in controllers]
+            for c in controllers:
+                c.set_num_threads(1)
+        _numpy_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _numpy_users -= 1
+            if _numpy_users == 0:
+                for c, n in zip(controllers, _numpy_saved):
+                    c.set_num_threads(n)
+
+
 def _before_fork() -> None:
     # No other thread is then between the lock's acquire and release: the counters,
     # the pool and OpenBLAS's setting are consistent at the fork.
@@ -279,9 +371,13 @@ def _after_fork_in_child() -> None:
     count of BLAS users and one-thread OpenBLAS setting the child must not inherit.
     The thread count of :func:`set_num_threads` is kept.
     """
-    global _lock, _pool, _pool_size, _blas_users
+    global _lock, _pool, _pool_size, _blas_users, _numpy_users
     _lock = threading.Lock()
     _pool, _pool_size = None, 0
+    if _numpy_users:
+        _numpy_users = 0
+        for c, n in zip(_numpy_blas(), _numpy_saved):
+            c.set_num_threads(n)
     if _blas_users:
         _blas_users = 0
         kernels = _kernels()

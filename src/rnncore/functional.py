@@ -113,15 +113,17 @@ class Record:
     """
 
     __slots__ = ("plan", "backend", "relu", "weights", "inputs", "states", "saved",
-                 "lengths", "padded", "T", "B", "batch_first", "unbatched", "merge_mode")
+                 "lengths", "padded", "T", "B", "batch_first", "unbatched", "merge_mode",
+                 "deterministic")
 
     def __init__(self, plan, backend, relu, weights, inputs, states, saved, lengths,
-                 padded, T, B, batch_first, unbatched, merge_mode="concat"):
+                 padded, T, B, batch_first, unbatched, merge_mode="concat",
+                 deterministic=True):
         self.plan, self.backend, self.relu = plan, backend, relu
         self.weights, self.inputs, self.states, self.saved = weights, inputs, states, saved
         self.lengths, self.padded, self.T, self.B = lengths, padded, T, B
         self.batch_first, self.unbatched = batch_first, unbatched
-        self.merge_mode = merge_mode
+        self.merge_mode, self.deterministic = merge_mode, deterministic
 
     @property
     def cfg(self) -> Config:
@@ -133,7 +135,7 @@ class Record:
 def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = "rnn",
             nonlinearity: str = "tanh", batch_first: bool = False,
             backend: str | None = None, snapshot_weights: bool = True,
-            merge_mode: str = "concat"):
+            merge_mode: str = "concat", deterministic: bool = True):
     """Run a (multi-layer, possibly bidirectional) recurrent network over a batch.
 
     Parameters
@@ -174,6 +176,14 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         directions side by side (so the parameters keep PyTorch's shapes) and h_n
         holds every direction's final state. A unidirectional network has one
         direction to merge, so every mode gives its states unchanged.
+    deterministic : bool
+        True (the default): this forward and the :func:`backward` of its record give
+        the same bits whatever the thread count (:func:`rnncore.set_num_threads`, the
+        BLAS's threads) and however the work is split; docs/reliability.md says how.
+        False lets a BLAS with several threads sum the weight gradients in its own
+        order and splits ∂x of a bidirectional layer over two threads on any backend:
+        faster where the BLAS runs those products (the NumPy backend), but NOT
+        deterministic across thread counts: results then agree to rounding only.
 
     Returns
     -------
@@ -199,6 +209,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     if merge_mode != "concat" and (not isinstance(merge_mode, str)
                                    or merge_mode not in MERGE_MODES):
         raise ValueError(f"merge_mode must be one of {MERGE_MODES}; got {merge_mode!r}")
+    if not isinstance(deterministic, (bool, np.bool_)):
+        raise TypeError(f"deterministic must be True or False; got {deterministic!r}")
     plan, arrays = read_params(params, cell)
     cfg = plan.cfg
     x = as_weights_dtype("x", x, cfg.dtype)
@@ -272,7 +284,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     if D == 1:
         output = output.copy()          # a view of hs, which the record keeps
     record = Record(plan, module, relu, weights, inputs, states, saved, steps, padded, T,
-                    B, batch_first, unbatched, "concat" if D == 1 else merge_mode)
+                    B, batch_first, unbatched, "concat" if D == 1 else merge_mode,
+                    bool(deterministic))
     if unbatched:
         finals = [f[:, 0] for f in finals]
     return _to_user_layout(output, batch_first, unbatched), \
@@ -422,9 +435,10 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         first = layer * D                # the index in dh_n and dh0 of the forward one
         parts = _parts(module, x, cfg.hidden_size, D) if cell_type is _ELMAN else 1
         if cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
-            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
-                x, ws[0][0], ws[0][1], record.states[layer][0], dy, ds_n[0][first],
-                record.lengths, False, record.relu)
+            with _parallel.exact_blas(module, record.deterministic):
+                dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+                    x, ws[0][0], ws[0][1], record.states[layer][0], dy, ds_n[0][first],
+                    record.lengths, False, record.relu)
             ds0[0][first] = dh0
             i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
             grads[i_ih], grads[i_hh] = dw_ih, dw_hh
@@ -432,15 +446,16 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
                 grads[i_bih], grads[i_bhh] = db, db.copy()
             results = ()                 # nothing left for the loops below
         else:
-            results = _backward_layer(cell_type, module, parts, record, layer, dy, ds_n,
-                                      first)
+            with _parallel.exact_blas(module, record.deterministic):
+                results = _backward_layer(cell_type, module, parts, record, layer, dy,
+                                          ds_n, first)
         dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
         if dx is not None:
             if not results:
                 module.input_grad(delta, ws[0][0], dx, False)
             else:
                 _input_grad(module, [r[2] for r in results], [w[0] for w in ws], dx,
-                            max(parts, D))
+                            _input_grad_parts(module, parts, D, record))
             if record.padded is not None:
                 dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
         for d, (d_states0, dws, _) in enumerate(results):
@@ -475,6 +490,18 @@ def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first):
     T, B, K = x.shape
     return _parallel.map_directions(functools.partial(cell_type.backward, module, 1), jobs,
                                     T * B * (K + P) * cfg.G * cfg.hidden_size)
+
+
+def _input_grad_parts(module, parts: int, D: int, record) -> int:
+    """Into how many ranges of steps ∂x is split: as the recurrences were, or one per
+    direction of a bidirectional layer, where that keeps the bits of one call (or the
+    record is not ``deterministic``)."""
+    if parts > 1 or D == 1:
+        return parts
+    if record.deterministic and not _parallel.step_parts_are_exact(
+            module, record.B, record.cfg.hidden_size, record.cfg.dtype):
+        return 1
+    return D
 
 
 def _input_grad(module, deltas, w_ihs, dx, parts: int) -> None:
