@@ -305,3 +305,57 @@ def test_an_lstm_state_that_is_not_a_pair_is_refused(rng):
     x, y = data(rng)
     with pytest.raises((TypeError, ValueError), match="h0"):
         model.loss_and_grads(x, y, h0=np.zeros((1, B, H)))
+
+
+# ---------------------------------------------------------------- merge_mode
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("merge_mode, share", [("sum", 1.0), ("mean", 0.5)])
+def test_a_summed_or_averaged_output_is_the_concatenated_model_with_v_repeated(
+        backend, rng, cell, merge_mode, share):
+    # V (h_f + h_r)·share = [share·V, share·V] [h_f; h_r]: the concat model is the oracle
+    merged = make(cell, backend=backend, bidirectional=True, merge_mode=merge_mode)
+    concat = make(cell, backend=backend, bidirectional=True)
+    concat.load_params({**merged.params, "V": share * np.hstack([merged.params["V"]] * 2)})
+    x, y = data(rng)
+    loss, grads = merged.loss_and_grads(x, y, LENGTHS)
+    want_loss, want = concat.loss_and_grads(x, y, LENGTHS)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    for key in merged.rnn.params:
+        np.testing.assert_allclose(grads[key], want[key], rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_multiplied_output_has_gradients_equal_to_finite_differences(backend, rng, cell):
+    model = make(cell, backend=backend, num_layers=2, bidirectional=True, merge_mode="mul")
+    assert model.params["V"].shape == (O, H)
+    x, y = data(rng)
+    errors = gradient_check(model, x, y, np.array([6, 3, 5]), samples=6, eps=EPS)
+    assert max(errors.values()) < FD_TOL, errors
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_merge_mode_survives_save_and_load(tmp_path, rng, cell):
+    model = make(cell, bidirectional=True, merge_mode="mean")
+    model.save(tmp_path / "m.npz")
+    back = RNNModel.load(tmp_path / "m.npz")
+    assert back.config()["merge_mode"] == "mean"
+    x, _ = data(rng)
+    np.testing.assert_array_equal(back.forward(x, LENGTHS)[0], model.forward(x, LENGTHS)[0])
+
+
+def test_a_checkpoint_without_merge_mode_loads_concatenated(tmp_path):
+    model = make("gru", bidirectional=True)
+    config = model.config()
+    del config["merge_mode"]
+    np.savez(tmp_path / "old.npz", __config__=np.array(json.dumps(config)), **model.params)
+    assert RNNModel.load(tmp_path / "old.npz").config()["merge_mode"] == "concat"
+
+
+def test_a_merged_bidirectional_classifier_is_refused():
+    with pytest.raises(ValueError, match=r"needs merge_mode='concat'; got merge_mode='sum'"):
+        make("lstm", "classification", bidirectional=True, merge_mode="sum")
+
+
+def test_an_unknown_merge_mode_is_refused():
+    with pytest.raises(ValueError, match=r"merge_mode must be one of"):
+        make("rnn", bidirectional=True, merge_mode="max")

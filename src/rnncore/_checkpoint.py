@@ -1,7 +1,8 @@
 """The checkpoint file of :class:`rnncore.RNNModel`: an ``.npz`` (a zip of ``.npy``
 entries) holding ``__config__``, the model's constructor arguments as JSON, and one
-entry per parameter. A configuration without ``cell`` and ``proj_size`` (written before
-the gated cells) is an Elman RNN without projection.
+entry per parameter. A configuration without ``cell``, ``proj_size`` or ``merge_mode``
+(written before them) is an Elman RNN without projection whose directions are
+concatenated.
 
 What it guarantees:
 
@@ -57,13 +58,15 @@ _CONFIG = {
     "bias": (lambda v: isinstance(v, bool), "a boolean"),
     "bidirectional": (lambda v: isinstance(v, bool), "a boolean"),
     "proj_size": (_is_size, "a non-negative integer"),
+    "merge_mode": (lambda v: v in functional.MERGE_MODES,
+                   f"one of {functional.MERGE_MODES}"),
     "batch_first": (lambda v: isinstance(v, bool), "a boolean"),
     "task": (lambda v: v in _TASKS, f"one of {_TASKS}"),
     "ignore_index": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "dtype": (lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
 }
 # Keys a checkpoint written before the gated cells lacks, and the value they had then.
-_DEFAULTS = {"cell": "rnn", "proj_size": 0}
+_DEFAULTS = {"cell": "rnn", "proj_size": 0, "merge_mode": "concat"}
 _ENTRY_ERRORS = (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile)
 
 
@@ -193,7 +196,8 @@ def _check_arrays(config: Mapping[str, Any], entries: Mapping[str, _Entry], wher
     shapes.update(functional.param_shapes(in_size, H, L, config["bias"],
                                           config["bidirectional"], cell=config["cell"],
                                           proj_size=P))
-    shapes["V"] = (config["output_size"], D * (P or H))
+    merged = D == 2 and config["merge_mode"] != "concat"
+    shapes["V"] = (config["output_size"], (1 if merged else D) * (P or H))
     shapes["c"] = (config["output_size"],)
     missing = sorted(set(shapes) - set(entries))
     unexpected = sorted(set(entries) - set(shapes))

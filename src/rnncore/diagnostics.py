@@ -79,6 +79,11 @@ def gradient_norms(model, inputs, targets, lengths=None, h0=None, *,
             or not 0 <= sequence < B:
         raise ValueError(f"sequence must be an integer in [0, {B}) for a batch of {B}; "
                          f"got {sequence!r}")
+    if model.rnn.bidirectional and model.rnn.merge_mode != "concat":
+        raise ValueError(f"gradient_norms reads the forward direction's share of "
+                         f"∂E/∂output, which a merged output does not keep apart; it "
+                         f"needs merge_mode='concat' for a bidirectional model, got "
+                         f"{model.rnn.merge_mode!r}")
     n = int(record.lengths[sequence])
     steps, S = _STEP_JACOBIANS[model.cell](model, record, sequence, n)
     P = dy.shape[2] // (2 if model.rnn.bidirectional else 1)    # h's width; S the state's

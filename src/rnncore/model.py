@@ -72,6 +72,13 @@ class RNNModel:
     proj_size : int
         P, LSTM only: 0 (none) or 0 < P < H, the hidden state h_t = W_hr (o ⊙ tanh(c_t))
         is P wide, and so is what the output layer reads.
+    merge_mode : {"concat", "sum", "mean", "mul"}
+        How a bidirectional network's top layer combines its two directions into what
+        the output layer reads, as :func:`rnncore.functional.forward`: side by side
+        (D·P wide, the default) or merged (P wide). Merged outputs go with
+        ``task="labeling"``: the classification feature is [forward state at the last
+        valid step, reverse state at step 0], two states the merged output never holds
+        side by side.
     batch_first : bool
         Inputs, targets and logits are (B, T, ...) instead of (T, B, ...); ``h0`` and
         ``h_n`` stay (L·D, B, H) (an LSTM's pair too), as in torch.
@@ -128,7 +135,8 @@ class RNNModel:
                  embedding_dim: int | None = None, input_size: int | None = None,
                  cell: str = "rnn", num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, bidirectional: bool = False, proj_size: int = 0,
-                 batch_first: bool = False, task: str = "labeling",
+                 merge_mode: str = "concat", batch_first: bool = False,
+                 task: str = "labeling",
                  ignore_index: int = -100, dtype=np.float32, seed=None,
                  backend: str | None = None):
         if (vocab_size is None) == (input_size is None):
@@ -147,6 +155,11 @@ class RNNModel:
                                    and proj_size == 0):
             raise ValueError(f"proj_size is an LSTM option; got proj_size={proj_size!r} "
                              f"for cell={cell!r}")
+        if task == "classification" and bidirectional and merge_mode != "concat":
+            raise ValueError(f"task='classification' with bidirectional=True reads the "
+                             f"forward state at the last valid step beside the reverse "
+                             f"state at step 0, which needs merge_mode='concat'; got "
+                             f"merge_mode={merge_mode!r}")
         self.output_size = _positive_int("output_size", output_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.vocab_size = None if vocab_size is None else _positive_int("vocab_size", vocab_size)
@@ -164,19 +177,19 @@ class RNNModel:
         if cell == "rnn":
             self.rnn = RNN(in_size, hidden_size, num_layers, nonlinearity, bias,
                            bidirectional=bidirectional, dtype=dtype, seed=rng,
-                           backend=backend)
+                           backend=backend, merge_mode=merge_mode)
         elif cell == "lstm":
             self.rnn = LSTM(in_size, hidden_size, num_layers, bias,
                             bidirectional=bidirectional, proj_size=proj_size, dtype=dtype,
-                            seed=rng, backend=backend)
+                            seed=rng, backend=backend, merge_mode=merge_mode)
         else:
             self.rnn = GRU(in_size, hidden_size, num_layers, bias,
                            bidirectional=bidirectional, dtype=dtype, seed=rng,
-                           backend=backend)
+                           backend=backend, merge_mode=merge_mode)
         self.dtype = self.rnn.dtype
         self.proj_size = self.rnn.proj_size
         self._width = self.proj_size or self.hidden_size     # P: what the output reads
-        DH = (2 if bidirectional else 1) * self._width
+        DH = (2 if bidirectional and merge_mode == "concat" else 1) * self._width
         bound = 1 / np.sqrt(DH)
         self.params: dict[str, np.ndarray] = {}
         if vocab_size is not None:
@@ -203,7 +216,7 @@ class RNNModel:
                     cell=self.cell, num_layers=self.rnn.num_layers,
                     nonlinearity=self.rnn.nonlinearity, bias=self.rnn.bias,
                     bidirectional=self.rnn.bidirectional, proj_size=self.proj_size,
-                    batch_first=self.batch_first, task=self.task, ignore_index=self.ignore_index,
+                    merge_mode=self.rnn.merge_mode, batch_first=self.batch_first, task=self.task, ignore_index=self.ignore_index,
                     dtype=self.dtype.name)
 
     def __repr__(self) -> str:
@@ -277,6 +290,7 @@ class RNNModel:
         y, h_n, record = functional.forward(x, self._rnn_params, h0, lengths,
                                             cell=self.cell,
                                             nonlinearity=self.rnn.nonlinearity,
+                                            merge_mode=self.rnn.merge_mode,
                                             backend=self.rnn.backend)
         T, B = y.shape[:2]
         steps = (np.full(B, T, dtype=np.int64) if lengths is None
