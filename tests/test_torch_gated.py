@@ -733,7 +733,8 @@ def test_jit_script_compiles_torchs_implementation(cell, spy):
     # (torch.jit.script compiles a stock nn.LSTM or nn.GRU inside a model, not bare)
     ours, stock = make_pair(cell, torch.float32, K, H, 2)
     params = list(ours.parameters())
-    scripted = torch.jit.script(Output(ours))
+    with pytest.warns(UserWarning, match="torch.jit.script compiles"):
+        scripted = torch.jit.script(Output(ours))
     x = torch.randn(T, B, K)
     assert torch.equal(scripted(x), stock(x)[0])
     assert spy.entered["forward"] == 0

@@ -11,6 +11,7 @@ torch).
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -194,6 +195,18 @@ class DropIn:
         h_n : Tensor, shape (L*D, B, H) or (L*D, H)
             For an LSTM the pair ``(h_n, c_n)``.
         """
+        if torch.compiler.is_compiling():
+            # Dynamo traces this call (torch.compile). As for stock modules, only with
+            # torch._dynamo.config.allow_rnn does torch's implementation go into the
+            # graph; otherwise the call runs eagerly, outside the graph, on rnncore
+            # (disable: Dynamo would otherwise trace rnncore's NumPy code, and fail).
+            if torch._dynamo.config.allow_rnn:
+                return super().forward(input, hx)
+            return torch.compiler.disable(DropIn._forward)(self, input, hx)
+        return self._forward(input, hx)
+
+    def _forward(self, input, hx):
+        """``forward`` outside Dynamo: the rule, then rnncore or torch's own."""
         weights = self._weights()
         if _torch_reason(self, input, hx, weights) is not None:
             return super().forward(input, hx)
@@ -300,7 +313,22 @@ class DropIn:
         Returns
         -------
         torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
+
+        Warns
+        -----
+        UserWarning
+            Always: the scripted model runs torch's implementation, and
+            ``torch.jit.script`` puts the stock module in place of this one in the eager
+            model that holds it as well.
         """
+        name = type(self).__name__
+        warnings.warn(
+            f"torch.jit.script compiles torch's implementation of rnncore.torch.{name}: "
+            f"the scripted model runs a stock torch.nn.{name} holding the same "
+            f"Parameters, and torch.jit.script also puts that stock module in place of "
+            f"the drop-in in the eager model holding it, which then no longer runs on "
+            f"rnncore (rnncore.torch.patch(model) converts it back)",
+            UserWarning, stacklevel=2)
         stock = self._stock.__new__(self._stock)
         for key, value in self.__dict__.items():
             if key != "_rnncore_backend":

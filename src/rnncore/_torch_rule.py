@@ -36,7 +36,9 @@ RULE = """\
 - no tensor is a ``__torch_function__`` subclass, no ``torch.func`` transform
   (``grad``, ``vmap``, ``jacrev``, …) and no forward-mode AD level
   (``torch.autograd.forward_ad.dual_level``) is active, CPU autocast is off, and the
-  call is not being traced (``torch.jit.trace``) or compiled (``torch.compile``);
+  call is not being traced by ``torch.jit.trace`` (under ``torch.compile`` Dynamo
+  leaves the call out of its graph and it runs here, as stock modules are left out,
+  unless ``torch._dynamo.config.allow_rnn`` puts torch's implementation in the graph);
 - the shapes are valid: the input is 3-D (2-D unbatched) with ``input_size`` features;
   ``hx`` is (L·D, B, H) ((L·D, H) unbatched), for an LSTM a tuple or list ``(h0, c0)``
   with ``h0`` (L·D, B, P) when ``proj_size`` P > 0 and ``c0`` (L·D, B, H) (without B
@@ -140,13 +142,12 @@ def _torch_reason(rnn: "DropIn", input, hx, weights) -> str | None:
                 and w.shape == shapes.get(name)):
             return ("a weight is not a CPU tensor with the strided layout of the input's "
                     "dtype and its parameter's shape")
-    if (torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.overrides.has_torch_function((x, *states, *weights))
+    if (torch.jit.is_tracing() or torch.overrides.has_torch_function((x, *states, *weights))
             or torch._C._functorch.peek_interpreter_stack() is not None
             or forward_ad._current_level >= 0
             or torch.is_autocast_enabled("cpu")):
         return ("a __torch_function__ tensor, a torch.func transform, forward-mode AD, "
-                "CPU autocast, tracing or compiling")
+                "CPU autocast or torch.jit.trace")
     if cell == "rnn" and (rnn.mode not in _NONLINEARITY or rnn.proj_size):
         return "mode is not RNN_TANH or RNN_RELU, or proj_size is set"
     if cell == "gru" and rnn.proj_size:

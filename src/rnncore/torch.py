@@ -48,10 +48,12 @@ So every input torch rejects goes to torch, which raises its own exception and
 message. Once a call runs on rnncore, an error raised there propagates: nothing
 is retried on torch.
 
-``torch.jit.script`` compiles torch's implementation: the module turns itself into
-the stock torch module holding the same Parameter objects (and, as
-``torch.jit.script`` does for every submodule that defines
-``__prepare_scriptable__``, the parent model's entry is replaced by it).
+``torch.compile`` leaves the call out of its graph, as it does stock modules, and
+it runs eagerly on rnncore; with ``torch._dynamo.config.allow_rnn`` torch's
+implementation is traced into the graph instead. ``torch.jit.script`` compiles
+torch's implementation: the module turns itself into the stock torch module holding
+the same Parameter objects, and warns, since ``torch.jit.script`` also puts that
+stock module in place of the drop-in in the eager parent model.
 
 **Gradients** are exact first derivatives; ∂L/∂input is computed only when the
 input requires grad, and tensors that do not require grad get none. Differentiating
