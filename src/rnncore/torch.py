@@ -8,8 +8,11 @@ tensors their forward goes through one ``torch.autograd.Function`` that calls
 :func:`rnncore.functional.forward` and, on ``loss.backward()``,
 :func:`rnncore.functional.backward`; tensors and arrays share memory both ways
 (``t.detach().numpy()``, ``torch.from_numpy``). Everything else runs torch's own
-implementation (see a class docstring for the rule). :func:`patch` converts the
-``nn.RNN``, ``nn.LSTM`` and ``nn.GRU`` modules of an existing model in place.
+implementation (see a class docstring for the rule), and :func:`explain` says which
+of the two a call would take, and why. :func:`patch` converts the ``nn.RNN``,
+``nn.LSTM`` and ``nn.GRU`` modules of an existing model in place and reports what it
+converted and what it left; :func:`unpatch` turns the drop-ins back into stock modules
+(before pickling a whole model for a machine without rnncore).
 
 Importing this module registers the three classes with
 ``torch.serialization.add_safe_globals``, so a whole model saved with ``torch.save``
@@ -17,8 +20,8 @@ loads with ``torch.load(f)`` (``weights_only=True``, torch's default) once the m
 own classes are allowed as well.
 
 PyTorch is optional for rnncore: only this module imports it (with what the drop-ins
-share, in ``rnncore._torch_dropin``, and the rule they decide by, in
-``rnncore._torch_rule``).
+share, in ``rnncore._torch_dropin``, the rule they decide by, in
+``rnncore._torch_rule``, and patch/unpatch/explain, in ``rnncore._torch_patch``).
 """
 from __future__ import annotations
 
@@ -32,10 +35,12 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 import textwrap
 
 from . import functional  # noqa: F401  (the tests spy on rnncore.torch.functional)
-from ._torch_dropin import BACKENDS, DropIn
+from ._torch_dropin import DropIn
+from ._torch_patch import Explanation, PatchEntry, _register, explain, patch, unpatch
 from ._torch_rule import RULE
 
-__all__ = ["RNN", "LSTM", "GRU", "patch"]
+__all__ = ["RNN", "LSTM", "GRU", "patch", "unpatch", "explain", "PatchEntry",
+           "Explanation"]
 
 _NOTES = """\
 **When torch's implementation runs.** ``forward`` decides before computing
@@ -262,45 +267,4 @@ class GRU(DropIn, torch.nn.GRU):
 # weights_only unpickler, which refuses classes not registered like this.
 torch.serialization.add_safe_globals([RNN, LSTM, GRU])
 
-_DROP_INS = {torch.nn.RNN: RNN, torch.nn.LSTM: LSTM, torch.nn.GRU: GRU}
-
-
-def patch(module: torch.nn.Module, backend: str | None = None) -> torch.nn.Module:
-    """Make every ``torch.nn.RNN``, ``LSTM`` and ``GRU`` in a model a drop-in, in place.
-
-    Each module whose type is exactly ``torch.nn.RNN``, ``torch.nn.LSTM`` or
-    ``torch.nn.GRU`` (the model itself included) becomes an :class:`RNN`,
-    :class:`LSTM` or :class:`GRU` in place: it keeps its identity, its Parameter
-    objects, hooks, device, dtype and training mode, so optimizers, schedulers and
-    references created before the call keep working. Subclasses of the torch classes
-    are left alone (their own ``forward`` may differ).
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        A model, or an ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` itself.
-    backend : {None, "cython", "numpy", "torch"}
-        The ``backend`` given to each converted module.
-
-    Returns
-    -------
-    torch.nn.Module
-        ``module`` itself.
-
-    Examples
-    --------
-    >>> import torch, rnncore.torch
-    >>> model = torch.nn.Sequential(torch.nn.RNN(4, 8), torch.nn.LSTM(8, 8))
-    >>> [type(m).__name__ for m in rnncore.torch.patch(model)]
-    ['RNN', 'LSTM']
-    >>> isinstance(model[1], rnncore.torch.LSTM)
-    True
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    for m in module.modules():
-        drop_in = _DROP_INS.get(type(m))
-        if drop_in is not None:
-            m.__class__ = drop_in
-            m.backend = backend
-    return module
+_register(RNN, LSTM, GRU)
