@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import _parallel, reference
+from . import _chunks, _parallel, reference
 from ._cells import CELL_TYPES
 from ._inputs import (as_weights_dtype, check_state, padded_mask, read_dy, read_lengths,
                       read_states, state_widths)
@@ -114,16 +114,17 @@ class Record:
 
     __slots__ = ("plan", "backend", "relu", "weights", "inputs", "states", "saved",
                  "lengths", "padded", "T", "B", "batch_first", "unbatched", "merge_mode",
-                 "deterministic")
+                 "deterministic", "chunk", "initial")
 
     def __init__(self, plan, backend, relu, weights, inputs, states, saved, lengths,
                  padded, T, B, batch_first, unbatched, merge_mode="concat",
-                 deterministic=True):
+                 deterministic=True, chunk=0, initial=None):
         self.plan, self.backend, self.relu = plan, backend, relu
         self.weights, self.inputs, self.states, self.saved = weights, inputs, states, saved
         self.lengths, self.padded, self.T, self.B = lengths, padded, T, B
         self.batch_first, self.unbatched = batch_first, unbatched
         self.merge_mode, self.deterministic = merge_mode, deterministic
+        self.chunk, self.initial = chunk, initial
 
     @property
     def cfg(self) -> Config:
@@ -135,7 +136,7 @@ class Record:
 def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = "rnn",
             nonlinearity: str = "tanh", batch_first: bool = False,
             backend: str | None = None, snapshot_weights: bool = True,
-            merge_mode: str = "concat", deterministic: bool = True):
+            merge_mode: str = "concat", deterministic: bool = True, checkpoint=0):
     """Run a (multi-layer, possibly bidirectional) recurrent network over a batch.
 
     Parameters
@@ -184,6 +185,16 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         order and splits ∂x of a bidirectional layer over two threads on any backend:
         faster where the BLAS runs those products (the NumPy backend), but NOT
         deterministic across thread counts: results then agree to rounding only.
+    checkpoint : int or "auto"
+        0 (the default): the record keeps every state backward needs. k > 0: it keeps
+        the states only at the start of every segment of k steps, and :func:`backward`
+        runs each segment forward again before going back through it; "auto" takes
+        k = ⌈√T⌉. The gradients are bitwise those of ``checkpoint=0``; the states kept
+        shrink from T to about T/k + k steps per layer-direction, for one more forward
+        in backward. k is rounded up to a whole number of the chunks a long call runs
+        in (⌈4096 / B⌉ steps; see :mod:`rnncore._chunks`). Each layer's input is still
+        kept (``x`` by reference), and with ``merge_mode="mul"`` the last layer's
+        states.
 
     Returns
     -------
@@ -209,6 +220,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     if merge_mode != "concat" and (not isinstance(merge_mode, str)
                                    or merge_mode not in MERGE_MODES):
         raise ValueError(f"merge_mode must be one of {MERGE_MODES}; got {merge_mode!r}")
+    if type(checkpoint) is not int or checkpoint:
+        _chunks.checkpoint_steps(checkpoint, 1, 1)       # a bad value fails before work
     if not isinstance(deterministic, (bool, np.bool_)):
         raise TypeError(f"deterministic must be True or False; got {deterministic!r}")
     plan, arrays = read_params(params, cell)
@@ -251,14 +264,40 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     steps = lengths if lengths is not None else _full_lengths(B, T)
     relu = nonlinearity == "relu"
 
+    # a long call runs in chunks of steps (_chunks), which checkpointing keeps
+    k = _chunks.checkpoint_steps(checkpoint, T, B) if checkpoint else 0
+    chunk = _chunks.chunk_steps(B, T) if T and B else 0
+    if not k and T <= chunk:
+        chunk = 0
+
     weights, inputs, states, saved = [], [], [], []
+    initial = [] if chunk else None
     layer_in = x
     for layer in range(cfg.num_layers):
         first = layer * D                # the index in h0 and h_n of the forward one
         ws = cell_type.weights(plan, arrays, layer, snapshot_weights)
         inputs.append(layer_in)
         parts = _parts(module, layer_in, H, D) if cell_type is _ELMAN else 1
-        if cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
+        if chunk:
+            # private copies: the final states double as the zero initial states
+            initial.append([[s[first + d].copy() for s in states0] for d in range(D)])
+            outs = [_chunks.forward_direction(cell_type, module, parts, layer_in, w,
+                                              initial[layer][d], steps, d == 1, relu,
+                                              chunk, k)
+                    for d, w in enumerate(ws)]
+            for d, (_, _, direction_finals) in enumerate(outs):
+                for final, value in zip(finals, direction_finals):
+                    final[first + d] = value
+            hs_dirs = [out[0] for out in outs]
+            saved.append([out[1] for out in outs])
+            last = layer == cfg.num_layers - 1
+            layer_in = (hs_dirs[0][1:] if D == 1
+                        else _merged_output(hs_dirs, T, B, P, padded, merge_mode)
+                        if last and merge_mode != "concat"
+                        else _layer_output(hs_dirs, T, B, P, padded))
+            keep_states = not k or (last and D == 2 and merge_mode == "mul")
+            states.append(hs_dirs if keep_states else [None] * D)
+        elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
             hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps, False,
                                       relu)
             finals[0][first] = hs[T] if padded is None else hs[steps, np.arange(B)]
@@ -281,11 +320,11 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
                         else _layer_output(states[-1], T, B, P, padded))
         weights.append(ws)
     output = layer_in
-    if D == 1:
+    if D == 1 and not k:
         output = output.copy()          # a view of hs, which the record keeps
     record = Record(plan, module, relu, weights, inputs, states, saved, steps, padded, T,
                     B, batch_first, unbatched, "concat" if D == 1 else merge_mode,
-                    bool(deterministic))
+                    bool(deterministic), chunk, initial)
     if unbatched:
         finals = [f[:, 0] for f in finals]
     return _to_user_layout(output, batch_first, unbatched), \
@@ -434,7 +473,17 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         x, ws = record.inputs[layer], record.weights[layer]
         first = layer * D                # the index in dh_n and dh0 of the forward one
         parts = _parts(module, x, cfg.hidden_size, D) if cell_type is _ELMAN else 1
-        if cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
+        dx = None
+        if record.chunk:
+            dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
+            with _parallel.exact_blas(module, record.deterministic):
+                results = [(*_chunks.backward_direction(
+                    cell_type, module, parts, x, ws[d], record.states[layer][d],
+                    record.saved[layer][d], record.initial[layer][d],
+                    dy if D == 1 else dy[:, :, d * P:(d + 1) * P],
+                    [s[first + d] for s in ds_n], record.lengths, d == 1, record.relu,
+                    record.chunk, dx, d > 0), None) for d in range(D)]
+        elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
             with _parallel.exact_blas(module, record.deterministic):
                 dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
                     x, ws[0][0], ws[0][1], record.states[layer][0], dy, ds_n[0][first],
@@ -449,13 +498,15 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
             with _parallel.exact_blas(module, record.deterministic):
                 results = _backward_layer(cell_type, module, parts, record, layer, dy,
                                           ds_n, first)
-        dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
+        if not record.chunk:
+            dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
         if dx is not None:
-            if not results:
-                module.input_grad(delta, ws[0][0], dx, False)
-            else:
-                _input_grad(module, [r[2] for r in results], [w[0] for w in ws], dx,
-                            _input_grad_parts(module, parts, D, record))
+            if not record.chunk:         # (each chunk's ∂x came with its δ)
+                if not results:
+                    module.input_grad(delta, ws[0][0], dx, False)
+                else:
+                    _input_grad(module, [r[2] for r in results], [w[0] for w in ws], dx,
+                                _input_grad_parts(module, parts, D, record))
             if record.padded is not None:
                 dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
         for d, (d_states0, dws, _) in enumerate(results):

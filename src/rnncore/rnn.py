@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import functional
+from ._chunks import checkpoint_steps
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -56,6 +57,11 @@ class RNN:
         output: side by side (2H wide, PyTorch's), or summed, averaged or multiplied
         (H wide); see :func:`rnncore.functional.forward`. Parameters and h_n do not
         depend on it.
+    checkpoint : int or "auto"
+        Checkpointed BPTT for long sequences: 0 keeps every state for
+        :meth:`backward`; k keeps them every k steps and recomputes the segments in
+        :meth:`backward` ("auto": k = ⌈√T⌉); the gradients are bitwise the same. See
+        :func:`rnncore.functional.forward`.
 
     Attributes
     ----------
@@ -93,19 +99,22 @@ class RNN:
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  bidirectional: bool = False, dtype=np.float32, seed=None,
-                 backend: str | None = None, merge_mode: str = "concat"):
+                 backend: str | None = None, merge_mode: str = "concat", checkpoint=0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
-                    dtype, seed, backend, merge_mode=merge_mode)
+                    dtype, seed, backend, merge_mode=merge_mode, checkpoint=checkpoint)
 
     def _setup(self, input_size, hidden_size, num_layers, bias, batch_first,
-               bidirectional, dtype, seed, backend, proj_size=0, merge_mode="concat"):
+               bidirectional, dtype, seed, backend, proj_size=0, merge_mode="concat",
+               checkpoint=0):
         if merge_mode not in functional.MERGE_MODES:
             raise ValueError(f"merge_mode must be one of {functional.MERGE_MODES}; "
                              f"got {merge_mode!r}")
         self.merge_mode = merge_mode
+        checkpoint_steps(checkpoint, 1, 1)     # raises for a bad value
+        self.checkpoint = checkpoint
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
@@ -145,7 +154,7 @@ class RNN:
 
     _REPR_OPTIONS = (("num_layers", 1), ("nonlinearity", "tanh"), ("bias", True),
                      ("batch_first", False), ("bidirectional", False),
-                     ("merge_mode", "concat"))
+                     ("merge_mode", "concat"), ("checkpoint", 0))
 
     def __repr__(self) -> str:
         extra = "".join(f", {name}={getattr(self, name)!r}" for name, default in
@@ -175,7 +184,8 @@ class RNN:
         """
         y, h_n, self._record = functional.forward(
             x, self.params, h0, lengths, cell=self._cell, batch_first=self.batch_first,
-            backend=self.backend, merge_mode=self.merge_mode, **self._forward_options())
+            backend=self.backend, merge_mode=self.merge_mode, checkpoint=self.checkpoint,
+            **self._forward_options())
         return y, h_n
 
     __call__ = forward
@@ -290,7 +300,7 @@ class LSTM(RNN):
         As :class:`RNN`.
     proj_size : int
         P, 0 <= P < H: with P > 0 the hidden state is h_t = W_hr (o ⊙ tanh(c_t)), P wide.
-    dtype, seed, backend, merge_mode
+    dtype, seed, backend, merge_mode, checkpoint
         As :class:`RNN`.
 
     Attributes
@@ -313,14 +323,15 @@ class LSTM(RNN):
     _cell = "lstm"
     nonlinearity = "tanh"
     _REPR_OPTIONS = (("num_layers", 1), ("bias", True), ("batch_first", False),
-                     ("bidirectional", False), ("merge_mode", "concat"), ("proj_size", 0))
+                     ("bidirectional", False), ("merge_mode", "concat"), ("checkpoint", 0),
+                     ("proj_size", 0))
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
                  proj_size: int = 0, dtype=np.float32, seed=None,
-                 backend: str | None = None, merge_mode: str = "concat"):
+                 backend: str | None = None, merge_mode: str = "concat", checkpoint=0):
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
-                    dtype, seed, backend, proj_size, merge_mode)
+                    dtype, seed, backend, proj_size, merge_mode, checkpoint)
 
     def _forward_options(self) -> dict:
         return {}
@@ -387,9 +398,9 @@ class GRU(RNN):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
                  dtype=np.float32, seed=None, backend: str | None = None,
-                 merge_mode: str = "concat"):
+                 merge_mode: str = "concat", checkpoint=0):
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, bidirectional,
-                    dtype, seed, backend, merge_mode=merge_mode)
+                    dtype, seed, backend, merge_mode=merge_mode, checkpoint=checkpoint)
 
     def _forward_options(self) -> dict:
         return {}

@@ -1,0 +1,179 @@
+"""Checkpointed BPTT: ``forward(..., checkpoint=k)`` keeps the states every k steps and
+backward recomputes each segment; outputs and gradients are bitwise those of the full
+BPTT (``checkpoint=0``), for every cell, backend, dtype, direction and lengths.
+
+The chunks a long call runs in are made a few steps long here (``CHUNK_ROWS`` lowered),
+so that small cases have many chunks and segments."""
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import _chunks
+from rnncore import functional as F
+
+from conftest import RTOL, assert_close
+
+CELLS = ["rnn", "lstm", "gru"]
+
+
+@pytest.fixture
+def short_chunks(monkeypatch):
+    """Chunks of 4 steps at B = 3."""
+    monkeypatch.setattr(_chunks, "CHUNK_ROWS", 12)
+
+
+def _case(cell, dtype, bidirectional, layers, T=23, B=3, K=4, H=5, seed=1):
+    rng = np.random.default_rng(seed)
+    shapes = F.param_shapes(K, H, layers, bidirectional=bidirectional, cell=cell)
+    params = {k: rng.uniform(-0.5, 0.5, s).astype(dtype) for k, s in shapes.items()}
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    LD = layers * (2 if bidirectional else 1)
+    h0 = rng.standard_normal((LD, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((LD, B, H)).astype(dtype)
+    if cell == "lstm":
+        h0, dh_n = (h0, h0[::-1].copy()), (dh_n, dh_n[::-1].copy())
+    dy = rng.standard_normal((T, B, (2 if bidirectional else 1) * H)).astype(dtype)
+    return params, x, h0, dh_n, dy
+
+
+def _run(cell, backend, case, lengths, checkpoint):
+    params, x, h0, dh_n, dy = case
+    y, h_n, record = F.forward(x, params, h0, lengths, cell=cell, backend=backend,
+                               checkpoint=checkpoint)
+    dx, dh0, grads = F.backward(record, dy, dh_n)
+    states = lambda s: list(s) if isinstance(s, tuple) else [s]          # noqa: E731
+    return [y, *states(h_n), dx, *states(dh0), *grads.values()], record
+
+
+def _skip_unless_implemented(backend, cell):
+    if backend not in F.backends_for(cell):
+        pytest.skip(f"{backend} does not implement {cell}")
+
+
+@pytest.mark.parametrize("checkpoint", [1, 4, 8, 12, "auto", 1000])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_are_bitwise_those_of_full_bptt(short_chunks, backend, dtype, cell,
+                                                   bidirectional, padded, checkpoint):
+    _skip_unless_implemented(backend, cell)
+    case = _case(cell, dtype, bidirectional, layers=2)
+    lengths = [23, 5, 12] if padded else None     # sequences ending inside, at and
+    want, _ = _run(cell, backend, case, lengths, 0)   # before chunk boundaries
+    got, record = _run(cell, backend, case, lengths, checkpoint)
+    assert isinstance(record.saved[0][0], _chunks.Checkpoints)
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w, equal_nan=True)
+
+
+@pytest.mark.parametrize("lengths", [[4, 8, 9], [1, 4, 5], [8, 8, 8]])
+def test_lengths_on_chunk_boundaries_keep_the_bits(short_chunks, backend, lengths):
+    """The reverse direction's initial state sits at each sequence's own end: at, one
+    before and one after a chunk boundary (chunks of 4 steps, T = 9)."""
+    case = _case("gru" if backend == "numpy" else "lstm", np.float64, True, layers=1, T=9)
+    cell = "gru" if backend == "numpy" else "lstm"
+    want, _ = _run(cell, backend, case, lengths, 0)
+    got, _ = _run(cell, backend, case, lengths, 4)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_call_in_chunks_agrees_with_one_call(short_chunks, monkeypatch, backend, dtype,
+                                               cell, bidirectional):
+    """Chunking changes only the order of the weight gradients' sums: the full BPTT of
+    a call in chunks agrees with one call to SPEC's tolerance."""
+    _skip_unless_implemented(backend, cell)
+    case = _case(cell, dtype, bidirectional, layers=2)
+    got, record = _run(cell, backend, case, [23, 5, 12], 0)
+    assert record.chunk == 4
+    monkeypatch.setattr(_chunks, "CHUNK_ROWS", 10 ** 9)
+    want, record = _run(cell, backend, case, [23, 5, 12], 0)
+    assert record.chunk == 0
+    for g, w in zip(got, want):
+        assert_close(g, w, RTOL[dtype])
+
+
+def test_default_chunks_keep_the_bits(backend):
+    """With the chunk length of a real call: T = 1500, B = 4 runs in two chunks."""
+    case = _case("rnn", np.float32, True, layers=1, T=1500, B=4, K=3, H=8)
+    want, record = _run("rnn", backend, case, [1500, 1100, 1024, 7], 0)
+    assert record.chunk == _chunks.chunk_steps(4, 1500) == 1024
+    got, record = _run("rnn", backend, case, [1500, 1100, 1024, 7], "auto")
+    assert len(record.saved[0][0].segments) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "mul"])
+def test_merge_modes_checkpoint_bitwise(short_chunks, backend, mode):
+    params, x, h0, dh_n, _ = _case("rnn", np.float64, True, layers=2)
+    dy = np.random.default_rng(2).standard_normal((23, 3, 5))
+    runs = []
+    for checkpoint in (0, 4):
+        y, h_n, record = F.forward(x, params, h0, [23, 5, 12], backend=backend,
+                                   merge_mode=mode, checkpoint=checkpoint)
+        runs.append([y, h_n, *F.backward(record, dy, dh_n)[:2],
+                     *F.backward(record, dy, dh_n)[2].values()])
+    for g, w in zip(*runs):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_checkpointed_record_keeps_no_state_sequence(short_chunks):
+    """What makes the memory: the record holds the segments' initial states, not the
+    states of every step (nor LSTM's cell states and gates)."""
+    case = _case("lstm", np.float32, False, layers=1, T=40)
+    _, full = _run("lstm", None, case, None, 0)
+    _, kept = _run("lstm", None, case, None, 8)
+    assert full.states[0][0].shape == (41, 3, 5)
+    assert kept.states[0][0] is None
+    checkpoints = kept.saved[0][0]
+    assert len(checkpoints.inits) == 5 and [a.shape for a in checkpoints.inits[0]] == \
+        [(3, 5), (3, 5)]
+
+
+def test_a_record_can_be_back_propagated_twice(short_chunks, backend):
+    case = _case("gru" if backend == "numpy" else "rnn", np.float64, True, layers=1)
+    cell = "gru" if backend == "numpy" else "rnn"
+    params, x, h0, dh_n, dy = case
+    _, _, record = F.forward(x, params, h0, [23, 5, 12], cell=cell, backend=backend,
+                             checkpoint=8)
+    first = F.backward(record, dy, dh_n)
+    second = F.backward(record, dy, dh_n)
+    np.testing.assert_array_equal(first[0], second[0])
+    for key in first[2]:
+        np.testing.assert_array_equal(first[2][key], second[2][key])
+
+
+@pytest.mark.parametrize("T, B, k, want", [(20000, 4, "auto", 1024), (20000, 4, 1, 1024),
+                                           (20000, 4, 1500, 2048), (100, 32, "auto", 128),
+                                           (100, 32, 0, 0)])
+def test_checkpoint_steps_round_up_to_whole_chunks(T, B, k, want):
+    assert _chunks.checkpoint_steps(k, T, B) == want
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), ("sqrt", ValueError),
+                                        (1.5, TypeError), (True, TypeError),
+                                        (None, TypeError)])
+def test_bad_checkpoint_names_it_and_the_choices(bad, error):
+    params = {k: np.zeros(s) for k, s in F.param_shapes(2, 3, 1).items()}
+    with pytest.raises(error, match=r"checkpoint must be 0, a positive int or 'auto'; "
+                                    r"got"):
+        F.forward(np.zeros((2, 1, 2)), params, checkpoint=bad)
+
+
+@pytest.mark.parametrize("cls", [rnncore.RNN, rnncore.LSTM, rnncore.GRU])
+def test_classes_take_checkpoint(short_chunks, cls):
+    kwargs = dict(num_layers=1, bidirectional=True, seed=2, dtype=np.float64)
+    full = cls(3, 4, **kwargs)
+    kept = cls(3, 4, checkpoint="auto", **kwargs)
+    x = np.random.default_rng(3).standard_normal((30, 3, 3))
+    y_full, _ = full(x)
+    y_kept, _ = kept(x)
+    np.testing.assert_array_equal(y_kept, y_full)
+    np.testing.assert_array_equal(kept.backward(np.ones_like(y_kept))[0],
+                                  full.backward(np.ones_like(y_full))[0])
+    for key in full.grads:
+        np.testing.assert_array_equal(kept.grads[key], full.grads[key])
+    assert "checkpoint='auto'" in repr(kept)
