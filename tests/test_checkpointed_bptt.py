@@ -2,8 +2,8 @@
 backward recomputes each segment; outputs and gradients are bitwise those of the full
 BPTT (``checkpoint=0``), for every cell, backend, dtype, direction and lengths.
 
-The chunks a long call runs in are made a few steps long here (``CHUNK_ROWS`` lowered),
-so that small cases have many chunks and segments."""
+The chunks a long call runs in are made 4 steps long here (``chunk_steps`` replaced), so
+that small cases have many chunks and segments."""
 import numpy as np
 import pytest
 
@@ -18,8 +18,8 @@ CELLS = ["rnn", "lstm", "gru"]
 
 @pytest.fixture
 def short_chunks(monkeypatch):
-    """Chunks of 4 steps at B = 3."""
-    monkeypatch.setattr(_chunks, "CHUNK_ROWS", 12)
+    """Chunks of 4 steps."""
+    monkeypatch.setattr(_chunks, "chunk_steps", lambda B, T: 4)
 
 
 def _case(cell, dtype, bidirectional, layers, T=23, B=3, K=4, H=5, seed=1):
@@ -88,7 +88,7 @@ def test_a_call_in_chunks_agrees_with_one_call(short_chunks, monkeypatch, backen
     case = _case(cell, dtype, bidirectional, layers=2)
     got, record = _run(cell, backend, case, [23, 5, 12], 0)
     assert record.chunk == 4
-    monkeypatch.setattr(_chunks, "CHUNK_ROWS", 10 ** 9)
+    monkeypatch.setattr(_chunks, "chunk_steps", lambda B, T: max(1, T))
     want, record = _run(cell, backend, case, [23, 5, 12], 0)
     assert record.chunk == 0
     for g, w in zip(got, want):
@@ -96,12 +96,14 @@ def test_a_call_in_chunks_agrees_with_one_call(short_chunks, monkeypatch, backen
 
 
 def test_default_chunks_keep_the_bits(backend):
-    """With the chunk length of a real call: T = 1500, B = 4 runs in two chunks."""
-    case = _case("rnn", np.float32, True, layers=1, T=1500, B=4, K=3, H=8)
-    want, record = _run("rnn", backend, case, [1500, 1100, 1024, 7], 0)
-    assert record.chunk == _chunks.chunk_steps(4, 1500) == 1024
-    got, record = _run("rnn", backend, case, [1500, 1100, 1024, 7], "auto")
-    assert len(record.saved[0][0].segments) == 2
+    """With the chunks of a real call: T = 20,000, B = 4 runs in chunks of 142 steps."""
+    T = 20000
+    case = _case("rnn", np.float32, True, layers=1, T=T, B=4, K=3, H=8)
+    lengths = [T, 15000, 142 * 50, 7]
+    want, record = _run("rnn", backend, case, lengths, 0)
+    assert record.chunk == _chunks.chunk_steps(4, T) == 142
+    got, record = _run("rnn", backend, case, lengths, "auto")
+    assert len(record.saved[0][0].segments) == 141
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
 
@@ -146,8 +148,14 @@ def test_a_record_can_be_back_propagated_twice(short_chunks, backend):
         np.testing.assert_array_equal(first[2][key], second[2][key])
 
 
-@pytest.mark.parametrize("T, B, k, want", [(20000, 4, "auto", 1024), (20000, 4, 1, 1024),
-                                           (20000, 4, 1500, 2048), (100, 32, "auto", 128),
+@pytest.mark.parametrize("T, B, want", [(100, 32, 100), (16384, 4, 16384), (16385, 4, 129),
+                                        (20000, 4, 142), (20000, 1, 20000), (100000, 1, 512), (10 ** 6, 64, 1000)])
+def test_chunks_are_the_whole_call_or_about_sqrt_t_steps(T, B, want):
+    assert _chunks.chunk_steps(B, T) == want
+
+
+@pytest.mark.parametrize("T, B, k, want", [(20000, 4, "auto", 142), (20000, 4, 1, 142),
+                                           (20000, 4, 300, 426), (100, 32, "auto", 100),
                                            (100, 32, 0, 0)])
 def test_checkpoint_steps_round_up_to_whole_chunks(T, B, k, want):
     assert _chunks.checkpoint_steps(k, T, B) == want
@@ -177,3 +185,14 @@ def test_classes_take_checkpoint(short_chunks, cls):
     for key in full.grads:
         np.testing.assert_array_equal(kept.grads[key], full.grads[key])
     assert "checkpoint='auto'" in repr(kept)
+
+
+def test_bench_row_reports_memory_and_time_of_both():
+    from rnncore.bench.checkpoint import checkpoint_rows, format_checkpoint_table
+    sizes = {"T": 300, "B": 256, "K": 4, "H": 8}          # 76,800 rows: in chunks
+    rows = checkpoint_rows(cells=("gru",), budget=0.01, rounds=1, pin=False, sizes=sizes)
+    (row,) = rows
+    assert 0 < row["auto_held"] < row["full_held"] < row["full_peak"]
+    assert row["full_ms"] > 0 and row["auto_ms"] > 0
+    table = format_checkpoint_table(rows)
+    assert "T=300, B=256" in table and table.splitlines()[2].startswith("gru")

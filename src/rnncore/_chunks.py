@@ -1,7 +1,8 @@
 """A long layer-direction in chunks of steps, and checkpointed BPTT over them.
 
-A layer-direction whose T·B exceeds ``CHUNK_ROWS`` rows runs as a sequence of calls of
-the backend's cell functions, each over a chunk of ``chunk_steps(B)`` steps, in the order
+A layer-direction whose T·B exceeds ``WHOLE_CALL_ROWS`` rows runs as a sequence of calls
+of the backend's cell functions, each over a chunk of ``chunk_steps(B, T)`` steps (about
+√T: see there), in the order
 the recurrence visits them, each starting from the state the previous one ended in. Its
 backward calls the cell's backward on the same chunks in the opposite order, carrying
 ∂L/∂(the state at the chunk boundary) from one to the next, and sums the chunks' weight
@@ -35,19 +36,33 @@ import math
 
 import numpy as np
 
-__all__ = ["CHUNK_ROWS", "chunk_steps", "checkpoint_steps", "Checkpoints",
-           "forward_direction", "backward_direction"]
+__all__ = ["WHOLE_CALL_ROWS", "MIN_CHUNK_ROWS", "chunk_steps", "checkpoint_steps",
+           "Checkpoints", "forward_direction", "backward_direction"]
 
-# Rows of steps (T·B) per chunk: enough that the calls' overhead (packing W_hh, the
-# walker) is below 1% of their work at the smallest sizes of the grid, so that chunking
-# a whole-sequence call costs nothing measurable. The grid's cases (T·B <= 3200) and any
-# call of fewer rows run as one chunk: as one call.
-CHUNK_ROWS = 4096
+# A call of up to this many rows of steps (T·B) runs as one chunk, as one call of the
+# cell's functions: every case of the PERF grid (at most 8,000 rows) and anything whose
+# states are small enough (65,536 rows of H floats) not to need checkpointing.
+WHOLE_CALL_ROWS = 1 << 16
+# A chunk has at least this many rows, so that each call's fixed cost (packing W_hh,
+# the walker: tens of µs) stays a few % of its work even for a small hidden size.
+MIN_CHUNK_ROWS = 512
+
+
+def _ceil_sqrt(n: int) -> int:
+    return math.isqrt(n - 1) + 1 if n > 0 else 0
 
 
 def chunk_steps(B: int, T: int) -> int:
-    """The steps of one chunk for a batch of B: ⌈CHUNK_ROWS / B⌉ (T when B = 0)."""
-    return max(1, T) if B == 0 else max(1, -(-CHUNK_ROWS // B))
+    """The steps of one chunk of a call of T steps and B rows.
+
+    T when T·B <= ``WHOLE_CALL_ROWS`` (one chunk); else ⌈√T⌉, or ⌈MIN_CHUNK_ROWS / B⌉
+    steps if that is more. √T makes checkpointing at k = ⌈√T⌉ keep ~2√T steps of
+    states instead of T; a full call pays ~√T calls' fixed cost (T = 20,000: 142
+    chunks).
+    """
+    if B == 0 or T * B <= WHOLE_CALL_ROWS:
+        return max(1, T)
+    return max(_ceil_sqrt(T), -(-MIN_CHUNK_ROWS // B))
 
 
 def checkpoint_steps(checkpoint, T: int, B: int) -> int:
@@ -57,7 +72,7 @@ def checkpoint_steps(checkpoint, T: int, B: int) -> int:
         if checkpoint != "auto":
             raise ValueError(f"checkpoint must be 0, a positive int or 'auto'; "
                              f"got {checkpoint!r}")
-        k = math.isqrt(max(T - 1, 0)) + 1 if T > 0 else 1          # ⌈√T⌉, at least 1
+        k = max(1, _ceil_sqrt(T))
     elif isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, bool):
         if checkpoint < 0:
             raise ValueError(f"checkpoint must be 0, a positive int or 'auto'; "

@@ -192,7 +192,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         k = ⌈√T⌉. The gradients are bitwise those of ``checkpoint=0``; the states kept
         shrink from T to about T/k + k steps per layer-direction, for one more forward
         in backward. k is rounded up to a whole number of the chunks a long call runs
-        in (⌈4096 / B⌉ steps; see :mod:`rnncore._chunks`). Each layer's input is still
+        in (about √T steps when T·B > 65,536, else the whole call: a call that short
+        is recomputed whole; see :mod:`rnncore._chunks`). Each layer's input is still
         kept (``x`` by reference), and with ``merge_mode="mul"`` the last layer's
         states.
 
