@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                         "rnn.stream() at B=1, K=H=64 (step, run, forward) for rnn, lstm "
                         "and gru against torch's nn.RNNCell/LSTMCell/GRUCell (honours "
                         "--isa, --dtype, --budget, --rounds, --pin, --json)")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="instead of the grid, the checkpoint row: peak memory and time of "
+                        "forward+backward at T=20000, B=4, K=H=128, full BPTT against "
+                        "checkpoint='auto', for rnn, lstm and gru")
     p.add_argument("--impls", default=",".join(IMPLS),
                    help=f"comma-separated implementations to try (default: all "
                         f"installed): {', '.join(IMPLS)}")
@@ -169,6 +173,9 @@ def main(argv=None) -> int:
         if args.stream:
             from .stream import main_stream
             return main_stream(args)
+        if args.checkpoint:
+            from .checkpoint import main_checkpoint
+            return main_checkpoint(args)
         return _run(args, argv, impls, wanted, threads)
     finally:
         restore()
