@@ -95,7 +95,8 @@ def test_patch_logs_one_info_line_with_what_it_converted_and_left(caplog):
 def test_patch_logs_when_it_finds_no_recurrent_module(caplog):
     caplog.set_level(logging.INFO, logger="rnncore.torch")
     rt.patch(torch.nn.Linear(2, 2))
-    assert caplog.records[0].getMessage() == "rnncore.torch.patch: no recurrent module found"
+    assert caplog.records[0].getMessage() == (
+        "rnncore.torch.patch: no recurrent module found")
 
 
 def test_patch_says_when_a_converted_module_will_run_torch_for_its_parameters():
@@ -182,7 +183,8 @@ def test_explain_names_dropout_in_training_as_run_layer_by_layer():
         "every condition of the rule holds; dropout 0.25 between layers in training mode:"
         " one rnncore call per layer, torch's noise between them")
     rnn.eval()
-    assert rt.explain(rnn, torch.randn(T, B, K)).reason == "every condition of the rule holds"
+    assert rt.explain(rnn, torch.randn(T, B, K)).reason == (
+        "every condition of the rule holds")
 
 
 @pytest.mark.parametrize("case, reason", [
