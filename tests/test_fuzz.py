@@ -79,6 +79,7 @@ Profiles: ``ci`` (the default: 400 derandomised examples) and ``long``
 (``RNNCORE_FUZZ_PROFILE=long``: 20,000 random examples, or ``RNNCORE_FUZZ_EXAMPLES``);
 docs/reliability.md has the commands and the figures.
 """
+import contextlib
 import os
 from collections import Counter
 
@@ -141,6 +142,8 @@ def configs(draw):
                     if special != "none" else []),
         density=draw(st.sampled_from([0.02, 0.15, 0.5])),
         seed=draw(st.integers(0, 2 ** 32 - 1)),
+        # the short-call path (BLAS, nothing packed) or the packed kernels at any size
+        packed_always=draw(st.booleans()),
     )
 
 
@@ -425,10 +428,26 @@ def assert_agree(got, want, what, *, scale, safe, kappa, forward):
 
 
 def _run(backend, cfg, x, h0, params, dy, dh_n, lengths):
-    y, h_n, record = F.forward(x, params, h0, lengths, nonlinearity=cfg["nonlinearity"],
-                               batch_first=cfg["batch_first"], backend=backend)
-    dx, dh0, grads = F.backward(record, dy, dh_n)
+    with _calls_packed(backend, cfg):
+        y, h_n, record = F.forward(x, params, h0, lengths,
+                                   nonlinearity=cfg["nonlinearity"],
+                                   batch_first=cfg["batch_first"], backend=backend)
+        dx, dh0, grads = F.backward(record, dy, dh_n)
     return {"y": y, "h_n": h_n, "dx": dx, "dh0": dh0, **grads}, record
+
+
+@contextlib.contextmanager
+def _calls_packed(backend, cfg):
+    """Run the kernels' packed path even where the call is short, if cfg says so."""
+    if backend != "cython" or not cfg["packed_always"]:
+        yield
+        return
+    from rnncore import _kernels
+    _kernels.set_short_call_rows(0)
+    try:
+        yield
+    finally:
+        _kernels.set_short_call_rows(None)
 
 
 @given(configs())

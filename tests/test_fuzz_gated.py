@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, event, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 CELLS = [c for c in ("lstm", "gru") if "cython" in F.backends_for(c)]
+_kernels = pytest.importorskip("rnncore._kernels") if CELLS else None
 pytestmark = [pytest.mark.skipif(not CELLS, reason="no compiled kernels for gated cells"),
               pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
@@ -64,7 +65,9 @@ def configs(draw):
         batch_first=draw(st.booleans()), unbatched=unbatched,
         lengths=draw(st.sampled_from(["none", "random", "ones", "all_T"])),
         layout=draw(st.sampled_from(LAYOUTS)), values=values,
-        seed=draw(st.integers(0, 2 ** 32 - 1)))
+        seed=draw(st.integers(0, 2 ** 32 - 1)),
+        # the short-call path (BLAS, nothing packed) or the packed kernels at any size
+        packed_always=draw(st.booleans()))
 
 
 def _layout(a, layout):
@@ -114,9 +117,16 @@ def _inputs(cfg):
 
 
 def _run(backend, cfg, x, h0, params, dy, dh_n, lengths):
-    y, finals, record = F.forward(x, params, h0, lengths, cell=cfg["cell"],
-                                  batch_first=cfg["batch_first"], backend=backend)
-    dx, d0, grads = F.backward(record, dy, dh_n)
+    packed = backend == "cython" and cfg["packed_always"]
+    if packed:
+        _kernels.set_short_call_rows(0)   # the packed kernels even where the call is short
+    try:
+        y, finals, record = F.forward(x, params, h0, lengths, cell=cfg["cell"],
+                                      batch_first=cfg["batch_first"], backend=backend)
+        dx, d0, grads = F.backward(record, dy, dh_n)
+    finally:
+        if packed:
+            _kernels.set_short_call_rows(None)
     flat = (lambda n, v: {f"{n}{i}": a for i, a in enumerate(v)}) if cfg["cell"] == "lstm" \
         else (lambda n, v: {n: v})
     return {"y": y, **flat("final", finals), "dx": dx, **flat("d0", d0), **grads}
@@ -139,8 +149,9 @@ def _agree(got, want, other, key, cfg):
     ``other`` says how much rounding alone moves that result:
 
     * float32: ``other`` is the reference run in float64 on the same inputs (the truth);
-      the kernels must be within SPEC's tolerance of it, or no more than 4× as far from
-      it as the float32 reference is;
+      the kernels must be within SPEC's tolerance of it, or no more than 8× as far from
+      it as the float32 reference is (two orders of one nearly cancelling float32 sum,
+      the reference's and the BLAS's or the packed kernels', differ by several times);
     * float64: ``other`` is the reference on inputs and weights perturbed by a few ulps
       (the backward error of any stable implementation); the kernels must be within
       SPEC's tolerance of the reference, or no more than 4× as far as that perturbation
@@ -161,7 +172,8 @@ def _agree(got, want, other, key, cfg):
     scale = max(np.linalg.norm(ref), 1e-30 if cfg["values"] != "tiny" else 1e-20)
     err = np.linalg.norm(got.astype(np.float64) - ref) / scale
     spread = np.linalg.norm(want.astype(np.float64) - other) / scale
-    allowed = max(TOL[cfg["dtype"]], 4 * spread if np.isfinite(spread) else 0.0)
+    factor = 8 if cfg["dtype"] == np.float32 else 4
+    allowed = max(TOL[cfg["dtype"]], factor * spread if np.isfinite(spread) else 0.0)
     assert err <= allowed, f"{key}: relative difference {err:.3g} > {allowed:.3g}"
     return True
 

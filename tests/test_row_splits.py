@@ -22,8 +22,25 @@ def path(request):
     isa, gemm = request.param
     _kernels.set_isa(isa)
     _kernels.set_whole_sequence_gemm(gemm)
+    _kernels.set_short_call_rows(0)       # the packed path even for the few rows here
     yield request.param
     _kernels.set_isa(None)
+    _kernels.set_short_call_rows(None)
+
+
+def test_short_calls_are_not_split_because_they_run_on_the_blas():
+    """A call of fewer rows of steps than short_call_rows packs nothing and runs on the
+    BLAS, which does not promise the same bits for a part of the rows: never split."""
+    rows = 12
+    for isa in _kernels.supported_isas():
+        _kernels.set_isa(isa)
+        _kernels.set_short_call_rows(rows)
+        try:
+            assert not _kernels.splits_are_exact(1, 64, True, rows - 1)
+            assert _kernels.splits_are_exact(1, 64, True, rows) == (isa != "baseline")
+        finally:
+            _kernels.set_isa(None)
+            _kernels.set_short_call_rows(None)
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])

@@ -88,7 +88,7 @@ cdef object gated_forward(CellKind kind, const floating[:, :, ::1] x,
     cdef bint lstm = kind == LSTM_CELL
     cdef Py_ssize_t GH = (4 if lstm else 3) * H, S = 4 * H, W = P if P else H
     dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, GH, floating is float)
+    cdef Plan plan = make_plan(B, GH, floating is float, T * B)
     cdef bint packed = plan.form == PACKED
     hs_arr = np.empty((T + 1, B, W), dtype)
     cs_arr = np.empty(dims(lstm, (T + 1, B, H)), dtype)
@@ -180,7 +180,7 @@ cdef object gated_backward(CellKind kind, const floating[:, :, ::1] x,
     cdef bint lstm = kind == LSTM_CELL
     cdef Py_ssize_t GH = (4 if lstm else 3) * H, W = P if P else H
     dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, GH, floating is float)
+    cdef Plan plan = make_plan(B, GH, floating is float, T * B)
     cdef bint packed = plan.form == PACKED
     delta_arr = np.empty((T, B, GH), dtype)
     eps_arr = delta_arr if lstm else np.empty((T, B, GH), dtype)    # ∂L/∂(h W_hhᵀ)

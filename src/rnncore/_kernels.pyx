@@ -24,6 +24,8 @@ one value that :func:`set_isa` and :func:`set_whole_sequence_gemm` swap whole; e
 reads it once, at its start, into the plan its loops receive (``_plan.pxd``). The
 preconditions are in ``_checks.pxd``.
 """
+import os
+
 import numpy as np
 
 from libc.stdint cimport int64_t
@@ -105,6 +107,36 @@ def set_whole_sequence_gemm(name=None):
         raise ValueError(f"name must be 'blas', 'rnncore' (with the avx2 or avx512 isa) "
                          f"or None; got {name!r}")
     _store_policy(now.isa, name)
+
+
+def _short_rows_default():
+    """The built-in short-call limit, or RNNCORE_SHORT_CALL_ROWS (0: every call packs;
+    how the test suite runs the packed kernels on its small inputs, RNNCORE_CHECKED)."""
+    text = os.environ.get("RNNCORE_SHORT_CALL_ROWS", "").strip()
+    if not text:
+        return rnn_short_rows_load()
+    if not text.isdigit():
+        raise ValueError(f"RNNCORE_SHORT_CALL_ROWS must be an integer >= 0; got {text!r}")
+    return int(text)
+
+
+_SHORT_ROWS_DEFAULT = _short_rows_default()
+rnn_short_rows_store(_SHORT_ROWS_DEFAULT)
+
+
+def short_call_rows():
+    """Calls with fewer rows of steps (T·B) than this run on the BLAS unpacked."""
+    return rnn_short_rows_load()
+
+
+def set_short_call_rows(rows=None):
+    """Set the T·B below which a call packs nothing (None: the default). For tests and
+    benchmarks that compare the short-call path with the packed one (0: never short).
+    Safe while kernels run: a running call keeps the value it started with."""
+    cdef long n = _SHORT_ROWS_DEFAULT if rows is None else rows
+    if n < 0:
+        raise ValueError(f"rows must be >= 0 or None; got {rows!r}")
+    rnn_short_rows_store(n)
 
 
 def isa():
@@ -213,7 +245,7 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef Py_ssize_t R = row1 - row0                # the rows this call runs
     # every choice is made for the whole batch, so that each row's bits do not depend
     # on the rows it runs with
-    cdef Plan plan = make_plan(B, H, floating is float)
+    cdef Plan plan = make_plan(B, H, floating is float, T * B, HOLDS_M_T)
     scratch_arr = np.empty((R, H), dtype=dtype)
     cdef floating[:, ::1] scratch = scratch_arr
     # W_hhᵀ for the forms that read m = W_hhᵀ itself, W_hhᵀ in panels if PACKED, the
@@ -300,7 +332,7 @@ def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
     if M == 0:
         return
     dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, H, floating is float)
+    cdef Plan plan = make_plan(B, H, floating is float, T * B)   # the whole call's T
     cdef int out_slot = 0 if reverse else 1
     cdef floating *work = <floating *>workspace(
         workspace_size(&plan, H, K, 1, floating is float), sizeof(floating))
@@ -317,11 +349,12 @@ def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
         free(work)
 
 
-def splits_are_exact(Py_ssize_t B, Py_ssize_t H, bint single):
+def splits_are_exact(Py_ssize_t B, Py_ssize_t H, bint single, Py_ssize_t rows=-1):
     """Whether the current policy computes every row of every product alone (the
     packed per-step form and the packed whole-sequence products), so that splitting a
-    call by batch rows, steps or rows of the weight gradients changes no bit."""
-    cdef Plan plan = make_plan(B, H, single)
+    call by batch rows, steps or rows of the weight gradients changes no bit; ``rows``
+    is the call's T·B (-1: a long call; a short one runs on the BLAS)."""
+    cdef Plan plan = make_plan(B, H, single, rows)
     return plan.form == PACKED and bool(plan.policy.own_gemm)
 
 
@@ -356,11 +389,11 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
     check_rows("rows", row0, row1, B)
     cdef Py_ssize_t R = row1 - row0
     dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, H, floating is float)
+    cdef Plan plan = make_plan(B, H, floating is float, T * B, HOLDS_M)
     carry_arr = np.zeros((R, H), dtype=dtype)
     cdef floating[:, ::1] carry = carry_arr             # δ_{t+1} W_hh
     # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
-    cdef bint need_t = plan.form == GEMM_NT
+    cdef bint need_t = plan.form == GEMM_NT or plan.form == GEMV_T
     cdef floating *w_hh_t = NULL
     cdef floating *packed = NULL                        # W_hh in panels, if PACKED
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
@@ -446,7 +479,7 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
         raise ValueError(f"part must be (i, n) with 0 <= i < n; got {part!r}")
     cdef Py_ssize_t M = T * B, j
     dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, H, floating is float)
+    cdef Plan plan = make_plan(B, H, floating is float, M)
     cdef bint by_rows = rnn_gemm_packs_a(H, sizeof(floating))
     # cuts on multiples of the widest panel (AVX-512's, 64 bytes · 2), the same under
     # every policy: the parts of one product may run under different ones
@@ -539,6 +572,8 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
     if M * K == 0:
         return
     dtype = np.float32 if floating is float else np.float64
+    # ∂x may be computed in ranges of steps (threads): decided as for a long call,
+    # never by the rows of a range, so that each range runs what the whole call would
     cdef Plan plan = make_plan(B, H, floating is float)
     cdef floating *work = <floating *>workspace(
         workspace_size(&plan, K, H, 1, floating is float), sizeof(floating))

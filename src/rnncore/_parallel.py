@@ -126,19 +126,20 @@ def map_directions(fn, jobs, work: int):
     return _run_parts([functools.partial(fn, *job) for job in jobs])
 
 
-def direction_parts(module, work: int, B: int, H: int, dtype, D: int) -> int:
+def direction_parts(module, work: int, B: int, H: int, dtype, D: int, rows: int = -1) -> int:
     """Into how many parts to split each direction of a layer (1: not split).
 
     A direction is split over all threads when at least two are allowed, the layer has
     ``work`` ≥ ``_MIN_PARALLEL_WORK`` multiply-adds per direction, the kernels' policy
-    makes splits exact, and there is no better use for the threads: a bidirectional
-    layer on fewer than four threads runs its two directions at once instead.
+    makes splits exact for a call of ``rows`` = T·B rows of steps, and there is no
+    better use for the threads: a bidirectional layer on fewer than four threads runs
+    its two directions at once instead.
     """
     n = get_num_threads()
     if n < 2 or work < _MIN_PARALLEL_WORK or (D == 2 and n < 4):
         return 1
     exact = getattr(module, "splits_are_exact", None)
-    if exact is None or not exact(B, H, np.dtype(dtype) == np.float32):
+    if exact is None or not exact(B, H, np.dtype(dtype) == np.float32, rows):
         return 1
     return n
 

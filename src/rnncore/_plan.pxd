@@ -14,6 +14,12 @@ cdef enum StepForm:
     GEMV        # one row: a matrix-vector product on m, which OpenBLAS runs faster
     GEMM_NN     # the BLAS on m (sgemm is fastest this way)
     GEMM_NT     # the BLAS on mᵀ (dgemm is fastest this way)
+    GEMV_T      # one row, on mᵀ: a short call whose caller holds mᵀ, not m
+
+
+cdef enum HeldMatrix:
+    HOLDS_M = 0     # the caller holds the per-step matrix m itself (BPTT: m = W_hh)
+    HOLDS_M_T = 1   # the caller holds mᵀ (the forward: m = W_hhᵀ, the caller W_hh)
 
 
 cdef struct Plan:
@@ -22,13 +28,28 @@ cdef struct Plan:
     int nr              # panel width of the PACKED form
 
 
-cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single) noexcept:
+cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single,
+                           Py_ssize_t rows=-1, HeldMatrix held=HOLDS_M) noexcept:
     """Read the policy once and decide every choice of one call from it.
 
-    The forms were chosen by measurement (docs/perf-notes.md).
+    ``rows`` is T·B of the call (-1: unknown, taken as long). A short call (fewer rows
+    than ``rnn_short_rows``) packs nothing: its per-step product runs on the BLAS on
+    the matrix the caller ``held`` (no transposed copy either) and its whole-sequence
+    products on the BLAS, since packing costs O(H²) per call whatever T is. Every choice
+    depends on the whole call's B, H and rows, never on a part's, so that a call split
+    over threads decides as one thread does. The forms were chosen by measurement
+    (docs/perf-notes.md).
     """
     cdef Plan plan
     plan.policy = rnn_policy_load()
+    if 0 <= rows < rnn_short_rows_load():
+        plan.nr = 0
+        plan.policy.own_gemm = 0
+        if held == HOLDS_M:
+            plan.form = GEMV if B == 1 else GEMM_NN
+        else:
+            plan.form = GEMV_T if B == 1 else GEMM_NT
+        return plan
     plan.nr = rnn_vm_step_nr(plan.policy.vm, B, H, single)
     if plan.nr:
         plan.form = PACKED
@@ -56,6 +77,8 @@ cdef inline void step_product(const Plan *plan, int B, int H, const floating *h,
             plan.policy.vm.gemm_packed_d(B, H, H, h, H, 1, packed, out, H, False)
     elif plan.form == GEMV:
         gemv(True, H, H, <floating>1, m, H, h, <floating>0, out)
+    elif plan.form == GEMV_T:
+        gemv(False, H, H, <floating>1, m_t, H, h, <floating>0, out)
     elif plan.form == GEMM_NN:
         gemm(False, False, B, H, H, <floating>1, h, H, m, H, <floating>0, out, H)
     else:
@@ -119,13 +142,22 @@ cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K
         else:
             plan.policy.vm.gemm_d(M, N, K, a, ar, ak, b, bk, bj, c, ldc, accumulate, work)
         return
+    cdef floating beta = 1 if accumulate else 0
+    if M == 1 and K >= 1 and N >= 1 and ak == 1:
+        # one row (a short call's one step): a matrix-vector product, which packs nothing
+        if bj == 1 and bk >= N:          # B row-major (K×N): c = Bᵀ a
+            gemv(True, <int>K, N, <floating>1, b, <int>bk, a, beta, c)
+            return
+        if bk == 1 and bj >= K:          # B = Wᵀ of a row-major (N×K) W: c = W a
+            gemv(False, N, <int>K, <floating>1, b, <int>bj, a, beta, c)
+            return
     # A is (M×K) row-major (unit column stride) or the transpose of a (K×M) one; the
     # leading dimension of a single row or column is free, so give the BLAS a legal one
     cdef bint ta = ak != 1, tb = bj != 1
     cdef Py_ssize_t lda = (ak if K > 1 else M) if ta else (ar if M > 1 else K)
     cdef Py_ssize_t ldb = (bj if N > 1 else K) if tb else (bk if K > 1 else N)
-    gemm(ta, tb, <int>M, N, <int>K, <floating>1, a, <int>lda, b, <int>ldb,
-         <floating>1 if accumulate else <floating>0, c, <int>ldc)
+    gemm(ta, tb, <int>M, N, <int>K, <floating>1, a, <int>lda, b, <int>ldb, beta, c,
+         <int>ldc)
 
 
 cdef inline Py_ssize_t workspace_size(const Plan *plan, Py_ssize_t N, Py_ssize_t K,

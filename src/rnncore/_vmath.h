@@ -206,6 +206,23 @@ static inline rnn_policy rnn_policy_load(void)
     return rnn_policies[__atomic_load_n(&rnn_policy_index, __ATOMIC_ACQUIRE)];
 }
 
+/* Short calls: a call with fewer rows of steps (T·B) than this runs its per-step
+ * product and its whole-sequence products on the BLAS, on the weights as they are:
+ * packing W_hh (and W_ih, for the rnncore GEMM) costs O(H²) per call, more than the few
+ * products it would speed up (docs/perf-notes.md §18). Read once per call, like the
+ * policy; changed only by tests and benchmarks (_kernels.set_short_call_rows). */
+static long rnn_short_rows = 12;
+
+static inline long rnn_short_rows_load(void)
+{
+    return __atomic_load_n(&rnn_short_rows, __ATOMIC_RELAXED);
+}
+
+static inline void rnn_short_rows_store(long rows)
+{
+    __atomic_store_n(&rnn_short_rows, rows, __ATOMIC_RELAXED);
+}
+
 static const char *rnn_vm_name(int index)
 {
     return index >= 0 && index < RNN_VM_NTABLES ? rnn_vm_tables[index].name : "";

@@ -63,6 +63,8 @@ cdef extern from "_vmath.h" nogil:
     void rnn_policy_init()
     void rnn_policy_store(int isa, int own_gemm)
     rnn_policy rnn_policy_load()
+    long rnn_short_rows_load()
+    void rnn_short_rows_store(long rows)
     long rnn_packed_size(long K, int N, int nr)
     long rnn_gemm_work(int N, long K, int nr, long ak, int elsize)
     int rnn_gemm_packs_a(long ak, int elsize)

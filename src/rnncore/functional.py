@@ -350,7 +350,8 @@ def _parts(module, layer_in, H: int, D: int) -> int:
     if module is not _kernels:
         return 1
     T, B, K = layer_in.shape
-    return _parallel.direction_parts(module, T * B * (K + H) * H, B, H, layer_in.dtype, D)
+    return _parallel.direction_parts(module, T * B * (K + H) * H, B, H, layer_in.dtype, D,
+                                     T * B)
 
 
 @functools.lru_cache(maxsize=64)
