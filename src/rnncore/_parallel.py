@@ -9,7 +9,8 @@ packed kernels of AVX2 and AVX-512), so that the result has the bits of one thre
 
 The thread count follows the usual conventions: :func:`set_num_threads`, else
 ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of CPUs this process
-may use. A child made by ``fork`` starts with no worker thread and a fresh lock (see
+may use, read at the first call that needs it and again after ``set_num_threads(None)``
+(not per call: that costs microseconds a tiny call cannot spare). A child made by ``fork`` starts with no worker thread and a fresh lock (see
 ``_after_fork_in_child``).
 """
 from __future__ import annotations
@@ -43,7 +44,18 @@ _MIN_PART_WORK = 1 << 21
 _MIN_PART_ROWS = 6
 
 
+_default: int | None = None    # _default_threads() as first read; set_num_threads(None)
+                               # reads it again
+
+
 def _default_threads() -> int:
+    global _default
+    if _default is None:
+        _default = _read_default_threads()
+    return _default
+
+
+def _read_default_threads() -> int:
     for var in ("RNNCORE_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "")
         if value.strip().isdigit() and int(value) > 0:
@@ -83,12 +95,17 @@ def set_num_threads(n: int | None) -> None:
         1 runs everything on the calling thread; 2 or more run the directions of a
         bidirectional layer at once, or split one direction's work over ``n`` threads
         (batch rows, steps, rows of the weight gradients) with the bits of one thread.
+        None: ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this
+        process may use, read now (after a change of the environment or of the
+        process's CPU affinity, call it again).
     """
-    global _num_threads
+    global _num_threads, _default
     if n is not None and (not isinstance(n, (int, np.integer)) or isinstance(n, bool)
                           or n < 1):
         raise ValueError(f"n must be a positive integer or None; got {n!r}")
     _num_threads = None if n is None else int(n)
+    if n is None:
+        _default = None                 # the environment and affinity read afresh
 
 
 def get_num_threads() -> int:
