@@ -149,7 +149,8 @@ def test_a_record_can_be_back_propagated_twice(short_chunks, backend):
 
 
 @pytest.mark.parametrize("T, B, want", [(100, 32, 100), (16384, 4, 16384), (16385, 4, 129),
-                                        (20000, 4, 142), (20000, 1, 20000), (100000, 1, 512), (10 ** 6, 64, 1000)])
+                                        (20000, 4, 142), (20000, 1, 20000),
+                                        (100000, 1, 512), (10 ** 6, 64, 1000)])
 def test_chunks_are_the_whole_call_or_about_sqrt_t_steps(T, B, want):
     assert _chunks.chunk_steps(B, T) == want
 
@@ -196,3 +197,25 @@ def test_bench_row_reports_memory_and_time_of_both():
     assert row["full_ms"] > 0 and row["auto_ms"] > 0
     table = format_checkpoint_table(rows)
     assert "T=300, B=256" in table and table.splitlines()[2].startswith("gru")
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunks_split_over_threads_keep_the_bits_of_one_thread(short_chunks, monkeypatch,
+                                                               dtype, threads):
+    """A long call's last chunk may be a short call, which the kernels run on the BLAS
+    and which must not be split: T = 9 in chunks of 4 leaves a 1-step chunk."""
+    pytest.importorskip("rnncore._kernels")
+    from rnncore import _parallel
+    for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
+        monkeypatch.setattr(_parallel, name, 1)
+    case = _case("rnn", dtype, False, layers=2, T=9, B=6, K=300, H=300)
+    runs = []
+    for n in (1, threads):
+        rnncore.set_num_threads(n)
+        try:
+            runs.append(_run("rnn", "cython", case, [9, 4, 5, 1, 9, 8], "auto")[0])
+        finally:
+            rnncore.set_num_threads(None)
+    for g, w in zip(*runs):
+        np.testing.assert_array_equal(g, w)

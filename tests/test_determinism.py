@@ -183,7 +183,8 @@ def test_same_results_across_calls(backend, dtype):
     dy = rng.standard_normal((25, 6, 80)).astype(dtype)
     first = None
     for _ in range(5):
-        y, h_n, rec = F.forward(x, rnn.params, lengths=[25, 3, 9, 25, 1, 14], backend=backend)
+        y, h_n, rec = F.forward(x, rnn.params, lengths=[25, 3, 9, 25, 1, 14],
+                                backend=backend)
         dx, dh0, g = F.backward(rec, dy)
         got = [y, h_n, dx, dh0, *g.values()]
         if first is None:

@@ -162,7 +162,8 @@ def test_bad_merge_mode_is_a_value_error_naming_it_and_the_choices(bad):
 
 
 def test_dy_must_have_the_merged_shape():
-    params = {k: np.zeros(s) for k, s in F.param_shapes(3, 4, 1, bidirectional=True).items()}
+    shapes = F.param_shapes(3, 4, 1, bidirectional=True)
+    params = {k: np.zeros(s) for k, s in shapes.items()}
     _, _, rec = F.forward(np.zeros((2, 1, 3)), params, merge_mode="sum")
     with pytest.raises(ValueError, match=r"dy must have the shape of the forward output "
                                          r"\(2, 1, 4\); got \(2, 1, 8\)"):

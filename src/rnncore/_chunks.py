@@ -116,6 +116,19 @@ def _carried(seqs, t0: int, t1: int, reverse: bool):
     return [s[0] if reverse else s[t1 - t0] for s in seqs]
 
 
+def _parts(module, parts: int, x, t0: int, t1: int, w) -> int:
+    """The threads for chunk [t0, t1): the layer's ``parts``, unless the chunk is a
+    short call that the kernels run on the BLAS, which is not split (the last chunk
+    may be a few steps long)."""
+    if parts == 1:
+        return 1
+    B = x.shape[1]
+    exact = getattr(module, "splits_are_exact", None)
+    single = x.dtype == np.float32
+    return parts if exact is not None and exact(B, w[1].shape[1], single,
+                                                (t1 - t0) * B) else 1
+
+
 class Checkpoints:
     """What a checkpointed layer-direction keeps for its backward: its segments (lists
     of chunk bounds, each list and the segments in the order the recurrence visits
@@ -165,7 +178,8 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
         init = _chunk_init(carried, s0, lengths, t0, t1, reverse)
         if k and i % per_segment == 0:
             inits.append([a.copy() for a in init])
-        hs, saved = cell_type.forward(module, parts, x[t0:t1], w, init,
+        hs, saved = cell_type.forward(module, _parts(module, parts, x, t0, t1, w),
+                                      x[t0:t1], w, init,
                                       _chunk_lengths(lengths, t0, t1), reverse, relu)
         seqs = cell_type.seqs(hs, saved)
         if hs_all is None:
@@ -198,7 +212,8 @@ def _recomputed(cell_type, module, parts, x, w, s0, lengths, reverse, relu, segm
     chunks, carried = [], None
     for i, (t0, t1) in enumerate(segment):
         chunk_init = init if i == 0 else _chunk_init(carried, s0, lengths, t0, t1, reverse)
-        hs, saved = cell_type.forward(module, parts, x[t0:t1], w, chunk_init,
+        hs, saved = cell_type.forward(module, _parts(module, parts, x, t0, t1, w),
+                                      x[t0:t1], w, chunk_init,
                                       _chunk_lengths(lengths, t0, t1), reverse, relu)
         chunks.append((t0, t1, hs, saved))
         carried = _carried(cell_type.seqs(hs, saved), t0, t1, reverse)
@@ -245,7 +260,8 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, s0, dy, ds_n, 
         while chunks:
             t0, t1, hs_c, saved_c = chunks.pop()      # each chunk freed once used
             d0, dws, delta = cell_type.backward(
-                module, parts, x[t0:t1], w, hs_c, saved_c, dy[t0:t1], carry,
+                module, _parts(module, parts, x, t0, t1, w), x[t0:t1], w, hs_c, saved_c,
+                dy[t0:t1], carry,
                 _chunk_lengths(lengths, t0, t1), reverse, relu)
             if dws_sum is None:
                 dws_sum = [None if g is None else g.copy() for g in dws]

@@ -280,12 +280,13 @@ def _single_threaded_blas():
                 kernels.set_blas_threads(_blas_saved)
 
 
-def step_parts_are_exact(module, B: int, H: int, dtype) -> bool:
-    """Whether ``module`` computes each row of a whole-sequence product alone, so that
-    splitting ∂x by ranges of steps changes no bit (the kernels' packed products; not
-    a BLAS, whose blocking depends on the number of rows)."""
+def step_parts_are_exact(module, B: int, H: int, dtype, rows: int = -1) -> bool:
+    """Whether ``module`` computes each row of a whole-sequence product alone in a call
+    of ``rows`` = T·B rows of steps, so that splitting it by ranges of steps changes no
+    bit (the kernels' packed products; not a BLAS, whose blocking depends on the number
+    of rows, nor the kernels' short calls, which run on the BLAS)."""
     exact = getattr(module, "splits_are_exact", None)
-    return exact is not None and exact(B, H, np.dtype(dtype) == np.float32)
+    return exact is not None and exact(B, H, np.dtype(dtype) == np.float32, rows)
 
 
 def exact_blas(module, deterministic: bool = True):
@@ -297,7 +298,7 @@ def exact_blas(module, deterministic: bool = True):
     deterministic call runs them on one BLAS thread: the kernels' OpenBLAS when
     ``module`` is the kernels, NumPy's when it is the reference. When that BLAS already
     has one thread (the kernels' default), or ``deterministic`` is False, the context
-    changes nothing and costs a check (~0.2 µs for the kernels).
+    changes nothing and costs a check (about a microsecond with the kernels).
     """
     if not deterministic:
         return _NO_CHANGE
@@ -337,7 +338,8 @@ def _numpy_blas():
                 kernels_lib = os.path.realpath(scipy_openblas32.get_lib_dir())
             except ImportError:  # pragma: no cover - a declared dependency
                 kernels_lib = None
-            found = [c for c in ThreadpoolController().select(user_api="blas").lib_controllers
+            blas = ThreadpoolController().select(user_api="blas")
+            found = [c for c in blas.lib_controllers
                      if kernels_lib is None
                      or not os.path.realpath(c.filepath).startswith(kernels_lib)]
         _numpy_blas_controllers = found

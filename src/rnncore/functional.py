@@ -552,7 +552,8 @@ def _input_grad_parts(module, parts: int, D: int, record) -> int:
     if parts > 1 or D == 1:
         return parts
     if record.deterministic and not _parallel.step_parts_are_exact(
-            module, record.B, record.cfg.hidden_size, record.cfg.dtype):
+            module, record.B, record.cfg.hidden_size, record.cfg.dtype,
+            record.T * record.B):
         return 1
     return D
 

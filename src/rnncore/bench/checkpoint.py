@@ -117,7 +117,8 @@ def format_checkpoint_table(rows: list[dict]) -> str:
         held = r["auto_held"] / r["full_held"]
         slower = r["auto_ms"] / r["full_ms"]
         ok = "met" if held <= 0.10 and slower <= 1.4 else "MISSED"
-        lines.append(f"{r['cell']:<6}{r['full_peak'] * mib:>10.1f}{r['auto_peak'] * mib:>10.1f}"
+        lines.append(f"{r['cell']:<6}{r['full_peak'] * mib:>10.1f}"
+                     f"{r['auto_peak'] * mib:>10.1f}"
                      f"{r['full_held'] * mib:>11.1f}{r['auto_held'] * mib:>11.1f}"
                      f"{held:>11.1%} {r['full_ms']:>10.1f}{r['auto_ms']:>10.1f}"
                      f"{slower:>11.2f}x  {ok}")
