@@ -14,8 +14,10 @@ h_n, dx, dh0 and every parameter gradient are compared by the rules below.
 What "agree" means follows IEEE arithmetic, nothing looser. The rules rest on one
 running error bound (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 3): a
 sum of n products computed in any order, fused or not, is within γ_n·Σ|terms| of its
-exact value, γ_n = n·u/(1 − n·u) (u the unit roundoff), plus n·u·tiny for gradual
-underflow. ``_error_scales`` walks the reference's record layer by layer, direction by
+exact value, γ_n = n·u/(1 − n·u) (u the unit roundoff), plus n·tiny for underflow
+(the kernels flush denormals to zero, so a value below the smallest normal number
+``tiny`` may become 0: an error of up to tiny per term, not the u·tiny of gradual
+underflow; ``tiny`` in E below stands for tiny/κ). ``_error_scales`` walks the reference's record layer by layer, direction by
 direction and step by step, and gives every value v of the computation a scale E(v) such
 that both backends are within κ·E(v) of the exact result, κ = γ_N with N the longest
 sum of the example (K + H + 2 per step, D·H + H + 2 in the backward step, T·B in the
@@ -283,7 +285,9 @@ def _error_scales(rec, dy, dh_n):
     """
     cfg, T, B, relu, lengths = rec.cfg, rec.T, rec.B, rec.relu, rec.lengths
     H, D, L = cfg.hidden_size, cfg.D, cfg.num_layers
-    kappa, tiny = _kappa(rec), float(np.finfo(cfg.dtype).tiny)
+    kappa = _kappa(rec)
+    # a flushed denormal errs by up to the smallest normal number, not κ times it
+    tiny = float(np.finfo(cfg.dtype).tiny) / kappa
     limit = float(np.finfo(cfg.dtype).max) / 2
     fwd_over = np.zeros(B, bool)         # batch rows where a forward sum could overflow
     bwd_over = np.zeros(B, bool)         # ... a backward one

@@ -16,13 +16,23 @@ reference with the tolerance of tests/test_gated_cells.py, or, for ``nan``, in t
 the NaN cannot reach. The caller's arrays are checked unmodified. Each class must reach
 a value comparison in most of its examples; the counts are printed with ``pytest -s``.
 ``RNNCORE_FUZZ_PROFILE=long`` runs 20,000 examples (``RNNCORE_FUZZ_EXAMPLES``).
+
+Known limit of the norm-wise rule, found by the long profile: in the ``saturating``
+class a gate's tanh may be exactly ±1 in the kernels where ``np.tanh`` returns 1 − 2.5
+ulps (SPEC.md allows a few ulps), so f' = 1 − n² is 0 in one and ~3e-7 in the other; a
+weight gradient made only of such terms (H = K = 1) then differs by most of its norm
+though both are within a few ulps of the truth per element. test_fuzz.py's running error
+bound (E-walk) covers that for the Elman cell; the gated cells do not have one yet, and
+the ci examples do not draw such a case.
 """
+import contextlib
 import os
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from rnncore import _params
 from rnncore import functional as F
 
 pytest.importorskip("hypothesis")
@@ -141,54 +151,58 @@ def _batch_axis(key, cfg):
     return 1 if key.startswith(("final", "d0")) else None
 
 
-def _agree(got, want, other, key, cfg):
+def _agree(got, want, truth, key, cfg):
     """Norm-wise agreement of one array; False if there was nothing to compare.
 
     Where a result is a difference of nearly equal terms (a gradient that nearly cancels,
-    common among saturated gates) any implementation loses digits, so a second run
-    ``other`` says how much rounding alone moves that result:
-
-    * float32: ``other`` is the reference run in float64 on the same inputs (the truth);
-      the kernels must be within SPEC's tolerance of it, or no more than 8× as far from
-      it as the float32 reference is (two orders of one nearly cancelling float32 sum,
-      the reference's and the BLAS's or the packed kernels', differ by several times);
-    * float64: ``other`` is the reference on inputs and weights perturbed by a few ulps
-      (the backward error of any stable implementation); the kernels must be within
-      SPEC's tolerance of the reference, or no more than 4× as far as that perturbation
-      moved the reference.
+    common among saturated gates, whose σ' = σ(1 − σ) loses digits to 1 − σ) any
+    implementation loses digits, so both backends are measured against ``truth``, the
+    reference run in more precision on the same inputs (float64 for float32, the x87
+    extended precision of ``np.longdouble`` for float64): the kernels must be within
+    SPEC's tolerance of the truth, or no more than 8× as far from it as the reference
+    in the same dtype is (two orders of one nearly cancelling sum differ by several
+    times).
     """
     if cfg["values"] == "nan":
         axis = _batch_axis(key, cfg)
         if axis is None or got.shape[axis] < 2:
             return False                  # the NaN reaches every weight gradient
         got, want = np.delete(got, 0, axis), np.delete(want, 0, axis)
-        other = np.delete(other, 0, axis)
+        truth = np.delete(truth, 0, axis)
         assert np.isfinite(got).all(), f"{key}: the NaN of entry 0 reached another entry"
     if not got.size:
         return False
     assert np.isfinite(got).all() == np.isfinite(want).all(), key
-    ref = other if cfg["dtype"] == np.float32 else want
+    truth = truth.astype(np.float64)
     # flushed denormals (class tiny) differ by < 1e-38 · the weights: absolute there
-    scale = max(np.linalg.norm(ref), 1e-30 if cfg["values"] != "tiny" else 1e-20)
-    err = np.linalg.norm(got.astype(np.float64) - ref) / scale
-    spread = np.linalg.norm(want.astype(np.float64) - other) / scale
-    factor = 8 if cfg["dtype"] == np.float32 else 4
-    allowed = max(TOL[cfg["dtype"]], factor * spread if np.isfinite(spread) else 0.0)
+    scale = max(np.linalg.norm(truth), 1e-30 if cfg["values"] != "tiny" else 1e-20)
+    err = np.linalg.norm(got.astype(np.float64) - truth) / scale
+    spread = np.linalg.norm(want.astype(np.float64) - truth) / scale
+    allowed = max(TOL[cfg["dtype"]], 8 * spread if np.isfinite(spread) else 0.0)
     assert err <= allowed, f"{key}: relative difference {err:.3g} > {allowed:.3g}"
     return True
 
 
-def _rounding_twin(cfg, x, h0, params, dy, dh_n):
-    """The inputs of the run that measures rounding (see ``_agree``): in float32 the same
-    values in float64; in float64 every value perturbed by at most 4 ulps."""
-    if cfg["dtype"] == np.float32:
-        move = lambda a: np.asarray(a, np.float64)               # noqa: E731
-    else:
-        rng = np.random.default_rng(cfg["seed"] ^ 0x5EED)
-        eps = np.finfo(np.float64).eps
-        move = lambda a: np.asarray(a) * (1 + 4 * eps * rng.uniform(-1, 1, np.shape(a)))  # noqa: E731,E501
-    each = lambda v: tuple(move(a) for a in v) if isinstance(v, tuple) else move(v)  # noqa: E731,E501
-    return each(x), each(h0), {k: move(v) for k, v in params.items()}, each(dy), each(dh_n)
+@contextlib.contextmanager
+def _extended_precision():
+    """Let the reference run in np.longdouble (its arithmetic is dtype-generic; only
+    the API's check admits float32 and float64 alone)."""
+    saved = _params.FLOATS
+    _params.FLOATS = saved + (np.dtype(np.longdouble),)
+    try:
+        yield
+    finally:
+        _params.FLOATS = saved
+
+
+def _truth(cfg, x, h0, params, dy, dh_n, lengths):
+    """The reference on the same values in more precision than cfg's dtype."""
+    wide = np.float64 if cfg["dtype"] == np.float32 else np.longdouble
+    up = lambda a: np.asarray(a, wide)                                  # noqa: E731
+    each = lambda v: tuple(up(a) for a in v) if isinstance(v, tuple) else up(v)  # noqa: E731,E501
+    with _extended_precision():
+        return _run("numpy", cfg, each(x), each(h0), {k: up(v) for k, v in params.items()},
+                    each(dy), each(dh_n), lengths)
 
 
 @given(configs())
@@ -201,12 +215,12 @@ def _kernels_match_reference(cfg):
     x_before = np.array(x, copy=True)
     want = _run("numpy", cfg, x, h0, params, dy, dh_n, lengths)
     got = _run("cython", cfg, x, h0, params, dy, dh_n, lengths)
-    other = _run("numpy", cfg, *_rounding_twin(cfg, x, h0, params, dy, dh_n), lengths)
+    truth = _truth(cfg, x, h0, params, dy, dh_n, lengths)
     np.testing.assert_array_equal(x, x_before)
     for k, v in params.items():
         np.testing.assert_array_equal(v, before[k])
     assert set(got) == set(want)
-    compared = [k for k in want if _agree(got[k], want[k], other[k], k, cfg)]
+    compared = [k for k in want if _agree(got[k], want[k], truth[k], k, cfg)]
     if compared:
         counts["compared"] += 1
     event(f"{cfg['values']}: {'compared' if compared else 'nothing to compare'}")
