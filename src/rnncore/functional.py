@@ -110,6 +110,12 @@ class Record:
     before backward changes ∂W_ih of the first layer accordingly, as it would in any
     framework that does not copy its inputs. A tampered record cannot make the kernels
     read or write out of bounds: they check that the shapes agree.
+
+    A record of ``forward(..., checkpoint=k)`` holds no state sequence: ``states`` has
+    None for each layer-direction (but the last layer's with ``merge_mode="mul"``) and
+    ``saved`` each layer-direction's checkpoints (:class:`rnncore._chunks.Checkpoints`);
+    ``chunk`` is the steps per chunk of a call run in chunks (0: one call), and
+    ``initial`` the initial states of each layer-direction of such a call.
     """
 
     __slots__ = ("plan", "backend", "relu", "weights", "inputs", "states", "saved",
