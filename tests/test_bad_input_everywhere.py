@@ -300,6 +300,172 @@ GATED_CASES = [
 ]
 
 
+# ---- streaming, merge modes and checkpointing
+# Streams are opened on unidirectional networks with L=2, K=3, H=4, float32, B=2.
+uni_rnn = rnncore.RNN(3, 4, num_layers=2, seed=0)
+uni_lstm = rnncore.LSTM(3, 4, num_layers=2, seed=0)
+uni_gru = rnncore.GRU(3, 4, num_layers=2, seed=0)
+uni_bf = rnncore.RNN(3, 4, batch_first=True, seed=0)
+h0_u = np.zeros((2, 2, 4), f32)
+MERGE_MODES = r"\('concat', 'sum', 'mean', 'mul'\)"
+CHECKPOINT = r"checkpoint must be 0, a positive int or 'auto'; got "
+INDEX = r"index must be None, an int, a sequence of ints or a bool array of shape \(2,\)"
+
+STREAM_CASES = [
+    # ---- functional.forward's merge_mode, checkpoint and deterministic
+    ("functional.forward", "merge_mode 'avg'",
+     lambda: F.forward(x, params, merge_mode="avg"), E,
+     rf"merge_mode must be one of {MERGE_MODES}; got 'avg'"),
+    ("functional.forward", "merge_mode 'SUM' (case matters)",
+     lambda: F.forward(x, params, merge_mode="SUM"), E,
+     rf"merge_mode must be one of {MERGE_MODES}; got 'SUM'"),
+    ("functional.forward", "merge_mode None", lambda: F.forward(x, params, merge_mode=None),
+     E, rf"merge_mode must be one of {MERGE_MODES}; got None"),
+    ("functional.forward", "checkpoint -1", lambda: F.forward(x, params, checkpoint=-1), E,
+     CHECKPOINT + r"-1$"),
+    ("functional.forward", "checkpoint 'sqrt'",
+     lambda: F.forward(x, params, checkpoint="sqrt"), E, CHECKPOINT + r"'sqrt'$"),
+    ("functional.forward", "checkpoint 2.5", lambda: F.forward(x, params, checkpoint=2.5),
+     T_, CHECKPOINT + r"float$"),
+    ("functional.forward", "checkpoint True", lambda: F.forward(x, params, checkpoint=True),
+     T_, CHECKPOINT + r"bool$"),
+    ("functional.forward", "checkpoint None", lambda: F.forward(x, params, checkpoint=None),
+     T_, CHECKPOINT + r"NoneType$"),
+    ("functional.forward", "deterministic 'yes'",
+     lambda: F.forward(x, params, deterministic="yes"), T_,
+     r"deterministic must be True or False; got 'yes'"),
+    ("functional.forward", "deterministic 1", lambda: F.forward(x, params, deterministic=1),
+     T_, r"deterministic must be True or False; got 1"),
+    # ---- the constructors' merge_mode and checkpoint
+    ("RNN(...)", "merge_mode 'avg'",
+     lambda: rnncore.RNN(3, 4, bidirectional=True, merge_mode="avg"), E,
+     rf"merge_mode must be one of {MERGE_MODES}; got 'avg'"),
+    ("LSTM(...)", "merge_mode None", lambda: rnncore.LSTM(3, 4, merge_mode=None), E,
+     rf"merge_mode must be one of {MERGE_MODES}; got None"),
+    ("GRU(...)", "merge_mode 'max'", lambda: rnncore.GRU(3, 4, merge_mode="max"), E,
+     rf"merge_mode must be one of {MERGE_MODES}; got 'max'"),
+    ("RNN(...)", "checkpoint -1", lambda: rnncore.RNN(3, 4, checkpoint=-1), E,
+     CHECKPOINT + r"-1$"),
+    ("LSTM(...)", "checkpoint 1.5", lambda: rnncore.LSTM(3, 4, checkpoint=1.5), T_,
+     CHECKPOINT + r"float$"),
+    ("GRU(...)", "checkpoint 'Auto' (case matters)",
+     lambda: rnncore.GRU(3, 4, checkpoint="Auto"), E, CHECKPOINT + r"'Auto'$"),
+    # ---- opening a stream
+    ("RNN.stream", "a bidirectional RNN", lambda: rnn.stream(), E,
+     r"stream\(\) needs a unidirectional model: .*; got RNN with bidirectional=True"),
+    ("LSTM.stream", "a bidirectional LSTM", lambda: lstm.stream(), E,
+     r"stream\(\) needs a unidirectional model: .*; got LSTM with bidirectional=True"),
+    ("GRU.stream", "a bidirectional GRU", lambda: gru.stream(), E,
+     r"stream\(\) needs a unidirectional model: .*; got GRU with bidirectional=True"),
+    ("RNN.stream", "batch_size 0", lambda: uni_rnn.stream(0), E,
+     r"batch_size must be >= 1; got 0"),
+    ("LSTM.stream", "batch_size -1", lambda: uni_lstm.stream(-1), E,
+     r"batch_size must be >= 1; got -1"),
+    ("GRU.stream", "batch_size 2.0", lambda: uni_gru.stream(2.0), T_,
+     r"batch_size must be an integer; got float"),
+    ("RNN.stream", "batch_size True", lambda: uni_rnn.stream(True), T_,
+     r"batch_size must be an integer; got bool"),
+    ("RNN.stream", "batch_size None", lambda: uni_rnn.stream(None), T_,
+     r"batch_size must be an integer; got NoneType"),
+    ("RNN.stream", "h0 with 1 layer, 2 expected",
+     lambda: uni_rnn.stream(2, np.zeros((1, 2, 4), f32)), E,
+     r"h0 must have shape \(2, 2, 4\) for num_layers=2, bidirectional=False, batch=2, "
+     r"hidden_size=4; got \(1, 2, 4\)"),
+    ("RNN.stream", "h0 of batch 3 for batch_size 2",
+     lambda: uni_rnn.stream(2, np.zeros((2, 3, 4), f32)), E,
+     r"h0 must have shape \(2, 2, 4\) .*batch=2.*; got \(2, 3, 4\)"),
+    ("RNN.stream", "h0 unbatched for batch_size 2",
+     lambda: uni_rnn.stream(2, np.zeros((2, 4), f32)), E,
+     r"h0 must have shape \(2, 2, 4\) .*; got \(2, 4\)"),
+    ("RNN.stream", "h0 float64", lambda: uni_rnn.stream(2, np.zeros((2, 2, 4))), T_,
+     r"h0 has dtype float64 but the weights are float32; they must match"),
+    ("GRU.stream", "h0 int64", lambda: uni_gru.stream(2, np.zeros((2, 2, 4), np.int64)), T_,
+     r"h0 must be float32 or float64; got dtype int64"),
+    ("LSTM.stream", "h0 alone, not (h0, c0)", lambda: uni_lstm.stream(2, h0_u), T_,
+     r"h0 of an LSTM must be a pair \(h0, c0\); got ndarray"),
+    ("LSTM.stream", "a triple (h0, c0, c0)", lambda: uni_lstm.stream(2, (h0_u,) * 3), T_,
+     r"h0 of an LSTM must be a pair \(h0, c0\); got tuple"),
+    ("LSTM.stream", "c0 of the wrong shape",
+     lambda: uni_lstm.stream(2, (h0_u, np.zeros((2, 2, 3), f32))), E,
+     r"c0 must have shape \(2, 2, 4\) for num_layers=2, bidirectional=False, batch=2, "
+     r"hidden_size=4; got \(2, 2, 3\)"),
+    ("LSTM.stream", "h0 hidden_size wide with proj_size=2",
+     lambda: lstm_proj.stream(2, (np.zeros((1, 2, 4), f32), np.zeros((1, 2, 4), f32))), E,
+     r"h0 must have shape \(1, 2, 2\) for num_layers=1, bidirectional=False, batch=2, "
+     r"proj_size=2; got \(1, 2, 4\)"),
+    # ---- a stream's calls
+    ("Stream.step", "x_t with 4 features, input_size 3",
+     lambda: uni_rnn.stream(2).step(np.zeros((2, 4), f32)), E,
+     r"x_t must have shape \(2, 3\) for batch_size=2, input_size=3; got \(2, 4\)"),
+    ("Stream.step", "x_t of batch 3 for batch_size 2",
+     lambda: uni_lstm.stream(2).step(np.zeros((3, 3), f32)), E,
+     r"x_t must have shape \(2, 3\) for batch_size=2, input_size=3; got \(3, 3\)"),
+    ("Stream.step", "x_t unbatched for batch_size 2",
+     lambda: uni_gru.stream(2).step(np.zeros(3, f32)), E,
+     r"x_t must have shape \(2, 3\) for batch_size=2, input_size=3; got \(3,\)"),
+    ("Stream.step", "x_t of a whole chunk (T, B, K)",
+     lambda: uni_rnn.stream(2).step(np.zeros((1, 2, 3), f32)), E,
+     r"x_t must have shape \(2, 3\) .*; got \(1, 2, 3\)"),
+    ("Stream.step", "x_t of 4 features for batch_size 1",
+     lambda: uni_rnn.stream(1).step(np.zeros(4, f32)), E,
+     r"x_t must have shape \(1, 3\) or \(3,\) for batch_size=1, input_size=3; got \(4,\)"),
+    ("Stream.step", "x_t float64", lambda: uni_rnn.stream(2).step(np.zeros((2, 3))), T_,
+     r"x_t has dtype float64 but the stream's weights are float32; they must match"),
+    ("Stream.step", "x_t int64",
+     lambda: uni_rnn.stream(2).step(np.zeros((2, 3), np.int64)), T_,
+     r"x_t must hold floats \(float32, the weights' dtype\); got dtype int64"),
+    ("Stream.step", "x_t complex128",
+     lambda: uni_rnn.stream(2).step(np.zeros((2, 3), complex)), T_,
+     r"x_t must hold floats \(float32, .*\); got dtype complex128"),
+    ("Stream.step", "x_t None", lambda: uni_rnn.stream(2).step(None), T_,
+     r"x_t must hold floats \(float32, .*\); got dtype object"),
+    ("Stream.run", "x_chunk with 4 features",
+     lambda: uni_rnn.stream(2).run(np.zeros((5, 2, 4), f32)), E,
+     r"x_chunk must have shape \(T', B, K\) = \(T', 2, 3\) for batch_size=2, "
+     r"input_size=3; got \(5, 2, 4\)"),
+    ("Stream.run", "x_chunk of batch 3 for batch_size 2",
+     lambda: uni_lstm.stream(2).run(np.zeros((5, 3, 3), f32)), E,
+     r"x_chunk must have shape \(T', B, K\) = \(T', 2, 3\) .*; got \(5, 3, 3\)"),
+    ("Stream.run", "x_chunk (T', K) for batch_size 2",
+     lambda: uni_gru.stream(2).run(np.zeros((5, 3), f32)), E,
+     r"x_chunk must have shape \(T', B, K\) = \(T', 2, 3\) .*; got \(5, 3\)"),
+    ("Stream.run", "x_chunk time-major, batch_first=True",
+     lambda: uni_bf.stream(2).run(np.zeros((5, 2, 3), f32)), E,
+     r"x_chunk must have shape \(B, T', K\) = \(2, T', 3\) for batch_size=2, "
+     r"input_size=3, batch_first=True; got \(5, 2, 3\)"),
+    ("Stream.run", "x_chunk of ndim 4 for batch_size 1",
+     lambda: uni_rnn.stream(1).run(np.zeros((5, 1, 3, 1), f32)), E,
+     r"x_chunk must have shape \(T', B, K\) = \(T', 1, 3\) or \(T', K\) = \(T', 3\) for "
+     r"batch_size=1, input_size=3; got \(5, 1, 3, 1\)"),
+    ("Stream.run", "x_chunk float64", lambda: uni_rnn.stream(2).run(np.zeros((5, 2, 3))), T_,
+     r"x_chunk has dtype float64 but the stream's weights are float32; they must match"),
+    ("Stream.run", "x_chunk int64",
+     lambda: uni_rnn.stream(2).run(np.zeros((5, 2, 3), np.int64)), T_,
+     r"x_chunk must hold floats \(float32, the weights' dtype\); got dtype int64"),
+    ("Stream.reset", "index 2 for batch_size 2", lambda: uni_rnn.stream(2).reset(2), E,
+     r"index must lie in \[0, 2\) for batch_size=2; got 2"),
+    ("Stream.reset", "index -1", lambda: uni_lstm.stream(2).reset(-1), E,
+     r"index must lie in \[0, 2\) for batch_size=2; got -1"),
+    ("Stream.reset", "index [0, 5]", lambda: uni_gru.stream(2).reset([0, 5]), E,
+     r"index must lie in \[0, 2\) for batch_size=2; got 5"),
+    ("Stream.reset", "index np.int64(2)", lambda: uni_rnn.stream(2).reset(np.int64(2)), E,
+     r"index must lie in \[0, 2\) for batch_size=2; got 2"),
+    ("Stream.reset", "a bool mask of shape (3,)",
+     lambda: uni_rnn.stream(2).reset(np.array([True, False, True])), E,
+     INDEX + r": a bool index must have shape \(2,\) for batch_size=2; got \(3,\)"),
+    ("Stream.reset", "index 1.0", lambda: uni_rnn.stream(2).reset(1.0), T_,
+     INDEX + r"; got 1\.0"),
+    ("Stream.reset", "index '0'", lambda: uni_rnn.stream(2).reset("0"), T_,
+     INDEX + r"; got '0'"),
+    ("Stream.reset", "index True", lambda: uni_rnn.stream(2).reset(True), T_,
+     INDEX + r"; got True"),
+    ("Stream.reset", "index a slice", lambda: uni_rnn.stream(2).reset(slice(0, 1)), T_,
+     INDEX + r"; got slice\(0, 1, None\)"),
+    ("Stream.reset", "index nested [[0], [1]]", lambda: uni_rnn.stream(2).reset([[0], [1]]),
+     T_, INDEX + r"; got \[\[0\], \[1\]\]"),
+]
+
+
 # ---- the model: rnncore.RNNModel
 def _model(**kw):
     return rnncore.RNNModel(5, 4, **{"vocab_size": 7, "seed": 0, **kw})
@@ -309,12 +475,14 @@ tokens = np.zeros((6, 2), np.int64)
 dense_model = rnncore.RNNModel(5, 4, input_size=3, seed=0)
 
 
-def _checkpoint(**config):
-    """A checkpoint of ``_model()`` in memory, its __config__ changed by ``config``."""
+def _checkpoint(model=None, **config):
+    """A checkpoint of ``model`` (``_model()`` if None) in memory, its __config__ changed
+    by ``config``."""
     import io, json
+    model = _model() if model is None else model
     buffer = io.BytesIO()
-    np.savez(buffer, __config__=np.array(json.dumps({**_model().config(), **config})),
-             **_model().params)
+    np.savez(buffer, __config__=np.array(json.dumps({**model.config(), **config})),
+             **model.params)
     buffer.seek(0)
     return buffer
 
@@ -382,6 +550,92 @@ MODEL_CASES = [
     ("RNNModel.load", "__config__ hidden_size 3000 with arrays of 4",
      lambda: rnncore.RNNModel.load(_checkpoint(hidden_size=3000)), E,
      r"weight_ih_l0 must have shape \(3000, 4\) by its __config__; got \(4, 4\)"),
+    # ---- the cell, proj_size and merge_mode arguments
+    ("RNNModel(...)", "cell 'transformer'", lambda: _model(cell="transformer"), E,
+     r"cell must be one of \('rnn', 'lstm', 'gru'\); got 'transformer'"),
+    ("RNNModel(...)", "cell 'LSTM' (case matters)", lambda: _model(cell="LSTM"), E,
+     r"cell must be one of \('rnn', 'lstm', 'gru'\); got 'LSTM'"),
+    ("RNNModel(...)", "cell None", lambda: _model(cell=None), E,
+     r"cell must be one of \('rnn', 'lstm', 'gru'\); got None"),
+    ("RNNModel(...)", "nonlinearity 'relu' for an LSTM",
+     lambda: _model(cell="lstm", nonlinearity="relu"), E,
+     r"nonlinearity is an option of the Elman RNN; cell='lstm' takes only 'tanh', "
+     r"got 'relu'"),
+    ("RNNModel(...)", "proj_size 2 for the Elman RNN", lambda: _model(proj_size=2), E,
+     r"proj_size is an LSTM option; got proj_size=2 for cell='rnn'"),
+    ("RNNModel(...)", "proj_size 2 for a GRU", lambda: _model(cell="gru", proj_size=2), E,
+     r"proj_size is an LSTM option; got proj_size=2 for cell='gru'"),
+    ("RNNModel(...)", "proj_size 4 = hidden_size for an LSTM",
+     lambda: _model(cell="lstm", proj_size=4), E,
+     r"proj_size must be smaller than hidden_size \(4\); got 4"),
+    ("RNNModel(...)", "proj_size -1 for an LSTM", lambda: _model(cell="lstm", proj_size=-1),
+     E, r"proj_size must be >= 0; got -1"),
+    ("RNNModel(...)", "proj_size 1.5 for an LSTM",
+     lambda: _model(cell="lstm", proj_size=1.5), T_,
+     r"proj_size must be an integer; got float"),
+    ("RNNModel(...)", "merge_mode 'avg'",
+     lambda: _model(bidirectional=True, merge_mode="avg"), E,
+     r"merge_mode must be one of \('concat', 'sum', 'mean', 'mul'\); got 'avg'"),
+    ("RNNModel(...)", "merge_mode 'sum' for task='classification'",
+     lambda: _model(task="classification", bidirectional=True, merge_mode="sum"), E,
+     r"task='classification' with bidirectional=True .* needs merge_mode='concat'; got "
+     r"merge_mode='sum'"),
+    ("RNNModel.load", "__config__ cell 'transformer'",
+     lambda: rnncore.RNNModel.load(_checkpoint(cell="transformer")), E,
+     r"__config__\['cell'\] must be one of \('rnn', 'lstm', 'gru'\); got 'transformer'"),
+    ("RNNModel.load", "__config__ cell 'lstm' with an Elman RNN's arrays",
+     lambda: rnncore.RNNModel.load(_checkpoint(cell="lstm")), E,
+     r"weight_ih_l0 must have shape \(16, 4\) by its __config__; got \(4, 4\)"),
+    ("RNNModel.load", "__config__ nonlinearity 'relu' for an LSTM",
+     lambda: rnncore.RNNModel.load(_checkpoint(cell="lstm", nonlinearity="relu")), E,
+     r"__config__ gives nonlinearity='relu' for cell='lstm', which takes only 'tanh'"),
+    ("RNNModel.load", "__config__ proj_size -1",
+     lambda: rnncore.RNNModel.load(_checkpoint(proj_size=-1)), E,
+     r"__config__\['proj_size'\] must be a non-negative integer; got -1"),
+    ("RNNModel.load", "__config__ proj_size 2.5",
+     lambda: rnncore.RNNModel.load(_checkpoint(proj_size=2.5)), E,
+     r"__config__\['proj_size'\] must be a non-negative integer; got 2\.5"),
+    ("RNNModel.load", "__config__ proj_size 2 for the Elman RNN",
+     lambda: rnncore.RNNModel.load(_checkpoint(proj_size=2)), E,
+     r"__config__ gives proj_size=2; it must be 0, or smaller than hidden_size=4 for "
+     r"cell='lstm'; got cell='rnn'"),
+    ("RNNModel.load", "__config__ proj_size 4 = hidden_size for an LSTM",
+     lambda: rnncore.RNNModel.load(_checkpoint(_model(cell="lstm"), proj_size=4)), E,
+     r"__config__ gives proj_size=4; it must be 0, or smaller than hidden_size=4 for "
+     r"cell='lstm'; got cell='lstm'"),
+    ("RNNModel.load", "__config__ merge_mode 'avg'",
+     lambda: rnncore.RNNModel.load(_checkpoint(merge_mode="avg")), E,
+     r"__config__\['merge_mode'\] must be one of \('concat', 'sum', 'mean', 'mul'\); "
+     r"got 'avg'"),
+    ("RNNModel.load", "__config__ merge_mode null",
+     lambda: rnncore.RNNModel.load(_checkpoint(merge_mode=None)), E,
+     r"__config__\['merge_mode'\] must be one of \(.*\); got None"),
+    ("RNNModel.load", "__config__ merge_mode 'sum' with a concatenating V",
+     lambda: rnncore.RNNModel.load(_checkpoint(_model(bidirectional=True),
+                                               merge_mode="sum")), E,
+     r"V must have shape \(5, 4\) by its __config__; got \(5, 8\)"),
+    ("RNNModel.load", "__config__ checkpoint 2 (not a model argument)",
+     lambda: rnncore.RNNModel.load(_checkpoint(checkpoint=2)), E,
+     r"__config__ keys do not match RNNModel's arguments: missing \[\], "
+     r"unknown \['checkpoint'\]"),
+    # ---- diagnostics on a model
+    ("recurrent_regimes", "cell 'lstm'", lambda: rnncore.recurrent_regimes(cell="lstm"), E,
+     r"recurrent_regimes sets the spectral radius of W_hh, .* so cell must be 'rnn'; "
+     r"got 'lstm'"),
+    ("recurrent_regimes", "cell 'gru'", lambda: rnncore.recurrent_regimes(cell="gru"), E,
+     r"so cell must be 'rnn'; got 'gru'"),
+    ("recurrent_regimes", "cell 'elman'", lambda: rnncore.recurrent_regimes(cell="elman"),
+     E, r"cell must be one of \('rnn', 'lstm', 'gru'\); got 'elman'"),
+    ("gradient_norms", "a bidirectional model with merge_mode 'sum'",
+     lambda: rnncore.gradient_norms(_model(bidirectional=True, merge_mode="sum"), tokens,
+                                    tokens % 5), E,
+     r"gradient_norms .* needs merge_mode='concat' for a bidirectional model, got 'sum'"),
+    ("gradient_norms", "an RNN, not an RNNModel",
+     lambda: rnncore.gradient_norms(rnn, tokens, tokens), T_,
+     r"model must be an rnncore.RNNModel; got RNN"),
+    ("gradient_norms", "sequence 2 for a batch of 2",
+     lambda: rnncore.gradient_norms(_model(), tokens, tokens % 5, sequence=2), E,
+     r"sequence must be an integer in \[0, 2\) for a batch of 2; got 2"),
     ("RNNModel.load_params", "missing keys", lambda: _model().load_params({"V": 1}), E,
      r"params keys do not match this model: missing \[.*\], unexpected \[\]"),
     ("RNNModel.load_params", "V of wrong shape",
@@ -456,6 +710,15 @@ def test_core_entry_points_reject_bad_input(where, what, call, exc_type, pattern
 @pytest.mark.parametrize("where, what, call, exc_type, pattern", GATED_CASES,
                          ids=_ids(GATED_CASES))
 def test_gated_cells_reject_bad_input(where, what, call, exc_type, pattern):
+    _check(call, exc_type, pattern)
+
+
+@pytest.mark.parametrize("where, what, call, exc_type, pattern", STREAM_CASES,
+                         ids=_ids(STREAM_CASES))
+def test_streaming_merge_modes_and_checkpointing_reject_bad_input(where, what, call,
+                                                                  exc_type, pattern):
+    if "stream" in where.lower():
+        pytest.importorskip("rnncore._streaming")
     _check(call, exc_type, pattern)
 
 

@@ -12,12 +12,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import test_bad_input_everywhere as table  # noqa: E402
 
+# (title, note printed under the title or None, cases)
 SECTIONS = [
-    ("The RNN class and rnncore.functional", table.CASES),
-    ("The gated cells: rnncore.LSTM, rnncore.GRU, functional with cell=",
+    ("The RNN class and rnncore.functional", None, table.CASES),
+    ("The gated cells: rnncore.LSTM, rnncore.GRU, functional with cell=", None,
      table.GATED_CASES),
-    ("The model: rnncore.RNNModel", table.MODEL_CASES),
-    ("Optimisers and training helpers: rnncore.optim", table.OPTIM_CASES),
+    ("Streaming, merge modes and checkpointing",
+     "`functional.forward`'s `merge_mode`, `checkpoint` and `deterministic`, the "
+     "constructors' `merge_mode` and `checkpoint`, and `stream()` with the calls of the "
+     "stream it opens. The bidirectional rows use the networks above; the streams are "
+     "opened on unidirectional RNN, LSTM and GRU networks with input_size=3, "
+     "hidden_size=4, num_layers=2, float32, and `batch_size=2` unless the row says "
+     "otherwise.", table.STREAM_CASES),
+    ("The model: rnncore.RNNModel", "With the diagnostics that take a model or a cell: "
+     "`rnncore.recurrent_regimes` and `rnncore.gradient_norms`. A checkpoint read from a "
+     "file object is called \"the file\" in its messages.", table.MODEL_CASES),
+    ("Optimisers and training helpers: rnncore.optim", None, table.OPTIM_CASES),
 ]
 
 print("# Errors\n")
@@ -31,8 +41,10 @@ print("Every error the public API raises for bad input, with the message it give
 print("`rnncore.torch.RNN` is a drop-in for `torch.nn.RNN`: for bad input it raises "
       "exactly the exception and message `torch.nn.RNN` raises (the test compares the "
       "two for each case), so they are not repeated here.\n")
-for title, cases in SECTIONS:
+for title, note, cases in SECTIONS:
     print(f"## {title}\n")
+    if note:
+        print(f"{note}\n")
     print("| entry point | bad input | exception | message |")
     print("|---|---|---|---|")
     for where, what, call, exc_type, _ in cases:
