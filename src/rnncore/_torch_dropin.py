@@ -10,7 +10,6 @@ torch).
 """
 from __future__ import annotations
 
-import re
 import warnings
 
 import numpy as np
@@ -19,7 +18,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
-from ._torch_rule import _NONLINEARITY, _torch_reason
+from ._torch_rule import _NONLINEARITY, _plan, _torch_reason
 
 BACKENDS = (None, "torch") + functional.backends()
 
@@ -38,23 +37,23 @@ class _CellFunction(torch.autograd.Function):
     """output, h_n (and LSTM's c_n) = cell network(x, h0, c0; weights), on rnncore.
 
     ``forward(ctx, x, h0, c0, call, *weights)``: ``c0`` is None except for an LSTM;
-    ``call`` is ``(names, cell, nonlinearity, batch_first, lengths, backend)``, ``names``
-    the parameter keys of ``weights``. Returns ``(output, h_n)``, or ``(output, h_n,
+    ``call`` is ``(names, cell, nonlinearity, batch_first, lengths, backend, arrays)``,
+    ``names`` the parameter keys of ``weights`` and ``arrays`` the weights as NumPy
+    views by those keys (kept by the module's plan between calls). Returns ``(output, h_n)``, or ``(output, h_n,
     c_n)`` for an LSTM; backward receives one gradient per output, None for an output
     that did not contribute to the loss.
     """
 
     @staticmethod
     def forward(ctx, x, h0, c0, call, *weights):
-        names, cell, nonlinearity, batch_first, lengths, backend = call
+        names, cell, nonlinearity, batch_first, lengths, backend, arrays = call
         lstm = cell == "lstm"
         if lstm:
             hx = None if h0 is None else (_array(h0), _array(c0))
         else:
             hx = _array(h0)
         y, h_n, record = functional.forward(
-            x.detach().numpy(), dict(zip(names, [w.detach().numpy() for w in weights])),
-            hx, lengths, cell=cell, nonlinearity=nonlinearity, batch_first=batch_first,
+            x.detach().numpy(), arrays, hx, lengths, cell=cell, nonlinearity=nonlinearity, batch_first=batch_first,
             backend=backend, snapshot_weights=False)
         ctx.record = record
         ctx.names = names
@@ -208,13 +207,15 @@ class DropIn:
     def _forward(self, input, hx):
         """``forward`` outside Dynamo: the rule, then rnncore or torch's own."""
         weights = self._weights()
-        if _torch_reason(self, input, hx, weights) is not None:
+        plan = _plan(self, weights)
+        if _torch_reason(self, input, hx, weights, plan) is not None:
             return super().forward(input, hx)
         # From here on the call runs on rnncore, and any error it raises propagates.
-        return self._run(input, hx, weights)
+        return self._run(input, hx, weights, plan)
 
-    def _run(self, input, hx, weights):
-        """``forward`` on rnncore, for a call the rule let through."""
+    def _run(self, input, hx, weights, plan):
+        """``forward`` on rnncore, for a call the rule let through (``plan``: the
+        module's :class:`~rnncore._torch_rule._Plan`, for the weights' NumPy views)."""
         lstm = self._cell == "lstm"
         if hx is None:
             h0 = c0 = None
@@ -234,18 +235,20 @@ class DropIn:
             batch_first = False
         names = self._flat_weights_names
         if self.training and self.dropout > 0 and self.num_layers > 1:
-            y, states = self._layer_by_layer(x, h0, c0, weights, lengths, batch_first,
-                                             index)
+            y, states = self._layer_by_layer(x, h0, c0, weights, plan, lengths,
+                                             batch_first, index)
         else:
-            y, states = self._call(x, h0, c0, names, weights, lengths, batch_first)
+            y, states = self._call(x, h0, c0, names, weights, plan.arrays(), lengths,
+                                   batch_first)
         if packed:
             y = PackedSequence(y.reshape(T * B, -1).index_select(0, index),
                                input.batch_sizes, input.sorted_indices,
                                input.unsorted_indices)
         return y, (tuple(states) if lstm else states[0])
 
-    def _call(self, x, h0, c0, names, weights, lengths, batch_first):
-        """One call of rnncore over the layers whose parameters ``names`` lists.
+    def _call(self, x, h0, c0, names, weights, arrays, lengths, batch_first):
+        """One call of rnncore over the layers whose parameters ``names`` lists
+        (``weights`` the tensors, ``arrays`` their NumPy views by name).
 
         Through :class:`_CellFunction` when autograd records the call, else straight
         to :func:`rnncore.functional.forward`. Returns ``(output, [h_n])``, or
@@ -253,7 +256,7 @@ class DropIn:
         """
         cell = self._cell
         call = (names, cell, _NONLINEARITY.get(self.mode, "tanh"), batch_first, lengths,
-                self._rnncore_backend)
+                self._rnncore_backend, arrays)
         if torch.is_grad_enabled() and (
                 x.requires_grad or any(w.requires_grad for w in weights)
                 or (h0 is not None and (h0.requires_grad
@@ -263,13 +266,12 @@ class DropIn:
         lstm = cell == "lstm"
         states0 = (_array(h0), _array(c0)) if lstm and h0 is not None else _array(h0)
         y, h_n, _ = functional.forward(
-            x.detach().numpy(), dict(zip(names, [w.detach().numpy() for w in weights])),
-            states0, lengths, cell=cell, nonlinearity=call[2], batch_first=batch_first,
+            x.detach().numpy(), arrays, states0, lengths, cell=cell, nonlinearity=call[2], batch_first=batch_first,
             backend=call[5], snapshot_weights=False)
         return torch.from_numpy(y), [torch.from_numpy(s) for s in
                                      (h_n if lstm else (h_n,))]
 
-    def _layer_by_layer(self, x, h0, c0, weights, lengths, batch_first, index):
+    def _layer_by_layer(self, x, h0, c0, weights, plan, lengths, batch_first, index):
         """The layers one call each, with torch's dropout between them (training mode).
 
         As stock torch on CPU (its native path and oneDNN's alike): the output of every
@@ -281,14 +283,14 @@ class DropIn:
         """
         L, D = self.num_layers, 2 if self.bidirectional else 1
         per = len(weights) // L
-        names = [re.sub(r"_l\d+", "_l0", name)
-                 for name in self._flat_weights_names[:per]]
         finals = []
         for layer in range(L):
             rows = slice(layer * D, (layer + 1) * D)
+            arrays = plan.layer_arrays(layer, per)
             y, states = self._call(
                 x, None if h0 is None else h0[rows], None if c0 is None else c0[rows],
-                names, weights[layer * per:(layer + 1) * per], lengths, batch_first)
+                list(arrays), weights[layer * per:(layer + 1) * per], arrays, lengths,
+                batch_first)
             finals.append(states)
             if layer < L - 1:
                 x = y * _dropout_noise(y, self.dropout, batch_first, index)

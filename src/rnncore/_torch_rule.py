@@ -11,6 +11,8 @@ imports torch).
 from __future__ import annotations
 
 import functools
+import re
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -113,12 +115,118 @@ def _states(rnn: "DropIn", hx) -> tuple | None:
     return None
 
 
-def _torch_reason(rnn: "DropIn", input, hx, weights) -> str | None:
+_WEIGHTS_REASON = ("a weight is not a CPU tensor with the strided layout of the input's "
+                   "dtype and its parameter's shape")
+
+
+class _Plan:
+    """What the rule decides from a drop-in and its parameters alone, kept between calls.
+
+    Built by :func:`_plan` and reused while the module's configuration and its weights
+    are unchanged: the same tensor objects with the same ``_version`` counters (an
+    optimiser step, ``load_state_dict``), data pointers, dtypes and shapes (``param.data
+    = …`` and ``module.to(…)`` rebind a Parameter's data without counting a version).
+    A call then checks only its input and ``hx`` against it. The NumPy views of the
+    weights are made once, at the first call that runs on rnncore.
+
+    Attributes
+    ----------
+    key : tuple
+        The module's configuration, then ``(tensor, _version, data_ptr, dtype, shape)``
+        of each weight.
+    dtype : torch.dtype or None
+        The one floating dtype whose input the weights accept (every weight a CPU,
+        strided tensor of that dtype and of its parameter's shape), or None if none.
+    torch_function : bool
+        Whether a weight is a ``__torch_function__`` tensor.
+    module_reason : str or None
+        The rule's reason that depends on the module alone (mode, ``proj_size``).
+    LD, P : int
+        L·D, and the width of h (P with a projection, else H).
+    """
+
+    __slots__ = ("key", "dtype", "torch_function", "module_reason", "LD", "P", "D",
+                 "_weights", "_names", "_arrays", "_layer_arrays")
+
+    def __init__(self, rnn: "DropIn", weights, key):
+        cell = rnn._cell
+        proj_size = rnn.proj_size if cell == "lstm" else 0
+        shapes = _param_shapes(cell, rnn.input_size, rnn.hidden_size, rnn.num_layers,
+                               bool(rnn.bias), bool(rnn.bidirectional), proj_size)
+        names = rnn._flat_weights_names
+        dtype = weights[0].dtype if weights and isinstance(weights[0], torch.Tensor) \
+            else None
+        if dtype not in _FLOATS or not all(
+                _plain(w, dtype) and w.shape == shapes.get(name)
+                for name, w in zip(names, weights)):
+            dtype = None
+        self.key = key
+        self.dtype = dtype
+        self.torch_function = torch.overrides.has_torch_function(tuple(weights))
+        if cell == "rnn" and (rnn.mode not in _NONLINEARITY or rnn.proj_size):
+            self.module_reason = "mode is not RNN_TANH or RNN_RELU, or proj_size is set"
+        elif cell == "gru" and rnn.proj_size:
+            self.module_reason = "proj_size is set"
+        else:
+            self.module_reason = None
+        self.D = 2 if rnn.bidirectional else 1
+        self.LD = rnn.num_layers * self.D
+        self.P = proj_size or rnn.hidden_size
+        self._weights, self._names = weights, list(names)
+        self._arrays = self._layer_arrays = None
+
+    def arrays(self) -> dict:
+        """The weights as NumPy views sharing their memory, by parameter name."""
+        if self._arrays is None:
+            self._arrays = {name: w.detach().numpy()
+                            for name, w in zip(self._names, self._weights)}
+        return self._arrays
+
+    def layer_arrays(self, layer: int, per: int) -> dict:
+        """Layer ``layer``'s ``per`` weights as NumPy views, named as layer 0's."""
+        if self._layer_arrays is None:
+            arrays = list(self.arrays().values())
+            names = [re.sub(r"_l\d+", "_l0", name) for name in self._names[:per]]
+            self._layer_arrays = [dict(zip(names, arrays[i:i + per]))
+                                  for i in range(0, len(arrays), per)]
+        return self._layer_arrays[layer]
+
+
+# Plans by module, held weakly: a deep copy or an unpickled module starts without one.
+_PLANS: "weakref.WeakKeyDictionary[DropIn, _Plan]" = weakref.WeakKeyDictionary()
+
+
+def _plan(rnn: "DropIn", weights) -> _Plan:
+    """The module's :class:`_Plan` for ``weights``: the kept one if still valid, else a
+    new one (kept for the next call)."""
+    config = (rnn.mode, rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bias,
+              rnn.bidirectional, rnn.proj_size, len(weights))
+    plan = _PLANS.get(rnn)
+    if plan is not None and plan.key[0] == config:
+        for w, (kept, version, pointer, dtype, shape) in zip(weights, plan.key[1]):
+            if (w is not kept or w._version != version or w.data_ptr() != pointer
+                    or w.dtype is not dtype or w.shape != shape):
+                break
+        else:
+            return plan
+    try:
+        state = tuple((w, w._version, w.data_ptr(), w.dtype, w.shape) for w in weights)
+    except (AttributeError, RuntimeError):     # not tensors, or tensors without data
+        return _Plan(rnn, weights, None)        # decided now, not kept
+    plan = _Plan(rnn, weights, (config, state))
+    _PLANS[rnn] = plan
+    return plan
+
+
+def _torch_reason(rnn: "DropIn", input, hx, weights, plan: _Plan | None = None
+                  ) -> str | None:
     """Why a call runs torch's implementation, or None if it runs on rnncore.
 
     Implements :data:`RULE` condition by condition, before anything is computed. Inputs
     torch rejects (wrong ndim, feature size, ``hx`` shape, form or dtype, a malformed
     ``PackedSequence``) all fail some condition, so torch raises its own error for them.
+    What depends on the module and its weights alone comes from ``plan`` (by default
+    :func:`_plan`'s), so that a call checks only its input and ``hx``.
     """
     if rnn._rnncore_backend == "torch":
         return 'backend is "torch"'
@@ -133,28 +241,20 @@ def _torch_reason(rnn: "DropIn", input, hx, weights) -> str | None:
         return "hx of an LSTM is not a tuple or list of two tensors"
     if not all(_plain(s, dtype) for s in states):
         return "hx is not a CPU tensor with the strided layout of the input's dtype"
-    proj_size = rnn.proj_size if cell == "lstm" else 0
-    shapes = _param_shapes(cell, rnn.input_size, rnn.hidden_size, rnn.num_layers,
-                           bool(rnn.bias), bool(rnn.bidirectional), proj_size)
-    for name, w in zip(rnn._flat_weights_names, weights):   # _plain(w), inlined
-        if not (isinstance(w, torch.Tensor) and w.dtype == dtype and w.is_cpu
-                and w.layout == torch.strided and not w.is_nested and not w.is_neg()
-                and w.shape == shapes.get(name)):
-            return ("a weight is not a CPU tensor with the strided layout of the input's "
-                    "dtype and its parameter's shape")
-    if (torch.jit.is_tracing() or torch.overrides.has_torch_function((x, *states, *weights))
+    if plan is None:
+        plan = _plan(rnn, weights)
+    if dtype is not plan.dtype:
+        return _WEIGHTS_REASON
+    if (torch.jit.is_tracing() or plan.torch_function
+            or torch.overrides.has_torch_function((x, *states))
             or torch._C._functorch.peek_interpreter_stack() is not None
             or forward_ad._current_level >= 0
             or torch.is_autocast_enabled("cpu")):
         return ("a __torch_function__ tensor, a torch.func transform, forward-mode AD, "
                 "CPU autocast or torch.jit.trace")
-    if cell == "rnn" and (rnn.mode not in _NONLINEARITY or rnn.proj_size):
-        return "mode is not RNN_TANH or RNN_RELU, or proj_size is set"
-    if cell == "gru" and rnn.proj_size:
-        return "proj_size is set"
-    D = 2 if rnn.bidirectional else 1
-    K, H, LD = rnn.input_size, rnn.hidden_size, rnn.num_layers * D
-    P = proj_size or H
+    if plan.module_reason is not None:
+        return plan.module_reason
+    K, H, LD, P = rnn.input_size, rnn.hidden_size, plan.LD, plan.P
     if packed:
         if x.dim() != 2 or not _well_formed(input):
             return "a PackedSequence not made by pack_padded_sequence or pack_sequence"
@@ -176,7 +276,7 @@ def _torch_reason(rnn: "DropIn", input, hx, weights) -> str | None:
             (LD, *batch, width) for width in ((P, H) if cell == "lstm" else (H,))):
         return ("hx does not have shape (L*D, B, H), or (L*D, H) for unbatched input "
                 "(an LSTM's h0: P wide with a projection)")
-    return _size_reason(T, B, max(K, D * P), _GATES[cell] * H)
+    return _size_reason(T, B, max(K, plan.D * P), _GATES[cell] * H)
 
 
 def _size_reason(T, B, K, GH) -> str | None:
