@@ -1,0 +1,129 @@
+"""The drop-ins keep a plan between calls (what the rule decides from the module and
+its weights, and the weights' NumPy views), and every way of changing the weights
+invalidates it: a call after the change computes with the new weights, as stock does.
+"""
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import rnncore.torch as rt  # noqa: E402
+from rnncore._torch_rule import _PLANS, _runs_on_rnncore  # noqa: E402
+
+T, B, K, H = 5, 2, 3, 4
+CELLS = ["RNN", "LSTM", "GRU"]
+
+
+def pair(cell, dtype=torch.float64):
+    """(drop-in, stock): two layers, the same weights."""
+    torch.manual_seed(0)
+    stock = getattr(torch.nn, cell)(K, H, 2, dtype=dtype)
+    ours = getattr(rt, cell)(K, H, 2, dtype=dtype)
+    ours.load_state_dict(stock.state_dict())
+    return ours, stock
+
+
+def assert_same_call(ours, stock, x):
+    """ours(x) equals stock(x) (output and final states) within float64 rounding."""
+    y, h = ours(x)
+    y_ref, h_ref = stock(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h, h_ref, rtol=1e-10, atol=1e-12)
+
+
+def x_for(dtype=torch.float64):
+    return torch.randn(T, B, K, dtype=dtype, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_plan_is_kept_between_calls_with_unchanged_weights(cell):
+    ours, _ = pair(cell)
+    ours(x_for())
+    kept = _PLANS[ours]
+    ours(x_for())
+    assert _PLANS[ours] is kept
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_an_optimiser_step_invalidates_the_plan(cell):
+    ours, stock = pair(cell)
+    x = x_for()
+    for module in (ours, stock):
+        module(x)[0].sum().backward()
+        torch.optim.SGD(module.parameters(), lr=0.5).step()
+    kept = _PLANS[ours]
+    assert_same_call(ours, stock, x)
+    assert _PLANS[ours] is not kept
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_assigning_param_data_invalidates_the_plan(cell):
+    ours, stock = pair(cell)
+    x = x_for()
+    ours(x)
+    for module in (ours, stock):
+        module.weight_hh_l1.data = torch.full_like(module.weight_hh_l1, 0.3)
+    assert_same_call(ours, stock, x)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_moving_to_another_dtype_invalidates_the_plan(cell):
+    ours, stock = pair(cell, torch.float32)
+    ours(x_for(torch.float32))
+    ours.to(torch.float64)
+    stock.to(torch.float64)
+    assert _runs_on_rnncore(ours, x_for())
+    assert not _runs_on_rnncore(ours, x_for(torch.float32))
+    assert_same_call(ours, stock, x_for())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_load_state_dict_invalidates_the_plan(cell):
+    ours, stock = pair(cell)
+    x = x_for()
+    ours(x)
+    kept = _PLANS[ours]
+    torch.manual_seed(5)
+    other = getattr(torch.nn, cell)(K, H, 2, dtype=torch.float64)
+    ours.load_state_dict(other.state_dict())
+    assert_same_call(ours, other, x)
+    assert _PLANS[ours] is not kept
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_new_parameter_object_invalidates_the_plan(cell):
+    ours, stock = pair(cell)
+    x = x_for()
+    ours(x)
+    for module in (ours, stock):
+        module.weight_ih_l0 = torch.nn.Parameter(torch.ones_like(module.weight_ih_l0))
+    assert_same_call(ours, stock, x)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_deep_copy_does_not_share_the_plan_of_the_original(cell):
+    ours, stock = pair(cell)
+    x = x_for()
+    ours(x)
+    twin = copy.deepcopy(ours)
+    with torch.no_grad():
+        twin.weight_hh_l0.mul_(2)        # the copy's own weights, not the original's
+        stock.weight_hh_l0.mul_(2)
+    assert_same_call(twin, stock, x)
+    assert _PLANS[twin] is not _PLANS[ours]
+
+
+def test_a_weight_of_another_dtype_sends_the_next_call_to_torch():
+    ours, _ = pair("RNN")
+    x = x_for()
+    assert _runs_on_rnncore(ours, x)
+    ours.weight_hh_l1.data = ours.weight_hh_l1.data.float()
+    assert not _runs_on_rnncore(ours, x)
+
+
+def test_the_plan_follows_a_module_setting_that_changes_the_rule():
+    ours, _ = pair("RNN")
+    x = x_for()
+    assert _runs_on_rnncore(ours, x)
+    ours.mode = "LSTM"                   # not RNN_TANH or RNN_RELU: torch's
+    assert not _runs_on_rnncore(ours, x)
