@@ -21,7 +21,10 @@ Known limit of the norm-wise rule, found by the long profile: in the ``saturatin
 class a gate's tanh may be exactly ±1 in the kernels where ``np.tanh`` returns 1 − 2.5
 ulps (SPEC.md allows a few ulps), so f' = 1 − n² is 0 in one and ~3e-7 in the other; a
 weight gradient made only of such terms (H = K = 1) then differs by most of its norm
-though both are within a few ulps of the truth per element. test_fuzz.py's running error
+though both are within a few ulps of the truth per element. The saturating class is
+therefore held to 20× SPEC's tolerance (or 8× the same-dtype reference's distance from
+the truth), which still fails any wrong formula, and even that misses the degenerate
+cases above in long runs. test_fuzz.py's running error
 bound (E-walk) covers that for the Elman cell; the gated cells do not have one yet, and
 the ci examples do not draw such a case.
 """
@@ -53,6 +56,10 @@ settings.register_profile("gated-long", deadline=None, database=None, print_blob
 PROFILE = "gated-long" if os.environ.get("RNNCORE_FUZZ_PROFILE") == "long" else "gated-ci"
 
 TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-9}
+# saturating: f' of a gate read off an output within a few ulps of 0, 1 or ±1 has an
+# absolute error of a few ulps of 1 in any implementation (see the module docstring):
+# a wrong formula still errs by O(1), a slip of rounding no longer fails the example
+SATURATED_SLACK = 20
 CLASSES = ["ordinary", "ordinary", "saturating", "tiny", "nan"]
 LAYOUTS = ["c", "c", "fortran", "step", "readonly", "broadcast"]
 COUNTS: dict[str, Counter] = {}
@@ -178,7 +185,8 @@ def _agree(got, want, truth, key, cfg):
     scale = max(np.linalg.norm(truth), 1e-30 if cfg["values"] != "tiny" else 1e-20)
     err = np.linalg.norm(got.astype(np.float64) - truth) / scale
     spread = np.linalg.norm(want.astype(np.float64) - truth) / scale
-    allowed = max(TOL[cfg["dtype"]], 8 * spread if np.isfinite(spread) else 0.0)
+    allowed = max(TOL[cfg["dtype"]] * (SATURATED_SLACK if cfg["values"] == "saturating"
+                                       else 1), 8 * spread if np.isfinite(spread) else 0.0)
     assert err <= allowed, f"{key}: relative difference {err:.3g} > {allowed:.3g}"
     return True
 
