@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead of the grid, the checkpoint row: peak memory and time of "
                         "forward+backward at T=20000, B=4, K=H=128, full BPTT against "
                         "checkpoint='auto', for rnn, lstm and gru")
+    p.add_argument("--short-calls", action="store_true",
+                   help="instead of the grid, the short-calls rows: µs per call of "
+                        "rnncore.torch.RNN against torch.nn.RNN at T=1 and 35, B=1, "
+                        "H=64..1024, 2 layers, forward (no grad) and forward+backward "
+                        "(honours --isa, --dtype, --budget, --rounds, --pin, --json)")
     p.add_argument("--impls", default=",".join(IMPLS),
                    help=f"comma-separated implementations to try (default: all "
                         f"installed): {', '.join(IMPLS)}")
@@ -176,6 +181,9 @@ def main(argv=None) -> int:
         if args.checkpoint:
             from .checkpoint import main_checkpoint
             return main_checkpoint(args)
+        if args.short_calls:
+            from .short_calls import main_short_calls
+            return main_short_calls(args)
         return _run(args, argv, impls, wanted, threads)
     finally:
         restore()
