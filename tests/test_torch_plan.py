@@ -127,3 +127,43 @@ def test_the_plan_follows_a_module_setting_that_changes_the_rule():
     assert _runs_on_rnncore(ours, x)
     ours.mode = "LSTM"                   # not RNN_TANH or RNN_RELU: torch's
     assert not _runs_on_rnncore(ours, x)
+
+
+@pytest.fixture
+def saved_states(monkeypatch):
+    """Weak references to the states array of every record a forward returns (the
+    record itself has no weak-reference slot)."""
+    import weakref
+
+    refs = []
+    forward = rt.functional.forward
+
+    def spied(*args, **kwargs):
+        y, h_n, record = forward(*args, **kwargs)
+        refs.append(weakref.ref(record.states[0][0]))
+        return y, h_n, record
+
+    monkeypatch.setattr(rt.functional, "forward", spied)
+    return refs
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_frees_the_record_while_the_outputs_live_on(cell, saved_states):
+    ours, _ = pair(cell)
+    y, _ = ours(x_for())
+    y.sum().backward()
+    assert y.grad_fn is not None
+    assert saved_states[0]() is None      # as stock torch frees its saved tensors
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_retain_graph_keeps_the_record_for_a_second_backward(cell, saved_states):
+    ours, stock = pair(cell)
+    x = x_for()
+    for module in (ours, stock):
+        y, _ = module(x)
+        y.sum().backward(retain_graph=True)
+        y.sum().backward()
+    assert saved_states[0]() is None
+    for name, w in stock.named_parameters():
+        torch.testing.assert_close(getattr(ours, name).grad, w.grad)

@@ -55,13 +55,17 @@ class _CellFunction(torch.autograd.Function):
         y, h_n, record = functional.forward(
             x.detach().numpy(), arrays, hx, lengths, cell=cell, nonlinearity=nonlinearity, batch_first=batch_first,
             backend=backend, snapshot_weights=False)
-        ctx.record = record
         ctx.names = names
         ctx.lstm = lstm
-        # Saved only so that autograd detects in-place changes to x or the weights
-        # between forward and backward (the record shares their memory: no snapshot
-        # of the weights is needed, their version counters guard them).
-        ctx.save_for_backward(x, *weights)
+        # x and the weights are saved only so that autograd detects in-place changes
+        # to them between forward and backward (the record shares their memory: no
+        # snapshot of the weights is needed, their version counters guard them). The
+        # record rides on an empty tensor saved with them, so that autograd frees it
+        # with the saved tensors once backward has run (unless retain_graph), as it
+        # frees stock torch's; held by ctx, it would live as long as the outputs.
+        anchor = x.new_empty(0)
+        anchor.rnncore_record = record
+        ctx.save_for_backward(x, *weights, anchor)
         ctx.set_materialize_grads(False)
         states = h_n if lstm else (h_n,)
         return (torch.from_numpy(y), *[torch.from_numpy(s) for s in states])
@@ -69,13 +73,14 @@ class _CellFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, *d_states):
-        ctx.saved_tensors  # raises if x or a weight was modified in place since forward
+        # raises if x or a weight was modified in place since forward
+        record = ctx.saved_tensors[-1].rnncore_record
         need = ctx.needs_input_grad
         if ctx.lstm:
             dh_n = None if d_states == (None, None) else tuple(map(_grad_array, d_states))
         else:
             dh_n = _grad_array(d_states[0])
-        dx, dh0, grads = functional.backward(ctx.record, _grad_array(dy), dh_n,
+        dx, dh0, grads = functional.backward(record, _grad_array(dy), dh_n,
                                              need_dx=need[0])
         dh0, dc0 = dh0 if ctx.lstm else (dh0, None)
         return (None if dx is None else torch.from_numpy(dx),
