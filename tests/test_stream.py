@@ -183,6 +183,17 @@ def test_reset_without_index_zeroes_every_row(model, rng):
     assert_close(stream.run(x), rnn.forward(x)[0], F32, "after reset")
 
 
+def test_reset_with_an_empty_list_zeroes_no_row(model, rng):
+    rnn = make(model, backend="numpy")
+    stream = rnn.stream(batch_size=2)
+    stream.run(inputs(rng, (3, 2, K), np.float32))
+    before = [s.copy() for s in states(stream.state)]
+    stream.reset([])
+    for s, kept in zip(states(stream.state), before):
+        np.testing.assert_array_equal(s, kept)
+        assert s.any()
+
+
 # -- the snapshot and copies ---------------------------------------------------------------
 
 def test_later_changes_to_params_do_not_reach_an_open_stream(model, rng):

@@ -400,7 +400,16 @@ cdef class Stream:
         ``shapes`` (the first that fits its number of axes), else a TypeError or
         ValueError naming ``name``, what was expected and what was given. A copy only
         if the caller's array cannot be read as it is; never modified."""
-        a = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if isinstance(value, np.ndarray):
+            a = value
+        else:
+            try:
+                a = np.asarray(value)
+            except (ValueError, TypeError) as exc:      # ragged lists and the like
+                raise ValueError(f"{name} must be an array of shape "
+                                 f"{' or '.join(map(str, shapes))}; got a "
+                                 f"{type(value).__name__} NumPy cannot read as one "
+                                 f"({exc})") from None
         if a.dtype.kind != "f":
             raise TypeError(f"{name} must hold floats ({self.dtype}, the weights' dtype); "
                             f"got dtype {a.dtype}")
@@ -630,6 +639,17 @@ cdef class Stream:
                 f"shape ({B},)")
         if isinstance(index, (bool, np.bool_)):
             raise TypeError(f"{what}; got {index!r}")
+        if isinstance(index, (int, np.integer)):
+            if not 0 <= index < B:
+                raise ValueError(f"index must lie in [0, {B}) for batch_size={B}; got "
+                                 f"{index}")
+            return [int(index)]
+        if isinstance(index, (list, tuple)):
+            if not index:
+                return []                        # no rows
+            kinds = {isinstance(v, (bool, np.bool_)) for v in index}
+            if len(kinds) > 1:                   # [True, 0] would read as rows [1, 0]
+                raise TypeError(f"{what}, not bools and ints mixed; got {index!r}")
         a = np.asarray(index)
         if a.dtype == bool:
             if a.shape != (B,):

@@ -224,9 +224,10 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
                              f"cell takes only 'tanh', got {nonlinearity!r}")
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
-    if merge_mode != "concat" and (not isinstance(merge_mode, str)
-                                   or merge_mode not in MERGE_MODES):
-        raise ValueError(f"merge_mode must be one of {MERGE_MODES}; got {merge_mode!r}")
+    if type(merge_mode) is not str or merge_mode != "concat":
+        if not isinstance(merge_mode, str) or merge_mode not in MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {MERGE_MODES}; "
+                             f"got {merge_mode!r}")
     if type(checkpoint) is not int or checkpoint:
         _chunks.checkpoint_steps(checkpoint, 1, 1)       # a bad value fails before work
     if not isinstance(deterministic, (bool, np.bool_)):

@@ -109,7 +109,7 @@ class RNN:
     def _setup(self, input_size, hidden_size, num_layers, bias, batch_first,
                bidirectional, dtype, seed, backend, proj_size=0, merge_mode="concat",
                checkpoint=0):
-        if merge_mode not in functional.MERGE_MODES:
+        if not isinstance(merge_mode, str) or merge_mode not in functional.MERGE_MODES:
             raise ValueError(f"merge_mode must be one of {functional.MERGE_MODES}; "
                              f"got {merge_mode!r}")
         self.merge_mode = merge_mode
