@@ -627,10 +627,12 @@ MODEL_CASES = [
      lambda: rnncore.RNNModel.load(_checkpoint(_model(bidirectional=True),
                                                merge_mode="sum")), E,
      r"V must have shape \(5, 4\) by its __config__; got \(5, 8\)"),
-    ("RNNModel.load", "__config__ checkpoint 2 (not a model argument)",
-     lambda: rnncore.RNNModel.load(_checkpoint(checkpoint=2)), E,
-     r"__config__ keys do not match RNNModel's arguments: missing \[\], "
-     r"unknown \['checkpoint'\]"),
+    ("RNNModel.load", "__config__ checkpoint -1",
+     lambda: rnncore.RNNModel.load(_checkpoint(checkpoint=-1)), E,
+     r"__config__\['checkpoint'\] must be 0, a positive integer or 'auto'; got -1"),
+    ("RNNModel", "checkpoint 'sqrt'",
+     lambda: rnncore.RNNModel(4, 5, vocab_size=7, checkpoint="sqrt"), E,
+     r"checkpoint must be 0, a positive int or 'auto'; got 'sqrt'"),
     # ---- diagnostics on a model
     ("recurrent_regimes", "cell 'lstm'", lambda: rnncore.recurrent_regimes(cell="lstm"), E,
      r"recurrent_regimes sets the spectral radius of W_hh, .* so cell must be 'rnn'; "

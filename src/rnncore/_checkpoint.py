@@ -1,8 +1,8 @@
 """The checkpoint file of :class:`rnncore.RNNModel`: an ``.npz`` (a zip of ``.npy``
 entries) holding ``__config__``, the model's constructor arguments as JSON, and one
-entry per parameter. A configuration without ``cell``, ``proj_size`` or ``merge_mode``
-(written before them) is an Elman RNN without projection whose directions are
-concatenated.
+entry per parameter. A configuration without ``cell``, ``proj_size``, ``merge_mode`` or
+``checkpoint`` (written before them) is an Elman RNN without projection whose directions
+are concatenated and which keeps every state for backward.
 
 What it guarantees:
 
@@ -60,13 +60,14 @@ _CONFIG = {
     "proj_size": (_is_size, "a non-negative integer"),
     "merge_mode": (lambda v: v in functional.MERGE_MODES,
                    f"one of {functional.MERGE_MODES}"),
+    "checkpoint": (lambda v: v == "auto" or _is_size(v), "0, a positive integer or 'auto'"),
     "batch_first": (lambda v: isinstance(v, bool), "a boolean"),
     "task": (lambda v: v in _TASKS, f"one of {_TASKS}"),
     "ignore_index": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "dtype": (lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
 }
 # Keys a checkpoint written before the gated cells lacks, and the value they had then.
-_DEFAULTS = {"cell": "rnn", "proj_size": 0, "merge_mode": "concat"}
+_DEFAULTS = {"cell": "rnn", "proj_size": 0, "merge_mode": "concat", "checkpoint": 0}
 _ENTRY_ERRORS = (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile)
 
 

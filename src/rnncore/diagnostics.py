@@ -73,7 +73,9 @@ def gradient_norms(model, inputs, targets, lengths=None, h0=None, *,
     """
     if not hasattr(model, "_loss_and_output_grad"):
         raise TypeError(f"model must be an rnncore.RNNModel; got {type(model).__name__}")
-    loss, _, _, dy, _, record, _ = model._loss_and_output_grad(inputs, targets, lengths, h0)
+    # every state of the record is read below: no checkpointing, whatever the model's
+    loss, _, _, dy, _, record, _ = model._loss_and_output_grad(inputs, targets, lengths, h0,
+                                                               checkpoint=0)
     T, B = dy.shape[:2]
     if isinstance(sequence, bool) or not isinstance(sequence, (int, np.integer)) \
             or not 0 <= sequence < B:

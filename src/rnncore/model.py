@@ -79,6 +79,11 @@ class RNNModel:
         ``task="labeling"``: the classification feature is [forward state at the last
         valid step, reverse state at step 0], two states the merged output never holds
         side by side.
+    checkpoint : int or "auto"
+        Checkpointed BPTT for long sequences, as :func:`rnncore.functional.forward`: 0
+        (the default) keeps every state for backward; k > 0 keeps them every k steps
+        and recomputes the segments in backward ("auto": ⌈√T⌉). Same gradients, bit
+        for bit.
     batch_first : bool
         Inputs, targets and logits are (B, T, ...) instead of (T, B, ...); ``h0`` and
         ``h_n`` stay (L·D, B, H) (an LSTM's pair too), as in torch.
@@ -135,7 +140,7 @@ class RNNModel:
                  embedding_dim: int | None = None, input_size: int | None = None,
                  cell: str = "rnn", num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, bidirectional: bool = False, proj_size: int = 0,
-                 merge_mode: str = "concat", batch_first: bool = False,
+                 merge_mode: str = "concat", checkpoint=0, batch_first: bool = False,
                  task: str = "labeling",
                  ignore_index: int = -100, dtype=np.float32, seed=None,
                  backend: str | None = None):
@@ -177,15 +182,18 @@ class RNNModel:
         if cell == "rnn":
             self.rnn = RNN(in_size, hidden_size, num_layers, nonlinearity, bias,
                            bidirectional=bidirectional, dtype=dtype, seed=rng,
-                           backend=backend, merge_mode=merge_mode)
+                           backend=backend, merge_mode=merge_mode,
+                           checkpoint=checkpoint)
         elif cell == "lstm":
             self.rnn = LSTM(in_size, hidden_size, num_layers, bias,
                             bidirectional=bidirectional, proj_size=proj_size, dtype=dtype,
-                            seed=rng, backend=backend, merge_mode=merge_mode)
+                            seed=rng, backend=backend, merge_mode=merge_mode,
+                           checkpoint=checkpoint)
         else:
             self.rnn = GRU(in_size, hidden_size, num_layers, bias,
                            bidirectional=bidirectional, dtype=dtype, seed=rng,
-                           backend=backend, merge_mode=merge_mode)
+                           backend=backend, merge_mode=merge_mode,
+                           checkpoint=checkpoint)
         self.dtype = self.rnn.dtype
         self.proj_size = self.rnn.proj_size
         self._width = self.proj_size or self.hidden_size     # P: what the output reads
@@ -216,8 +224,9 @@ class RNNModel:
                     cell=self.cell, num_layers=self.rnn.num_layers,
                     nonlinearity=self.rnn.nonlinearity, bias=self.rnn.bias,
                     bidirectional=self.rnn.bidirectional, proj_size=self.proj_size,
-                    merge_mode=self.rnn.merge_mode, batch_first=self.batch_first, task=self.task, ignore_index=self.ignore_index,
-                    dtype=self.dtype.name)
+                    merge_mode=self.rnn.merge_mode, checkpoint=self.rnn.checkpoint,
+                    batch_first=self.batch_first, task=self.task,
+                    ignore_index=self.ignore_index, dtype=self.dtype.name)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if v is not None)
@@ -285,13 +294,15 @@ class RNNModel:
             return logits.swapaxes(0, 1)
         return logits
 
-    def _forward(self, inputs, lengths, h0):
+    def _forward(self, inputs, lengths, h0, checkpoint=None):
         tokens, x = self._embed(inputs)
         y, h_n, record = functional.forward(x, self._rnn_params, h0, lengths,
                                             cell=self.cell,
                                             nonlinearity=self.rnn.nonlinearity,
                                             merge_mode=self.rnn.merge_mode,
-                                            backend=self.rnn.backend)
+                                            backend=self.rnn.backend,
+                                            checkpoint=self.rnn.checkpoint
+                                            if checkpoint is None else checkpoint)
         T, B = y.shape[:2]
         steps = (np.full(B, T, dtype=np.int64) if lengths is None
                  else np.asarray(lengths).reshape(B).astype(np.int64))
@@ -371,9 +382,11 @@ class RNNModel:
         out[counted] = classes
         return out
 
-    def _loss_and_output_grad(self, inputs, targets, lengths, h0):
-        """Forward, loss, ∂loss/∂V, ∂loss/∂c and ∂loss/∂(RNN output) (T, B, D·P)."""
-        logits, h_n, (tokens, y, record, steps, feature) = self._forward(inputs, lengths, h0)
+    def _loss_and_output_grad(self, inputs, targets, lengths, h0, checkpoint=None):
+        """Forward, loss, ∂loss/∂V, ∂loss/∂c and ∂loss/∂(RNN output) (T, B, D·P);
+        ``checkpoint`` None: the model's."""
+        logits, h_n, (tokens, y, record, steps, feature) = self._forward(
+            inputs, lengths, h0, checkpoint)
         T, B = y.shape[:2]
         t = self._check_targets(targets, T, B, steps)
         O = self.output_size
