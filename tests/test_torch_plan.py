@@ -167,3 +167,27 @@ def test_retain_graph_keeps_the_record_for_a_second_backward(cell, saved_states)
     assert saved_states[0]() is None
     for name, w in stock.named_parameters():
         torch.testing.assert_close(getattr(ours, name).grad, w.grad)
+
+
+class _Logged(torch.Tensor):
+    """A __torch_function__ tensor that records every torch function asked of it."""
+
+    calls = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.calls.append(getattr(func, "__name__", str(func)))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_a_torch_function_weight_runs_on_torch_and_is_not_asked_for_its_data():
+    ours, stock = pair("RNN")
+    x = x_for()
+    ours(x)
+    for module in (ours, stock):
+        module.weight_hh_l0 = torch.nn.Parameter(
+            module.weight_hh_l0.detach().as_subclass(_Logged))
+    _Logged.calls.clear()
+    assert not _runs_on_rnncore(ours, x)
+    assert not any("data_ptr" in name or "_version" in name for name in _Logged.calls)
+    assert all(entry[0] is not ours.weight_hh_l0 for entry in _PLANS[ours].key[1])

@@ -131,9 +131,9 @@ class _Plan:
 
     Attributes
     ----------
-    key : tuple
+    key : tuple or None
         The module's configuration, then ``(tensor, _version, data_ptr, dtype, shape)``
-        of each weight.
+        of each weight; None for a plan made for one call and not kept.
     dtype : torch.dtype or None
         The one floating dtype whose input the weights accept (every weight a CPU,
         strided tensor of that dtype and of its parameter's shape), or None if none.
@@ -192,6 +192,10 @@ class _Plan:
         return self._layer_arrays[layer]
 
 
+# The tensor types whose version counter and data pointer a plan's key reads: plain
+# tensors only (a subclass may answer through __torch_function__).
+_KEYABLE = (torch.Tensor, torch.nn.Parameter)
+
 # Plans by module, held weakly: a deep copy or an unpickled module starts without one.
 _PLANS: "weakref.WeakKeyDictionary[DropIn, _Plan]" = weakref.WeakKeyDictionary()
 
@@ -209,11 +213,14 @@ def _plan(rnn: "DropIn", weights) -> _Plan:
                 break
         else:
             return plan
+    plan = _Plan(rnn, weights, None)
+    if plan.torch_function or not all(type(w) in _KEYABLE for w in weights):
+        return plan          # decided for this call only: not asked for data pointers
     try:
-        state = tuple((w, w._version, w.data_ptr(), w.dtype, w.shape) for w in weights)
-    except (AttributeError, RuntimeError):     # not tensors, or tensors without data
-        return _Plan(rnn, weights, None)        # decided now, not kept
-    plan = _Plan(rnn, weights, (config, state))
+        plan.key = (config, tuple((w, w._version, w.data_ptr(), w.dtype, w.shape)
+                                  for w in weights))
+    except RuntimeError:     # no version counter (inference tensors), or no storage
+        return plan
     _PLANS[rnn] = plan
     return plan
 
