@@ -39,9 +39,9 @@ class _CellFunction(torch.autograd.Function):
     ``forward(ctx, x, h0, c0, call, *weights)``: ``c0`` is None except for an LSTM;
     ``call`` is ``(names, cell, nonlinearity, batch_first, lengths, backend, arrays)``,
     ``names`` the parameter keys of ``weights`` and ``arrays`` the weights as NumPy
-    views by those keys (kept by the module's plan between calls). Returns ``(output, h_n)``, or ``(output, h_n,
-    c_n)`` for an LSTM; backward receives one gradient per output, None for an output
-    that did not contribute to the loss.
+    views by those keys (kept by the module's plan between calls). Returns ``(output,
+    h_n)``, or ``(output, h_n, c_n)`` for an LSTM; backward receives one gradient per
+    output, None for an output that did not contribute to the loss.
     """
 
     @staticmethod
@@ -53,8 +53,9 @@ class _CellFunction(torch.autograd.Function):
         else:
             hx = _array(h0)
         y, h_n, record = functional.forward(
-            x.detach().numpy(), arrays, hx, lengths, cell=cell, nonlinearity=nonlinearity, batch_first=batch_first,
-            backend=backend, snapshot_weights=False)
+            x.detach().numpy(), arrays, hx, lengths, cell=cell,
+            nonlinearity=nonlinearity, batch_first=batch_first, backend=backend,
+            snapshot_weights=False)
         ctx.names = names
         ctx.lstm = lstm
         # x and the weights are saved only so that autograd detects in-place changes
@@ -271,8 +272,9 @@ class DropIn:
         lstm = cell == "lstm"
         states0 = (_array(h0), _array(c0)) if lstm and h0 is not None else _array(h0)
         y, h_n, _ = functional.forward(
-            x.detach().numpy(), arrays, states0, lengths, cell=cell, nonlinearity=call[2], batch_first=batch_first,
-            backend=call[5], snapshot_weights=False)
+            x.detach().numpy(), arrays, states0, lengths, cell=cell,
+            nonlinearity=call[2], batch_first=batch_first, backend=call[5],
+            snapshot_weights=False)
         return torch.from_numpy(y), [torch.from_numpy(s) for s in
                                      (h_n if lstm else (h_n,))]
 
