@@ -200,6 +200,9 @@ def read_params(params: Mapping[str, Any], cell: str) -> tuple[Plan, list[np.nda
     return _plan_for(tuple(signature)), arrays
 
 
+_MAX_KEPT_ZEROS = 1 << 16               # values of a zero state a plan keeps
+
+
 class Plan:
     """What a call needs that depends only on the cell and the parameters' keys, shapes
     and dtypes.
@@ -221,10 +224,16 @@ class Plan:
     zero_bias : ndarray, shape (G*H,), read-only
         The bias of a configuration without bias.
     widest_input : int
-        max(K, D*(P or H)), the widest input of a layer, for ``_kernels.check_sizes``.
+        max(K, D*(P or H)), the widest input of a layer.
+    widths : tuple of int
+        (widest_input, G*H): the widths ``_kernels.check_sizes`` checks.
+    one_direction : bool
+        One layer, one direction: the network whose calls take ``functional``'s short
+        path when nothing else routes them around it.
     """
 
-    __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias", "widest_input")
+    __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias", "widest_input",
+                 "widths", "one_direction", "_zero_states")
 
     def __init__(self, cfg: Config, keys: list[str]):
         self.cfg = cfg
@@ -242,6 +251,36 @@ class Plan:
         self.zero_bias = np.zeros(cfg.G * cfg.hidden_size, dtype=cfg.dtype)
         self.zero_bias.setflags(write=False)
         self.widest_input = max(cfg.input_size, cfg.D * cfg.out_size)
+        self.widths = (self.widest_input, cfg.G * cfg.hidden_size)
+        self.one_direction = cfg.num_layers == 1 and cfg.D == 1
+        self._zero_states: dict[int, np.ndarray] = {}
+
+    def zero_state(self, B: int) -> np.ndarray:
+        """A read-only (B, H) array of zeros in the configuration's dtype: the kernels'
+        initial state when a call gives none, and ∂L/∂h_n when a backward gives none.
+        Up to 65,536 values, it is kept for the next call of the same batch size (the
+        few most recent sizes): for a short call, allocating it costs what the call's
+        Python layer can least spare; a larger one is allocated each time.
+
+        Parameters
+        ----------
+        B : int
+            The batch size.
+
+        Returns
+        -------
+        ndarray, shape (B, hidden_size), read-only
+        """
+        zeros = self._zero_states.get(B)
+        if zeros is None:
+            zeros = np.zeros((B, self.cfg.hidden_size), self.cfg.dtype)
+            zeros.setflags(write=False)
+            if zeros.size > _MAX_KEPT_ZEROS:
+                return zeros
+            if len(self._zero_states) >= 8:
+                self._zero_states.clear()
+            self._zero_states[B] = zeros
+        return zeros
 
 
 @functools.lru_cache(maxsize=64)

@@ -42,6 +42,11 @@ _FASTEST = next(iter(_BACKENDS.values()))
 if _kernels:
     _parallel.configure_kernel_blas(_kernels)
 _NONLINEARITIES = ("tanh", "relu")
+# forward's defaults, compared by identity first: string constants and small ints are
+# shared objects, so a call with the defaults needs no other check; anything else,
+# equal values that are other objects included, is checked by _checked_options
+_RNN, _TANH, _CONCAT, _NO_CHECKPOINT = "rnn", "tanh", "concat", 0
+_WHOLE_CALL_ROWS = _chunks.WHOLE_CALL_ROWS
 _ELMAN = CELL_TYPES["rnn"]
 _NOTHING_SAVED = ((),)                   # what the Elman cell saves besides its states
 MERGE_MODES = ("concat", "sum", "mean", "mul")
@@ -213,25 +218,12 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     record : Record
         What :func:`backward` needs.
     """
-    if cell == "rnn":
-        cell_type = _ELMAN
-        module = _FASTEST if backend is None else _backend_module(backend)
+    if (cell is _RNN and nonlinearity is _TANH and backend is None and merge_mode is _CONCAT
+            and deterministic is True and checkpoint is _NO_CHECKPOINT):
+        cell_type, module, relu = _ELMAN, _FASTEST, False     # the defaults: all valid
     else:
-        cell_type = CELL_TYPES[check_cell(cell)]
-        module = _module_for(cell_type, backend)
-        if nonlinearity != "tanh":
-            raise ValueError(f"nonlinearity is an option of the Elman RNN; the {cell} "
-                             f"cell takes only 'tanh', got {nonlinearity!r}")
-    if nonlinearity not in _NONLINEARITIES:
-        raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
-    if type(merge_mode) is not str or merge_mode != "concat":
-        if not isinstance(merge_mode, str) or merge_mode not in MERGE_MODES:
-            raise ValueError(f"merge_mode must be one of {MERGE_MODES}; "
-                             f"got {merge_mode!r}")
-    if type(checkpoint) is not int or checkpoint:
-        _chunks.checkpoint_steps(checkpoint, 1, 1)       # a bad value fails before work
-    if not isinstance(deterministic, (bool, np.bool_)):
-        raise TypeError(f"deterministic must be True or False; got {deterministic!r}")
+        cell_type, module, relu = _checked_options(cell, nonlinearity, backend, merge_mode,
+                                                   deterministic, checkpoint)
     plan, arrays = read_params(params, cell)
     cfg = plan.cfg
     x = as_weights_dtype("x", x, cfg.dtype)
@@ -251,10 +243,71 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
                          f"{x.shape if not batch_first or unbatched else (B, T, K)}")
     if lengths is not None:
         lengths = read_lengths(lengths, B, T)
+    if module is _kernels:               # before anything is copied or allocated
+        _kernels.check_sizes(T, B, *plan.widths)
+    if (plan.one_direction and cell_type is _ELMAN and lengths is None and not checkpoint
+            and T * B <= _WHOLE_CALL_ROWS):
+        # One Elman layer-direction in one call (a tiny call's path): what the walker
+        # below does for it, without what it does not need (no zeroed h_n to start
+        # from, no lists of directions), so that the Python layer costs a few µs.
+        x = np.ascontiguousarray(x)
+        if _parts(module, x, cfg.hidden_size, 1) == 1:
+            i_ih, i_hh, i_bih, i_bhh, _ = plan.layers[0][0]
+            if snapshot_weights:
+                w_ih, w_hh = arrays[i_ih].copy(), arrays[i_hh].copy()      # C order
+            else:
+                w_ih = np.ascontiguousarray(arrays[i_ih])
+                w_hh = np.ascontiguousarray(arrays[i_hh])
+            b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
+            s0 = (plan.zero_state(B) if h0 is None else
+                  check_state("h0", h0, cfg, B, unbatched)[0])
+            steps = _full_lengths(B, T)
+            hs = module.layer_forward(x, w_ih, w_hh, b, s0, steps, False, relu)
+            h_n = hs[T:].copy()          # (1, B, H); hs is the record's
+            record = Record(plan, module, relu, [[(w_ih, w_hh, b)]], [x], [[hs]],
+                            [_NOTHING_SAVED], steps, None, T, B, batch_first, unbatched,
+                            _CONCAT, deterministic is True or bool(deterministic))
+            output = hs[1:].copy()
+            if unbatched:
+                return output[:, 0], h_n[:, 0], record
+            return (output.transpose(1, 0, 2) if batch_first else output), h_n, record
+    return _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B,
+                         unbatched, batch_first, snapshot_weights, merge_mode,
+                         deterministic, checkpoint)
+
+
+def _checked_options(cell, nonlinearity, backend, merge_mode, deterministic, checkpoint):
+    """The cell type, the backend module and whether f is ReLU, of options that are not
+    all the defaults; a clear error for a bad one."""
+    if cell == "rnn":
+        cell_type = _ELMAN
+        module = _FASTEST if backend is None else _backend_module(backend)
+    else:
+        cell_type = CELL_TYPES[check_cell(cell)]
+        module = _module_for(cell_type, backend)
+        if nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity is an option of the Elman RNN; the {cell} "
+                             f"cell takes only 'tanh', got {nonlinearity!r}")
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
+    if type(merge_mode) is not str or merge_mode != "concat":
+        if not isinstance(merge_mode, str) or merge_mode not in MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {MERGE_MODES}; "
+                             f"got {merge_mode!r}")
+    if type(checkpoint) is not int or checkpoint:
+        _chunks.checkpoint_steps(checkpoint, 1, 1)       # a bad value fails before work
+    if not isinstance(deterministic, (bool, np.bool_)):
+        raise TypeError(f"deterministic must be True or False; got {deterministic!r}")
+    return cell_type, module, nonlinearity == "relu"
+
+
+def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, unbatched,
+                  batch_first, snapshot_weights, merge_mode, deterministic, checkpoint):
+    """:func:`forward` of any network, layer by layer and direction by direction, once
+    its arguments are checked (``x`` time-major, ``lengths`` None or read)."""
+    cfg = plan.cfg
     H, P, D = cfg.hidden_size, cfg.out_size, cfg.D
     LD = cfg.num_layers * D
-    if module is _kernels:               # before anything is copied or allocated
-        _kernels.check_sizes(T, B, plan.widest_input, cfg.G * H)
     # the final states double as the zero initial states: slot l·D+d is read by layer
     # l's kernels and written only after they return
     if cell_type is _ELMAN:
@@ -270,7 +323,6 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     else:
         x = np.ascontiguousarray(x)
     steps = lengths if lengths is not None else _full_lengths(B, T)
-    relu = nonlinearity == "relu"
 
     # a long call runs in chunks of steps (_chunks), which checkpointing keeps
     k = _chunks.checkpoint_steps(checkpoint, T, B) if checkpoint else 0
@@ -458,6 +510,10 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
                         f"got {type(record).__name__}")
     plan, T, B, module = record.plan, record.T, record.B, record.backend
     cfg = plan.cfg
+    if plan.one_direction and cfg.cell == "rnn" and not record.chunk:
+        x = record.inputs[0]
+        if _parts(module, x, cfg.hidden_size, 1) == 1:
+            return _backward_one_direction(record, x, dy, dh_n, need_dx)
     cell_type = CELL_TYPES[cfg.cell]
     P, D, L = cfg.out_size, cfg.D, cfg.num_layers
     merged = record.merge_mode != "concat"
@@ -534,6 +590,33 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         ds0 = [a[:, 0] for a in ds0]
     return dx_user, (ds0[0] if len(ds0) == 1 else tuple(ds0)), \
         dict(zip(plan.grad_keys, grads))
+
+
+def _backward_one_direction(record, x, dy, dh_n, need_dx):
+    """:func:`backward` of one Elman layer-direction run in one call, on one thread (a
+    tiny call's path): what the walker does for it, without the lists of layers and
+    directions and with no zeroed ∂L/∂h_n when none is given."""
+    plan, T, B, module = record.plan, record.T, record.B, record.backend
+    cfg = plan.cfg
+    dy = read_dy(dy, record, (T, B, cfg.hidden_size))
+    ds_n = (plan.zero_state(B) if dh_n is None
+            else check_state("dh_n", dh_n, cfg, B, record.unbatched)[0])
+    w_ih, w_hh, _ = record.weights[0][0]
+    with _parallel.exact_blas(module, record.deterministic):
+        dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+            x, w_ih, w_hh, record.states[0][0], dy, ds_n, record.lengths, False,
+            record.relu)
+    dx = None
+    if need_dx:
+        dx = np.empty(x.shape, cfg.dtype)
+        module.input_grad(delta, w_ih, dx, False)
+        if record.padded is not None:
+            dx[record.padded] = 0        # δ is 0 there, but 0 · inf in W_ih is NaN
+        dx = _to_user_layout(dx, record.batch_first, record.unbatched)
+    # one layer-direction's keys, in PyTorch's order: weight_ih, weight_hh and the biases
+    grads = dict(zip(plan.grad_keys, (dw_ih, dw_hh, db, db.copy()) if cfg.bias
+                     else (dw_ih, dw_hh)))
+    return dx, (dh0 if record.unbatched else dh0[None]), grads
 
 
 def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first):
