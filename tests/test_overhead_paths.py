@@ -105,3 +105,112 @@ def test_omitted_h0_gives_what_explicit_zeros_give_in_every_layer_and_direction(
     want = run(x, params, dy, h0=zeros, lengths=lengths, backend=backend)
     for name, g, w in zip(["y", "h_n", "dx", "dh0", *got[1]], got[0], want[0]):
         np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+# One Elman layer-direction run in one call takes functional's short path; every option
+# below routes the same computation around it (through the layer walker), which must
+# give the same bits.
+ROUTES_AROUND = {
+    "lengths all full": dict(lengths=[T] * B),
+    "checkpointed": dict(checkpoint=1),
+    "checkpoint auto": dict(checkpoint="auto"),
+}
+
+
+def one_direction_call(x, params, dy, dh_n, **kwargs):
+    """output, h_n, dx, dh0 and every gradient (PyTorch's order) of one call."""
+    y, h_n, record = F.forward(x, params, **kwargs)
+    dx, dh0, grads = F.backward(record, dy, dh_n)
+    return [y, h_n, dx, dh0, *grads.values()], list(grads)
+
+
+def one_direction_params(rng, dtype, bias):
+    shapes = F.param_shapes(K, H, 1, bias=bias)
+    return {key: rng.uniform(-0.5, 0.5, shape).astype(dtype)
+            for key, shape in shapes.items()}
+
+
+@pytest.mark.parametrize("route", ROUTES_AROUND)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
+@pytest.mark.parametrize("h0", [False, True], ids=["zero h0", "h0"])
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+def test_the_one_direction_short_path_gives_the_bits_of_the_layer_walker(
+        backend, dtype, rng, route, bias, h0, relu):
+    params = one_direction_params(rng, dtype, bias)
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((1, B, H)).astype(dtype)
+    common = dict(backend=backend, nonlinearity="relu" if relu else "tanh",
+                  h0=rng.standard_normal((1, B, H)).astype(dtype) if h0 else None)
+    got, got_keys = one_direction_call(x, params, dy, dh_n, **common)
+    want, want_keys = one_direction_call(x, params, dy, dh_n, **common,
+                                         **ROUTES_AROUND[route])
+    assert got_keys == want_keys == list(params)
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *want_keys], got, want):
+        assert g.shape == w.shape, name
+        np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+@pytest.mark.parametrize("layout", ["batch_first", "unbatched"])
+def test_the_short_path_gives_the_walkers_bits_in_every_layout(backend, dtype, rng,
+                                                               layout):
+    params = one_direction_params(rng, dtype, True)
+    batch = 1 if layout == "unbatched" else B
+    x = rng.standard_normal((T, batch, K)).astype(dtype)
+    dy = rng.standard_normal((T, batch, H)).astype(dtype)
+    dh_n = rng.standard_normal((1, batch, H)).astype(dtype)
+    if layout == "unbatched":
+        x, dy, dh_n, kwargs = x[:, 0], dy[:, 0], dh_n[:, 0], {}
+    else:
+        x, dy = x.transpose(1, 0, 2), dy.transpose(1, 0, 2)
+        kwargs = dict(batch_first=True)
+    got, _ = one_direction_call(x, params, dy, dh_n, backend=backend, **kwargs)
+    want, _ = one_direction_call(x, params, dy, dh_n, backend=backend, checkpoint=1,
+                                 **kwargs)
+    for name, g, w in zip(["y", "h_n", "dx", "dh0"], got, want):
+        assert g.shape == w.shape, name
+        np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("cell", "".join(["r", "nn"])),                 # equal to "rnn", another object
+    ("nonlinearity", "".join(["ta", "nh"])),
+    ("merge_mode", "".join(["con", "cat"])),
+    ("deterministic", np.bool_(True)),
+    ("checkpoint", np.int64(0)),
+])
+def test_default_options_given_as_other_objects_give_the_same_results(rng, option,
+                                                                      value):
+    params = one_direction_params(rng, np.float32, True)
+    x = rng.standard_normal((T, B, K)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    got, _ = one_direction_call(x, params, dy, None, **{option: value})
+    want, _ = one_direction_call(x, params, dy, None)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_the_short_paths_results_are_the_callers_own(backend, dtype, rng):
+    """Nothing returned shares memory with the record or with another result, and
+    writing into what a call returned changes neither its backward nor the next call
+    (the zero state the short path starts from when h0 is omitted is shared)."""
+    params = one_direction_params(rng, dtype, True)
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    first, _ = one_direction_call(x, params, dy, None, backend=backend)
+    y, h_n, record = F.forward(x, params, backend=backend)
+    dx, dh0, grads = F.backward(record, dy)
+    results = [y, h_n, dx, dh0, *grads.values()]
+    for i, a in enumerate(results):
+        assert a.flags.writeable, i
+        assert not any(np.shares_memory(a, s) for s in record.states[0]), i
+        assert not any(np.shares_memory(a, b) for b in results[i + 1:]), i
+    for a in results:
+        a[...] = np.nan
+    again = F.backward(record, dy)
+    for name, g, w in zip(["dx", "dh0", *grads], [again[0], again[1],
+                                                 *again[2].values()], first[2:]):
+        np.testing.assert_array_equal(g, w, err_msg=name)
+    second, _ = one_direction_call(x, params, dy, None, backend=backend)
+    for g, w in zip(second, first):
+        np.testing.assert_array_equal(g, w)
