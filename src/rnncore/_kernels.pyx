@@ -560,8 +560,14 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
 def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
                const floating[:, ::1] w_ih,        # IN  (H, K)
                floating[:, :, ::1] dx,             # OUT (T, B, K)
-               bint accumulate):
-    """∂L/∂x_t = δ_t W_ih for every step at once; see ``reference.input_grad``."""
+               bint accumulate,
+               Py_ssize_t rows=-1):                # the whole call's T·B, if known
+    """∂L/∂x_t = δ_t W_ih for every step at once; see ``reference.input_grad``.
+
+    ∂x may be computed in ranges of steps (threads, chunks): the product's path is
+    chosen from ``rows``, the T·B of the whole call the range belongs to, so that each
+    range runs what the whole call would (-1: a long call, the packed path).
+    """
     cdef Py_ssize_t T = delta.shape[0], B = delta.shape[1], H = delta.shape[2]
     cdef Py_ssize_t K = w_ih.shape[1]
     cdef Sizes sz = Sizes(T, B, K, H)
@@ -572,9 +578,7 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
     if M * K == 0:
         return
     dtype = np.float32 if floating is float else np.float64
-    # ∂x may be computed in ranges of steps (threads): decided as for a long call,
-    # never by the rows of a range, so that each range runs what the whole call would
-    cdef Plan plan = make_plan(B, H, floating is float)
+    cdef Plan plan = make_plan(B, H, floating is float, rows)
     cdef floating *work = <floating *>workspace(
         workspace_size(&plan, K, H, 1, floating is float), sizeof(floating))
     cdef unsigned int csr

@@ -568,7 +568,7 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         if dx is not None:
             if not record.chunk:         # (each chunk's ∂x came with its δ)
                 if not results:
-                    module.input_grad(delta, ws[0][0], dx, False)
+                    module.input_grad(delta, ws[0][0], dx, False, T * B)
                 else:
                     _input_grad(module, [r[2] for r in results], [w[0] for w in ws], dx,
                                 _input_grad_parts(module, parts, D, record))
@@ -609,7 +609,7 @@ def _backward_one_direction(record, x, dy, dh_n, need_dx):
     dx = None
     if need_dx:
         dx = np.empty(x.shape, cfg.dtype)
-        module.input_grad(delta, w_ih, dx, False)
+        module.input_grad(delta, w_ih, dx, False, T * B)
         if record.padded is not None:
             dx[record.padded] = 0        # δ is 0 there, but 0 · inf in W_ih is NaN
         dx = _to_user_layout(dx, record.batch_first, record.unbatched)
@@ -657,7 +657,7 @@ def _input_grad(module, deltas, w_ihs, dx, parts: int) -> None:
     """
     def steps(start, stop):
         for d, (delta, w_ih) in enumerate(zip(deltas, w_ihs)):
-            module.input_grad(delta[start:stop], w_ih, dx[start:stop], d > 0)
+            module.input_grad(delta[start:stop], w_ih, dx[start:stop], d > 0, T * B)
 
     T, B, K = dx.shape
     _parallel.split_steps(steps, T, T * B * K * deltas[0].shape[2], parts)

@@ -161,7 +161,7 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
     return dh0, dw_ih, dw_hh, db, delta
 
 
-def input_grad(delta, w_ih, dx, accumulate):
+def input_grad(delta, w_ih, dx, accumulate, rows=-1):
     """∂L/∂x_t = δ_t W_ih for every step at once.
 
     Parameters
@@ -173,6 +173,9 @@ def input_grad(delta, w_ih, dx, accumulate):
         Written (``accumulate`` False) or added into (True): the two directions of a
         bidirectional layer share one input.
     accumulate : bool
+    rows : int
+        The T·B of the whole call ``delta`` belongs to; the kernels choose their path
+        by it, the reference has one path.
     """
     g = (delta.reshape(-1, w_ih.shape[0]) @ w_ih).reshape(dx.shape)
     if accumulate:
