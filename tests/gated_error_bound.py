@@ -13,8 +13,8 @@ by up to the smallest normal number, per term):
     a ± b                              E = |a| + |b| + E(a) + E(b)
     a · b                              E = |a b| + E(a)|b| + |a|E(b) + tiny
     1 − a                              E = 1 + |a| + E(a)
-    y = σ(a)                           E = s⁺ E(a) + |y| + tiny,  s⁺ = min(¼, y(1−y) + κE(a))
-    y = tanh(a)                        E = s⁺ E(a) + |y| + tiny,  s⁺ = min(1, 1−y² + κE(a))
+    y = σ(a)        E = s⁺ E(a) + |y| + tiny,    s⁺ = min(¼, y(1 − y) + κE(a))
+    y = tanh(a)     E = s⁺ E(a) + |y| + tiny,    s⁺ = min(1, 1 − y² + κE(a))
 
 The weights and the caller's inputs are exact (E = 0). Each rounding is at most u times
 its result, which the terms bound, and κ ≥ (N ≥ 12)·u covers SPEC.md's "few ulps" of a
@@ -31,11 +31,11 @@ terms is held to κ·Σ|terms|·1, not to its own (tiny) size.
 The walk follows the reference's record: forward layer by layer, direction by direction,
 step by step (a_t, the gates, c_t, tanh(c_t), m_t, h_t = m_t W_hrᵀ; GRU's gi_t, gh_t, r,
 z, n, h_t), carrying E(h_{t−1}), E(c_{t−1}) and the previous layer's E(y) forward; then
-backward in time (∂h_t = dy_t + δ_{t+1}W_hh [+ ∂h_n], ∂m, ∂c, δ_t; GRU's ∂n', δ_t, ε_t
-and ∂h_{t−1} = ε_t W_hh + ∂h_t ⊙ z), carrying E(∂h), E(∂c) to the previous step and E(∂x)
-to the layer below, and summing the weight gradients' terms over T·B. The values of the
-backward pass are recomputed here in float64 from the record (their magnitudes, not
-their last bits, matter).
+backward in time (∂h_t = dy_t + δ_{t+1}W_hh [+ ∂h_n], ∂m, ∂c, δ_t; GRU's ∂n', δ_t,
+ε_t and ∂h_{t−1} = ε_t W_hh + ∂h_t ⊙ z), carrying E(∂h), E(∂c) to the previous step and
+E(∂x) to the layer below, and summing the weight gradients' terms over T·B. The values
+of the backward pass are recomputed here in float64 from the record (their magnitudes,
+not their last bits, matter).
 """
 from __future__ import annotations
 
@@ -162,6 +162,11 @@ def _lstm_forward(w, rec, layer, d, x, e_x):
     return e_h, e_c, e_g, e_m
 
 
+def _part(pair, k, H):
+    """Gate k's H columns of a (value, E) pair."""
+    return pair[0][:, k * H:(k + 1) * H], pair[1][:, k * H:(k + 1) * H]
+
+
 def _gru_forward(w, rec, layer, d, x, e_x):
     """E of h_t and of the saved [r z n gh_n] of one GRU layer-direction."""
     T, lengths, H = rec.T, rec.lengths, rec.cfg.hidden_size
@@ -173,11 +178,10 @@ def _gru_forward(w, rec, layer, d, x, e_x):
         valid = t < lengths
         gi = w.add(w.matmul((x[t], e_x[t]), w_ih.T), (_f64(b_ih), 0.0))
         gh = w.add(w.matmul((hv[t + prev], e_h[t + prev]), w_hh.T), (_f64(b_hh), 0.0))
-        part = lambda p, k: (p[0][:, k * H:(k + 1) * H], p[1][:, k * H:(k + 1) * H])  # noqa: E731,E501
-        r = w.sigmoid(sv[t][:, :H], w.add(part(gi, 0), part(gh, 0))[1])
-        z = w.sigmoid(sv[t][:, H:2 * H], w.add(part(gi, 1), part(gh, 1))[1])
-        gh_n = part(gh, 2)
-        n = w.tanh(sv[t][:, 2 * H:3 * H], w.add(part(gi, 2), w.mul(r, gh_n))[1])
+        r = w.sigmoid(sv[t][:, :H], w.add(_part(gi, 0, H), _part(gh, 0, H))[1])
+        z = w.sigmoid(sv[t][:, H:2 * H], w.add(_part(gi, 1, H), _part(gh, 1, H))[1])
+        gh_n = _part(gh, 2, H)
+        n = w.tanh(sv[t][:, 2 * H:3 * H], w.add(_part(gi, 2, H), w.mul(r, gh_n))[1])
         h = w.add(w.mul(w.one_minus(z), n), w.mul(z, (hv[t + prev], e_h[t + prev])))
         e_s[t][valid] = np.concatenate([r[1], z[1], n[1], gh_n[1]], axis=1)[valid]
         e_h[t + out][valid] = h[1][valid]
