@@ -166,3 +166,25 @@ def test_forward_into_an_array_of_the_wrong_shape_is_rejected():
     args = (a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"], a["lengths"], False, False)
     with pytest.raises(ValueError, match=r"out must have shape \(8, 13, 70\)"):
         _kernels.layer_forward(*args, out=np.zeros((7, 13, 70), np.float32), rows=(0, 2))
+
+
+# One panel's width of columns (2 vectors: 32 float32 / 16 float64 on AVX-512, 16 / 8
+# on AVX2) stored row by row is read in place, not packed; over several depth chunks
+# (T·B = 520 rows > 256) it must give the reference's gradients, and its parts the bits
+@pytest.mark.parametrize("H", [8, 16, 32])
+def test_weight_gradients_read_one_panel_in_place_and_match_the_reference(path, dtype, H):
+    a = layer(dtype, T=40, B=13, K=H, H=H)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    _, dw_ih, dw_hh, db, delta = _kernels.layer_backward(
+        a["x"], a["w_ih"], a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], False, False)
+    d = delta.reshape(-1, H).astype(np.float64)      # Σ_t δ_tᵀ x_t, δ_tᵀ h_{t-1}, δ_t
+    want = [d.T @ a["x"].reshape(-1, H), d.T @ hs[:-1].reshape(-1, H), d.sum(axis=0)]
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for g, w in zip((dw_ih, dw_hh, db), want):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * np.abs(w).max())
+    got = [np.full_like(g, np.nan) for g in (dw_ih, dw_hh, db)]
+    for i in range(2):
+        _kernels.backward_weights(a["x"], hs, delta, False, *got, part=(i, 2))
+    for g, want_bits in zip(got, (dw_ih, dw_hh, db)):
+        np.testing.assert_array_equal(g, want_bits)

@@ -285,12 +285,15 @@ static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long 
     /* a block of A read down its columns with a large stride is packed too */      \
     T *abuf = !prepacked && rnn_gemm_packs_a(ak, sizeof(T))                         \
               ? work + rnn_packed_size(K < KB ? K : KB, N, 2 * L) : NULL;           \
+    /* B of one whole panel's width stored row by row (bk == N == 2L) is in the      \
+     * packed layout already, [k][2L]: read it in place (same values, same order) */ \
+    int in_place = !prepacked && bj == 1 && N == 2 * L && bk == N;                  \
     for (long k0 = 0; k0 < K; k0 += KB) {                                           \
         long kb = K - k0 < KB ? K - k0 : KB;                                        \
         int acc = accumulate || k0 > 0;                                             \
-        if (!prepacked)                                                             \
+        if (!prepacked && !in_place)                                                \
             rnn_pack_##SFX(kb, N, 2 * L, b + k0 * bk, bk, bj, work);                \
-        const T *wb = prepacked ? b : work;                                         \
+        const T *wb = prepacked ? b : in_place ? b + k0 * bk : work;                \
         for (long m0 = 0; m0 < M; m0 += RNN_G_MB) {                                 \
             long m1 = M - m0 < RNN_G_MB ? M : m0 + RNN_G_MB;                        \
             /* rows m0 + i·MR + [0, MR) of A start at ab + i·apanel, strides (abr, abk) */\
