@@ -30,6 +30,22 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture
+def forwards(monkeypatch):
+    """The number of calls of rnncore.functional.forward the torch drop-ins make, in a
+    one-element list (tests of which path a drop-in call takes)."""
+    rt = pytest.importorskip("rnncore.torch")
+    count = [0]
+    original = rt.functional.forward
+
+    def spied(*args, **kwargs):
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rt.functional, "forward", spied)
+    return count
+
+
 @pytest.fixture(scope="session")
 def torch():
     """The torch module; the test is skipped when torch is not installed."""

@@ -17,7 +17,6 @@ from conftest import assert_close
 torch = pytest.importorskip("torch")
 import torch._dynamo  # noqa: E402
 import rnncore.torch as rt  # noqa: E402
-from rnncore import functional as F  # noqa: E402
 
 T, B, K, H = 6, 3, 4, 5
 DROP_IN = {"rnn": rt.RNN, "lstm": rt.LSTM, "gru": rt.GRU}
@@ -27,20 +26,6 @@ STOCK = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 @pytest.fixture(params=list(DROP_IN))
 def cell(request):
     return request.param
-
-
-@pytest.fixture
-def forwards(monkeypatch):
-    """The number of calls of rnncore.functional.forward, in a one-element list."""
-    count = [0]
-    original = F.forward
-
-    def spied(*args, **kwargs):
-        count[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(rt.functional, "forward", spied)
-    return count
 
 
 @pytest.fixture(autouse=True)

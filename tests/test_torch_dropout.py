@@ -13,7 +13,6 @@ from conftest import assert_close
 
 torch = pytest.importorskip("torch")
 import rnncore.torch as rt  # noqa: E402
-from rnncore import functional as F  # noqa: E402
 from rnncore._torch_rule import _torch_reason  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
@@ -31,20 +30,6 @@ LAYOUTS = ["padded", "batch_first", "unbatched", "packed_sorted", "packed_unsort
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])
 def tdtype(request):
     return request.param
-
-
-@pytest.fixture
-def forwards(monkeypatch):
-    """The number of calls of rnncore.functional.forward, in a one-element list."""
-    count = [0]
-    original = F.forward
-
-    def spied(*args, **kwargs):
-        count[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(rt.functional, "forward", spied)
-    return count
 
 
 def make_pair(cell, tdtype, num_layers=3, dropout=0.4, **kwargs):

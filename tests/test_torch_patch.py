@@ -12,23 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import rnncore.torch as rt  # noqa: E402
-from rnncore import functional as F  # noqa: E402
 
 T, B, K, H = 5, 3, 4, 6
-
-
-@pytest.fixture
-def forwards(monkeypatch):
-    """The number of calls of rnncore.functional.forward, in a one-element list."""
-    count = [0]
-    original = F.forward
-
-    def spied(*args, **kwargs):
-        count[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(rt.functional, "forward", spied)
-    return count
 
 
 class MyLSTM(torch.nn.LSTM):
