@@ -466,6 +466,10 @@ STREAM_CASES = [
      r"index must be None, an int, .*not bools and ints mixed; got \[True, 0\]"),
     ("Stream.step", "a ragged list", lambda: uni_rnn.stream(2).step([[1.0], [1.0, 2.0]]),
      E, r"x_t must be an array of shape \(2, 3\); got a list NumPy cannot read as one"),
+    ("Stream.run", "a ragged list",
+     lambda: uni_rnn.stream(2).run([[[1.0, 2.0, 3.0]], [[1.0]]]), E,
+     r"x_chunk must be an array of \(T', B, K\) or \(B, T', K\) values; got a list "
+     r"NumPy cannot read as one"),
     ("functional.forward", "merge_mode an array",
      lambda: F.forward(x, params, merge_mode=np.array(["sum", "mul"])), E,
      rf"merge_mode must be one of {MERGE_MODES}; got array"),

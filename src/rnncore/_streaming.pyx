@@ -539,7 +539,15 @@ cdef class Stream:
     cdef object _read_input_chunk(self, object value):
         """run's input checked: its dtype, then its shape, in the user's terms."""
         cdef Py_ssize_t B = self.batch_size, K = self.input_size
-        a = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if isinstance(value, np.ndarray):
+            a = value
+        else:
+            try:
+                a = np.asarray(value)
+            except (ValueError, TypeError) as exc:      # ragged lists and the like
+                raise ValueError(f"x_chunk must be an array of (T', B, K) or (B, T', K) "
+                                 f"values; got a {type(value).__name__} NumPy cannot "
+                                 f"read as one ({exc})") from None
         if a.dtype.kind != "f":
             raise TypeError(f"x_chunk must hold floats ({self.dtype}, the weights' "
                             f"dtype); got dtype {a.dtype}")
