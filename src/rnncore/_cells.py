@@ -55,16 +55,22 @@ class _Elman(_Cell):
     functions = ("layer_forward", "layer_backward")
 
     def weights(self, plan, arrays, layer, snapshot):
-        ws = []                        # the hot path of a tiny call: no generic lists
-        for i_ih, i_hh, i_bih, i_bhh, _ in plan.layers[layer]:
-            if snapshot:
-                w_ih, w_hh = arrays[i_ih].copy(), arrays[i_hh].copy()      # C order
-            else:
-                w_ih = np.ascontiguousarray(arrays[i_ih])
-                w_hh = np.ascontiguousarray(arrays[i_hh])
-            b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
-            ws.append((w_ih, w_hh, b))
-        return ws
+        # the hot path of a tiny call: no generic lists
+        return [self.direction_weights(plan, arrays, positions, snapshot)
+                for positions in plan.layers[layer]]
+
+    @staticmethod
+    def direction_weights(plan, arrays, positions, snapshot):
+        """(w_ih, w_hh, b) of one layer-direction whose parameters sit at ``positions``
+        of ``arrays``: C-ordered (private copies if ``snapshot``), b = b_ih + b_hh."""
+        i_ih, i_hh, i_bih, i_bhh, _ = positions
+        if snapshot:
+            w_ih, w_hh = arrays[i_ih].copy(), arrays[i_hh].copy()      # C order
+        else:
+            w_ih = np.ascontiguousarray(arrays[i_ih])
+            w_hh = np.ascontiguousarray(arrays[i_hh])
+        b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
+        return w_ih, w_hh, b
 
     def forward(self, module, parts, x, w, s0, lengths, reverse, relu):
         if parts > 1:

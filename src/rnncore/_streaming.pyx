@@ -395,19 +395,17 @@ cdef class Stream:
         return (dims[0] == d0 and (ndim < 2 or dims[1] == d1)
                 and (ndim < 3 or dims[2] == d2))
 
-    cdef cnp.ndarray _read_input(self, str name, object value, tuple shapes):
-        """``value`` as a C-contiguous array of the stream's dtype and one of
-        ``shapes`` (the first that fits its number of axes), else a TypeError or
-        ValueError naming ``name``, what was expected and what was given. A copy only
-        if the caller's array cannot be read as it is; never modified."""
+    cdef object _float_array(self, str name, object value, str what):
+        """``value`` as an array of the stream's dtype (not copied if it is one), else a
+        ValueError (NumPy cannot read it: ragged lists and the like) or a TypeError
+        naming ``name``; ``what`` says which arrays are expected."""
         if isinstance(value, np.ndarray):
             a = value
         else:
             try:
                 a = np.asarray(value)
-            except (ValueError, TypeError) as exc:      # ragged lists and the like
-                raise ValueError(f"{name} must be an array of shape "
-                                 f"{' or '.join(map(str, shapes))}; got a "
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{name} must be an array {what}; got a "
                                  f"{type(value).__name__} NumPy cannot read as one "
                                  f"({exc})") from None
         if a.dtype.kind != "f":
@@ -416,6 +414,14 @@ cdef class Stream:
         if a.dtype != self.dtype:
             raise TypeError(f"{name} has dtype {a.dtype} but the stream's weights are "
                             f"{self.dtype}; they must match")
+        return a
+
+    cdef cnp.ndarray _read_input(self, str name, object value, tuple shapes):
+        """``value`` as a C-contiguous array of the stream's dtype and one of
+        ``shapes`` (the first that fits its number of axes), else a TypeError or
+        ValueError naming ``name``, what was expected and what was given. A copy only
+        if the caller's array cannot be read as it is; never modified."""
+        a = self._float_array(name, value, f"of shape {' or '.join(map(str, shapes))}")
         if a.shape not in shapes:
             raise ValueError(
                 f"{name} must have shape {' or '.join(map(str, shapes))} for "
@@ -539,21 +545,7 @@ cdef class Stream:
     cdef object _read_input_chunk(self, object value):
         """run's input checked: its dtype, then its shape, in the user's terms."""
         cdef Py_ssize_t B = self.batch_size, K = self.input_size
-        if isinstance(value, np.ndarray):
-            a = value
-        else:
-            try:
-                a = np.asarray(value)
-            except (ValueError, TypeError) as exc:      # ragged lists and the like
-                raise ValueError(f"x_chunk must be an array of (T', B, K) or (B, T', K) "
-                                 f"values; got a {type(value).__name__} NumPy cannot "
-                                 f"read as one ({exc})") from None
-        if a.dtype.kind != "f":
-            raise TypeError(f"x_chunk must hold floats ({self.dtype}, the weights' "
-                            f"dtype); got dtype {a.dtype}")
-        if a.dtype != self.dtype:
-            raise TypeError(f"x_chunk has dtype {a.dtype} but the stream's weights are "
-                            f"{self.dtype}; they must match")
+        a = self._float_array("x_chunk", value, "of (T', B, K) or (B, T', K) values")
         expected = f"(B, T', K) = ({B}, T', {K})" if self.batch_first else \
             f"(T', B, K) = (T', {B}, {K})"
         if B == 1:

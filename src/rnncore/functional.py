@@ -252,13 +252,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         # from, no lists of directions), so that the Python layer costs a few µs.
         x = np.ascontiguousarray(x)
         if _parts(module, x, cfg.hidden_size, 1) == 1:
-            i_ih, i_hh, i_bih, i_bhh, _ = plan.layers[0][0]
-            if snapshot_weights:
-                w_ih, w_hh = arrays[i_ih].copy(), arrays[i_hh].copy()      # C order
-            else:
-                w_ih = np.ascontiguousarray(arrays[i_ih])
-                w_hh = np.ascontiguousarray(arrays[i_hh])
-            b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
+            w_ih, w_hh, b = _ELMAN.direction_weights(plan, arrays, plan.layers[0][0],
+                                                     snapshot_weights)
             s0 = (plan.zero_state(B) if h0 is None else
                   check_state("h0", h0, cfg, B, unbatched)[0])
             steps = _full_lengths(B, T)
