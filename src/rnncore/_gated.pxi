@@ -160,9 +160,9 @@ cdef object gated_forward(CellKind kind, const floating[:, :, ::1] x,
                             memcpy(&hs[t + out, i, 0], &mp[i, 0], row)
             rnn_restore_mxcsr(csr)
     finally:
-        free(packed_hh)
-        free(packed_hr)
-        free(work)
+        release(packed_hh)
+        release(packed_hr)
+        release(work)
     return hs_arr, cs_arr if lstm else None, saved_arr
 
 
@@ -294,9 +294,9 @@ cdef object gated_backward(CellKind kind, const floating[:, :, ::1] x,
                     sum_rows(&plan, M, <int>GH, GH, &db_hh[0], &eps[0, 0, 0])
             rnn_restore_mxcsr(csr)
     finally:
-        free(packed_hh)
-        free(packed_hr)
-        free(work)
+        release(packed_hh)
+        release(packed_hr)
+        release(work)
     return (dh0_arr, dc0_arr if lstm else None, dw_ih_arr, dw_hh_arr,
             dw_hr_arr if P else None, db_ih_arr, db_hh_arr, delta_arr)
 

@@ -38,19 +38,24 @@ from rnncore._plan cimport *
 from rnncore._checks cimport (BLAS_INT_MAX, Sizes, check_sizes_c, check_layer,
                               expect_shape)
 
-cdef extern from "stdlib.h" nogil:
-    int posix_memalign(void **memptr, size_t alignment, size_t size)
-    void free(void *ptr)
+from rnncore._memory cimport cache_alloc, cache_release
 
 
 cdef void *workspace(Py_ssize_t count, size_t itemsize) except NULL:
     """``count`` (at least 1) elements of ``itemsize`` bytes, 64-byte aligned, for the
     buffers a call only hands to C (W_hhᵀ, packed panels, GEMM workspace): cheaper than
-    an ndarray and its memoryview, which a short call feels. The caller frees it."""
-    cdef void *p = NULL
-    if posix_memalign(&p, 64, <size_t>(count if count > 1 else 1) * itemsize) != 0:
+    an ndarray and its memoryview, which a short call feels. From the block cache
+    (_memory.pyx), so that a large one is not faulted in page by page on every call;
+    the caller gives it back with :func:`release`."""
+    cdef void *p = cache_alloc(<size_t>(count if count > 1 else 1) * itemsize)
+    if p == NULL:
         raise MemoryError(f"cannot allocate {count} elements of {itemsize} bytes")
     return p
+
+
+cdef inline void release(void *block) noexcept nogil:
+    """Give back a block of :func:`workspace` (NULL allowed)."""
+    cache_release(block)
 
 cdef extern from *:
     """
@@ -302,9 +307,9 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                             memset(h, 0, row_bytes)
             rnn_restore_mxcsr(csr)
     finally:
-        free(w_hh_t)
-        free(packed)
-        free(work)
+        release(w_hh_t)
+        release(packed)
+        release(work)
     return hs_arr
 
 
@@ -346,7 +351,7 @@ def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
                         False, work)
             rnn_restore_mxcsr(csr)
     finally:
-        free(work)
+        release(work)
 
 
 def splits_are_exact(Py_ssize_t B, Py_ssize_t H, bint single, Py_ssize_t rows=-1):
@@ -434,8 +439,8 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
                             memcpy(&dh0[i, 0], &carry[i - row0, 0], row_bytes)
             rnn_restore_mxcsr(csr)
     finally:
-        free(w_hh_t)
-        free(packed)
+        release(w_hh_t)
+        release(packed)
 
 
 cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
@@ -518,7 +523,7 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
                 sum_rows(&plan, M, <int>(b1 - b0), H, &db[b0], delta_p + b0)
             rnn_restore_mxcsr(csr)
     finally:
-        free(work)
+        release(work)
 
 
 def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
@@ -591,7 +596,7 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
                         work)
             rnn_restore_mxcsr(csr)
     finally:
-        free(work)
+        release(work)
 
 
 def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if trans_a

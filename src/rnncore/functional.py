@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import _chunks, _parallel, reference
+from . import _chunks, _memory, _parallel, reference
 from ._cells import CELL_TYPES
 from ._inputs import (as_weights_dtype, check_state, padded_mask, read_dy, read_lengths,
                       read_states, state_widths)
@@ -47,6 +47,14 @@ _NONLINEARITIES = ("tanh", "relu")
 # equal values that are other objects included, is checked by _checked_options
 _RNN, _TANH, _CONCAT, _NO_CHECKPOINT = "rnn", "tanh", "concat", 0
 _WHOLE_CALL_ROWS = _chunks.WHOLE_CALL_ROWS
+# A call whose arrays may reach the block cache's size allocates them through it
+# (_memory): (T·B + K + H)·H elements bounds the largest of one layer's (outputs,
+# states, weights, their gradients) from below within a small factor.
+_CACHED_ELEMENTS = _memory.MIN_BYTES // 8
+
+
+def _large(rows: int, K: int, H: int) -> bool:
+    return (rows + K + H) * H >= _CACHED_ELEMENTS
 _ELMAN = CELL_TYPES["rnn"]
 _NOTHING_SAVED = ((),)                   # what the Elman cell saves besides its states
 MERGE_MODES = ("concat", "sum", "mean", "mul")
@@ -245,30 +253,35 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         lengths = read_lengths(lengths, B, T)
     if module is _kernels:               # before anything is copied or allocated
         _kernels.check_sizes(T, B, *plan.widths)
-    if (plan.one_direction and cell_type is _ELMAN and lengths is None and not checkpoint
-            and T * B <= _WHOLE_CALL_ROWS):
-        # One Elman layer-direction in one call (a tiny call's path): what the walker
-        # below does for it, without what it does not need (no zeroed h_n to start
-        # from, no lists of directions), so that the Python layer costs a few µs.
-        x = np.ascontiguousarray(x)
-        if _parts(module, x, cfg.hidden_size, 1) == 1:
-            w_ih, w_hh, b = _ELMAN.direction_weights(plan, arrays, plan.layers[0][0],
-                                                     snapshot_weights)
-            s0 = (plan.zero_state(B) if h0 is None else
-                  check_state("h0", h0, cfg, B, unbatched)[0])
-            steps = _full_lengths(B, T)
-            hs = module.layer_forward(x, w_ih, w_hh, b, s0, steps, False, relu)
-            h_n = hs[T:].copy()          # (1, B, H); hs is the record's
-            record = Record(plan, module, relu, [[(w_ih, w_hh, b)]], [x], [[hs]],
-                            [_NOTHING_SAVED], steps, None, T, B, batch_first, unbatched,
-                            _CONCAT, deterministic is True or bool(deterministic))
-            output = hs[1:].copy()
-            if unbatched:
-                return output[:, 0], h_n[:, 0], record
-            return (output.transpose(1, 0, 2) if batch_first else output), h_n, record
-    return _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B,
-                         unbatched, batch_first, snapshot_weights, merge_mode,
-                         deterministic, checkpoint)
+    cache = _memory.enter() if _large(T * B, K, cfg.hidden_size) else None
+    try:
+        if (plan.one_direction and cell_type is _ELMAN and lengths is None
+                and not checkpoint and T * B <= _WHOLE_CALL_ROWS):
+            # One Elman layer-direction in one call (a tiny call's path): what the walker
+            # below does for it, without what it does not need (no zeroed h_n to start
+            # from, no lists of directions), so that the Python layer costs a few µs.
+            x = np.ascontiguousarray(x)
+            if _parts(module, x, cfg.hidden_size, 1) == 1:
+                w_ih, w_hh, b = _ELMAN.direction_weights(plan, arrays, plan.layers[0][0],
+                                                         snapshot_weights)
+                s0 = (plan.zero_state(B) if h0 is None else
+                      check_state("h0", h0, cfg, B, unbatched)[0])
+                steps = _full_lengths(B, T)
+                hs = module.layer_forward(x, w_ih, w_hh, b, s0, steps, False, relu)
+                h_n = hs[T:].copy()          # (1, B, H); hs is the record's
+                record = Record(plan, module, relu, [[(w_ih, w_hh, b)]], [x], [[hs]],
+                                [_NOTHING_SAVED], steps, None, T, B, batch_first, unbatched,
+                                _CONCAT, deterministic is True or bool(deterministic))
+                output = hs[1:].copy()
+                if unbatched:
+                    return output[:, 0], h_n[:, 0], record
+                return (output.transpose(1, 0, 2) if batch_first else output), h_n, record
+        return _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B,
+                             unbatched, batch_first, snapshot_weights, merge_mode,
+                             deterministic, checkpoint)
+    finally:
+        if cache is not None:
+            _memory.leave(cache)
 
 
 def _checked_options(cell, nonlinearity, backend, merge_mode, deterministic, checkpoint):
@@ -503,6 +516,19 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
     if not isinstance(record, Record):
         raise TypeError(f"record must be the Record returned by forward; "
                         f"got {type(record).__name__}")
+    cfg = record.plan.cfg
+    if not _large(record.T * record.B, cfg.input_size, cfg.hidden_size):
+        return _backward(record, dy, dh_n, need_dx)
+    cache = _memory.enter()
+    try:
+        return _backward(record, dy, dh_n, need_dx)
+    finally:
+        if cache is not None:
+            _memory.leave(cache)
+
+
+def _backward(record, dy, dh_n, need_dx):
+    """:func:`backward` once ``record`` is known to be a Record."""
     plan, T, B, module = record.plan, record.T, record.B, record.backend
     cfg = plan.cfg
     if plan.one_direction and cfg.cell == "rnn" and not record.chunk:
