@@ -3,6 +3,8 @@ its weights, and the weights' NumPy views), and every way of changing the weight
 invalidates it: a call after the change computes with the new weights, as stock does.
 """
 import copy
+import gc
+import weakref
 
 import pytest
 
@@ -75,6 +77,17 @@ def test_moving_to_another_dtype_invalidates_the_plan(cell):
     assert _runs_on_rnncore(ours, x_for())
     assert not _runs_on_rnncore(ours, x_for(torch.float32))
     assert_same_call(ours, stock, x_for())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_moving_to_another_dtype_releases_the_old_weights_at_once(cell):
+    ours, _ = pair(cell, torch.float32)
+    ours(x_for(torch.float32))
+    old = weakref.ref(_PLANS[ours].arrays()["weight_hh_l0"])    # the float32 memory
+    ours.to(torch.float64)
+    gc.collect()
+    assert ours not in _PLANS
+    assert old() is None
 
 
 @pytest.mark.parametrize("cell", CELLS)

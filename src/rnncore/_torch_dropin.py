@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
-from ._torch_rule import _NONLINEARITY, _plan, _torch_reason
+from ._torch_rule import _NONLINEARITY, _PLANS, _plan, _torch_reason
 
 BACKENDS = (None, "torch") + functional.backends()
 
@@ -174,6 +174,12 @@ class DropIn:
         if value not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {value!r}")
         self.__dict__["_rnncore_backend"] = value
+
+    def _apply(self, fn, recurse=True):
+        # .to(), .double(), .cpu() and the like replace the parameters: the kept plan
+        # would hold the old ones (and their memory) until the next call
+        _PLANS.pop(self, None)
+        return super()._apply(fn, recurse)
 
     def _weights(self):
         """The weight tensors in ``_flat_weights_names`` order (functional_call aware)."""
