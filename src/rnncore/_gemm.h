@@ -170,6 +170,17 @@ static inline long rnn_gemm_work(int N, long K, int nr, long ak, int elsize)
 #define RNN_GEMM_X86 1
 #include <immintrin.h>
 
+/* Ask for the cache lines of `bytes` bytes at p (at most 128: three lines) before
+ * they are needed. A hint only: no value changes, and no address is dereferenced. */
+static inline __attribute__((always_inline)) void rnn_prefetch_row(const void *p,
+                                                                     long bytes)
+{
+    const char *q = (const char *)p;
+    _mm_prefetch(q, _MM_HINT_T0);
+    _mm_prefetch(q + bytes / 2, _MM_HINT_T0);
+    _mm_prefetch(q + bytes - 1, _MM_HINT_T0);
+}
+
 /* One instruction set's kernels for one dtype. VEC: the vector type of L lanes;
  * SET1/ZERO/LOAD/STORE/FMA/ADD its intrinsics; LOADN/STOREN load and store the first n
  * lanes only (0 < n < L). The micro-kernel: C[0:mr, 0:ncols] (+)= A[0:mr, 0:kb] ·
@@ -180,8 +191,12 @@ rnn_gmk_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,  
               T *c, long ldc, int ncols, int accumulate)                            \
 {                                                                                   \
     VEC acc[RNN_G_MR][2];                                                           \
-    for (int r = 0; r < mr; r++)                                                    \
+    for (int r = 0; r < mr; r++) {                                                  \
         acc[r][0] = acc[r][1] = ZERO();                                             \
+        /* the tile of C, read or written after the loop over k: fetched meanwhile  \
+         * (first, middle and last byte of its row: every cache line it touches) */ \
+        rnn_prefetch_row(c + r * ldc, 2 * L * (long)sizeof(T));                     \
+    }                                                                               \
     for (long k = 0; k < kb; k++) {                                                 \
         VEC w0 = LOAD(w + 2 * L * k), w1 = LOAD(w + 2 * L * k + L);                 \
         for (int r = 0; r < mr; r++) {                                              \
