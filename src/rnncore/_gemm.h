@@ -29,6 +29,7 @@
 #define RNN_G_MB 96
 #define RNN_G_WIDE 4        /* panels a single row runs against at once */
 #define RNN_G_PACKJ 8       /* columns packed together when they are strided */
+#define RNN_G_PREFETCH 8    /* steps of k ahead the micro-kernel asks for B's panel */
 
 /* Elements of a packed K×N matrix in panels of nr columns. */
 static inline long rnn_packed_size(long K, int N, int nr)
@@ -199,6 +200,7 @@ rnn_gmk_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,  
     }                                                                               \
     for (long k = 0; k < kb; k++) {                                                 \
         VEC w0 = LOAD(w + 2 * L * k), w1 = LOAD(w + 2 * L * k + L);                 \
+        _mm_prefetch((const char *)(w + 2 * L * (k + RNN_G_PREFETCH)), _MM_HINT_T0); \
         for (int r = 0; r < mr; r++) {                                              \
             VEC av = SET1(a[r * ar + k * ak]);                                      \
             acc[r][0] = FMA(av, w0, acc[r][0]);                                     \
