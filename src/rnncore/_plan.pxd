@@ -125,35 +125,10 @@ cdef inline void sum_rows(const Plan *plan, Py_ssize_t rows, int n, Py_ssize_t l
 
 
 # Below this depth a weight-gradient product on the BLAS runs as rows of scaled rows of
-# B (small_depth_product): the depth of a short call's weight gradients is its T·B.
+# B (the table's small_depth, _vmath_impl.h): the depth of a short call's weight
+# gradients is its T·B.
 cdef enum:
     SMALL_DEPTH = 12
-
-
-cdef inline void small_depth_product(Py_ssize_t M, int N, Py_ssize_t K,
-                                     const floating *a, Py_ssize_t ar, Py_ssize_t ak,
-                                     const floating *b, Py_ssize_t bk, floating *c,
-                                     Py_ssize_t ldc, bint accumulate) noexcept nogil:
-    """C (M×N) (+)= A (M×K) · B (K×N) for a small K and B's rows contiguous: row i of C
-    is Σ_k a_ik · (row k of B), summed in k order (the compiler vectorises over j)."""
-    cdef Py_ssize_t i, k, j
-    cdef floating a_ik
-    cdef floating *c_row
-    cdef const floating *b_row
-    for i in range(M):
-        c_row = c + i * ldc
-        a_ik = a[i * ar]
-        if accumulate:
-            for j in range(N):
-                c_row[j] += a_ik * b[j]
-        else:
-            for j in range(N):
-                c_row[j] = a_ik * b[j]
-        for k in range(1, K):
-            a_ik = a[i * ar + k * ak]
-            b_row = b + k * bk
-            for j in range(N):
-                c_row[j] += a_ik * b_row[j]
 
 
 cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K,
@@ -180,7 +155,10 @@ cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K
         # sgemm takes twice as long as one pass over C for a 1024×1024 outer product
         # (perf-notes §25). ∂x and the projections keep the BLAS, whose bits the
         # packed kernels share at small depths (the checkpointed route computes ∂x so).
-        small_depth_product(M, N, K, a, ar, ak, b, bk, c, ldc, accumulate)
+        if floating is float:
+            plan.policy.vm.small_depth_f(M, N, K, a, ar, ak, b, bk, c, ldc, accumulate)
+        else:
+            plan.policy.vm.small_depth_d(M, N, K, a, ar, ak, b, bk, c, ldc, accumulate)
         return
     if M == 1 and K >= 1 and N >= 1 and ak == 1:
         # one row (a short call's one step): a matrix-vector product, which packs nothing

@@ -20,6 +20,10 @@ typedef void (*rnn_sum_f_t)(long, int, long, float *, const float *);
 typedef void (*rnn_sum_d_t)(long, int, long, double *, const double *);
 typedef void (*rnn_add_f_t)(int, float *, const float *, const float *);
 typedef void (*rnn_add_d_t)(int, double *, const double *, const double *);
+typedef void (*rnn_small_depth_f_t)(long, int, long, const float *, long, long,
+                                    const float *, long, float *, long, int);
+typedef void (*rnn_small_depth_d_t)(long, int, long, const double *, long, long,
+                                    const double *, long, double *, long, int);
 /* The gated cells' fused passes (_vmath_impl.h says what each computes). */
 typedef void (*rnn_lstm_step_f_t)(int, float *, const float *, const float *,
                                   const float *, float *, float *);
@@ -66,6 +70,8 @@ typedef struct {
     rnn_sum_d_t sum_rows_d;
     rnn_add_f_t add_f;
     rnn_add_d_t add_d;
+    rnn_small_depth_f_t small_depth_f;
+    rnn_small_depth_d_t small_depth_d;
     rnn_lstm_step_f_t lstm_step_f;
     rnn_lstm_step_d_t lstm_step_d;
     rnn_gru_step_f_t gru_step_f;
@@ -107,6 +113,7 @@ typedef struct {
     tanh_step_f_##sfx, relu_step_f_##sfx, tanh_step_d_##sfx, relu_step_d_##sfx,   \
     tanh_grad_f_##sfx, relu_grad_f_##sfx, tanh_grad_d_##sfx, relu_grad_d_##sfx,   \
     sum_rows_f_##sfx, sum_rows_d_##sfx, add_f_##sfx, add_d_##sfx,                 \
+    small_depth_f_##sfx, small_depth_d_##sfx,                                     \
     lstm_step_f_##sfx, lstm_step_d_##sfx, gru_step_f_##sfx, gru_step_d_##sfx,     \
     lstm_grad_f_##sfx, lstm_grad_d_##sfx, gru_grad_f_##sfx, gru_grad_d_##sfx, packed }
 #define RNN_VM_NO_PACKED {0, 0, 0}, {0, 0, 0}, NULL, NULL, NULL, NULL

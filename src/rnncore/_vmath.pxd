@@ -23,6 +23,10 @@ cdef extern from "_vmath.h" nogil:
         void (*sum_rows_d)(long, int, long, double *, const double *) noexcept nogil
         void (*add_f)(int, float *, const float *, const float *) noexcept nogil
         void (*add_d)(int, double *, const double *, const double *) noexcept nogil
+        void (*small_depth_f)(long, int, long, const float *, long, long, const float *,
+                              long, float *, long, int) noexcept nogil
+        void (*small_depth_d)(long, int, long, const double *, long, long,
+                              const double *, long, double *, long, int) noexcept nogil
         void (*lstm_step_f)(int, float *, const float *, const float *, const float *,
                             float *, float *) noexcept nogil
         void (*lstm_step_d)(int, double *, const double *, const double *,

@@ -143,6 +143,35 @@ VM_ADD(add_f, float)
 VM_ADD(add_d, double)
 #undef VM_ADD
 
+/* C (m×n) (+)= A (m×K) · B (K×n) for a small depth K (a short call's weight
+ * gradients, depth T·B): row i of C is Σ_k a[i·ar + k·ak] · (row k of B, at b + k·bk),
+ * summed in k order. */
+#define VM_SMALL_DEPTH(NAME, T)                                                   \
+static void VM(NAME)(long m, int n, long K, const T *a, long ar, long ak,        \
+                     const T *b, long bk, T *c, long ldc, int accumulate)         \
+{                                                                                 \
+    for (long i = 0; i < m; i++) {                                                \
+        T *restrict ci = c + i * ldc;                                             \
+        const T *restrict b0 = b;                                                 \
+        T a0 = a[i * ar];                                                         \
+        if (accumulate)                                                           \
+            for (int j = 0; j < n; j++)                                           \
+                ci[j] += a0 * b0[j];                                              \
+        else                                                                      \
+            for (int j = 0; j < n; j++)                                           \
+                ci[j] = a0 * b0[j];                                               \
+        for (long k = 1; k < K; k++) {                                            \
+            const T *restrict bk_row = b + k * bk;                                \
+            T a_ik = a[i * ar + k * ak];                                          \
+            for (int j = 0; j < n; j++)                                           \
+                ci[j] += a_ik * bk_row[j];                                        \
+        }                                                                         \
+    }                                                                             \
+}
+VM_SMALL_DEPTH(small_depth_f, float)
+VM_SMALL_DEPTH(small_depth_d, double)
+#undef VM_SMALL_DEPTH
+
 /* e^y for σ, branch-free so that it vectorises, y clamped to [-87, 88] (float32) or
  * [-708, 709] (float64), where e^y and 1 + e^y are normal numbers: y = n·ln2 + r with
  * |r| <= ln2/2 (Cody-Waite, ln2 split in two), e^r by its Taylor series (to r^7/7! in
