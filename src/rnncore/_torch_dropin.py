@@ -37,27 +37,34 @@ class _CellFunction(torch.autograd.Function):
     """output, h_n (and LSTM's c_n) = cell network(x, h0, c0; weights), on rnncore.
 
     ``forward(ctx, x, h0, c0, call, *weights)``: ``c0`` is None except for an LSTM;
-    ``call`` is ``(names, cell, nonlinearity, batch_first, lengths, backend, arrays)``,
-    ``names`` the parameter keys of ``weights`` and ``arrays`` the weights as NumPy
-    views by those keys (kept by the module's plan between calls). Returns ``(output,
-    h_n)``, or ``(output, h_n, c_n)`` for an LSTM; backward receives one gradient per
-    output, None for an output that did not contribute to the loss.
+    ``call`` is ``(names, cell, nonlinearity, batch_first, lengths, backend, arrays,
+    packed)``, ``names`` the parameter keys of ``weights``, ``arrays`` the weights as
+    NumPy views by those keys (kept by the module's plan between calls) and ``packed``
+    None, or a PackedSequence's :class:`_Layout`: then ``x`` is its data (N, K) and the
+    output is (N, ·) in the same order, the padding done here, in NumPy, around the
+    computation. Returns ``(output, h_n)``, or ``(output, h_n, c_n)`` for an LSTM;
+    backward receives one gradient per output, None for an output that did not
+    contribute to the loss.
     """
 
     @staticmethod
     def forward(ctx, x, h0, c0, call, *weights):
-        names, cell, nonlinearity, batch_first, lengths, backend, arrays = call
+        names, cell, nonlinearity, batch_first, lengths, backend, arrays, packed = call
         lstm = cell == "lstm"
         if lstm:
             hx = None if h0 is None else (_array(h0), _array(c0))
         else:
             hx = _array(h0)
+        x_array = x.detach().numpy()
         y, h_n, record = functional.forward(
-            x.detach().numpy(), arrays, hx, lengths, cell=cell,
-            nonlinearity=nonlinearity, batch_first=batch_first, backend=backend,
-            snapshot_weights=False)
+            x_array if packed is None else packed.pad(x_array), arrays, hx, lengths,
+            cell=cell, nonlinearity=nonlinearity, batch_first=batch_first,
+            backend=backend, snapshot_weights=False)
+        if packed is not None:
+            y = packed.unpad(y)
         ctx.names = names
         ctx.lstm = lstm
+        ctx.packed = packed
         # x and the weights are saved only so that autograd detects in-place changes
         # to them between forward and backward (the record shares their memory: no
         # snapshot of the weights is needed, their version counters guard them). The
@@ -81,8 +88,12 @@ class _CellFunction(torch.autograd.Function):
             dh_n = None if d_states == (None, None) else tuple(map(_grad_array, d_states))
         else:
             dh_n = _grad_array(d_states[0])
-        dx, dh0, grads = functional.backward(record, _grad_array(dy), dh_n,
-                                             need_dx=need[0])
+        dy = _grad_array(dy)
+        if ctx.packed is not None:
+            dy = None if dy is None else ctx.packed.pad(dy)
+        dx, dh0, grads = functional.backward(record, dy, dh_n, need_dx=need[0])
+        if ctx.packed is not None and dx is not None:
+            dx = ctx.packed.unpad(dx)
         dh0, dc0 = dh0 if ctx.lstm else (dh0, None)
         return (None if dx is None else torch.from_numpy(dx),
                 torch.from_numpy(dh0) if need[1] else None,
@@ -92,46 +103,56 @@ class _CellFunction(torch.autograd.Function):
                   for i, name in enumerate(ctx.names, 4)])
 
 
-def _packed_layout(batch_sizes, sorted_indices, unsorted_indices):
+class _Layout:
     """Where each row of a PackedSequence's data sits in the padded (T, B) batch.
 
-    Returns
-    -------
-    index : LongTensor, shape (N,)
+    Attributes
+    ----------
+    index : ndarray of int64, shape (N,)
         ``padded.reshape(T * B, -1)[index]`` is the packed data (N = sum of lengths).
     lengths : ndarray of int64, shape (B,)
         Each sequence's length, in the original (unsorted) batch order.
     T, B : int
     """
-    bs = batch_sizes.numpy()
-    T, B = len(bs), int(bs[0])
-    present = np.arange(B)[None, :] < bs[:, None]      # (T, B) over the sorted batch
-    t, j = np.nonzero(present)                         # row-major: the packed order
-    lengths = present.sum(axis=0)
-    if sorted_indices is not None:
-        j = sorted_indices.numpy()[j]
-        lengths = lengths[unsorted_indices.numpy()]
-    return torch.from_numpy(t * B + j), lengths, T, B
+
+    def __init__(self, batch_sizes, sorted_indices, unsorted_indices):
+        bs = batch_sizes.numpy()
+        self.T, self.B = T, B = len(bs), int(bs[0])
+        present = np.arange(B)[None, :] < bs[:, None]  # (T, B) over the sorted batch
+        t, j = np.nonzero(present)                     # row-major: the packed order
+        lengths = present.sum(axis=0)
+        if sorted_indices is not None:
+            j = sorted_indices.numpy()[j]
+            lengths = lengths[unsorted_indices.numpy()]
+        self.index, self.lengths = t * B + j, lengths
+
+    def pad(self, data):
+        """(N, W) packed rows → (T, B, W), zero at the padding."""
+        padded = np.zeros((self.T * self.B, data.shape[1]), data.dtype)
+        padded[self.index] = data
+        return padded.reshape(self.T, self.B, -1)
+
+    def unpad(self, padded):
+        """(T, B, W) → the (N, W) packed rows, in the packed order."""
+        return np.take(padded.reshape(self.T * self.B, -1), self.index, axis=0)
 
 
-def _dropout_noise(y, p, batch_first, index):
+def _dropout_noise(y, p, batch_first):
     """Torch's dropout noise for a layer's output ``y``, shaped as ``y``.
 
     ``at::dropout`` on CPU (ATen's native/Dropout.cpp, the non-fused path):
     ``empty_like(out).bernoulli_(1 - p).div_(1 - p)``, or a zero for p = 1 with nothing
     drawn. The noise is drawn over what torch's layers hand on: the (T, B, ·) output
     (``y`` is (B, T, ·) if ``batch_first``; unbatched (T, ·)), or a PackedSequence's
-    data, whose N rows ``index`` scatters into the padded (T, B) batch (zero noise at
-    the padding, where ``y`` is 0 anyway).
+    data (N, ·), which ``y`` then is.
 
     Parameters
     ----------
-    y : Tensor, shape (T, B, W), (B, T, W) or (T, W)
+    y : Tensor, shape (T, B, W), (B, T, W) or (T, W); (N, W) packed data
     p : float
         The dropout probability, 0 < p <= 1.
     batch_first : bool
-    index : LongTensor, shape (N,), or None
-        From :func:`_packed_layout` for a PackedSequence, else None.
+        Whether a 3-D ``y`` is (B, T, W).
 
     Returns
     -------
@@ -139,10 +160,6 @@ def _dropout_noise(y, p, batch_first, index):
     """
     if p == 1:
         return y.new_zeros(())
-    if index is not None:
-        T, B, W = y.shape
-        drawn = y.new_empty((len(index), W)).bernoulli_(1 - p).div_(1 - p)
-        return y.new_zeros((T * B, W)).index_copy_(0, index, drawn).view(T, B, W)
     if batch_first and y.dim() == 3:
         return y.new_empty(y.shape[1::-1] + y.shape[2:]).bernoulli_(1 - p).div_(
             1 - p).transpose(0, 1)
@@ -238,29 +255,28 @@ class DropIn:
         packed = isinstance(input, PackedSequence)
         x = input.data if packed else input
         batch_first = self.batch_first
-        lengths = index = None
+        lengths = layout = None
         if packed:
-            index, lengths, T, B = _packed_layout(input.batch_sizes, input.sorted_indices,
-                                                  input.unsorted_indices)
-            K = x.shape[-1]
-            x = x.new_zeros((T * B, K)).index_copy_(0, index, x).view(T, B, K)
-            batch_first = False
+            layout = _Layout(input.batch_sizes, input.sorted_indices,
+                             input.unsorted_indices)
+            lengths, batch_first = layout.lengths, False
         names = self._flat_weights_names
         if self.training and self.dropout > 0 and self.num_layers > 1:
             y, states = self._layer_by_layer(x, h0, c0, weights, plan, lengths,
-                                             batch_first, index)
+                                             batch_first, layout)
         else:
             y, states = self._call(x, h0, c0, names, weights, plan.arrays(), lengths,
-                                   batch_first)
+                                   batch_first, layout)
         if packed:
-            y = PackedSequence(y.reshape(T * B, -1).index_select(0, index),
-                               input.batch_sizes, input.sorted_indices,
+            y = PackedSequence(y, input.batch_sizes, input.sorted_indices,
                                input.unsorted_indices)
         return y, (tuple(states) if lstm else states[0])
 
-    def _call(self, x, h0, c0, names, weights, arrays, lengths, batch_first):
+    def _call(self, x, h0, c0, names, weights, arrays, lengths, batch_first, packed):
         """One call of rnncore over the layers whose parameters ``names`` lists
-        (``weights`` the tensors, ``arrays`` their NumPy views by name).
+        (``weights`` the tensors, ``arrays`` their NumPy views by name); ``packed`` a
+        :class:`_Layout` when ``x`` is a PackedSequence's data (the output is then
+        packed data too).
 
         Through :class:`_CellFunction` when autograd records the call, else straight
         to :func:`rnncore.functional.forward`. Returns ``(output, [h_n])``, or
@@ -268,7 +284,7 @@ class DropIn:
         """
         cell = self._cell
         call = (names, cell, _NONLINEARITY.get(self.mode, "tanh"), batch_first, lengths,
-                self._rnncore_backend, arrays)
+                self._rnncore_backend, arrays, packed)
         if torch.is_grad_enabled() and (
                 x.requires_grad or any(w.requires_grad for w in weights)
                 or (h0 is not None and (h0.requires_grad
@@ -277,22 +293,26 @@ class DropIn:
             return y, states
         lstm = cell == "lstm"
         states0 = (_array(h0), _array(c0)) if lstm and h0 is not None else _array(h0)
+        x_array = x.detach().numpy()
         y, h_n, _ = functional.forward(
-            x.detach().numpy(), arrays, states0, lengths, cell=cell,
-            nonlinearity=call[2], batch_first=batch_first, backend=call[5],
+            x_array if packed is None else packed.pad(x_array), arrays, states0, lengths,
+            cell=cell, nonlinearity=call[2], batch_first=batch_first, backend=call[5],
             snapshot_weights=False)
+        if packed is not None:
+            y = packed.unpad(y)
         return torch.from_numpy(y), [torch.from_numpy(s) for s in
                                      (h_n if lstm else (h_n,))]
 
-    def _layer_by_layer(self, x, h0, c0, weights, plan, lengths, batch_first, index):
+    def _layer_by_layer(self, x, h0, c0, weights, plan, lengths, batch_first, packed):
         """The layers one call each, with torch's dropout between them (training mode).
 
         As stock torch on CPU (its native path and oneDNN's alike): the output of every
         layer but the last is multiplied by ``noise = empty_like(out).bernoulli_(1 - p)
         .div_(1 - p)``, drawn from torch's default generator, layer by layer, over the
         output in (T, B, ·) order, or over the packed data (N, ·) for a PackedSequence
-        (``index`` places its rows in the padded batch); p = 1 draws nothing and
-        multiplies by 0. Autograd differentiates the product with the same noise.
+        (``packed`` its :class:`_Layout`: each layer takes and gives packed data); p = 1
+        draws nothing and multiplies by 0. Autograd differentiates the product with the
+        same noise.
         """
         L, D = self.num_layers, 2 if self.bidirectional else 1
         per = len(weights) // L
@@ -303,10 +323,10 @@ class DropIn:
             y, states = self._call(
                 x, None if h0 is None else h0[rows], None if c0 is None else c0[rows],
                 list(arrays), weights[layer * per:(layer + 1) * per], arrays, lengths,
-                batch_first)
+                batch_first, packed)
             finals.append(states)
             if layer < L - 1:
-                x = y * _dropout_noise(y, self.dropout, batch_first, index)
+                x = y * _dropout_noise(y, self.dropout, batch_first)
         return y, [torch.cat(parts, dim=0) for parts in zip(*finals)]
 
     def __setstate__(self, state):
