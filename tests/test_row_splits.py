@@ -92,34 +92,6 @@ def test_backward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cuts
     np.testing.assert_array_equal(got_dh0, dh0)
 
 
-# Where every row of a step is within its length (and H is a multiple of 16) the
-# element-wise passes run over all the step's rows in one call; a row run alone takes
-# one call of its own: the same bits either way
-@pytest.mark.parametrize("lengths", ["full", "ragged"])
-@pytest.mark.parametrize("reverse", [False, True])
-def test_a_step_passed_over_all_rows_gives_each_row_alone_bits(path, dtype, lengths,
-                                                              reverse):
-    a = layer(dtype, K=16, H=32)
-    if lengths == "full":
-        a["lengths"][:] = a["x"].shape[0]
-    B = a["x"].shape[1]
-    args = (a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"], a["lengths"], reverse, False)
-    hs = _kernels.layer_forward(*args)
-    got_hs = np.full_like(hs, np.nan)
-    for i in range(B):
-        _kernels.layer_forward(*args, out=got_hs, rows=(i, i + 1))
-    np.testing.assert_array_equal(got_hs, hs)
-    delta, dh0 = np.full_like(a["dy"], np.nan), np.full_like(a["dh_n"], np.nan)
-    _kernels.backward_steps(a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], reverse,
-                            False, delta, dh0)
-    got_delta, got_dh0 = np.full_like(delta, np.nan), np.full_like(dh0, np.nan)
-    for i in range(B):
-        _kernels.backward_steps(a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], reverse,
-                                False, got_delta, got_dh0, rows=(i, i + 1))
-    np.testing.assert_array_equal(got_delta, delta)
-    np.testing.assert_array_equal(got_dh0, dh0)
-
-
 # H = 70 splits the weight gradients by columns; H = 600 (float32 rows of 2.4 KB) or 300
 # (float64) by rows, because the products then pack blocks of Δᵀ
 @pytest.mark.parametrize("wide", [False, True], ids=["columns", "rows"])

@@ -254,10 +254,6 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef floating *w_hh_t = NULL
     cdef floating *packed = NULL
     cdef floating *work = NULL
-    # steps where every row runs take one pass over all rows, with b repeated per row
-    cdef Py_ssize_t whole = whole_step_rows(R, H)
-    cdef floating *b_rows = NULL
-    cdef int64_t min_len = T
     cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0       # hs index of h_{t-1} is t + prev_slot
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
@@ -271,14 +267,8 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                                        if plan.form == PACKED else 1, sizeof(floating))
         work = <floating *>workspace(workspace_size(&plan, H, K, 1, floating is float),
                                      sizeof(floating))
-        b_rows = <floating *>workspace(whole * H, sizeof(floating))
         with nogil:
             csr = rnn_flush_denormals()       # given back below; nothing raises
-            for i in range(whole):
-                memcpy(b_rows + i * H, &b[0], row_bytes)
-            for i in range(row0, row1):
-                if lengths[i] < min_len:
-                    min_len = lengths[i]
             if R:
                 # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every step; one
                 # product over all rows of all steps when the call runs the whole batch
@@ -304,10 +294,6 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                     # (R × H) = (R × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
                     step_product(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
                                  w_hh_t, &w_hh[0, 0], packed, &scratch[0, 0])
-                    if whole and t < min_len:        # every row runs: one pass
-                        step_pass(&plan, relu, <int>(R * H), &hs[t + out_slot, row0, 0],
-                                  &scratch[0, 0], b_rows)
-                        continue
                     for i in range(row0, row1):
                         h = &hs[t + out_slot, i, 0]
                         if t < lengths[i]:
@@ -319,7 +305,6 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
         free(w_hh_t)
         free(packed)
         free(work)
-        free(b_rows)
     return hs_arr
 
 
@@ -414,10 +399,6 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
     cdef int out_slot = 0 if reverse else 1
     cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
-    # steps where every row runs take one pass over all rows (dy's rows adjacent)
-    cdef Py_ssize_t whole = (whole_step_rows(R, H)
-                             if dy.strides[1] == H * <Py_ssize_t>sizeof(floating) else 0)
-    cdef int64_t min_len = T
     cdef unsigned int csr
     try:
         w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
@@ -427,8 +408,6 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
             csr = rnn_flush_denormals()       # given back below; nothing raises
             for i in range(row0, row1):      # rows of length 0 pass dh_n through
                 memcpy(&dh0[i, 0], &dh_n[i, 0], row_bytes)
-                if lengths[i] < min_len:
-                    min_len = lengths[i]
             if R and T:
                 if plan.form == PACKED:
                     pack_step_matrix(&plan, <int>H, &w_hh[0, 0], H, 1, packed)
@@ -441,16 +420,11 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
                         if t == t_final:
                             for j in range(H):
                                 carry[i - row0, j] += dh_n[i, j]
-                        if whole and t < min_len:
-                            continue                 # the pass over all rows, below
                         if t < lengths[i]:
                             grad_pass(&plan, relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
                                       &carry[i - row0, 0], &hs[t + out_slot, i, 0])
                         else:
                             memset(&delta[t, i, 0], 0, row_bytes)
-                    if whole and t < min_len:        # every row runs: one pass
-                        grad_pass(&plan, relu, <int>(R * H), &delta[t, row0, 0],
-                                  &dy[t, row0, 0], &carry[0, 0], &hs[t + out_slot, row0, 0])
                     # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
                     step_product(&plan, <int>R, <int>H, &delta[t, row0, 0], &w_hh[0, 0],
                                  w_hh_t, packed, &carry[0, 0])

@@ -103,19 +103,6 @@ cdef inline void step_pass(const Plan *plan, bint relu, int n, floating *h,
         (plan.policy.vm.relu_step_d if relu else plan.policy.vm.tanh_step_d)(n, h, r, b)
 
 
-cdef inline Py_ssize_t whole_step_rows(Py_ssize_t R, Py_ssize_t H) noexcept nogil:
-    """R if the element-wise passes of a step may run over its R rows of H values in
-    one call (where every row is within its length), else 0 (one call per row).
-
-    One call over R·H values computes each element as R calls over H would: the
-    passes are the same function of each element, and with H a multiple of 16 no
-    element moves between a vector loop's body and its tail under any instruction set.
-    What it saves is a call per row, which a step of a few short rows feels (long:
-    B = 4, H = 32). Bounded so that the repeated bias it needs stays small.
-    """
-    return R if R > 1 and H % 16 == 0 and R * H <= 4096 else 0
-
-
 cdef inline void grad_pass(const Plan *plan, bint relu, int n, floating *delta,
                            const floating *dy, const floating *carry,
                            const floating *h) noexcept nogil:
