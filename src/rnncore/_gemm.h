@@ -25,6 +25,7 @@
 #include <string.h>
 
 #define RNN_G_MR 6
+#define RNN_G_MRH 12        /* rows of the half-width tile (products at most L wide) */
 #define RNN_G_KB 256
 #define RNN_G_MB 96
 #define RNN_G_WIDE 4        /* panels a single row runs against at once */
@@ -218,6 +219,37 @@ rnn_gmk_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,  
     }                                                                               \
 }                                                                                   \
                                                                                     \
+/* A tile of mr <= RNN_G_MRH rows against one vector of columns, for a product at    \
+ * most L wide (ncols <= L): the 6 × 2L tile would run its second vector on padding. \
+ * Row k of B at w + k·ws (2L in a packed panel; B's own row stride where B is read  \
+ * in place, exactly L wide). Every element is the same chain over k as in rnn_gmk,  \
+ * so a product gets the same bits in either kernel. */                              \
+static inline __attribute__((always_inline)) void                                   \
+rnn_gmh_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,      \
+              long ws, T *c, long ldc, int ncols, int accumulate)                   \
+{                                                                                   \
+    VEC acc[RNN_G_MRH];                                                             \
+    for (int r = 0; r < mr; r++)                                                    \
+        acc[r] = ZERO();                                                            \
+    for (long k = 0; k < kb; k++) {                                                 \
+        VEC w0 = LOAD(w + ws * k);                                                  \
+        for (int r = 0; r < mr; r++)                                                \
+            acc[r] = FMA(SET1(a[r * ar + k * ak]), w0, acc[r]);                     \
+    }                                                                               \
+    for (int r = 0; r < mr; r++) {                                                  \
+        T *cr = c + r * ldc;                                                        \
+        if (ncols == L) {                                                           \
+            if (accumulate)                                                         \
+                acc[r] = ADD(acc[r], LOAD(cr));                                     \
+            STORE(cr, acc[r]);                                                      \
+        } else {                                                                    \
+            if (accumulate)                                                         \
+                acc[r] = ADD(acc[r], LOADN(cr, ncols));                             \
+            STOREN(cr, acc[r], ncols);                                              \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
 /* One row against up to RNN_G_WIDE panels at once (panel p at w + p·pstride): the  \
  * row alone has too few independent FMA chains in one panel to hide their latency  \
  * (B = 1, the per-step product of a single sequence). Every element is the same     \
@@ -288,12 +320,42 @@ static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long 
     /* B of one whole panel's width stored row by row (bk == N == 2L) is in the      \
      * packed layout already, [k][2L]: read it in place (same values, same order) */ \
     int in_place = !prepacked && bj == 1 && N == 2 * L && bk == N;                  \
+    /* a product at most L wide runs on the half-width tile, A unpacked; B exactly L \
+     * wide and stored row by row is read in place at its own row stride */          \
+    int half = N <= L && !abuf;                                                     \
+    int half_in_place = half && !prepacked && bj == 1 && N == L;                    \
     for (long k0 = 0; k0 < K; k0 += KB) {                                           \
         long kb = K - k0 < KB ? K - k0 : KB;                                        \
         int acc = accumulate || k0 > 0;                                             \
-        if (!prepacked && !in_place)                                                \
+        if (!prepacked && !in_place && !half_in_place)                              \
             rnn_pack_##SFX(kb, N, 2 * L, b + k0 * bk, bk, bj, work);                \
         const T *wb = prepacked ? b : in_place ? b + k0 * bk : work;                \
+        if (half) {                                                                 \
+            const T *wh = half_in_place ? b + k0 * bk : wb;                         \
+            long ws = half_in_place ? bk : 2 * L;                                   \
+            const T *ah = a + k0 * ak;                                              \
+            long r = 0;                                                             \
+            for (; r + RNN_G_MRH <= M; r += RNN_G_MRH)                              \
+                rnn_gmh_##SFX(RNN_G_MRH, kb, ah + r * ar, ar, ak, wh, ws, c + r * ldc, \
+                              ldc, N, acc);                                         \
+            const T *ar0 = ah + r * ar;                                             \
+            T *cr0 = c + r * ldc;                                                   \
+            /* the row count a constant in each case: its loops unrolled */          \
+            switch (M - r) {                                                        \
+            case 11: rnn_gmh_##SFX(11, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 10: rnn_gmh_##SFX(10, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 9: rnn_gmh_##SFX(9, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 8: rnn_gmh_##SFX(8, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 7: rnn_gmh_##SFX(7, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 6: rnn_gmh_##SFX(6, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 5: rnn_gmh_##SFX(5, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 4: rnn_gmh_##SFX(4, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 3: rnn_gmh_##SFX(3, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 2: rnn_gmh_##SFX(2, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            case 1: rnn_gmh_##SFX(1, kb, ar0, ar, ak, wh, ws, cr0, ldc, N, acc); break;\
+            }                                                                       \
+            continue;                                                               \
+        }                                                                           \
         for (long m0 = 0; m0 < M; m0 += RNN_G_MB) {                                 \
             long m1 = M - m0 < RNN_G_MB ? M : m0 + RNN_G_MB;                        \
             /* rows m0 + i·MR + [0, MR) of A start at ab + i·apanel, strides (abr, abk) */\
