@@ -192,13 +192,15 @@ def test_weight_gradients_read_one_panel_in_place_and_match_the_reference(path, 
 
 # A product at most one vector wide (N ≤ 16 float32 / 8 float64 on AVX-512, 8 / 4 on
 # AVX2) runs on a tile of 12 rows against one vector; a wider one on the 6-row tile of
-# two vectors. Each element is the same chain over k in both: the columns of a narrow
-# product have the bits of the same columns of a wide one. T·B = 520: several depth
-# chunks of the weight gradients, and rows left over a tile of 12 (520 = 43·12 + 4).
-@pytest.mark.parametrize("K", [3, 4, 8, 16])
+# two vectors. A B of whole panels whose rows are at most 256 bytes long (K = 32, 64) is
+# read in place; B 72 wide (no whole panels) is packed. Each element is the same chain
+# over k in every case: the columns of a narrow product have the bits of the same
+# columns of a wide one. T·B = 520: several depth chunks of the weight gradients, and
+# rows left over a tile of 12 (520 = 43·12 + 4).
+@pytest.mark.parametrize("K", [3, 4, 8, 16, 32, 64])
 def test_a_narrow_product_gives_the_bits_of_the_same_columns_of_a_wide_one(path, dtype, K):
     a = layer(dtype, T=40, B=13, K=K, H=24)
-    wide = 40
+    wide = 72
     rng = np.random.default_rng(1)
     x_wide = np.concatenate(
         [a["x"], rng.standard_normal((40, 13, wide - K)).astype(dtype)], axis=2)
