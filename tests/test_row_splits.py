@@ -218,3 +218,18 @@ def test_a_narrow_product_gives_the_bits_of_the_same_columns_of_a_wide_one(path,
     _kernels.input_grad(delta, a["w_ih"], dx, False)
     _kernels.input_grad(delta, w_ih_wide, dx_wide, False)
     np.testing.assert_array_equal(dx, dx_wide[:, :, :K])
+
+
+# ∂b sums the rows of δ in row order, whichever columns keep their sums in registers
+# (blocks of 32) and whichever are left over: the bits of a running sum row by row
+@pytest.mark.parametrize("H", [24, 64, 70])
+def test_the_bias_gradient_is_the_running_sum_of_the_rows_of_delta(path, dtype, H):
+    a = layer(dtype, T=9, B=5, K=3, H=H)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    _, _, _, db, delta = _kernels.layer_backward(
+        a["x"], a["w_ih"], a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], False, False)
+    want = np.zeros(H, dtype)
+    for row in delta.reshape(-1, H):
+        want += row
+    np.testing.assert_array_equal(db, want)
