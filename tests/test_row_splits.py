@@ -188,3 +188,48 @@ def test_weight_gradients_read_one_panel_in_place_and_match_the_reference(path, 
         _kernels.backward_weights(a["x"], hs, delta, False, *got, part=(i, 2))
     for g, want_bits in zip(got, (dw_ih, dw_hh, db)):
         np.testing.assert_array_equal(g, want_bits)
+
+
+# A product at most one vector wide (N ≤ 16 float32 / 8 float64 on AVX-512, 8 / 4 on
+# AVX2) runs on a tile of 12 rows against one vector; a wider one on the 6-row tile of
+# two vectors. A B of whole panels whose rows are at most 256 bytes long (K = 32, 64) is
+# read in place; B 72 wide (no whole panels) is packed. Each element is the same chain
+# over k in every case: the columns of a narrow product have the bits of the same
+# columns of a wide one. T·B = 520: several depth chunks of the weight gradients, and
+# rows left over a tile of 12 (520 = 43·12 + 4).
+@pytest.mark.parametrize("K", [3, 4, 8, 16, 32, 64])
+def test_a_narrow_product_gives_the_bits_of_the_same_columns_of_a_wide_one(path, dtype, K):
+    a = layer(dtype, T=40, B=13, K=K, H=24)
+    wide = 72
+    rng = np.random.default_rng(1)
+    x_wide = np.concatenate(
+        [a["x"], rng.standard_normal((40, 13, wide - K)).astype(dtype)], axis=2)
+    w_ih_wide = np.concatenate(
+        [a["w_ih"], rng.standard_normal((24, wide - K)).astype(dtype)], axis=1)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    _, dw_ih, _, _, delta = _kernels.layer_backward(
+        a["x"], a["w_ih"], a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], False, False)
+    dw_ih_wide = np.empty((24, wide), dtype)
+    _kernels.backward_weights(x_wide, hs, delta, False, dw_ih_wide,
+                              np.empty((24, 24), dtype), np.empty(24, dtype))
+    np.testing.assert_array_equal(dw_ih, dw_ih_wide[:, :K])
+    dx, dx_wide = np.empty_like(a["x"]), np.empty_like(x_wide)
+    _kernels.input_grad(delta, a["w_ih"], dx, False)
+    _kernels.input_grad(delta, w_ih_wide, dx_wide, False)
+    np.testing.assert_array_equal(dx, dx_wide[:, :, :K])
+
+
+# ∂b sums the rows of δ in row order, whichever columns keep their sums in registers
+# (blocks of 32) and whichever are left over: the bits of a running sum row by row
+@pytest.mark.parametrize("H", [24, 64, 70])
+def test_the_bias_gradient_is_the_running_sum_of_the_rows_of_delta(path, dtype, H):
+    a = layer(dtype, T=9, B=5, K=3, H=H)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    _, _, _, db, delta = _kernels.layer_backward(
+        a["x"], a["w_ih"], a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], False, False)
+    want = np.zeros(H, dtype)
+    for row in delta.reshape(-1, H):
+        want += row
+    np.testing.assert_array_equal(db, want)

@@ -25,11 +25,13 @@
 #include <string.h>
 
 #define RNN_G_MR 6
+#define RNN_G_MRH 12        /* rows of the half-width tile (products at most L wide) */
 #define RNN_G_KB 256
 #define RNN_G_MB 96
 #define RNN_G_WIDE 4        /* panels a single row runs against at once */
 #define RNN_G_PACKJ 8       /* columns packed together when they are strided */
 #define RNN_G_PREFETCH 8    /* steps of k ahead the micro-kernel asks for B's panel */
+#define RNN_G_INPLACE_BYTES 256  /* B of whole panels with rows this short: read in place */
 
 /* Elements of a packed K×N matrix in panels of nr columns. */
 static inline long rnn_packed_size(long K, int N, int nr)
@@ -189,7 +191,7 @@ static inline __attribute__((always_inline)) void rnn_prefetch_row(const void *p
 #define RNN_GEMM_KERNELS(SFX, T, VEC, L, SET1, ZERO, LOAD, STORE, FMA, ADD, LOADN, STOREN) \
 static inline __attribute__((always_inline)) void                                   \
 rnn_gmk_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,      \
-              T *c, long ldc, int ncols, int accumulate)                            \
+              long ws, T *c, long ldc, int ncols, int accumulate)                   \
 {                                                                                   \
     VEC acc[RNN_G_MR][2];                                                           \
     for (int r = 0; r < mr; r++) {                                                  \
@@ -199,8 +201,8 @@ rnn_gmk_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,  
         rnn_prefetch_row(c + r * ldc, 2 * L * (long)sizeof(T));                     \
     }                                                                               \
     for (long k = 0; k < kb; k++) {                                                 \
-        VEC w0 = LOAD(w + 2 * L * k), w1 = LOAD(w + 2 * L * k + L);                 \
-        _mm_prefetch((const char *)(w + 2 * L * (k + RNN_G_PREFETCH)), _MM_HINT_T0); \
+        VEC w0 = LOAD(w + ws * k), w1 = LOAD(w + ws * k + L);                       \
+        _mm_prefetch((const char *)(w + ws * (k + RNN_G_PREFETCH)), _MM_HINT_T0);   \
         for (int r = 0; r < mr; r++) {                                              \
             VEC av = SET1(a[r * ar + k * ak]);                                      \
             acc[r][0] = FMA(av, w0, acc[r][0]);                                     \
@@ -235,13 +237,44 @@ rnn_gmk_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,  
     }                                                                               \
 }                                                                                   \
                                                                                     \
+/* A tile of mr <= RNN_G_MRH rows against one vector of columns, for a product at    \
+ * most L wide (ncols <= L): the 6 × 2L tile would run its second vector on padding. \
+ * Row k of B at w + k·ws (2L in a packed panel; B's own row stride where B is read  \
+ * in place, exactly L wide). Every element is the same chain over k as in rnn_gmk,  \
+ * so a product gets the same bits in either kernel. */                              \
+static inline __attribute__((always_inline)) void                                   \
+rnn_gmh_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,      \
+              long ws, T *c, long ldc, int ncols, int accumulate)                   \
+{                                                                                   \
+    VEC acc[RNN_G_MRH];                                                             \
+    for (int r = 0; r < mr; r++)                                                    \
+        acc[r] = ZERO();                                                            \
+    for (long k = 0; k < kb; k++) {                                                 \
+        VEC w0 = LOAD(w + ws * k);                                                  \
+        for (int r = 0; r < mr; r++)                                                \
+            acc[r] = FMA(SET1(a[r * ar + k * ak]), w0, acc[r]);                     \
+    }                                                                               \
+    for (int r = 0; r < mr; r++) {                                                  \
+        T *cr = c + r * ldc;                                                        \
+        if (ncols == L) {                                                           \
+            if (accumulate)                                                         \
+                acc[r] = ADD(acc[r], LOAD(cr));                                     \
+            STORE(cr, acc[r]);                                                      \
+        } else {                                                                    \
+            if (accumulate)                                                         \
+                acc[r] = ADD(acc[r], LOADN(cr, ncols));                             \
+            STOREN(cr, acc[r], ncols);                                              \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
 /* One row against up to RNN_G_WIDE panels at once (panel p at w + p·pstride): the  \
  * row alone has too few independent FMA chains in one panel to hide their latency  \
  * (B = 1, the per-step product of a single sequence). Every element is the same     \
  * chain over k as in rnn_gmk, so a row gets the same bits in either kernel. */      \
 static inline __attribute__((always_inline)) void                                   \
 rnn_gmk_row_##SFX(const int np, long kb, const T *a, long ak, const T *w,           \
-                  long pstride, T *c, int ncols, int accumulate)                    \
+                  long pstride, long ws, T *c, int ncols, int accumulate)           \
 {                                                                                   \
     VEC acc[RNN_G_WIDE][2];                                                         \
     for (int q = 0; q < np; q++)                                                    \
@@ -249,7 +282,7 @@ rnn_gmk_row_##SFX(const int np, long kb, const T *a, long ak, const T *w,       
     for (long k = 0; k < kb; k++) {                                                 \
         VEC av = SET1(a[k * ak]);                                                   \
         for (int q = 0; q < np; q++) {                                              \
-            const T *wq = w + q * pstride + 2 * L * k;                              \
+            const T *wq = w + q * pstride + ws * k;                                 \
             acc[q][0] = FMA(av, LOAD(wq), acc[q][0]);                               \
             acc[q][1] = FMA(av, LOAD(wq + L), acc[q][1]);                           \
         }                                                                           \
@@ -286,8 +319,9 @@ rnn_gmk_row_##SFX(const int np, long kb, const T *a, long ak, const T *w,       
                                                                                     \
 /* C (M×N) (+)= A · B over rows [0, M) and columns [0, N); B is `b` with strides    \
  * (bk, bj), packed here chunk by chunk into `work`, or, if `prepacked`, already     \
- * packed whole (rnn_pack_*, K rows) — then the depth is not chunked. */             \
-static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long ak, \
+ * packed whole (rnn_pack_*, K rows) — then the depth is not chunked. Inlined into   \
+ * each of the two callers, so that the per-step product's B stride is a constant. */\
+static inline __attribute__((always_inline)) void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long ak, \
                                const T *b, long bk, long bj, T *c, long ldc,        \
                                int accumulate, T *work, int prepacked)              \
 {                                                                                   \
@@ -302,15 +336,47 @@ static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long 
     /* a block of A read down its columns with a large stride is packed too */      \
     T *abuf = !prepacked && rnn_gemm_packs_a(ak, sizeof(T))                         \
               ? work + rnn_packed_size(K < KB ? K : KB, N, 2 * L) : NULL;           \
-    /* B of one whole panel's width stored row by row (bk == N == 2L) is in the      \
-     * packed layout already, [k][2L]: read it in place (same values, same order) */ \
-    int in_place = !prepacked && bj == 1 && N == 2 * L && bk == N;                  \
+    /* B of whole panels stored row by row with a short row stride is read in place: \
+     * panel p's row k at b + k·bk + p, the same values in the same order as packed */\
+    int in_place = !prepacked && bj == 1 && N % (2 * L) == 0                        \
+                   && bk * (long)sizeof(T) <= RNN_G_INPLACE_BYTES;                  \
+    long ws = in_place ? bk : 2 * L;               /* B's row stride in a panel */  \
+    /* a product at most L wide runs on the half-width tile, A unpacked; B exactly L \
+     * wide and stored row by row is read in place at its own row stride */          \
+    int half = N >= 1 && N <= L && !abuf;                                           \
+    int half_in_place = half && !prepacked && bj == 1 && N == L;                    \
     for (long k0 = 0; k0 < K; k0 += KB) {                                           \
         long kb = K - k0 < KB ? K - k0 : KB;                                        \
         int acc = accumulate || k0 > 0;                                             \
-        if (!prepacked && !in_place)                                                \
+        if (!prepacked && !in_place && !half_in_place)                              \
             rnn_pack_##SFX(kb, N, 2 * L, b + k0 * bk, bk, bj, work);                \
         const T *wb = prepacked ? b : in_place ? b + k0 * bk : work;                \
+        if (half) {                                                                 \
+            const T *wh = half_in_place ? b + k0 * bk : wb;                         \
+            long wsh = half_in_place ? bk : 2 * L;                                  \
+            const T *ah = a + k0 * ak;                                              \
+            long r = 0;                                                             \
+            for (; r + RNN_G_MRH <= M; r += RNN_G_MRH)                              \
+                rnn_gmh_##SFX(RNN_G_MRH, kb, ah + r * ar, ar, ak, wh, wsh, c + r * ldc, \
+                              ldc, N, acc);                                         \
+            const T *ar0 = ah + r * ar;                                             \
+            T *cr0 = c + r * ldc;                                                   \
+            /* the row count a constant in each case: its loops unrolled */          \
+            switch (M - r) {                                                        \
+            case 11: rnn_gmh_##SFX(11, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 10: rnn_gmh_##SFX(10, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 9: rnn_gmh_##SFX(9, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 8: rnn_gmh_##SFX(8, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 7: rnn_gmh_##SFX(7, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 6: rnn_gmh_##SFX(6, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 5: rnn_gmh_##SFX(5, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 4: rnn_gmh_##SFX(4, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 3: rnn_gmh_##SFX(3, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 2: rnn_gmh_##SFX(2, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            case 1: rnn_gmh_##SFX(1, kb, ar0, ar, ak, wh, wsh, cr0, ldc, N, acc); break;\
+            }                                                                       \
+            continue;                                                               \
+        }                                                                           \
         for (long m0 = 0; m0 < M; m0 += RNN_G_MB) {                                 \
             long m1 = M - m0 < RNN_G_MB ? M : m0 + RNN_G_MB;                        \
             /* rows m0 + i·MR + [0, MR) of A start at ab + i·apanel, strides (abr, abk) */\
@@ -325,21 +391,22 @@ static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long 
             if (single >= 0) {                                                      \
                 m1 = single;                                                        \
                 const T *as = ab + (single - m0) / RNN_G_MR * apanel;               \
+                long ps = in_place ? 2 * L : 2 * L * kb;    /* panel to panel */    \
                 for (int p = 0; p < N; p += 2 * L * RNN_G_WIDE) {                   \
                     int np = (N - p + 2 * L - 1) / (2 * L);                         \
-                    const T *wp = wb + (long)p * kb;                                \
+                    const T *wp = wb + (in_place ? (long)p : (long)p * kb);         \
                     T *cp = c + single * ldc + p;                                   \
                     /* the panel count a constant in each case: its loop unrolled */ \
                     switch (np < RNN_G_WIDE ? np : RNN_G_WIDE) {                    \
-                    case 1: rnn_gmk_row_##SFX(1, kb, as, abk, wp, 2 * L * kb, cp, N - p, acc); break;\
-                    case 2: rnn_gmk_row_##SFX(2, kb, as, abk, wp, 2 * L * kb, cp, N - p, acc); break;\
-                    case 3: rnn_gmk_row_##SFX(3, kb, as, abk, wp, 2 * L * kb, cp, N - p, acc); break;\
-                    default: rnn_gmk_row_##SFX(4, kb, as, abk, wp, 2 * L * kb, cp, N - p, acc);\
+                    case 1: rnn_gmk_row_##SFX(1, kb, as, abk, wp, ps, ws, cp, N - p, acc); break;\
+                    case 2: rnn_gmk_row_##SFX(2, kb, as, abk, wp, ps, ws, cp, N - p, acc); break;\
+                    case 3: rnn_gmk_row_##SFX(3, kb, as, abk, wp, ps, ws, cp, N - p, acc); break;\
+                    default: rnn_gmk_row_##SFX(4, kb, as, abk, wp, ps, ws, cp, N - p, acc);\
                     }                                                               \
                 }                                                                   \
             }                                                                       \
             for (int p = 0; p < N; p += 2 * L) {                                    \
-                const T *w = wb + (long)p * kb;                                     \
+                const T *w = wb + (in_place ? (long)p : (long)p * kb);              \
                 int ncols = N - p < 2 * L ? N - p : 2 * L;                          \
                 long r = m0;                                                        \
                 /* rows left 6k + 2 end on two tiles of 4, not on one of 2: a tile of  \
@@ -350,21 +417,21 @@ static void rnn_gemm_run_##SFX(long M, int N, long K, const T *a, long ar, long 
                                 && m1 - m0 > RNN_G_MR ? m1 - RNN_G_MR - 2 : m1;     \
                 for (; r + RNN_G_MR <= full_end; r += RNN_G_MR)                     \
                     rnn_gmk_##SFX(RNN_G_MR, kb, ab + (r - m0) / RNN_G_MR * apanel, abr, abk,\
-                                  w, c + r * ldc + p, ldc, ncols, acc);             \
+                                  w, ws, c + r * ldc + p, ldc, ncols, acc);             \
                 const T *ar0 = ab + (r - m0) / RNN_G_MR * apanel;                   \
                 T *cr0 = c + r * ldc + p;                                           \
                 if (full_end < m1) {                                                \
-                    rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc);   \
-                    rnn_gmk_##SFX(4, kb, ar0 + 4 * abr, abr, abk, w, cr0 + 4 * ldc, ldc,\
+                    rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc);   \
+                    rnn_gmk_##SFX(4, kb, ar0 + 4 * abr, abr, abk, w, ws, cr0 + 4 * ldc, ldc,\
                                   ncols, acc);                                      \
                     continue;                                                       \
                 }                                                                   \
                 switch (m1 - r) {                                                   \
-                case 5: rnn_gmk_##SFX(5, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
-                case 4: rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
-                case 3: rnn_gmk_##SFX(3, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
-                case 2: rnn_gmk_##SFX(2, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
-                case 1: rnn_gmk_##SFX(1, kb, ar0, abr, abk, w, cr0, ldc, ncols, acc); break;\
+                case 5: rnn_gmk_##SFX(5, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
+                case 4: rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
+                case 3: rnn_gmk_##SFX(3, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
+                case 2: rnn_gmk_##SFX(2, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
+                case 1: rnn_gmk_##SFX(1, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
                 }                                                                   \
             }                                                                       \
         }                                                                           \

@@ -35,7 +35,8 @@ def splits_are_exact(B: int, H: int, single: bool, rows: int = ...) -> bool: ...
 def layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
                    w_hh: NDArray[np.floating], hs: NDArray[np.floating],
                    dy: NDArray[np.floating], dh_n: NDArray[np.floating],
-                   lengths: NDArray[np.int64], reverse: bool, relu: bool
+                   lengths: NDArray[np.int64], reverse: bool, relu: bool,
+                   dx: NDArray[np.floating] | None = ...
                    ) -> tuple[NDArray[np.floating], NDArray[np.floating],
                               NDArray[np.floating], NDArray[np.floating],
                               NDArray[np.floating]]: ...

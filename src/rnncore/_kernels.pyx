@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
@@ -39,6 +40,18 @@ from rnncore._checks cimport (BLAS_INT_MAX, Sizes, check_sizes_c, check_layer,
                               expect_shape)
 
 from rnncore._memory cimport cache_alloc, cache_release
+
+
+cnp.import_array()
+
+
+cdef object new_array(int nd, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t d2, bint single):
+    """An uninitialised C-contiguous float32 (``single``) or float64 array of shape
+    (d0,), (d0, d1) or (d0, d1, d2): NumPy's C API, without ``np.empty``'s Python call
+    (a fixed cost a tiny call pays for each array it returns)."""
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = d0, d1, d2
+    return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32 if single else cnp.NPY_FLOAT64, 0)
 
 
 cdef void *workspace(Py_ssize_t count, size_t itemsize) except NULL:
@@ -241,24 +254,22 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef Py_ssize_t row0 = 0 if rows is None else rows[0]
     cdef Py_ssize_t row1 = B if rows is None else rows[1]
     check_rows("rows", row0, row1, B)
-    dtype = np.float32 if floating is float else np.float64
     if projected and out is None:
         raise ValueError("projected=True needs out, holding the input projection")
-    hs_arr = np.empty((T + 1, B, H), dtype=dtype) if out is None else out
+    hs_arr = new_array(3, T + 1, B, H, floating is float) if out is None else out
     cdef floating[:, :, ::1] hs = hs_arr
     expect_shape("out", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
     cdef Py_ssize_t R = row1 - row0                # the rows this call runs
     # every choice is made for the whole batch, so that each row's bits do not depend
     # on the rows it runs with
     cdef Plan plan = make_plan(B, H, floating is float, T * B, HOLDS_M_T)
-    scratch_arr = np.empty((R, H), dtype=dtype)
-    cdef floating[:, ::1] scratch = scratch_arr
     # W_hhᵀ for the forms that read m = W_hhᵀ itself, W_hhᵀ in panels if PACKED, the
-    # workspace of the projection: C buffers, freed below
+    # workspace of the projection, the (R × H) per-step product: C buffers, freed below
     cdef bint need_t = reads_m(&plan)
     cdef floating *w_hh_t = NULL
     cdef floating *packed = NULL
     cdef floating *work = NULL
+    cdef floating *scratch = NULL
     cdef Py_ssize_t s, t, i, row_bytes = H * sizeof(floating)
     cdef int prev_slot = 1 if reverse else 0       # hs index of h_{t-1} is t + prev_slot
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
@@ -272,6 +283,7 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                                        if plan.form == PACKED else 1, sizeof(floating))
         work = <floating *>workspace(workspace_size(&plan, H, K, 1, floating is float),
                                      sizeof(floating))
+        scratch = <floating *>workspace(R * H, sizeof(floating))
         with nogil:
             csr = rnn_flush_denormals()       # given back below; nothing raises
             if R:
@@ -298,11 +310,12 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                     t = T - 1 - s if reverse else s
                     # (R × H) = (R × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
                     step_product(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
-                                 w_hh_t, &w_hh[0, 0], packed, &scratch[0, 0])
+                                 w_hh_t, &w_hh[0, 0], packed, scratch)
                     for i in range(row0, row1):
                         h = &hs[t + out_slot, i, 0]
                         if t < lengths[i]:
-                            step_pass(&plan, relu, <int>H, h, &scratch[i - row0, 0], &b[0])
+                            step_pass(&plan, relu, <int>H, h, scratch + (i - row0) * H,
+                                      &b[0])
                         elif not (reverse and t == lengths[i]):   # that slot holds h0
                             memset(h, 0, row_bytes)
             rnn_restore_mxcsr(csr)
@@ -310,6 +323,7 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
         release(w_hh_t)
         release(packed)
         release(work)
+        release(scratch)
     return hs_arr
 
 
@@ -376,6 +390,18 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
     batch (all when ``rows`` is None); the other rows are left as they are. A row gets
     the same bits whatever range it runs in. See :func:`layer_backward`.
     """
+    cdef Py_ssize_t B = hs.shape[1]
+    cdef Py_ssize_t row0 = 0 if rows is None else rows[0]
+    cdef Py_ssize_t row1 = B if rows is None else rows[1]
+    run_backward_steps(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta, dh0, row0, row1)
+
+
+cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::1] hs,
+                            const floating[:, :, :] dy, const floating[:, ::1] dh_n,
+                            const int64_t[::1] lengths, bint reverse, bint relu,
+                            floating[:, :, ::1] delta, floating[:, ::1] dh0,
+                            Py_ssize_t row0, Py_ssize_t row1) except -1:
+    """:func:`backward_steps` on arrays already taken as memoryviews."""
     if hs.shape[0] < 1:
         raise ValueError(f"hs must have T+1 >= 1 rows; got shape ({hs.shape[0]}, {hs.shape[1]}, {hs.shape[2]})")
     cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = w_hh.shape[0]
@@ -389,18 +415,14 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
     expect_shape("dh0", 2, dh0.shape, B, H, 0, sz, "hs and w_hh")
     if H > 1 and dy.strides[2] != sizeof(floating):
         raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
-    cdef Py_ssize_t row0 = 0 if rows is None else rows[0]
-    cdef Py_ssize_t row1 = B if rows is None else rows[1]
     check_rows("rows", row0, row1, B)
     cdef Py_ssize_t R = row1 - row0
-    dtype = np.float32 if floating is float else np.float64
     cdef Plan plan = make_plan(B, H, floating is float, T * B, HOLDS_M)
-    carry_arr = np.zeros((R, H), dtype=dtype)
-    cdef floating[:, ::1] carry = carry_arr             # δ_{t+1} W_hh
     # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
     cdef bint need_t = plan.form == GEMM_NT or plan.form == GEMV_T
     cdef floating *w_hh_t = NULL
     cdef floating *packed = NULL                        # W_hh in panels, if PACKED
+    cdef floating *carry = NULL                         # (R × H) δ_{t+1} W_hh
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
     cdef int out_slot = 0 if reverse else 1
     cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
@@ -409,8 +431,10 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
         w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
         packed = <floating *>workspace(rnn_packed_size(H, <int>H, plan.nr)
                                        if plan.form == PACKED else 1, sizeof(floating))
+        carry = <floating *>workspace(R * H, sizeof(floating))
         with nogil:
             csr = rnn_flush_denormals()       # given back below; nothing raises
+            memset(carry, 0, R * row_bytes)
             for i in range(row0, row1):      # rows of length 0 pass dh_n through
                 memcpy(&dh0[i, 0], &dh_n[i, 0], row_bytes)
             if R and T:
@@ -424,23 +448,25 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
                         t_final = 0 if reverse else lengths[i] - 1
                         if t == t_final:
                             for j in range(H):
-                                carry[i - row0, j] += dh_n[i, j]
+                                carry[(i - row0) * H + j] += dh_n[i, j]
                         if t < lengths[i]:
                             grad_pass(&plan, relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
-                                      &carry[i - row0, 0], &hs[t + out_slot, i, 0])
+                                      carry + (i - row0) * H, &hs[t + out_slot, i, 0])
                         else:
                             memset(&delta[t, i, 0], 0, row_bytes)
                     # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
                     step_product(&plan, <int>R, <int>H, &delta[t, row0, 0], &w_hh[0, 0],
-                                 w_hh_t, packed, &carry[0, 0])
+                                 w_hh_t, packed, carry)
                     for i in range(row0, row1):
                         t_initial = lengths[i] - 1 if reverse else 0
                         if t == t_initial and t < lengths[i]:
-                            memcpy(&dh0[i, 0], &carry[i - row0, 0], row_bytes)
+                            memcpy(&dh0[i, 0], carry + (i - row0) * H, row_bytes)
             rnn_restore_mxcsr(csr)
     finally:
         release(w_hh_t)
         release(packed)
+        release(carry)
+    return 0
 
 
 cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
@@ -470,6 +496,16 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
     blocks of Δᵀ as well (H·itemsize ≥ 2 KB), so that no thread packs what another
     packs. ∂b is split by rows.
     """
+    cdef Py_ssize_t i = 0 if part is None else part[0]
+    cdef Py_ssize_t n = 1 if part is None else part[1]
+    run_backward_weights(x, hs, delta, reverse, dw_ih, dw_hh, db, i, n)
+
+
+cdef int run_backward_weights(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
+                              const floating[:, :, ::1] delta, bint reverse,
+                              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
+                              floating[::1] db, Py_ssize_t i, Py_ssize_t n) except -1:
+    """:func:`backward_weights` on arrays already taken as memoryviews: part i of n."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = delta.shape[2]
     cdef Sizes sz = Sizes(T, B, K, H)
     check_sizes_c(sz)
@@ -478,12 +514,9 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
     expect_shape("dw_ih", 2, dw_ih.shape, H, K, 0, sz, "x and delta")
     expect_shape("dw_hh", 2, dw_hh.shape, H, H, 0, sz, "x and delta")
     expect_shape("db", 1, db.shape, H, 0, 0, sz, "x and delta")
-    cdef Py_ssize_t i = 0 if part is None else part[0]
-    cdef Py_ssize_t n = 1 if part is None else part[1]
     if not 0 <= i < n:
-        raise ValueError(f"part must be (i, n) with 0 <= i < n; got {part!r}")
+        raise ValueError(f"part must be (i, n) with 0 <= i < n; got {(i, n)!r}")
     cdef Py_ssize_t M = T * B, j
-    dtype = np.float32 if floating is float else np.float64
     cdef Plan plan = make_plan(B, H, floating is float, M)
     cdef bint by_rows = rnn_gemm_packs_a(H, sizeof(floating))
     # cuts on multiples of the widest panel (AVX-512's, 64 bytes · 2), the same under
@@ -524,6 +557,7 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
             rnn_restore_mxcsr(csr)
     finally:
         release(work)
+    return 0
 
 
 def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
@@ -533,10 +567,13 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                    const floating[:, :, :] dy,      # IN  (T, B, H) ∂L/∂h_t; rows contiguous
                    const floating[:, ::1] dh_n,     # IN  (B, H)
                    const int64_t[::1] lengths,      # IN  (B,)  in [0, T]
-                   bint reverse, bint relu):
+                   bint reverse, bint relu,
+                   dx=None):                        # OUT (T, B, K), optional
     """BPTT through one layer in one direction; see ``reference.layer_backward``.
 
-    :func:`backward_steps` then :func:`backward_weights`, over everything.
+    :func:`backward_steps` then :func:`backward_weights`, over everything, and with
+    ``dx`` :func:`input_grad` into it (written over): one call where a short sequence
+    would pay the fixed cost of three.
 
     Returns
     -------
@@ -552,13 +589,21 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef Sizes sz = Sizes(T, B, K, H)
     check_layer(sz, w_ih.shape, w_hh.shape, lengths)
     expect_shape("hs", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
-    dtype = np.float32 if floating is float else np.float64
-    delta = np.empty((T, B, H), dtype=dtype)
-    dh0 = np.empty((B, H), dtype=dtype)
-    dw_ih, dw_hh, db = (np.empty((H, K), dtype=dtype), np.empty((H, H), dtype=dtype),
-                        np.empty(H, dtype=dtype))
-    backward_steps(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta, dh0)
-    backward_weights(x, hs, delta, reverse, dw_ih, dw_hh, db)
+    cdef floating[:, :, ::1] dx_v
+    if dx is not None:
+        dx_v = dx
+        expect_shape("dx", 3, dx_v.shape, T, B, K, sz, "x and w_hh")
+    cdef bint single = floating is float
+    delta, dh0 = new_array(3, T, B, H, single), new_array(2, B, H, 0, single)
+    dw_ih, dw_hh, db = (new_array(2, H, K, 0, single), new_array(2, H, H, 0, single),
+                        new_array(1, H, 0, 0, single))
+    cdef floating[:, :, ::1] delta_v = delta
+    cdef floating[:, ::1] dh0_v = dh0, dw_ih_v = dw_ih, dw_hh_v = dw_hh
+    cdef floating[::1] db_v = db
+    run_backward_steps(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta_v, dh0_v, 0, B)
+    run_backward_weights(x, hs, delta_v, reverse, dw_ih_v, dw_hh_v, db_v, 0, 1)
+    if dx is not None:
+        run_input_grad(delta_v, w_ih, dx_v, False, T * B)
     return dh0, dw_ih, dw_hh, db, delta
 
 
@@ -573,6 +618,13 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
     chosen from ``rows``, the T·B of the whole call the range belongs to, so that each
     range runs what the whole call would (-1: a long call, the packed path).
     """
+    run_input_grad(delta, w_ih, dx, accumulate, rows)
+
+
+cdef int run_input_grad(const floating[:, :, ::1] delta, const floating[:, ::1] w_ih,
+                        floating[:, :, ::1] dx, bint accumulate,
+                        Py_ssize_t rows) except -1:
+    """:func:`input_grad` on arrays already taken as memoryviews."""
     cdef Py_ssize_t T = delta.shape[0], B = delta.shape[1], H = delta.shape[2]
     cdef Py_ssize_t K = w_ih.shape[1]
     cdef Sizes sz = Sizes(T, B, K, H)
@@ -581,8 +633,7 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
     check_sizes_c(sz)
     cdef Py_ssize_t M = T * B
     if M * K == 0:
-        return
-    dtype = np.float32 if floating is float else np.float64
+        return 0
     cdef Plan plan = make_plan(B, H, floating is float, rows)
     cdef floating *work = <floating *>workspace(
         workspace_size(&plan, K, H, 1, floating is float), sizeof(floating))
@@ -597,6 +648,7 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
             rnn_restore_mxcsr(csr)
     finally:
         release(work)
+    return 0
 
 
 def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if trans_a

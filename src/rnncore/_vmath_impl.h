@@ -120,17 +120,33 @@ VM_GRAD(relu_grad_f, float, h[i] <= 0 ? 0 : g)
 VM_GRAD(relu_grad_d, double, h[i] <= 0 ? 0 : g)
 #undef VM_GRAD
 
-/* acc += Σ_rows x[row]: x is (rows × n), row k at x + k·ld. */
+/* acc += Σ_rows x[row]: x is (rows × n), row k at x + k·ld. Each element is summed in
+ * row order; blocks of VM_SUM_COLS columns keep their sums in a local array (registers)
+ * over all rows, instead of storing and reloading acc at every row. */
+#define VM_SUM_COLS 32
 #define VM_SUM_ROWS(NAME, T)                                                      \
 static void VM(NAME)(long rows, int n, long ld, T *restrict acc, const T *restrict x) \
 {                                                                                 \
+    int i0 = 0;                                                                   \
+    for (; i0 + VM_SUM_COLS <= n; i0 += VM_SUM_COLS) {                            \
+        T s[VM_SUM_COLS], *a = acc + i0;                                          \
+        const T *xc = x + i0;                                                     \
+        for (int i = 0; i < VM_SUM_COLS; i++)                                     \
+            s[i] = a[i];                                                          \
+        for (long k = 0; k < rows; k++, xc += ld)                                 \
+            for (int i = 0; i < VM_SUM_COLS; i++)                                 \
+                s[i] += xc[i];                                                    \
+        for (int i = 0; i < VM_SUM_COLS; i++)                                     \
+            a[i] = s[i];                                                          \
+    }                                                                             \
     for (long k = 0; k < rows; k++)                                               \
-        for (int i = 0; i < n; i++)                                               \
+        for (int i = i0; i < n; i++)                                              \
             acc[i] += x[k * ld + i];                                              \
 }
 VM_SUM_ROWS(sum_rows_f, float)
 VM_SUM_ROWS(sum_rows_d, double)
 #undef VM_SUM_ROWS
+#undef VM_SUM_COLS
 
 /* out = a + b over one row of n values. */
 #define VM_ADD(NAME, T)                                                           \

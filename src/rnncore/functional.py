@@ -623,14 +623,21 @@ def _backward_one_direction(record, x, dy, dh_n, need_dx):
     ds_n = (plan.zero_state(B) if dh_n is None
             else check_state("dh_n", dh_n, cfg, B, record.unbatched)[0])
     w_ih, w_hh, _ = record.weights[0][0]
+    # the kernels compute ∂x in the same call (one call's fixed cost, not two)
+    dx = np.empty(x.shape, cfg.dtype) if need_dx else None
+    fused_dx = dx is not None and module is _kernels
     with _parallel.exact_blas(module, record.deterministic):
-        dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
-            x, w_ih, w_hh, record.states[0][0], dy, ds_n, record.lengths, False,
-            record.relu)
-    dx = None
-    if need_dx:
-        dx = np.empty(x.shape, cfg.dtype)
-        module.input_grad(delta, w_ih, dx, False, T * B)
+        if fused_dx:
+            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+                x, w_ih, w_hh, record.states[0][0], dy, ds_n, record.lengths, False,
+                record.relu, dx)
+        else:
+            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+                x, w_ih, w_hh, record.states[0][0], dy, ds_n, record.lengths, False,
+                record.relu)
+    if dx is not None:
+        if not fused_dx:
+            module.input_grad(delta, w_ih, dx, False, T * B)
         if record.padded is not None:
             dx[record.padded] = 0        # δ is 0 there, but 0 · inf in W_ih is NaN
         dx = _to_user_layout(dx, record.batch_first, record.unbatched)

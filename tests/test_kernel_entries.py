@@ -1,0 +1,53 @@
+"""One kernel call for what a short sequence would otherwise pay three calls for.
+
+``layer_backward`` computes ∂x in the same call when given ``dx`` (functional's
+one-direction path passes it): the result is :func:`input_grad`'s, bit for bit, on
+every instruction set, on the packed path and on the short-call (BLAS) path.
+"""
+import numpy as np
+import pytest
+
+_kernels = pytest.importorskip("rnncore._kernels")
+
+
+@pytest.fixture(params=_kernels.supported_isas())
+def isa(request):
+    _kernels.set_isa(request.param)
+    yield request.param
+    _kernels.set_isa(None)
+
+
+def layer(dtype, T, B, K=5, H=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    w_ih = (rng.standard_normal((H, K)) / 3).astype(dtype)
+    w_hh = (rng.standard_normal((H, H)) / 8).astype(dtype)
+    b = rng.standard_normal(H).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    lengths = np.full(B, T, np.int64)
+    hs = _kernels.layer_forward(x, w_ih, w_hh, b, h0, lengths, False, False)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((B, H)).astype(dtype)
+    return x, w_ih, w_hh, hs, dy, dh_n, lengths
+
+
+# T·B = 3 runs on the BLAS (a short call), 60 on the packed kernels
+@pytest.mark.parametrize("T, B", [(3, 1), (20, 3)], ids=["short", "packed"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_layer_backward_given_dx_writes_input_grads_bits(isa, dtype, T, B):
+    x, w_ih, w_hh, hs, dy, dh_n, lengths = layer(dtype, T, B)
+    dx = np.full_like(x, np.nan)
+    got = _kernels.layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, False, False, dx)
+    want = _kernels.layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, False, False)
+    want_dx = np.full_like(x, np.nan)
+    _kernels.input_grad(want[4], w_ih, want_dx, False, T * B)
+    np.testing.assert_array_equal(dx, want_dx)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_layer_backward_rejects_a_dx_of_the_wrong_shape():
+    x, w_ih, w_hh, hs, dy, dh_n, lengths = layer(np.float32, 4, 2)
+    with pytest.raises(ValueError, match="dx"):
+        _kernels.layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, False, False,
+                                np.empty((4, 2, 6), np.float32))
