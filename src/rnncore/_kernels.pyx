@@ -400,8 +400,11 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
                             const floating[:, :, :] dy, const floating[:, ::1] dh_n,
                             const int64_t[::1] lengths, bint reverse, bint relu,
                             floating[:, :, ::1] delta, floating[:, ::1] dh0,
-                            Py_ssize_t row0, Py_ssize_t row1) except -1:
-    """:func:`backward_steps` on arrays already taken as memoryviews."""
+                            Py_ssize_t row0, Py_ssize_t row1,
+                            bint need_dh0=True) except -1:
+    """:func:`backward_steps` on arrays already taken as memoryviews; without
+    ``need_dh0`` the last step's product δ W_hh, which only dh0 reads, is skipped and
+    dh0 left holding dh_n."""
     if hs.shape[0] < 1:
         raise ValueError(f"hs must have T+1 >= 1 rows; got shape ({hs.shape[0]}, {hs.shape[1]}, {hs.shape[2]})")
     cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = w_hh.shape[0]
@@ -454,6 +457,8 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
                                       carry + (i - row0) * H, &hs[t + out_slot, i, 0])
                         else:
                             memset(&delta[t, i, 0], 0, row_bytes)
+                    if s == T - 1 and not need_dh0:
+                        break                    # δ_t W_hh would reach dh0 only
                     # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
                     step_product(&plan, <int>R, <int>H, &delta[t, row0, 0], &w_hh[0, 0],
                                  w_hh_t, packed, carry)
@@ -568,16 +573,18 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
                    const floating[:, ::1] dh_n,     # IN  (B, H)
                    const int64_t[::1] lengths,      # IN  (B,)  in [0, T]
                    bint reverse, bint relu,
-                   dx=None):                        # OUT (T, B, K), optional
+                   dx=None,                         # OUT (T, B, K), optional
+                   bint need_dh0=True):
     """BPTT through one layer in one direction; see ``reference.layer_backward``.
 
     :func:`backward_steps` then :func:`backward_weights`, over everything, and with
     ``dx`` :func:`input_grad` into it (written over): one call where a short sequence
-    would pay the fixed cost of three.
+    would pay the fixed cost of three. Without ``need_dh0`` the product that only dh0
+    needs (the first step's δ W_hh: half of a call at T = 1) is skipped.
 
     Returns
     -------
-    dh0 : ndarray, shape (B, H)
+    dh0 : ndarray, shape (B, H), or None without ``need_dh0``
         A sequence of length 0 passes ``dh_n`` through.
     dw_ih : ndarray, shape (H, K)
     dw_hh : ndarray, shape (H, H)
@@ -600,11 +607,12 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating[:, :, ::1] delta_v = delta
     cdef floating[:, ::1] dh0_v = dh0, dw_ih_v = dw_ih, dw_hh_v = dw_hh
     cdef floating[::1] db_v = db
-    run_backward_steps(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta_v, dh0_v, 0, B)
+    run_backward_steps(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta_v, dh0_v, 0, B,
+                       need_dh0)
     run_backward_weights(x, hs, delta_v, reverse, dw_ih_v, dw_hh_v, db_v, 0, 1)
     if dx is not None:
         run_input_grad(delta_v, w_ih, dx_v, False, T * B)
-    return dh0, dw_ih, dw_hh, db, delta
+    return (dh0 if need_dh0 else None), dw_ih, dw_hh, db, delta
 
 
 def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)

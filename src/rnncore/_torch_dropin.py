@@ -91,10 +91,11 @@ class _CellFunction(torch.autograd.Function):
         dy = _grad_array(dy)
         if ctx.packed is not None:
             dy = None if dy is None else ctx.packed.pad(dy)
-        dx, dh0, grads = functional.backward(record, dy, dh_n, need_dx=need[0])
+        dx, dh0, grads = functional.backward(record, dy, dh_n, need_dx=need[0],
+                                             need_dh0=need[1] or need[2])
         if ctx.packed is not None and dx is not None:
             dx = ctx.packed.unpad(dx)
-        dh0, dc0 = dh0 if ctx.lstm else (dh0, None)
+        dh0, dc0 = dh0 if ctx.lstm and dh0 is not None else (dh0, None)
         return (None if dx is None else torch.from_numpy(dx),
                 torch.from_numpy(dh0) if need[1] else None,
                 torch.from_numpy(dc0) if need[2] else None,

@@ -487,7 +487,8 @@ def _to_user_layout(a, batch_first, unbatched):
     return a
 
 
-def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
+def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True,
+             need_dh0: bool = True):
     """Back-propagate through time through the computation of one :func:`forward`.
 
     Parameters
@@ -503,12 +504,15 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
         which may be None (zeros).
     need_dx : bool
         Compute ∂L/∂x (skipping it saves one GEMM per layer-direction).
+    need_dh0 : bool
+        Compute ∂L/∂h0 (skipping it saves the first step's recurrent product of each
+        Elman layer-direction: half the products of a call at T = 1).
 
     Returns
     -------
     dx : ndarray, the shape of forward's ``x``, or None if not ``need_dx``
         Zero at padded steps.
-    dh0 : ndarray, the shape of forward's ``h_n``
+    dh0 : ndarray, the shape of forward's ``h_n``, or None if not ``need_dh0``
         For an LSTM the pair ``(dh0, dc0)``.
     grads : dict of str to ndarray
         ∂L/∂(each parameter), with the keys and shapes of forward's ``params``.
@@ -518,23 +522,23 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True):
                         f"got {type(record).__name__}")
     cfg = record.plan.cfg
     if not _large(record.T * record.B, cfg.input_size, cfg.hidden_size):
-        return _backward(record, dy, dh_n, need_dx)
+        return _backward(record, dy, dh_n, need_dx, need_dh0)
     cache = _memory.enter()
     try:
-        return _backward(record, dy, dh_n, need_dx)
+        return _backward(record, dy, dh_n, need_dx, need_dh0)
     finally:
         if cache is not None:
             _memory.leave(cache)
 
 
-def _backward(record, dy, dh_n, need_dx):
+def _backward(record, dy, dh_n, need_dx, need_dh0):
     """:func:`backward` once ``record`` is known to be a Record."""
     plan, T, B, module = record.plan, record.T, record.B, record.backend
     cfg = plan.cfg
     if plan.one_direction and cfg.cell == "rnn" and not record.chunk:
         x = record.inputs[0]
         if _parts(module, x, cfg.hidden_size, 1) == 1:
-            return _backward_one_direction(record, x, dy, dh_n, need_dx)
+            return _backward_one_direction(record, x, dy, dh_n, need_dx, need_dh0)
     cell_type = CELL_TYPES[cfg.cell]
     P, D, L = cfg.out_size, cfg.D, cfg.num_layers
     merged = record.merge_mode != "concat"
@@ -573,8 +577,9 @@ def _backward(record, dy, dh_n, need_dx):
             with _parallel.exact_blas(module, record.deterministic):
                 dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
                     x, ws[0][0], ws[0][1], record.states[layer][0], dy, ds_n[0][first],
-                    record.lengths, False, record.relu)
-            ds0[0][first] = dh0
+                    record.lengths, False, record.relu, need_dh0=need_dh0)
+            if need_dh0:
+                ds0[0][first] = dh0
             i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
             grads[i_ih], grads[i_hh] = dw_ih, dw_hh
             if i_bih is not None:
@@ -609,11 +614,11 @@ def _backward(record, dy, dh_n, need_dx):
                                                       record.unbatched)
     if record.unbatched:
         ds0 = [a[:, 0] for a in ds0]
-    return dx_user, (ds0[0] if len(ds0) == 1 else tuple(ds0)), \
-        dict(zip(plan.grad_keys, grads))
+    states0 = ds0[0] if len(ds0) == 1 else tuple(ds0)
+    return dx_user, (states0 if need_dh0 else None), dict(zip(plan.grad_keys, grads))
 
 
-def _backward_one_direction(record, x, dy, dh_n, need_dx):
+def _backward_one_direction(record, x, dy, dh_n, need_dx, need_dh0):
     """:func:`backward` of one Elman layer-direction run in one call, on one thread (a
     tiny call's path): what the walker does for it, without the lists of layers and
     directions and with no zeroed ∂L/∂h_n when none is given."""
@@ -630,11 +635,11 @@ def _backward_one_direction(record, x, dy, dh_n, need_dx):
         if fused_dx:
             dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
                 x, w_ih, w_hh, record.states[0][0], dy, ds_n, record.lengths, False,
-                record.relu, dx)
+                record.relu, dx, need_dh0)
         else:
             dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
                 x, w_ih, w_hh, record.states[0][0], dy, ds_n, record.lengths, False,
-                record.relu)
+                record.relu, need_dh0=need_dh0)
     if dx is not None:
         if not fused_dx:
             module.input_grad(delta, w_ih, dx, False, T * B)
@@ -644,7 +649,9 @@ def _backward_one_direction(record, x, dy, dh_n, need_dx):
     # one layer-direction's keys, in PyTorch's order: weight_ih, weight_hh and the biases
     grads = dict(zip(plan.grad_keys, (dw_ih, dw_hh, db, db.copy()) if cfg.bias
                      else (dw_ih, dw_hh)))
-    return dx, (dh0 if record.unbatched else dh0[None]), grads
+    if dh0 is not None and not record.unbatched:
+        dh0 = dh0[None]
+    return dx, dh0, grads
 
 
 def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first):

@@ -101,7 +101,8 @@ def layer_forward(x, w_ih, w_hh, b, h0, lengths, reverse, relu):
     return hs
 
 
-def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
+def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu,
+                   need_dh0=True):
     """BPTT through one layer in one direction.
 
     Parameters
@@ -114,10 +115,12 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
         ∂L/∂h_t from above (the output), zero at padded steps.
     dh_n : ndarray, shape (B, H)
         ∂L/∂h_n, the gradient of each sequence's final state.
+    need_dh0 : bool
+        Without it, the last step's δ W_hh (which only dh0 reads) is not computed.
 
     Returns
     -------
-    dh0 : ndarray, shape (B, H)
+    dh0 : ndarray, shape (B, H), or None without ``need_dh0``
     dw_ih : ndarray, shape (H, K)
     dw_hh : ndarray, shape (H, H)
     db : ndarray, shape (H,)
@@ -136,6 +139,7 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
     t_final = zero if reverse else lengths - 1     # the step that produced h_n
     t_initial = lengths - 1 if reverse else zero   # the step that consumed h_0
     padded = bool((lengths < T).any())
+    t_last = T - 1 if reverse else 0               # the last step BPTT visits
     for t in reversed(_steps(T, reverse)):                    # backward in time
         valid = t < lengths
         ends = t == t_final
@@ -147,6 +151,8 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
         if padded:
             g_a[~valid] = 0
         delta[t] = g_a
+        if t == t_last and not need_dh0:
+            break                                  # δ_t W_hh would reach dh0 only
         carry = delta[t] @ w_hh
         at_start = (t == t_initial) & valid
         dh0[at_start] = carry[at_start]
@@ -158,7 +164,7 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu):
     dw_ih = d2.T @ x.reshape(T * B, x.shape[2])
     dw_hh = d2.T @ h_prev.reshape(T * B, H)
     db = d2.sum(axis=0)
-    return dh0, dw_ih, dw_hh, db, delta
+    return (dh0 if need_dh0 else None), dw_ih, dw_hh, db, delta
 
 
 def input_grad(delta, w_ih, dx, accumulate, rows=-1):
