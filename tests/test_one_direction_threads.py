@@ -106,9 +106,9 @@ def test_calls_below_the_work_threshold_are_not_split(isa, split_calls):
 
 def test_a_recurrence_is_split_into_parts_of_at_least_a_tile_of_rows(monkeypatch):
     monkeypatch.setattr(_parallel, "_MIN_PART_WORK", 1)
-    assert _parallel._recurrence_parts(4, T=100, B=4, H=32) == 1
-    assert _parallel._recurrence_parts(4, T=100, B=13, H=32) == 2
-    assert _parallel._recurrence_parts(4, T=100, B=64, H=32) == 4
+    assert _parallel._recurrence_parts(4, T=100, B=4, row_work=32 * 32) == 1
+    assert _parallel._recurrence_parts(4, T=100, B=13, row_work=32 * 32) == 2
+    assert _parallel._recurrence_parts(4, T=100, B=64, row_work=32 * 32) == 4
 
 
 def test_a_section_is_split_only_into_parts_of_enough_work():
