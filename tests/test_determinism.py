@@ -44,7 +44,8 @@ print(h.hexdigest())
 """
 
 # the cells, LSTM with and without a projection: (cell, proj_size)
-CELLS = {"rnn": ("rnn", 0), "lstm": ("lstm", 0), "lstm-proj": ("lstm", 16), "gru": ("gru", 0)}
+CELLS = {"rnn": ("rnn", 0), "lstm": ("lstm", 0), "lstm-proj": ("lstm", 16),
+         "gru": ("gru", 0)}
 # (rnncore threads, BLAS threads, thresholds lowered so that every section splits)
 THREADINGS = [(2, 1, False), (1, 2, False), (2, 2, False), (2, 1, True), (3, 1, True),
               (4, 2, True)]
@@ -117,7 +118,8 @@ def _case(cell, dtype, bidirectional, T=30, B=13, K=40, H=72, proj=0):
     params = {k: (rng.standard_normal(s) / np.sqrt(H)).astype(dtype)
               for k, s in shapes.items()}
     x = rng.standard_normal((T, B, K)).astype(dtype)
-    dy = rng.standard_normal((T, B, (2 if bidirectional else 1) * (proj or H))).astype(dtype)
+    D = 2 if bidirectional else 1
+    dy = rng.standard_normal((T, B, D * (proj or H))).astype(dtype)
     return params, x, dy, rng.integers(1, T + 1, B)
 
 

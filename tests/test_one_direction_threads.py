@@ -45,7 +45,8 @@ def split_calls(monkeypatch):
 
 
 # (cell, proj_size)
-CELLS = {"rnn": ("rnn", 0), "lstm": ("lstm", 0), "lstm-proj": ("lstm", 16), "gru": ("gru", 0)}
+CELLS = {"rnn": ("rnn", 0), "lstm": ("lstm", 0), "lstm-proj": ("lstm", 16),
+         "gru": ("gru", 0)}
 
 
 @pytest.fixture(params=list(CELLS))
@@ -73,7 +74,8 @@ def _case(dtype, bidirectional, padded, T=30, B=13, K=40, H=72, layers=2,
     params = {k: (rng.standard_normal(s) / np.sqrt(H)).astype(dtype)
               for k, s in shapes.items()}
     x = rng.standard_normal((T, B, K)).astype(dtype)
-    dy = rng.standard_normal((T, B, (2 if bidirectional else 1) * (proj or H))).astype(dtype)
+    D = 2 if bidirectional else 1
+    dy = rng.standard_normal((T, B, D * (proj or H))).astype(dtype)
     lengths = rng.integers(1, T + 1, B) if padded else None
     return name, params, x, dy, lengths
 
