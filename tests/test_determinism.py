@@ -43,7 +43,9 @@ for a in [y, h_n, dx, dh0, *g.values()]:
 print(h.hexdigest())
 """
 
-CELLS = ["rnn", "lstm", "gru"]
+# the cells, LSTM with and without a projection: (cell, proj_size)
+CELLS = {"rnn": ("rnn", 0), "lstm": ("lstm", 0), "lstm-proj": ("lstm", 16),
+         "gru": ("gru", 0)}
 # (rnncore threads, BLAS threads, thresholds lowered so that every section splits)
 THREADINGS = [(2, 1, False), (1, 2, False), (2, 2, False), (2, 1, True), (3, 1, True),
               (4, 2, True)]
@@ -109,13 +111,15 @@ def _threading(threads, blas, split):
         _set_blas_threads(blas_before)
 
 
-def _case(cell, dtype, bidirectional, T=30, B=13, K=40, H=72):
+def _case(cell, dtype, bidirectional, T=30, B=13, K=40, H=72, proj=0):
     rng = np.random.default_rng(5)
-    shapes = F.param_shapes(K, H, 2, bias=True, bidirectional=bidirectional, cell=cell)
+    shapes = F.param_shapes(K, H, 2, bias=True, bidirectional=bidirectional, cell=cell,
+                            proj_size=proj)
     params = {k: (rng.standard_normal(s) / np.sqrt(H)).astype(dtype)
               for k, s in shapes.items()}
     x = rng.standard_normal((T, B, K)).astype(dtype)
-    dy = rng.standard_normal((T, B, (2 if bidirectional else 1) * H)).astype(dtype)
+    D = 2 if bidirectional else 1
+    dy = rng.standard_normal((T, B, D * (proj or H))).astype(dtype)
     return params, x, dy, rng.integers(1, T + 1, B)
 
 
@@ -149,12 +153,13 @@ def _isa(name):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-@pytest.mark.parametrize("cell", CELLS)
-def test_every_thread_count_and_split_gives_the_bits_of_one_thread(backend, dtype, cell,
+@pytest.mark.parametrize("variant", list(CELLS))
+def test_every_thread_count_and_split_gives_the_bits_of_one_thread(backend, dtype, variant,
                                                                    bidirectional):
+    cell, proj = CELLS[variant]
     if backend not in F.backends_for(cell):
         pytest.skip(f"{backend} does not implement {cell}")
-    case = _case(cell, dtype, bidirectional)
+    case = _case(cell, dtype, bidirectional, proj=proj)
     for isa in _isas(backend):
         with _isa(isa):
             with _threading(1, 1, False):

@@ -4,7 +4,8 @@ the weight gradients) and the results keep the bits of one thread.
 
 The split runs only where the kernels compute every row of every product alone (the
 packed kernels of AVX2 and AVX-512); the tests check that it did run, so that a bitwise
-match cannot come from a call that never split.
+match cannot come from a call that never split. Every cell splits the same way: the
+Elman RNN, LSTM (with and without a projection) and GRU.
 """
 import numpy as np
 import pytest
@@ -43,30 +44,48 @@ def split_calls(monkeypatch):
     return counts
 
 
-def _run(params, x, dy, lengths, threads):
+# (cell, proj_size)
+CELLS = {"rnn": ("rnn", 0), "lstm": ("lstm", 0), "lstm-proj": ("lstm", 16),
+         "gru": ("gru", 0)}
+
+
+@pytest.fixture(params=list(CELLS))
+def cell(request):
+    return CELLS[request.param]
+
+
+def _states(s):
+    return list(s) if isinstance(s, tuple) else [s]
+
+
+def _run(cell, params, x, dy, lengths, threads):
     rnncore.set_num_threads(threads)
-    y, h_n, record = F.forward(x, params, lengths=lengths, backend="cython")
+    y, h_n, record = F.forward(x, params, lengths=lengths, cell=cell, backend="cython")
     dx, dh0, grads = F.backward(record, dy)
-    return [y, h_n, dx, dh0, *grads.values()]
+    return [y, *_states(h_n), dx, *_states(dh0), *grads.values()]
 
 
-def _case(dtype, bidirectional, padded, T=30, B=13, K=40, H=72, layers=2):
+def _case(dtype, bidirectional, padded, T=30, B=13, K=40, H=72, layers=2,
+          cell=("rnn", 0)):
     rng = np.random.default_rng(5)
-    shapes = F.param_shapes(K, H, layers, bias=True, bidirectional=bidirectional)
+    name, proj = cell[0], min(cell[1], H // 2)
+    shapes = F.param_shapes(K, H, layers, bias=True, bidirectional=bidirectional,
+                            cell=name, proj_size=proj)
     params = {k: (rng.standard_normal(s) / np.sqrt(H)).astype(dtype)
               for k, s in shapes.items()}
     x = rng.standard_normal((T, B, K)).astype(dtype)
-    dy = rng.standard_normal((T, B, (2 if bidirectional else 1) * H)).astype(dtype)
+    D = 2 if bidirectional else 1
+    dy = rng.standard_normal((T, B, D * (proj or H))).astype(dtype)
     lengths = rng.integers(1, T + 1, B) if padded else None
-    return params, x, dy, lengths
+    return name, params, x, dy, lengths
 
 
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("threads", [2, 3, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_one_direction_split_over_threads_keeps_the_bits_of_one_thread(
-        isa, split_calls, dtype, threads, padded):
-    case = _case(dtype, bidirectional=False, padded=padded)
+        isa, split_calls, cell, dtype, threads, padded):
+    case = _case(dtype, bidirectional=False, padded=padded, cell=cell)
     want = _run(*case, threads=1)
     assert not split_calls
     got = _run(*case, threads=threads)
@@ -78,8 +97,8 @@ def test_one_direction_split_over_threads_keeps_the_bits_of_one_thread(
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bidirectional_layers_split_over_four_threads_keep_the_bits_of_one_thread(
-        isa, split_calls, dtype):
-    case = _case(dtype, bidirectional=True, padded=True)
+        isa, split_calls, cell, dtype):
+    case = _case(dtype, bidirectional=True, padded=True, cell=cell)
     want = _run(*case, threads=1)
     got = _run(*case, threads=4)
     assert sum(n for parts, n in split_calls.items() if parts > 1) >= 2 * 2 * 4
@@ -88,8 +107,9 @@ def test_bidirectional_layers_split_over_four_threads_keep_the_bits_of_one_threa
         np.testing.assert_array_equal(g, w)
 
 
-def test_two_threads_run_the_directions_of_a_bidirectional_layer_at_once(isa, split_calls):
-    case = _case(np.float32, bidirectional=True, padded=False)
+def test_two_threads_run_the_directions_of_a_bidirectional_layer_at_once(isa, split_calls,
+                                                                         cell):
+    case = _case(np.float32, bidirectional=True, padded=False, cell=cell)
     want = _run(*case, threads=1)
     got = _run(*case, threads=2)
     assert split_calls.get(2, 0) >= 2 * 2            # both layers' forward and backward
@@ -97,18 +117,18 @@ def test_two_threads_run_the_directions_of_a_bidirectional_layer_at_once(isa, sp
         np.testing.assert_array_equal(g, w)
 
 
-def test_calls_below_the_work_threshold_are_not_split(isa, split_calls):
+def test_calls_below_the_work_threshold_are_not_split(isa, split_calls, cell):
     case = _case(np.float32, bidirectional=False, padded=False, T=3, B=2, K=4, H=8,
-                 layers=1)
+                 layers=1, cell=cell)
     _run(*case, threads=2)
     assert not split_calls
 
 
 def test_a_recurrence_is_split_into_parts_of_at_least_a_tile_of_rows(monkeypatch):
     monkeypatch.setattr(_parallel, "_MIN_PART_WORK", 1)
-    assert _parallel._recurrence_parts(4, T=100, B=4, H=32) == 1
-    assert _parallel._recurrence_parts(4, T=100, B=13, H=32) == 2
-    assert _parallel._recurrence_parts(4, T=100, B=64, H=32) == 4
+    assert _parallel._recurrence_parts(4, T=100, B=4, row_work=32 * 32) == 1
+    assert _parallel._recurrence_parts(4, T=100, B=13, row_work=32 * 32) == 2
+    assert _parallel._recurrence_parts(4, T=100, B=64, row_work=32 * 32) == 4
 
 
 def test_a_section_is_split_only_into_parts_of_enough_work():
@@ -118,8 +138,8 @@ def test_a_section_is_split_only_into_parts_of_enough_work():
 
 
 def test_the_blas_for_the_whole_sequence_products_leaves_one_direction_unsplit(
-        isa, split_calls):
-    case = _case(np.float32, bidirectional=False, padded=False)
+        isa, split_calls, cell):
+    case = _case(np.float32, bidirectional=False, padded=False, cell=cell)
     _kernels.set_whole_sequence_gemm("blas")       # splits would change sums' order
     try:
         _run(*case, threads=2)

@@ -233,3 +233,166 @@ def test_the_bias_gradient_is_the_running_sum_of_the_rows_of_delta(path, dtype, 
     for row in delta.reshape(-1, H):
         want += row
     np.testing.assert_array_equal(db, want)
+
+
+# -- the gated cells: the same splits, through their own entry points ----------------------
+
+GATED = {"lstm": ("lstm", 0), "lstm-proj": ("lstm", 10), "gru": ("gru", 0)}
+
+
+def gated(cell, dtype, T=7, B=13, K=37, H=24, seed=0):
+    """A gated layer-direction's arguments: ``forward(reverse, **kw)`` runs its forward
+    kernel, ``steps(reverse, hs, saved, arrays, rows)`` its BPTT recurrence and
+    ``backward(reverse, hs, saved)`` its whole BPTT (the kernels' results)."""
+    name, P = GATED[cell]
+    G, W = (4 if name == "lstm" else 3), P or H
+    rng = np.random.default_rng(seed)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)          # noqa: E731
+    x, w_ih, w_hh, h0 = r(T, B, K), r(G * H, K) / 6, r(G * H, W) / 8, r(B, W)
+    b1, b2, c0, dc_n = r(G * H), r(G * H), r(B, H), r(B, H)
+    w_hr = r(P, H) / 4 if P else None
+    lengths = rng.integers(1, T + 1, B).astype(np.int64)
+    dy, dh_n = r(T, B, W), r(B, W)
+    k = _kernels
+    if name == "lstm":
+        def forward(reverse, **kw):
+            return k.lstm_layer_forward(x, w_ih, w_hh, b1, w_hr, h0, c0, lengths, reverse,
+                                        **kw)
+
+        def steps(reverse, hs, saved, a, rows=None):
+            k.lstm_backward_steps(w_hh, w_hr, hs, *saved, dy, dh_n, dc_n, lengths,
+                                  reverse, a["delta"], a["dh0"], a["dc0"], a.get("dhs"),
+                                  a.get("ms"), rows=rows)
+
+        def backward(reverse, hs, saved):
+            return k.lstm_layer_backward(x, w_ih, w_hh, w_hr, hs, *saved, dy, dh_n, dc_n,
+                                         lengths, reverse)
+        arrays = dict(delta=(T, B, G * H), dh0=(B, W), dc0=(B, H))
+        if P:
+            arrays.update(dhs=(T, B, P), ms=(T, B, H))
+    else:
+        def forward(reverse, **kw):
+            return k.gru_layer_forward(x, w_ih, w_hh, b1, b2, h0, lengths, reverse, **kw)
+
+        def steps(reverse, hs, saved, a, rows=None):
+            k.gru_backward_steps(w_hh, hs, *saved, dy, dh_n, lengths, reverse, a["delta"],
+                                 a["eps"], a["dh0"], rows=rows)
+
+        def backward(reverse, hs, saved):
+            return k.gru_layer_backward(x, w_ih, w_hh, hs, *saved, dy, dh_n, lengths,
+                                        reverse)
+        arrays = dict(delta=(T, B, G * H), eps=(T, B, G * H), dh0=(B, W))
+    return dict(forward=forward, steps=steps, backward=backward, x=x, w_ih=w_ih,
+                arrays=arrays, dtype=dtype, P=P, H=H, lstm=name == "lstm")
+
+
+def _filled(shapes, dtype, value=np.nan):
+    return {name: np.full(s, value, dtype) for name, s in shapes.items()}
+
+
+@pytest.mark.parametrize("cell", list(GATED))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gated_forward_projected_by_steps_and_run_by_rows_gives_the_whole_bits(
+        path, dtype, cell, reverse):
+    g = gated(cell, dtype)
+    whole = g["forward"](reverse)
+    out = tuple(np.full_like(a, np.nan) for a in whole)
+    for t0, t1 in zip([0, 2, 3], [2, 3, 7]):
+        _kernels.input_projection(g["x"], g["w_ih"], out[-1], reverse, steps=(t0, t1))
+    for row0, row1 in zip([0, 1, 7], [1, 7, 13]):
+        g["forward"](reverse, out=out, rows=(row0, row1), projected=True)
+    for got, want in zip(out, whole):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cuts", SPLITS, ids=str)
+@pytest.mark.parametrize("cell", list(GATED))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gated_forward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cell,
+                                                                    reverse, cuts):
+    g = gated(cell, dtype)
+    whole = g["forward"](reverse)
+    out = tuple(np.full_like(a, np.nan) for a in whole)
+    for row0, row1 in zip(cuts, cuts[1:]):
+        g["forward"](reverse, out=out, rows=(row0, row1))
+    for got, want in zip(out, whole):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cuts", SPLITS, ids=str)
+@pytest.mark.parametrize("cell", list(GATED))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gated_backward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cell,
+                                                                     reverse, cuts):
+    g = gated(cell, dtype)
+    hs, *saved = g["forward"](reverse)
+    whole = g["backward"](reverse, hs, saved)
+    want = _filled(g["arrays"], dtype)
+    g["steps"](reverse, hs, saved, want)
+    got = _filled(g["arrays"], dtype)
+    for row0, row1 in zip(cuts, cuts[1:]):
+        g["steps"](reverse, hs, saved, got, rows=(row0, row1))
+    np.testing.assert_array_equal(want["delta"], whole[-1])       # the whole call's δ
+    np.testing.assert_array_equal(want["dh0"], whole[0])
+    for name in got:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+# float32 rows of G·H·4 bytes: H = 24 gives products split by columns, H = 150 by rows
+# (≥ 2 KB: the products pack blocks of Δᵀ); float64 likewise with H = 90
+@pytest.mark.parametrize("wide", [False, True], ids=["columns", "rows"])
+@pytest.mark.parametrize("parts", [2, 3, 5])
+@pytest.mark.parametrize("cell", list(GATED))
+def test_gated_weight_gradients_computed_in_parts_give_the_whole_bits(path, dtype, cell,
+                                                                      parts, wide):
+    H = (150 if dtype == np.float32 else 90) if wide else 24
+    g = gated(cell, dtype, T=3, B=5, H=H)
+    hs, *saved = g["forward"](False)
+    whole = g["backward"](False, hs, saved)
+    a = _filled(g["arrays"], dtype)
+    g["steps"](False, hs, saved, a)
+    if g["lstm"]:
+        _, _, dw_ih, dw_hh, db, dw_hr, _ = whole
+        wants = dict(dw_ih=dw_ih, dw_hh=dw_hh, db=db)
+        if g["P"]:
+            wants["dw_hr"] = dw_hr
+        inputs = {k: a[k] for k in ("dhs", "ms") if k in a}
+    else:
+        _, dw_ih, dw_hh, db_ih, db_hh, _ = whole
+        wants = dict(dw_ih=dw_ih, dw_hh=dw_hh, db=db_ih, db_hh=db_hh)
+        inputs = {"eps": a["eps"]}
+    got = {k: np.full_like(v, np.nan) for k, v in wants.items()}
+    extras = {k: got[k] for k in ("db_hh", "dw_hr") if k in got}
+    for i in range(parts):
+        _kernels.backward_weights(g["x"], hs, a["delta"], False, got["dw_ih"],
+                                  got["dw_hh"], got["db"], part=(i, parts), **inputs,
+                                  **extras)
+    for name, want in wants.items():
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+
+
+def test_gated_rows_outside_the_batch_are_rejected():
+    g = gated("gru", np.float32)
+    out = g["forward"](False)
+    with pytest.raises(ValueError, match=r"rows must satisfy 0 <= rows\[0\] <= rows\[1\]"):
+        g["forward"](False, out=out, rows=(3, 14))
+
+
+def test_gated_forward_projected_without_out_is_rejected():
+    g = gated("lstm", np.float32)
+    with pytest.raises(ValueError, match="projected=True needs out"):
+        g["forward"](False, projected=True)
+
+
+@pytest.mark.parametrize("given", [None, "dhs"])
+def test_the_projection_arrays_of_the_weight_gradients_go_together(given):
+    g = gated("lstm-proj", np.float32)
+    hs, *saved = g["forward"](False)
+    a = _filled(g["arrays"], np.float32, 0)
+    P, GH = g["P"], g["arrays"]["delta"][2]
+    grads = [np.empty((GH, 37), np.float32), np.empty((GH, P), np.float32),
+             np.empty(GH, np.float32)]
+    extras = {} if given is None else {"dhs": a["dhs"]}
+    with pytest.raises(ValueError, match="dhs, ms and dw_hr go together"):
+        _kernels.backward_weights(g["x"], hs, a["delta"], False, *grads, ms=a["ms"],
+                                  **extras)

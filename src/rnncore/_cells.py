@@ -14,8 +14,17 @@ contributes only
 
 Every backward returns ``delta`` (T, B, G·H), the gradient of the input-side
 pre-activations, so that ∂x = delta · W_ih is one product for every cell.
+
+A layer-direction split over threads (:func:`rnncore._parallel.forward_direction`,
+``backward_direction``) runs the kernels' pieces of the same computation, which a cell
+names for it: the arrays its kernels write, the input projection by ranges of steps,
+the recurrences by ranges of batch rows, the weight gradients in parts. The weights of
+one layer-direction ``w`` are in the order the backend's functions take them, W_ih
+first and W_hh second for every cell.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -49,6 +58,50 @@ class _Cell:
         """The state sequences (T+1, B, ·) whose final values are returned: (hs,)."""
         return (hs,)
 
+    def forward(self, module, parts, x, w, s0, lengths, reverse, relu):
+        """(hs, saved) of one layer-direction, split over ``parts`` threads if > 1."""
+        if parts > 1:
+            return _parallel.forward_direction(self, module, parts, x, w, s0, lengths,
+                                               reverse, relu)
+        return self.run_forward(module, x, w, s0, lengths, reverse, relu)
+
+    def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
+        """(d_states0, weight gradients, delta) of one layer-direction, split over
+        ``parts`` threads if > 1."""
+        if parts > 1:
+            return _parallel.backward_direction(self, module, parts, x, w, hs, saved, dy,
+                                                ds_n, lengths, reverse, relu)
+        return self.run_backward(module, x, w, hs, saved, dy, ds_n, lengths, reverse, relu)
+
+    # -- the pieces a split layer-direction runs (the kernels only) -----------------------
+
+    def step_work(self, w) -> int:
+        """Multiply-adds of one batch row's step of the recurrence (its products)."""
+        return w[1].size
+
+    def project(self, module, x, w, out, reverse, steps) -> None:
+        """The input projection of steps [t0, t1) into the last of ``out``, the arrays
+        of :meth:`forward_arrays`."""
+        module.input_projection(x, w[0], out[-1], reverse, steps=steps)
+
+    def backward_weights(self, module, x, hs, reverse, g, part) -> None:
+        """Part ``(i, n)`` of the weight gradients into ``g`` (:meth:`backward_arrays`)."""
+        module.backward_weights(x, hs, g.delta, reverse, g.dw_ih, g.dw_hh, g.db,
+                                part=part, **self._weight_extras(g))
+
+    def _weight_extras(self, g) -> dict:
+        return {}
+
+
+def _part(out, rows, projected) -> dict:
+    """The kernels' arguments of a forward that runs some rows into ``out``; none for
+    a whole call (which the reference runs too)."""
+    return {} if out is None else {"out": out, "rows": rows, "projected": projected}
+
+
+def _empty(dtype, *shapes):
+    return tuple(np.empty(s, dtype) for s in shapes)
+
 
 class _Elman(_Cell):
     name = "rnn"
@@ -72,20 +125,34 @@ class _Elman(_Cell):
         b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
         return w_ih, w_hh, b
 
-    def forward(self, module, parts, x, w, s0, lengths, reverse, relu):
-        if parts > 1:
-            return _parallel.forward_direction(module, parts, x, *w, s0[0], lengths,
-                                               reverse, relu), ()
-        return module.layer_forward(x, *w, s0[0], lengths, reverse, relu), ()
+    def run_forward(self, module, x, w, s0, lengths, reverse, relu, out=None, rows=None,
+                    projected=False):
+        if out is None:
+            return module.layer_forward(x, *w, s0[0], lengths, reverse, relu), ()
+        return module.layer_forward(x, *w, s0[0], lengths, reverse, relu, out=out[0],
+                                    rows=rows, projected=projected), ()
 
-    def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
-        if parts > 1:
-            dh0, dw_ih, dw_hh, db, delta = _parallel.backward_direction(
-                module, parts, x, w[0], w[1], hs, dy, ds_n[0], lengths, reverse, relu)
-        else:
-            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
-                x, w[0], w[1], hs, dy, ds_n[0], lengths, reverse, relu)
+    def run_backward(self, module, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
+        dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+            x, w[0], w[1], hs, dy, ds_n[0], lengths, reverse, relu)
         return (dh0,), (dw_ih, dw_hh, db, None, None), delta
+
+    def forward_arrays(self, x, w):
+        T, B, _ = x.shape
+        return _empty(x.dtype, (T + 1, B, w[1].shape[0]))
+
+    def backward_arrays(self, x, w, hs):
+        (T, B, K), H = x.shape, w[1].shape[0]
+        delta, dh0, dw_ih, dw_hh, db = _empty(x.dtype, (T, B, H), (B, H), (H, K), (H, H), H)
+        return SimpleNamespace(delta=delta, dh0=dh0, dw_ih=dw_ih, dw_hh=dw_hh, db=db)
+
+    def backward_rows(self, module, w, hs, saved, dy, ds_n, lengths, reverse, relu, g,
+                      rows):
+        module.backward_steps(w[1], hs, dy, ds_n[0], lengths, reverse, relu, g.delta,
+                              g.dh0, rows=rows)
+
+    def backward_result(self, g):
+        return (g.dh0,), (g.dw_ih, g.dw_hh, g.db, None, None), g.delta
 
 
 class _LSTM(_Cell):
@@ -97,19 +164,50 @@ class _LSTM(_Cell):
         w_ih, w_hh, b_ih, b_hh, w_hr = w
         return w_ih, w_hh, plan.zero_bias if b_ih is None else b_ih + b_hh, w_hr
 
-    def forward(self, module, parts, x, w, s0, lengths, reverse, relu):
-        hs, cs, gates = module.lstm_layer_forward(x, *w, s0[0], s0[1], lengths, reverse)
+    def run_forward(self, module, x, w, s0, lengths, reverse, relu, out=None, rows=None,
+                    projected=False):
+        hs, cs, gates = module.lstm_layer_forward(x, *w, s0[0], s0[1], lengths, reverse,
+                                                  **_part(out, rows, projected))
         return hs, (cs, gates)
 
     def seqs(self, hs, saved):
         return hs, saved[0]
 
-    def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
+    def run_backward(self, module, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
         w_ih, w_hh, _, w_hr = w
         dh0, dc0, dw_ih, dw_hh, db, dw_hr, delta = module.lstm_layer_backward(
             x, w_ih, w_hh, w_hr, hs, saved[0], saved[1], dy, ds_n[0], ds_n[1], lengths,
             reverse)
         return (dh0, dc0), (dw_ih, dw_hh, db, None, dw_hr), delta
+
+    def step_work(self, w):
+        return w[1].size + (0 if w[3] is None else w[3].size)
+
+    def forward_arrays(self, x, w):
+        T, B, _ = x.shape
+        G4, W = w[1].shape
+        return _empty(x.dtype, (T + 1, B, W), (T + 1, B, G4 // 4), (T, B, G4))
+
+    def backward_arrays(self, x, w, hs):
+        (T, B, K), (G4, W), H = x.shape, w[1].shape, w[1].shape[0] // 4
+        g = SimpleNamespace(dhs=None, ms=None, dw_hr=None)
+        g.delta, g.dh0, g.dc0, g.dw_ih, g.dw_hh, g.db = _empty(
+            x.dtype, (T, B, G4), (B, W), (B, H), (G4, K), (G4, W), G4)
+        if w[3] is not None:
+            g.dhs, g.ms, g.dw_hr = _empty(x.dtype, (T, B, W), (T, B, H), (W, H))
+        return g
+
+    def backward_rows(self, module, w, hs, saved, dy, ds_n, lengths, reverse, relu, g,
+                      rows):
+        module.lstm_backward_steps(w[1], w[3], hs, saved[0], saved[1], dy, ds_n[0],
+                                   ds_n[1], lengths, reverse, g.delta, g.dh0, g.dc0,
+                                   g.dhs, g.ms, rows=rows)
+
+    def _weight_extras(self, g):
+        return {"dhs": g.dhs, "ms": g.ms, "dw_hr": g.dw_hr}
+
+    def backward_result(self, g):
+        return (g.dh0, g.dc0), (g.dw_ih, g.dw_hh, g.db, None, g.dw_hr), g.delta
 
 
 class _GRU(_Cell):
@@ -122,14 +220,39 @@ class _GRU(_Cell):
             b_ih = b_hh = plan.zero_bias
         return w_ih, w_hh, b_ih, b_hh
 
-    def forward(self, module, parts, x, w, s0, lengths, reverse, relu):
-        hs, saved = module.gru_layer_forward(x, *w, s0[0], lengths, reverse)
+    def run_forward(self, module, x, w, s0, lengths, reverse, relu, out=None, rows=None,
+                    projected=False):
+        hs, saved = module.gru_layer_forward(x, *w, s0[0], lengths, reverse,
+                                             **_part(out, rows, projected))
         return hs, (saved,)
 
-    def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
+    def run_backward(self, module, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
         dh0, dw_ih, dw_hh, db_ih, db_hh, delta = module.gru_layer_backward(
             x, w[0], w[1], hs, saved[0], dy, ds_n[0], lengths, reverse)
         return (dh0,), (dw_ih, dw_hh, db_ih, db_hh, None), delta
+
+    def forward_arrays(self, x, w):
+        T, B, _ = x.shape
+        H = w[1].shape[1]
+        return _empty(x.dtype, (T + 1, B, H), (T, B, 4 * H))
+
+    def backward_arrays(self, x, w, hs):
+        (T, B, K), (G3, H) = x.shape, w[1].shape
+        g = SimpleNamespace()
+        g.delta, g.eps, g.dh0, g.dw_ih, g.dw_hh, g.db, g.db_hh = _empty(
+            x.dtype, (T, B, G3), (T, B, G3), (B, H), (G3, K), (G3, H), G3, G3)
+        return g
+
+    def backward_rows(self, module, w, hs, saved, dy, ds_n, lengths, reverse, relu, g,
+                      rows):
+        module.gru_backward_steps(w[1], hs, saved[0], dy, ds_n[0], lengths, reverse,
+                                  g.delta, g.eps, g.dh0, rows=rows)
+
+    def _weight_extras(self, g):
+        return {"eps": g.eps, "db_hh": g.db_hh}
+
+    def backward_result(self, g):
+        return (g.dh0,), (g.dw_ih, g.dw_hh, g.db, g.db_hh, None), g.delta
 
 
 CELL_TYPES = {"rnn": _Elman(), "lstm": _LSTM(), "gru": _GRU()}

@@ -125,7 +125,7 @@ def _parts(module, parts: int, x, t0: int, t1: int, w) -> int:
     B = x.shape[1]
     exact = getattr(module, "splits_are_exact", None)
     single = x.dtype == np.float32
-    return parts if exact is not None and exact(B, w[1].shape[1], single,
+    return parts if exact is not None and exact(B, w[1].shape[0], single,
                                                 (t1 - t0) * B) else 1
 
 

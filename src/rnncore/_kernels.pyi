@@ -29,15 +29,19 @@ def backward_steps(w_hh: NDArray[np.floating], hs: NDArray[np.floating],
 def backward_weights(x: NDArray[np.floating], hs: NDArray[np.floating],
                      delta: NDArray[np.floating], reverse: bool,
                      dw_ih: NDArray[np.floating], dw_hh: NDArray[np.floating],
-                     db: NDArray[np.floating],
-                     rows: tuple[int, int] | None = ...) -> None: ...
+                     db: NDArray[np.floating], part: tuple[int, int] | None = ...,
+                     eps: NDArray[np.floating] | None = ...,
+                     db_hh: NDArray[np.floating] | None = ...,
+                     dhs: NDArray[np.floating] | None = ...,
+                     ms: NDArray[np.floating] | None = ...,
+                     dw_hr: NDArray[np.floating] | None = ...) -> None: ...
 def splits_are_exact(B: int, H: int, single: bool, rows: int = ...) -> bool: ...
 def layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
                    w_hh: NDArray[np.floating], hs: NDArray[np.floating],
                    dy: NDArray[np.floating], dh_n: NDArray[np.floating],
                    lengths: NDArray[np.int64], reverse: bool, relu: bool,
-                   dx: NDArray[np.floating] | None = ...
-                   ) -> tuple[NDArray[np.floating], NDArray[np.floating],
+                   dx: NDArray[np.floating] | None = ..., need_dh0: bool = ...
+                   ) -> tuple[NDArray[np.floating] | None, NDArray[np.floating],
                               NDArray[np.floating], NDArray[np.floating],
                               NDArray[np.floating]]: ...
 def input_grad(delta: NDArray[np.floating], w_ih: NDArray[np.floating],
@@ -52,9 +56,27 @@ def set_whole_sequence_gemm(name: str | None = ...) -> None: ...
 def lstm_layer_forward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
                        w_hh: NDArray[np.floating], b: NDArray[np.floating],
                        w_hr: NDArray[np.floating] | None, h0: NDArray[np.floating],
-                       c0: NDArray[np.floating], lengths: NDArray[np.int64], reverse: bool
+                       c0: NDArray[np.floating], lengths: NDArray[np.int64], reverse: bool,
+                       out: tuple[NDArray[np.floating], NDArray[np.floating],
+                                  NDArray[np.floating]] | None = ...,
+                       rows: tuple[int, int] | None = ..., projected: bool = ...
                        ) -> tuple[NDArray[np.floating], NDArray[np.floating],
                                   NDArray[np.floating]]: ...
+def lstm_backward_steps(w_hh: NDArray[np.floating], w_hr: NDArray[np.floating] | None,
+                        hs: NDArray[np.floating], cs: NDArray[np.floating],
+                        gates: NDArray[np.floating], dy: NDArray[np.floating],
+                        dh_n: NDArray[np.floating], dc_n: NDArray[np.floating],
+                        lengths: NDArray[np.int64], reverse: bool,
+                        delta: NDArray[np.floating], dh0: NDArray[np.floating],
+                        dc0: NDArray[np.floating], dhs: NDArray[np.floating] | None = ...,
+                        ms: NDArray[np.floating] | None = ...,
+                        rows: tuple[int, int] | None = ...) -> None: ...
+def gru_backward_steps(w_hh: NDArray[np.floating], hs: NDArray[np.floating],
+                       saved: NDArray[np.floating], dy: NDArray[np.floating],
+                       dh_n: NDArray[np.floating], lengths: NDArray[np.int64],
+                       reverse: bool, delta: NDArray[np.floating],
+                       eps: NDArray[np.floating], dh0: NDArray[np.floating],
+                       rows: tuple[int, int] | None = ...) -> None: ...
 def lstm_layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
                         w_hh: NDArray[np.floating], w_hr: NDArray[np.floating] | None,
                         hs: NDArray[np.floating], cs: NDArray[np.floating],
@@ -68,7 +90,9 @@ def lstm_layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
 def gru_layer_forward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
                       w_hh: NDArray[np.floating], b_ih: NDArray[np.floating],
                       b_hh: NDArray[np.floating], h0: NDArray[np.floating],
-                      lengths: NDArray[np.int64], reverse: bool
+                      lengths: NDArray[np.int64], reverse: bool,
+                      out: tuple[NDArray[np.floating], NDArray[np.floating]] | None = ...,
+                      rows: tuple[int, int] | None = ..., projected: bool = ...
                       ) -> tuple[NDArray[np.floating], NDArray[np.floating]]: ...
 def gru_layer_backward(x: NDArray[np.floating], w_ih: NDArray[np.floating],
                        w_hh: NDArray[np.floating], hs: NDArray[np.floating],

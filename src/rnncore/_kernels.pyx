@@ -328,41 +328,46 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
 
 
 def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
-                     const floating[:, ::1] w_ih,   # IN  (H, K)
-                     floating[:, :, ::1] out,       # OUT (T+1, B, H), layer_forward's hs
+                     const floating[:, ::1] w_ih,   # IN  (N, K)
+                     floating[:, :, ::1] out,       # OUT (T+1, B, N) or (T, B, S >= N)
                      bint reverse,
                      steps=None):                   # (t0, t1), optional
     """The input projection x_t W_ihᵀ of steps [t0, t1) (all when ``steps`` is None)
-    into the slots of ``out`` where :func:`layer_forward` keeps h_t; then
-    ``layer_forward(..., out=out, projected=True)`` runs the recurrence.
+    into the slots where the layer's forward reads it, so that the forward then runs
+    only the recurrence (``projected=True``).
+
+    ``out`` is :func:`layer_forward`'s hs (T+1, B, H), step t going where it keeps h_t;
+    or a gated cell's ``saved`` (T, B, S), step t into the first N = G·H columns of
+    ``out[t]`` (:func:`lstm_layer_forward`, :func:`gru_layer_forward`).
 
     Each row of the product is computed alone on the packed kernels, so steps split
     over threads give the bits of one call; with the BLAS they may not.
     """
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_ih.shape[0]
-    cdef Sizes sz = Sizes(T, B, K, H)
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = w_ih.shape[0]
+    cdef Sizes sz = Sizes(T, B, K, N)
     check_sizes_c(sz)
-    expect_shape("w_ih", 2, w_ih.shape, H, K, 0, sz, "x and w_ih")
-    expect_shape("out", 3, out.shape, T + 1, B, H, sz, "x and w_ih")
+    expect_shape("w_ih", 2, w_ih.shape, N, K, 0, sz, "x and w_ih")
+    cdef bint in_hs = out.shape[0] != T          # layer_forward's hs, else saved
+    expect_shape("out", 3, out.shape, T + 1 if in_hs else T, B,
+                 N if in_hs or out.shape[2] < N else out.shape[2], sz, "x and w_ih")
     cdef Py_ssize_t t0 = 0 if steps is None else steps[0]
     cdef Py_ssize_t t1 = T if steps is None else steps[1]
     check_rows("steps", t0, t1, T)
     cdef Py_ssize_t M = (t1 - t0) * B
     if M == 0:
         return
-    dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, H, floating is float, T * B)   # the whole call's T
-    cdef int out_slot = 0 if reverse else 1
+    cdef Plan plan = make_plan(B, N, floating is float, T * B)   # the whole call's T
+    cdef int out_slot = (0 if reverse else 1) if in_hs else 0
     cdef floating *work = <floating *>workspace(
-        workspace_size(&plan, H, K, 1, floating is float), sizeof(floating))
+        workspace_size(&plan, N, K, 1, floating is float), sizeof(floating))
     cdef unsigned int csr
     try:
         with nogil:
             csr = rnn_flush_denormals()       # given back below; nothing raises
-            # (M × H) = (M × K)(H × K)ᵀ over the rows of steps t0..t1
-            seq_product(&plan, M, <int>H, K, &x[t0, 0, 0] if K else NULL, K, 1,
-                        &w_ih[0, 0] if K else NULL, 1, K, &out[t0 + out_slot, 0, 0], H,
-                        False, work)
+            # (M × N) = (M × K)(N × K)ᵀ over the rows of steps t0..t1
+            seq_product(&plan, M, <int>N, K, &x[t0, 0, 0] if K else NULL, K, 1,
+                        &w_ih[0, 0] if K else NULL, 1, K, &out[t0 + out_slot, 0, 0],
+                        out.shape[2], False, work)
             rnn_restore_mxcsr(csr)
     finally:
         release(work)
@@ -474,95 +479,7 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
     return 0
 
 
-cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
-                           Py_ssize_t align) noexcept:
-    """The start of part i of [0, n) in ``parts``, on a multiple of ``align``."""
-    if i >= parts:
-        return n
-    cdef Py_ssize_t c = (n * i // parts + align // 2) // align * align
-    return c if c < n else n
-
-
-def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
-                     const floating[:, :, ::1] hs,  # IN  (T+1, B, H) from layer_forward
-                     const floating[:, :, ::1] delta,  # IN  (T, B, H) from backward_steps
-                     bint reverse,
-                     floating[:, ::1] dw_ih,        # OUT (H, K)
-                     floating[:, ::1] dw_hh,        # OUT (H, H)
-                     floating[::1] db,              # OUT (H,)
-                     part=None):                    # (i, n): part i of n, optional
-    """The whole-sequence products of BPTT: ∂W_ih, ∂W_hh and ∂b, or with ``part =
-    (i, n)`` the i-th of n disjoint parts of them, so that n threads together compute
-    all of it. Each element is one sum over all T·B rows of δ, in the same order
-    whatever part it is computed in. See :func:`layer_backward`.
-
-    The parts are ranges of columns of ∂W_ih and ∂W_hh, where each thread then packs
-    only its columns of X and H_prev; or ranges of their rows where the products pack
-    blocks of Δᵀ as well (H·itemsize ≥ 2 KB), so that no thread packs what another
-    packs. ∂b is split by rows.
-    """
-    cdef Py_ssize_t i = 0 if part is None else part[0]
-    cdef Py_ssize_t n = 1 if part is None else part[1]
-    run_backward_weights(x, hs, delta, reverse, dw_ih, dw_hh, db, i, n)
-
-
-cdef int run_backward_weights(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
-                              const floating[:, :, ::1] delta, bint reverse,
-                              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                              floating[::1] db, Py_ssize_t i, Py_ssize_t n) except -1:
-    """:func:`backward_weights` on arrays already taken as memoryviews: part i of n."""
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = delta.shape[2]
-    cdef Sizes sz = Sizes(T, B, K, H)
-    check_sizes_c(sz)
-    expect_shape("hs", 3, hs.shape, T + 1, B, H, sz, "x and delta")
-    expect_shape("delta", 3, delta.shape, T, B, H, sz, "x and delta")
-    expect_shape("dw_ih", 2, dw_ih.shape, H, K, 0, sz, "x and delta")
-    expect_shape("dw_hh", 2, dw_hh.shape, H, H, 0, sz, "x and delta")
-    expect_shape("db", 1, db.shape, H, 0, 0, sz, "x and delta")
-    if not 0 <= i < n:
-        raise ValueError(f"part must be (i, n) with 0 <= i < n; got {(i, n)!r}")
-    cdef Py_ssize_t M = T * B, j
-    cdef Plan plan = make_plan(B, H, floating is float, M)
-    cdef bint by_rows = rnn_gemm_packs_a(H, sizeof(floating))
-    # cuts on multiples of the widest panel (AVX-512's, 64 bytes · 2), the same under
-    # every policy: the parts of one product may run under different ones
-    cdef Py_ssize_t align = 128 // sizeof(floating)
-    # rows [r0, r1) of both; columns [k0, k1) of ∂W_ih and [c0, c1) of ∂W_hh
-    cdef Py_ssize_t r0 = 0, r1 = H, k0 = 0, k1 = K, c0 = 0, c1 = H
-    cdef Py_ssize_t b0 = cut(H, i, n, 1), b1 = cut(H, i + 1, n, 1)   # rows of ∂b
-    if by_rows:
-        r0, r1 = cut(H, i, n, RNN_G_MR), cut(H, i + 1, n, RNN_G_MR)
-    else:
-        k0, k1 = cut(K, i, n, align), cut(K, i + 1, n, align)
-        c0, c1 = cut(H, i, n, align), cut(H, i + 1, n, align)
-    cdef Py_ssize_t R = r1 - r0
-    cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
-    cdef const floating *delta_p = &delta[0, 0, 0] if M else NULL
-    cdef const floating *h_p = &hs[1 if reverse else 0, 0, 0] if M else NULL  # H_prev
-    cdef floating *work = <floating *>workspace(
-        workspace_size(&plan, max(H, K), M, H, floating is float), sizeof(floating))
-    cdef unsigned int csr
-    try:
-        with nogil:
-            csr = rnn_flush_denormals()       # given back below; nothing raises
-            if R and k1 > k0:
-                # (R × K') = (T·B × R)ᵀ(T·B × K'): ∂W_ih = Σ_t δ_tᵀ x_t, rows r0..r1,
-                # columns k0..k1
-                seq_product(&plan, R, <int>(k1 - k0), M, delta_p + r0, 1, H, x_p + k0, K, 1,
-                            &dw_ih[r0, k0], K, False, work)
-            if R and c1 > c0:
-                # (R × H') = (T·B × R)ᵀ(T·B × H'): ∂W_hh = Σ_t δ_tᵀ h_{t-1}
-                seq_product(&plan, R, <int>(c1 - c0), M, delta_p + r0, 1, H, h_p + c0, H, 1,
-                            &dw_hh[r0, c0], H, False, work)
-            # ∂b = Σ_t Σ_b δ_t
-            for j in range(b0, b1):
-                db[j] = 0
-            if b1 > b0:
-                sum_rows(&plan, M, <int>(b1 - b0), H, &db[b0], delta_p + b0)
-            rnn_restore_mxcsr(csr)
-    finally:
-        release(work)
-    return 0
+include "_weight_grads.pxi"
 
 
 def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
@@ -691,3 +608,4 @@ def matmul(const floating[:, ::1] a,               # IN  (m, k), or (k, m) if tr
 # -- the gated cells (LSTM, GRU) ----------------------------------------------------------
 
 include "_gated.pxi"
+include "_gated_api.pxi"

@@ -143,58 +143,69 @@ def map_directions(fn, jobs, work: int):
     return _run_parts([functools.partial(fn, *job) for job in jobs])
 
 
-def direction_parts(module, work: int, B: int, H: int, dtype, D: int, rows: int = -1) -> int:
+def direction_parts(module, work: int, B: int, N: int, dtype, D: int, rows: int = -1) -> int:
     """Into how many parts to split each direction of a layer (1: not split).
 
     A direction is split over all threads when at least two are allowed, the layer has
     ``work`` ≥ ``_MIN_PARALLEL_WORK`` multiply-adds per direction, the kernels' policy
-    makes splits exact for a call of ``rows`` = T·B rows of steps, and there is no
-    better use for the threads: a bidirectional layer on fewer than four threads runs
-    its two directions at once instead.
+    makes splits exact for a call of ``rows`` = T·B rows of steps and products N = G·H
+    wide, and there is no better use for the threads: a bidirectional layer on fewer
+    than four threads runs its two directions at once instead.
     """
     n = get_num_threads()
     if n < 2 or work < _MIN_PARALLEL_WORK or (D == 2 and n < 4):
         return 1
     exact = getattr(module, "splits_are_exact", None)
-    if exact is None or not exact(B, H, np.dtype(dtype) == np.float32, rows):
+    if exact is None or not exact(B, N, np.dtype(dtype) == np.float32, rows):
         return 1
     return n
 
 
-def forward_direction(module, parts, x, w_ih, w_hh, b, h0, lengths, reverse, relu):
-    """``module.layer_forward`` split over ``parts`` threads: the input projection by
-    ranges of steps, then the recurrence by ranges of batch rows. Same bits as one call
-    (:func:`direction_parts` checked that)."""
+def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu):
+    """``cell.forward`` of one layer-direction split over ``parts`` threads: the input
+    projection by ranges of steps, then the recurrence by ranges of batch rows, into
+    the arrays the cell's kernels write (:mod:`rnncore._cells`). Same bits as one call
+    (:func:`direction_parts` checked that).
+
+    Returns
+    -------
+    hs : ndarray, shape (T+1, B, W)
+    saved : tuple of ndarray
+        What the cell saves besides hs.
+    """
     T, B, K = x.shape
-    H = w_hh.shape[0]
-    hs = np.empty((T + 1, B, H), x.dtype)
-    _run_parts([functools.partial(module.input_projection, x, w_ih, hs, reverse, steps=r)
-                for r in _ranges(T, _section_parts(parts, T * B * K * H))])
-    _run_parts([functools.partial(module.layer_forward, x, w_ih, w_hh, b, h0, lengths,
-                                  reverse, relu, out=hs, rows=r, projected=True)
-                for r in _ranges(B, _recurrence_parts(parts, T, B, H))])
-    return hs
+    out = cell.forward_arrays(x, w)
+    _run_parts([functools.partial(cell.project, module, x, w, out, reverse, r)
+                for r in _ranges(T, _section_parts(parts, T * B * w[0].size))])
+    _run_parts([functools.partial(cell.run_forward, module, x, w, s0, lengths, reverse,
+                                  relu, out=out, rows=r, projected=True)
+                for r in _ranges(B, _recurrence_parts(parts, T, B, cell.step_work(w)))])
+    return out[0], tuple(out[1:])
 
 
-def backward_direction(module, parts, x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse,
+def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse,
                        relu):
-    """``module.layer_backward`` split over ``parts`` threads: the recurrence of δ by
-    ranges of batch rows, then the weight gradients in parts (ranges of their rows or
-    columns, the kernel's choice). Same bits
-    and same results as one call."""
+    """``cell.backward`` of one layer-direction split over ``parts`` threads: the
+    recurrence of BPTT by ranges of batch rows, then the weight gradients in parts
+    (ranges of their rows or columns, the kernel's choice). Same bits and same results
+    as one call.
+
+    Returns
+    -------
+    d_states0, weight gradients, delta
+        As ``cell.backward``.
+    """
     T, B, K = x.shape
-    H = w_hh.shape[0]
-    delta, dh0 = np.empty((T, B, H), x.dtype), np.empty((B, H), x.dtype)
-    dw_ih, dw_hh, db = np.empty((H, K), x.dtype), np.empty((H, H), x.dtype), \
-        np.empty(H, x.dtype)
-    _run_parts([functools.partial(module.backward_steps, w_hh, hs, dy, dh_n, lengths,
-                                  reverse, relu, delta, dh0, rows=r)
-                for r in _ranges(B, _recurrence_parts(parts, T, B, H))])
-    weight_parts = _section_parts(parts, T * B * (K + H) * H)
-    _run_parts([functools.partial(module.backward_weights, x, hs, delta, reverse, dw_ih,
-                                  dw_hh, db, part=(i, weight_parts))
+    g = cell.backward_arrays(x, w, hs)
+    row_work = cell.step_work(w)
+    _run_parts([functools.partial(cell.backward_rows, module, w, hs, saved, dy, ds_n,
+                                  lengths, reverse, relu, g, r)
+                for r in _ranges(B, _recurrence_parts(parts, T, B, row_work))])
+    weight_parts = _section_parts(parts, T * B * (w[0].size + row_work))
+    _run_parts([functools.partial(cell.backward_weights, module, x, hs, reverse, g,
+                                  (i, weight_parts))
                 for i in range(weight_parts)])
-    return dh0, dw_ih, dw_hh, db, delta
+    return cell.backward_result(g)
 
 
 def split_steps(fn, T: int, work: int, parts: int) -> None:
@@ -217,9 +228,10 @@ def _section_parts(parts: int, work: int) -> int:
     return max(1, min(parts, work // _MIN_PART_WORK))
 
 
-def _recurrence_parts(parts: int, T: int, B: int, H: int) -> int:
-    """Parts of batch rows for a recurrence: each at least _MIN_PART_ROWS rows."""
-    return max(1, min(_section_parts(parts, T * B * H * H), B // _MIN_PART_ROWS))
+def _recurrence_parts(parts: int, T: int, B: int, row_work: int) -> int:
+    """Parts of batch rows for a recurrence of ``row_work`` multiply-adds per row and
+    step: each at least _MIN_PART_ROWS rows."""
+    return max(1, min(_section_parts(parts, T * B * row_work), B // _MIN_PART_ROWS))
 
 
 def _ranges(n: int, parts: int) -> list[tuple[int, int]]:

@@ -345,7 +345,7 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
         first = layer * D                # the index in h0 and h_n of the forward one
         ws = cell_type.weights(plan, arrays, layer, snapshot_weights)
         inputs.append(layer_in)
-        parts = _parts(module, layer_in, H, D) if cell_type is _ELMAN else 1
+        parts = _parts(module, layer_in, H, D, cfg.G, P)
         if chunk:
             # private copies: the final states double as the zero initial states
             initial.append([[s[first + d].copy() for s in states0] for d in range(D)])
@@ -412,13 +412,14 @@ def _forward_layer(cell_type, module, parts, layer_in, ws, states0, first, steps
                                     T * B * (K + cfg.out_size) * cfg.G * cfg.hidden_size)
 
 
-def _parts(module, layer_in, H: int, D: int) -> int:
-    """Into how many threads each direction of a layer is split (1: not split)."""
+def _parts(module, layer_in, H: int, D: int, G: int = 1, W: int = 0) -> int:
+    """Into how many threads each direction of a layer is split (1: not split), for a
+    cell of G gates of H units and a state W wide (0: H)."""
     if module is not _kernels:
         return 1
     T, B, K = layer_in.shape
-    return _parallel.direction_parts(module, T * B * (K + H) * H, B, H, layer_in.dtype, D,
-                                     T * B)
+    return _parallel.direction_parts(module, T * B * (K + (W or H)) * G * H, B, G * H,
+                                     layer_in.dtype, D, T * B)
 
 
 @functools.lru_cache(maxsize=64)
@@ -562,7 +563,7 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
     for layer in reversed(range(L)):
         x, ws = record.inputs[layer], record.weights[layer]
         first = layer * D                # the index in dh_n and dh0 of the forward one
-        parts = _parts(module, x, cfg.hidden_size, D) if cell_type is _ELMAN else 1
+        parts = _parts(module, x, cfg.hidden_size, D, cfg.G, P)
         dx = None
         if record.chunk:
             dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
@@ -676,9 +677,9 @@ def _input_grad_parts(module, parts: int, D: int, record) -> int:
     record is not ``deterministic``)."""
     if parts > 1 or D == 1:
         return parts
+    cfg = record.cfg
     if record.deterministic and not _parallel.step_parts_are_exact(
-            module, record.B, record.cfg.hidden_size, record.cfg.dtype,
-            record.T * record.B):
+            module, record.B, cfg.G * cfg.hidden_size, cfg.dtype, record.T * record.B):
         return 1
     return D
 

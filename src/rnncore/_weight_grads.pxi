@@ -1,0 +1,161 @@
+# The whole-sequence weight gradients of every cell, whole or in parts for threads.
+# Included by _kernels.pyx, whose imports, policy and checks it uses.
+
+
+cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
+                           Py_ssize_t align) noexcept nogil:
+    """The start of part i of [0, n) in ``parts``, on a multiple of ``align``."""
+    if i >= parts:
+        return n
+    cdef Py_ssize_t c = (n * i // parts + align // 2) // align * align
+    return c if c < n else n
+
+
+cdef inline void product_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_ssize_t N,
+                              Py_ssize_t Nb, Py_ssize_t M, const floating *a,
+                              Py_ssize_t lda, const floating *b, Py_ssize_t ldb,
+                              floating *c, floating *work) noexcept nogil:
+    """Part i of n of C (N × Nb, rows contiguous) = Aᵀ B = Σ over M rows, A (M × N)
+    and B (M × Nb) with rows at strides lda and ldb; nothing if C is empty.
+
+    A range of C's rows (on multiples of the micro-kernel's rows) where the product
+    packs blocks of Aᵀ (lda·itemsize ≥ 2 KB), so that no part packs what another
+    packs; else a range of its columns, each part packing only its columns of B, cut
+    on multiples of the widest panel (AVX-512's, 128 bytes) under every policy: the
+    parts of one product may run under different ones.
+    """
+    cdef Py_ssize_t r0 = 0, r1 = N, c0 = 0, c1 = Nb
+    cdef Py_ssize_t align = 128 // sizeof(floating)
+    if rnn_gemm_packs_a(lda, sizeof(floating)):
+        r0, r1 = cut(N, i, n, RNN_G_MR), cut(N, i + 1, n, RNN_G_MR)
+    else:
+        c0, c1 = cut(Nb, i, n, align), cut(Nb, i + 1, n, align)
+    if r1 > r0 and c1 > c0:
+        # (R × C') = (M × R)ᵀ(M × C'): rows r0..r1, columns c0..c1
+        seq_product(plan, r1 - r0, <int>(c1 - c0), M, a + r0 if a else NULL, 1, lda,
+                    b + c0 if b else NULL, ldb, 1, c + r0 * Nb + c0, Nb, False, work)
+
+
+cdef inline void sum_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_ssize_t N,
+                          Py_ssize_t M, floating *db, const floating *a) noexcept nogil:
+    """Part i of n (a range of columns) of db (N) = Σ over M rows of A (M × N)."""
+    cdef Py_ssize_t b0 = cut(N, i, n, 1), b1 = cut(N, i + 1, n, 1), j
+    for j in range(b0, b1):
+        db[j] = 0
+    if b1 > b0 and M:
+        sum_rows(plan, M, <int>(b1 - b0), N, db + b0, a + b0)
+
+
+def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
+                     const floating[:, :, ::1] hs,  # IN  (T+1, B, W) the forward's
+                     const floating[:, :, ::1] delta,  # IN  (T, B, N) δ, N = G·H
+                     bint reverse,
+                     floating[:, ::1] dw_ih,        # OUT (N, K)
+                     floating[:, ::1] dw_hh,        # OUT (N, W)
+                     floating[::1] db,              # OUT (N,)
+                     part=None,                     # (i, n): part i of n, optional
+                     eps=None,                      # IN  (T, B, N) GRU's ε, or None: δ
+                     db_hh=None,                    # OUT (N,) GRU's Σ ε, or None
+                     dhs=None,                      # IN  (T, B, W) LSTM's ∂L/∂h_t ...
+                     ms=None,                       # IN  (T, B, H) ... and m_t, with
+                     dw_hr=None):                   # OUT (W, H) ... ∂W_hr (projection)
+    """The whole-sequence products of BPTT, for every cell: ∂W_ih = Σ_t δ_tᵀ x_t,
+    ∂W_hh = Σ_t ε_tᵀ h_{t-1} (ε = δ but for GRU), ∂b = Σ_t δ_t (GRU's ∂b_hh = Σ_t ε_t)
+    and, for LSTM's projection, ∂W_hr = Σ_t ∂h_tᵀ m_t; or with ``part = (i, n)`` the
+    i-th of n disjoint parts of them, so that n threads together compute all of it.
+    Each element is one sum over all T·B rows, in the same order whatever part it is
+    computed in. See :func:`layer_backward`, :func:`lstm_layer_backward`,
+    :func:`gru_layer_backward`.
+
+    Each product is split by ranges of columns, where each thread then packs only
+    its columns of X, H_prev or M; or by ranges of rows where the product packs
+    blocks of Δᵀ as well (rows of 2 KB or more), so that no thread packs what another
+    packs. The bias sums are split by ranges of their elements.
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = delta.shape[2]
+    cdef Py_ssize_t W = hs.shape[2]
+    cdef Sizes sz = Sizes(T, B, K, N)
+    cdef const floating[:, :, ::1] e = delta if eps is None else eps
+    cdef floating[::1] db2 = db if db_hh is None else db_hh
+    expect_shape("eps", 3, e.shape, T, B, N, sz, "x and delta")
+    expect_shape("db_hh", 1, db2.shape, N, 0, 0, sz, "x and delta")
+    cdef bint proj = dw_hr is not None
+    if proj != (dhs is not None) or proj != (ms is not None):
+        raise ValueError("dhs, ms and dw_hr go together: all three or none")
+    cdef const floating[:, :, ::1] dh_s = dhs if proj else delta
+    cdef const floating[:, :, ::1] m_s = ms if proj else delta
+    cdef floating[:, ::1] dw_r = dw_hr if proj else dw_hh
+    cdef Py_ssize_t Hm = m_s.shape[2] if proj else 0
+    if proj:
+        expect_shape("dhs", 3, dh_s.shape, T, B, W, sz, "x and hs")
+        expect_shape("ms", 3, m_s.shape, T, B, Hm, sz, "x and hs")
+        expect_shape("dw_hr", 2, dw_r.shape, W, Hm, 0, sz, "hs and ms")
+    cdef Py_ssize_t i = 0 if part is None else part[0]
+    cdef Py_ssize_t n = 1 if part is None else part[1]
+    if not 0 <= i < n:
+        raise ValueError(f"part must be (i, n) with 0 <= i < n; got {part!r}")
+    run_weight_products(x, hs, delta, reverse, dw_ih, dw_hh, db, i, n, e, db2,
+                        db_hh is not None, proj, dh_s, m_s, dw_r)
+
+
+cdef int run_backward_weights(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
+                              const floating[:, :, ::1] delta, bint reverse,
+                              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
+                              floating[::1] db, Py_ssize_t i, Py_ssize_t n) except -1:
+    """:func:`backward_weights` of the Elman cell on arrays already taken as
+    memoryviews: part i of n."""
+    return run_weight_products(x, hs, delta, reverse, dw_ih, dw_hh, db, i, n, delta, db,
+                               False, False, delta, delta, dw_hh)
+
+
+cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
+                             const floating[:, :, ::1] delta, bint reverse,
+                             floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
+                             floating[::1] db, Py_ssize_t i, Py_ssize_t n,
+                             const floating[:, :, ::1] e, floating[::1] db2,
+                             bint two_biases, bint proj, const floating[:, :, ::1] dh_s,
+                             const floating[:, :, ::1] m_s,
+                             floating[:, ::1] dw_r) except -1:
+    """The products of :func:`backward_weights`, part i of n: ``e`` is ε (δ but for
+    GRU), ``db2`` GRU's Σ ε when ``two_biases``, and with ``proj`` LSTM's ∂W_hr =
+    Σ_t ∂h_tᵀ m_t (``dh_s``, ``m_s``, ``dw_r``); the unused ones are placeholders."""
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = delta.shape[2]
+    cdef Py_ssize_t W = hs.shape[2], Hm = m_s.shape[2] if proj else 0
+    cdef Sizes sz = Sizes(T, B, K, N)
+    check_sizes_c(sz)
+    expect_shape("hs", 3, hs.shape, T + 1, B, W, sz, "x and delta")
+    expect_shape("delta", 3, delta.shape, T, B, N, sz, "x and delta")
+    expect_shape("dw_ih", 2, dw_ih.shape, N, K, 0, sz, "x and delta")
+    expect_shape("dw_hh", 2, dw_hh.shape, N, W, 0, sz, "x, hs and delta")
+    expect_shape("db", 1, db.shape, N, 0, 0, sz, "x and delta")
+    if not 0 <= i < n:
+        raise ValueError(f"part must be (i, n) with 0 <= i < n; got {(i, n)!r}")
+    cdef Py_ssize_t M = T * B
+    cdef Plan plan = make_plan(B, N, floating is float, M)
+    cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
+    cdef const floating *delta_p = &delta[0, 0, 0] if M else NULL
+    cdef const floating *eps_p = &e[0, 0, 0] if M else NULL
+    cdef const floating *h_p = &hs[1 if reverse else 0, 0, 0] if M else NULL  # H_prev
+    cdef floating *work = <floating *>workspace(
+        workspace_size(&plan, max(K, W, Hm), M, N, floating is float), sizeof(floating))
+    cdef unsigned int csr
+    try:
+        with nogil:
+            csr = rnn_flush_denormals()       # given back below; nothing raises
+            # (N × K) = (T·B × N)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
+            product_part(&plan, i, n, N, K, M, delta_p, N, x_p, K,
+                         &dw_ih[0, 0] if K else NULL, work)
+            # (N × W) = (T·B × N)ᵀ(T·B × W): ∂W_hh = Σ_t ε_tᵀ h_{t-1}
+            product_part(&plan, i, n, N, W, M, eps_p, N, h_p, W, &dw_hh[0, 0], work)
+            if proj:
+                # (W × H) = (T·B × W)ᵀ(T·B × H): ∂W_hr = Σ_t ∂h_tᵀ m_t
+                product_part(&plan, i, n, W, Hm, M, &dh_s[0, 0, 0] if M else NULL, W,
+                             &m_s[0, 0, 0] if M else NULL, Hm, &dw_r[0, 0], work)
+            # ∂b = Σ_t Σ_b δ_t (and GRU's Σ ε_t)
+            sum_part(&plan, i, n, N, M, &db[0], delta_p)
+            if two_biases:
+                sum_part(&plan, i, n, N, M, &db2[0], eps_p)
+            rnn_restore_mxcsr(csr)
+    finally:
+        release(work)
+    return 0
