@@ -268,6 +268,36 @@ rnn_gmh_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,  
     }                                                                               \
 }                                                                                   \
                                                                                     \
+/* Store (or add to) n > 0 columns of one row of C from two vectors: lo holds columns \
+ * [0, L), hi [L, 2L); only the first n are written. */                              \
+static inline __attribute__((always_inline)) void                                   \
+rnn_store_pair_##SFX(T *cq, VEC lo, VEC hi, int n, int accumulate)                  \
+{                                                                                   \
+    if (n >= 2 * L) {                                                               \
+        if (accumulate) {                                                           \
+            lo = ADD(lo, LOAD(cq));                                                 \
+            hi = ADD(hi, LOAD(cq + L));                                             \
+        }                                                                           \
+        STORE(cq, lo);                                                              \
+        STORE(cq + L, hi);                                                          \
+    } else if (n > L) {                                                             \
+        if (accumulate) {                                                           \
+            lo = ADD(lo, LOAD(cq));                                                 \
+            hi = ADD(hi, LOADN(cq + L, n - L));                                     \
+        }                                                                           \
+        STORE(cq, lo);                                                              \
+        STOREN(cq + L, hi, n - L);                                                  \
+    } else if (n == L) {                                                            \
+        if (accumulate)                                                             \
+            lo = ADD(lo, LOAD(cq));                                                 \
+        STORE(cq, lo);                                                              \
+    } else {                                                                        \
+        if (accumulate)                                                             \
+            lo = ADD(lo, LOADN(cq, n));                                             \
+        STOREN(cq, lo, n);                                                          \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
 /* One row against up to RNN_G_WIDE panels at once (panel p at w + p·pstride): the  \
  * row alone has too few independent FMA chains in one panel to hide their latency  \
  * (B = 1, the per-step product of a single sequence). Every element is the same     \
@@ -287,34 +317,45 @@ rnn_gmk_row_##SFX(const int np, long kb, const T *a, long ak, const T *w,       
             acc[q][1] = FMA(av, LOAD(wq + L), acc[q][1]);                           \
         }                                                                           \
     }                                                                               \
-    for (int q = 0; q < np; q++) {                                                  \
-        int n = ncols - 2 * L * q;                                                  \
-        T *cq = c + 2 * L * q;                                                      \
-        VEC lo = acc[q][0], hi = acc[q][1];                                         \
-        if (n >= 2 * L) {                                                           \
-            if (accumulate) {                                                       \
-                lo = ADD(lo, LOAD(cq));                                             \
-                hi = ADD(hi, LOAD(cq + L));                                         \
-            }                                                                       \
-            STORE(cq, lo);                                                          \
-            STORE(cq + L, hi);                                                      \
-        } else if (n > L) {                                                         \
-            if (accumulate) {                                                       \
-                lo = ADD(lo, LOAD(cq));                                             \
-                hi = ADD(hi, LOADN(cq + L, n - L));                                 \
-            }                                                                       \
-            STORE(cq, lo);                                                          \
-            STOREN(cq + L, hi, n - L);                                              \
-        } else if (n == L) {                                                        \
-            if (accumulate)                                                         \
-                lo = ADD(lo, LOAD(cq));                                             \
-            STORE(cq, lo);                                                          \
-        } else {                                                                    \
-            if (accumulate)                                                         \
-                lo = ADD(lo, LOADN(cq, n));                                         \
-            STOREN(cq, lo, n);                                                      \
+    for (int q = 0; q < np; q++)                                                    \
+        rnn_store_pair_##SFX(c + 2 * L * q, acc[q][0], acc[q][1], ncols - 2 * L * q, \
+                             accumulate);                                           \
+}                                                                                   \
+                                                                                    \
+/* One row against np <= 2 panels of B packed whole (panel q at w + q·2L·K), the     \
+ * depth in two chains per element, even and odd k, added at the end: half the       \
+ * latency of rnn_gmk_row's one chain. Not rnn_gmk's bits: only for a call whose     \
+ * whole batch is one row (rnn_gemm_lone). */                                        \
+static inline __attribute__((always_inline)) void                                   \
+rnn_gml_##SFX(const int np, long K, const T *a, const T *w, T *c, int ncols,        \
+              int accumulate)                                                       \
+{                                                                                   \
+    VEC even[2][2], odd[2][2];                                                      \
+    for (int q = 0; q < np; q++)                                                    \
+        even[q][0] = even[q][1] = odd[q][0] = odd[q][1] = ZERO();                   \
+    long k = 0;                                                                     \
+    for (; k + 2 <= K; k += 2) {                                                    \
+        VEC a0 = SET1(a[k]), a1 = SET1(a[k + 1]);                                   \
+        for (int q = 0; q < np; q++) {                                              \
+            const T *wq = w + 2 * L * (q * K + k);                                  \
+            even[q][0] = FMA(a0, LOAD(wq), even[q][0]);                             \
+            even[q][1] = FMA(a0, LOAD(wq + L), even[q][1]);                         \
+            odd[q][0] = FMA(a1, LOAD(wq + 2 * L), odd[q][0]);                       \
+            odd[q][1] = FMA(a1, LOAD(wq + 3 * L), odd[q][1]);                       \
         }                                                                           \
     }                                                                               \
+    if (k < K) {                                                                    \
+        VEC a0 = SET1(a[k]);                                                        \
+        for (int q = 0; q < np; q++) {                                              \
+            const T *wq = w + 2 * L * (q * K + k);                                  \
+            even[q][0] = FMA(a0, LOAD(wq), even[q][0]);                             \
+            even[q][1] = FMA(a0, LOAD(wq + L), even[q][1]);                         \
+        }                                                                           \
+    }                                                                               \
+    for (int q = 0; q < np; q++)                                                    \
+        rnn_store_pair_##SFX(c + 2 * L * q, ADD(even[q][0], odd[q][0]),             \
+                             ADD(even[q][1], odd[q][1]), ncols - 2 * L * q,         \
+                             accumulate);                                           \
 }                                                                                   \
                                                                                     \
 /* C (M×N) (+)= A · B over rows [0, M) and columns [0, N); B is `b` with strides    \
@@ -453,6 +494,22 @@ static void rnn_gemm_packed_##SFX(long M, int N, long K, const T *a, long ar,   
                                   int accumulate)                                   \
 {                                                                                   \
     rnn_gemm_run_##SFX(M, N, K, a, ar, ak, packed, 0, 0, c, ldc, accumulate, NULL, 1); \
+} \
+                                                                                    \
+/* The per-step product of a call whose whole batch is one row: c (1×N) (+)= a (1×K) \
+ * · B, B packed whole (rnn_pack_* with nr = 2L), two panels at a time, each element  \
+ * summed in two chains over the depth (rnn_gml). The same bits at every step of the \
+ * call and in every call of this shape; not those of rnn_gemm_packed. K >= 1. */    \
+static void rnn_gemm_lone_##SFX(int N, long K, const T *a, const T *packed, T *c,   \
+                                int accumulate)                                     \
+{                                                                                   \
+    for (int p = 0; p < N; p += 4 * L) {                                            \
+        const T *w = packed + (long)p * K;                                          \
+        if (N - p > 2 * L)                                                          \
+            rnn_gml_##SFX(2, K, a, w, c + p, N - p, accumulate);                    \
+        else                                                                        \
+            rnn_gml_##SFX(1, K, a, w, c + p, N - p, accumulate);                    \
+    }                                                                               \
 }
 
 /* Each instantiation packs with its own panel width: rnn_pack_<SFX> names the packer. */

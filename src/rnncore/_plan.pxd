@@ -26,6 +26,7 @@ cdef struct Plan:
     rnn_policy policy   # the element-wise table and who computes the products
     StepForm form       # how the per-step product out = h · m is computed
     int nr              # panel width of the PACKED form
+    bint lone           # PACKED for a one-row batch: the lone-row kernel, two chains
 
 
 cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single,
@@ -42,6 +43,7 @@ cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single,
     """
     cdef Plan plan
     plan.policy = rnn_policy_load()
+    plan.lone = False
     if 0 <= rows < rnn_short_rows_load():
         plan.nr = 0
         plan.policy.own_gemm = 0
@@ -53,6 +55,9 @@ cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single,
     plan.nr = rnn_vm_step_nr(plan.policy.vm, B, H, single)
     if plan.nr:
         plan.form = PACKED
+        # one row sums each element of its per-step product in two chains over the
+        # depth (not the tiles' order; a one-row batch is never split over threads)
+        plan.lone = rnn_vm_step_lone(plan.policy.vm, B, H, single)
     elif B == 1:
         plan.form = GEMV
     else:
@@ -70,7 +75,12 @@ cdef inline void step_product(const Plan *plan, int B, int H, const floating *h,
                               const floating *packed, floating *out) noexcept nogil:
     """out (B×H) = h (B×H) · m (H×H), all row-major; m_t holds mᵀ, packed holds m
     packed; only what the plan's form reads need be valid."""
-    if plan.form == PACKED:
+    if plan.lone:
+        if floating is float:
+            plan.policy.vm.gemm_lone_f(H, H, h, packed, out, False)
+        else:
+            plan.policy.vm.gemm_lone_d(H, H, h, packed, out, False)
+    elif plan.form == PACKED:
         if floating is float:
             plan.policy.vm.gemm_packed_f(B, H, H, h, H, 1, packed, out, H, False)
         else:
@@ -220,11 +230,16 @@ cdef inline void rect_product(const Plan *plan, int M, int N, int K, const float
     LSTM's projection). Rows of a at a stride of ``lda``, of out at ``ldo``.
 
     On the packed micro-kernel when the plan's form is PACKED (``packed`` then holds
-    pack_rect's op(w), ``w`` need not be valid), else on the BLAS with w as it is (no
-    transposed copy). K >= 1.
+    pack_rect's op(w), ``w`` need not be valid) — the lone-row kernel for the one row of
+    a ``lone`` plan —, else on the BLAS with w as it is (no transposed copy). K >= 1.
     """
     cdef floating beta = 1 if accumulate else 0
-    if plan.form == PACKED:
+    if plan.lone and M == 1:
+        if floating is float:
+            plan.policy.vm.gemm_lone_f(N, K, a, packed, out, accumulate)
+        else:
+            plan.policy.vm.gemm_lone_d(N, K, a, packed, out, accumulate)
+    elif plan.form == PACKED:
         if floating is float:
             plan.policy.vm.gemm_packed_f(M, N, K, a, lda, 1, packed, out, ldo, accumulate)
         else:

@@ -51,13 +51,18 @@ typedef void (*rnn_gemm_packed_f_t)(long, int, long, const float *, long, long,
                                     const float *, float *, long, int);
 typedef void (*rnn_gemm_packed_d_t)(long, int, long, const double *, long, long,
                                     const double *, double *, long, int);
+typedef void (*rnn_gemm_lone_f_t)(int, long, const float *, const float *, float *, int);
+typedef void (*rnn_gemm_lone_d_t)(int, long, const double *, const double *, double *,
+                                  int);
 
 /* The packed products of one instruction set (_gemm.h), per dtype: panel width (0: none),
- * the whole-sequence and the per-step kernel, and the largest B and H where the packed
- * per-step product beats the BLAS (0: no limit; measured, docs/perf-notes.md). */
+ * the largest B and H where the packed per-step product beats the BLAS (0: no limit),
+ * and the widest per-step product of a one-row batch run on the lone-row kernel, two
+ * chains over the depth (0: none); measured, docs/perf-notes.md. */
 typedef struct {
     int nr;
     int step_max_b, step_max_h;
+    int lone_max_n;
 } rnn_gemm_info;
 
 typedef struct {
@@ -85,6 +90,8 @@ typedef struct {
     rnn_gemm_d_t gemm_d;
     rnn_gemm_packed_f_t gemm_packed_f;
     rnn_gemm_packed_d_t gemm_packed_d;
+    rnn_gemm_lone_f_t gemm_lone_f;
+    rnn_gemm_lone_d_t gemm_lone_d;
 } rnn_vm_table;
 
 #define VM(name) name##_base
@@ -116,16 +123,18 @@ typedef struct {
     small_depth_f_##sfx, small_depth_d_##sfx,                                     \
     lstm_step_f_##sfx, lstm_step_d_##sfx, gru_step_f_##sfx, gru_step_d_##sfx,     \
     lstm_grad_f_##sfx, lstm_grad_d_##sfx, gru_grad_f_##sfx, gru_grad_d_##sfx, packed }
-#define RNN_VM_NO_PACKED {0, 0, 0}, {0, 0, 0}, NULL, NULL, NULL, NULL
-#define RNN_VM_PACKED(isa, nr_f, max_b_f, max_h_f, nr_d, max_b_d, max_h_d)         \
-    {nr_f, max_b_f, max_h_f}, {nr_d, max_b_d, max_h_d},                            \
-    rnn_gemm_s_##isa, rnn_gemm_d_##isa, rnn_gemm_packed_s_##isa, rnn_gemm_packed_d_##isa
+#define RNN_VM_NO_PACKED {0, 0, 0, 0}, {0, 0, 0, 0}, NULL, NULL, NULL, NULL, NULL, NULL
+#define RNN_VM_PACKED(isa, nr_f, max_b_f, max_h_f, lone_f, nr_d, max_b_d, max_h_d,  \
+                      lone_d)                                                      \
+    {nr_f, max_b_f, max_h_f, lone_f}, {nr_d, max_b_d, max_h_d, lone_d},            \
+    rnn_gemm_s_##isa, rnn_gemm_d_##isa, rnn_gemm_packed_s_##isa,                   \
+    rnn_gemm_packed_d_##isa, rnn_gemm_lone_s_##isa, rnn_gemm_lone_d_##isa
 
 static const rnn_vm_table rnn_vm_tables[] = {
     RNN_VM_TABLE(base, "baseline", RNN_VM_NO_PACKED),
 #ifdef RNN_VM_X86
-    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, 16, 0, 0, 8, 0, 0)),
-    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, 32, 0, 0, 16, 0, 0)),
+    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, 16, 0, 0, 0, 8, 0, 0, 0)),
+    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, 32, 0, 0, 64, 16, 0, 0, 0)),
 #endif
 };
 #define RNN_VM_NTABLES ((int)(sizeof(rnn_vm_tables) / sizeof(rnn_vm_tables[0])))
@@ -168,6 +177,14 @@ static int rnn_vm_step_nr(const rnn_vm_table *t, long B, long H, int single)
         (g->step_max_h && H > g->step_max_h))
         return 0;
     return g->nr;
+}
+
+/* Whether a call of B rows, whose per-step product is N wide, runs that product on
+ * table t's lone-row kernel (rnn_gemm_lone): B = 1 and N within the table's limit. */
+static int rnn_vm_step_lone(const rnn_vm_table *t, long B, long N, int single)
+{
+    const rnn_gemm_info *g = single ? &t->gemm_info_f : &t->gemm_info_d;
+    return B == 1 && g->nr && N <= g->lone_max_n;
 }
 
 /* The policy of the kernels: which element-wise table and which products run. It is

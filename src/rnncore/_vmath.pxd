@@ -5,6 +5,7 @@ cdef extern from "_vmath.h" nogil:
     ctypedef struct rnn_gemm_info:
         int nr
         int step_max_b, step_max_h
+        int lone_max_n
     ctypedef struct rnn_vm_table:
         const char *name
         void (*tanh_step_f)(int, float *, const float *, const float *) noexcept nogil
@@ -53,6 +54,10 @@ cdef extern from "_vmath.h" nogil:
                               float *, long, int) noexcept nogil
         void (*gemm_packed_d)(long, int, long, const double *, long, long,
                               const double *, double *, long, int) noexcept nogil
+        void (*gemm_lone_f)(int, long, const float *, const float *, float *,
+                            int) noexcept nogil
+        void (*gemm_lone_d)(int, long, const double *, const double *, double *,
+                            int) noexcept nogil
     ctypedef struct rnn_policy:
         const rnn_vm_table *vm
         int isa
@@ -61,6 +66,7 @@ cdef extern from "_vmath.h" nogil:
     int rnn_vm_resolve(int index)
     const char *rnn_vm_name(int index)
     int rnn_vm_step_nr(const rnn_vm_table *t, long B, long H, int single)
+    int rnn_vm_step_lone(const rnn_vm_table *t, long B, long N, int single)
     int rnn_vm_tables_have_gemm(int isa)
     unsigned int rnn_flush_denormals()
     void rnn_restore_mxcsr(unsigned int caller)
