@@ -82,7 +82,7 @@ def test_isa_runs_the_kernels_on_that_isa_and_says_so(isa, tmp_path, capsys):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(functional, "forward", spy)
         assert main(["--quick", "--impls", "cython", "--cases", "tiny", "--forward-only",
-                     "--isa", isa, "--json", str(path)]) == 0
+                     "--isa", isa, "--isa-scope", "rnncore", "--json", str(path)]) == 0
     assert seen and set(seen) == {isa}
     assert json.loads(path.read_text())["environment"]["kernel_isa"] == isa
     forced = "" if isa == _kernels.supported_isas()[-1] else " (forced with --isa"
@@ -344,7 +344,7 @@ def test_forced_avx2_times_a_haswell_gemm_child_and_divides_by_its_rate(
     monkeypatch.setattr(GemmChild, "__init__", spy)
     path = tmp_path / "b.json"
     assert main(["--quick", "--impls", "cython", "--cases", "medium", "--forward-only",
-                 "--isa", "avx2", "--json", str(path)]) == 0
+                 "--isa", "avx2", "--isa-scope", "rnncore", "--json", str(path)]) == 0
     # the Haswell child always; this CPU's own where the environment pins other kernels
     assert started == ["Haswell"] + ([None] if environment else [])
     data = json.loads(path.read_text())

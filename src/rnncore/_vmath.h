@@ -220,7 +220,7 @@ static void rnn_policy_store(int isa, int own_gemm)
 }
 
 /* Whether table `isa` has packed kernels for the whole-sequence products. */
-static int rnn_vm_tables_have_gemm(int isa)
+static inline int rnn_vm_tables_have_gemm(int isa)
 {
     return isa >= 0 && isa < RNN_VM_NTABLES && rnn_vm_tables[isa].gemm_f != NULL;
 }

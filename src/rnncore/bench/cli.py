@@ -8,6 +8,7 @@ import shlex
 import sys
 
 from .cases import CELLS, grid, quick, variants
+from .isa_env import XLA_ISA_ENV, restart_environment
 from .page import legend, markdown_page
 from .report import MODES, REMOVED_ENV, environment, format_header, format_table, plot, \
     to_json
@@ -77,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
                         "Haswell, baseline: Prescott), what such a CPU reaches (default: "
                         "the best this CPU supports; a usage error if it lacks the one "
                         "asked for)")
+    p.add_argument("--isa-scope", choices=["all", "rnncore"], default="all",
+                   help="with --isa below this CPU's best: all (the default) runs every "
+                        "library on that instruction set too, as on a CPU that has no "
+                        "more (NumPy's SIMD dispatch, OpenBLAS's core, torch's ATen, MKL "
+                        "and oneDNN, XLA: the command starts again with their switches "
+                        "set, rnncore.bench.isa_env); rnncore forces rnncore's kernels "
+                        "only, the others running this CPU's best")
     p.add_argument("--forward-only", action="store_true", help="time the forward pass only")
     p.add_argument("--stream", action="store_true",
                    help="instead of the grid, the stream row: µs per inference step of "
@@ -173,6 +181,7 @@ def main(argv=None) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             parser.error("--plot needs matplotlib: pip install matplotlib")
+    _restart_on_isa(parser, args, argv)
     restore = _force_isa(parser, args.isa)
     try:
         if args.stream:
@@ -187,6 +196,30 @@ def main(argv=None) -> int:
         return _run(args, argv, impls, wanted, threads)
     finally:
         restore()
+
+
+def _restart_on_isa(parser, args, argv) -> None:
+    """Start the command again with every library limited to ``--isa``'s instruction
+    set (``--isa-scope all``), unless it already runs so or ``--isa`` is this CPU's
+    best; those libraries read their switches only when they load."""
+    if args.isa is None or args.isa_scope != "all":
+        return
+    try:
+        from .. import _kernels
+    except ImportError:
+        return                                   # _force_isa says what is missing
+    supported = tuple(_kernels.supported_isas())
+    if args.isa not in supported or args.isa == supported[-1]:
+        return
+    if args.native_blas:
+        parser.error(f"--native-blas runs OpenBLAS on this CPU's own kernels and --isa "
+                     f"{args.isa} every library on {args.isa}'s: give one, or add "
+                     f"--isa-scope rnncore")
+    env = restart_environment(args.isa)
+    if env is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "rnncore.bench", *argv], env)
 
 
 def _force_isa(parser, name):
@@ -216,6 +249,9 @@ def _run(args, argv, impls, wanted, threads) -> int:
         flags = xla_flags(min(c.threads for c in cases))
         if flags:
             os.environ.setdefault("XLA_FLAGS", flags)
+        isa_flag = os.environ.get(XLA_ISA_ENV)      # --isa: XLA on that instruction set
+        if isa_flag and isa_flag not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {isa_flag}".strip()
     budget, rounds, gemm_n = (0.01, 2, 256) if args.quick else (args.budget, args.rounds, 1024)
     show, close = _progress(len(cases) * (rounds + 1))
     try:

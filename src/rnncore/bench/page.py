@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .cases import GATED_TARGETS, TARGETS, grid
-from .report import MODES, _avx512_text, _paths_text, format_header, format_table
+from .report import MODES, _avx512_text, _libraries_text, _paths_text, format_header, \
+    format_table
 from .timing import ISA_BLAS_CORES
 
 __all__ = ["LEGEND", "legend", "markdown_page"]
@@ -88,8 +89,11 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "rather than editing it. `rnncore-bench --help` lists the options.",
         "",
         f"Every figure below comes from one CPU and one set of code paths: {env['cpu']} "
-        f"({_avx512_text(env)}); {_paths_text(env)}. `rnncore-bench --isa avx2` (or "
-        "`baseline`) times the paths of a CPU without AVX-512 on one that has it.",
+        f"({_avx512_text(env)}); {_paths_text(env)}; {_libraries_text(env)}. "
+        "`rnncore-bench --isa avx2` (or `baseline`) times the paths of a CPU without "
+        "AVX-512 on one that has it: rnncore's kernels and, unless `--isa-scope rnncore`, "
+        "every other library too (NumPy, OpenBLAS, torch, MKL, oneDNN, XLA), each limited "
+        "by its own switch, as on such a CPU.",
         "",
         "## How these figures were obtained",
         "",

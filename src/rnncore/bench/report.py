@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import __version__
 from .cases import comparisons, targets
+from .isa_env import ISA_ENV_MARK, library_isas
 from .runners import IMPLS, NUMPY_IMPLS
 from .timing import BLAS_OVERRIDES
 
@@ -29,7 +30,9 @@ CELL_TEXT = {"rnn": "Elman RNN (tanh)",
              "gru": "GRU (torch's equations and gate order r, z, n; FLOPs 3× the Elman "
                     "RNN's)"}
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-            "OMP_NUM_THREADS", "RNNCORE_NUM_THREADS", "RNNCORE_BLAS_THREADS", "XLA_FLAGS")
+            "OMP_NUM_THREADS", "RNNCORE_NUM_THREADS", "RNNCORE_BLAS_THREADS", "XLA_FLAGS",
+            "NPY_DISABLE_CPU_FEATURES", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+            "ONEDNN_MAX_CPU_ISA")
 
 
 def cpu_model() -> str:
@@ -154,6 +157,8 @@ def environment(results) -> dict:
         "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "removed_env": os.environ.get(REMOVED_ENV, ""),
+        "libraries_isa": os.environ.get(ISA_ENV_MARK),
+        "library_isas": library_isas(),
     }
 
 
@@ -221,10 +226,24 @@ def format_header(env: dict) -> str:
     if env.get("removed_env"):
         lines.append(f"environment: {env['removed_env']} removed for this run "
                      "(--native-blas)")
-    if "OPENBLAS_CORETYPE" in env["env"]:
+    lines.append(_libraries_text(env))
+    if "OPENBLAS_CORETYPE" in env["env"] and not env.get("libraries_isa"):
         lines.append("note: OPENBLAS_CORETYPE makes OpenBLAS run that CPU type's kernels, not "
                      "this CPU's (slower NumPy and GEMM rate); --native-blas runs without it")
     return "\n".join(lines)
+
+
+def _libraries_text(env: dict) -> str:
+    """One line: the instruction set the other libraries ran (--isa, --isa-scope)."""
+    found = ", ".join(f"{k} {v}" for k, v in env.get("library_isas", {}).items())
+    isa = env.get("libraries_isa")
+    if isa:
+        return (f"every library limited to {isa}, as on a CPU without more (--isa-scope "
+                f"all: the switches under 'environment'); they report: {found}")
+    if env.get("kernel_isa") != env.get("kernel_isa_best"):
+        return (f"only rnncore's kernels forced (--isa-scope rnncore): the other "
+                f"libraries ran this CPU's best; they report: {found}")
+    return f"the libraries' own code paths: {found}"
 
 
 def _avx512_text(env: dict) -> str:
