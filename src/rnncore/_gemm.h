@@ -136,23 +136,34 @@ static inline int rnn_gemm_packs_a(long ak, int elsize)
 
 #define RNN_APACK(NAME, T)                                                          \
 /* Pack rows [0, m) × columns [0, kb) of A (element (r, k) at a[r·ar + k·ak]) into    \
- * panels of RNN_G_MR rows, [panel][k][RNN_G_MR], for the micro-kernel. */            \
+ * panels of RNN_G_MR rows, [panel][k][RNN_G_MR], for the micro-kernel. Rows that are \
+ * contiguous (ar == 1: A = Δᵀ, whose column k is row k of Δ) are read one k at a    \
+ * time across every panel: each row of Δ once, front to back, rather than once per  \
+ * panel at a stride of ak (which, a multiple of 4 KB for wide Δ, maps every line to \
+ * one set of L1). Whole panels take a fixed-length copy (a variable-length one      \
+ * becomes a memmove call per RNN_G_MR elements). */                                 \
 static void NAME(long m, long kb, const T *restrict a, long ar, long ak, T *restrict out) \
 {                                                                                   \
+    if (ar == 1) {                                                                  \
+        long whole = m / RNN_G_MR * RNN_G_MR;                                       \
+        for (long k = 0; k < kb; k++) {                                             \
+            const T *ak0 = a + k * ak;                                              \
+            T *o = out + k * RNN_G_MR;                                              \
+            long r0 = 0;                                                            \
+            for (; r0 < whole; r0 += RNN_G_MR, o += RNN_G_MR * kb)                  \
+                for (int r = 0; r < RNN_G_MR; r++)                                  \
+                    o[r] = ak0[r0 + r];                                             \
+            for (long r = 0; r0 + r < m; r++)                                       \
+                o[r] = ak0[r0 + r];                                                 \
+        }                                                                           \
+        return;                                                                     \
+    }                                                                               \
     for (long r0 = 0; r0 < m; r0 += RNN_G_MR) {                                     \
         long mr = m - r0 < RNN_G_MR ? m - r0 : RNN_G_MR;                            \
         const T *ap = a + r0 * ar;                                                  \
-        if (mr == RNN_G_MR && ar == 1) {                                            \
-            /* a whole panel of contiguous rows: a fixed-length copy per k (a       \
-             * variable-length one becomes a memmove call per RNN_G_MR elements) */ \
-            for (long k = 0; k < kb; k++)                                           \
-                for (int r = 0; r < RNN_G_MR; r++)                                  \
-                    out[k * RNN_G_MR + r] = ap[k * ak + r];                         \
-        } else {                                                                    \
-            for (long k = 0; k < kb; k++)                                           \
-                for (long r = 0; r < mr; r++)                                       \
-                    out[k * RNN_G_MR + r] = ap[r * ar + k * ak];                    \
-        }                                                                           \
+        for (long k = 0; k < kb; k++)                                               \
+            for (long r = 0; r < mr; r++)                                           \
+                out[k * RNN_G_MR + r] = ap[r * ar + k * ak];                        \
         out += RNN_G_MR * kb;                                                       \
     }                                                                               \
 }
