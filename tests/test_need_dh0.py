@@ -89,3 +89,34 @@ def test_the_drop_in_asks_for_dh0_only_when_hx_needs_a_gradient(monkeypatch, cel
         torch.testing.assert_close(a, b)
     if hx_grad:
         torch.testing.assert_close(got[1], h.grad)
+
+
+class _CountedMatrix(np.ndarray):
+    """An array that counts the matrix products it takes part in."""
+    products = 0
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc is np.matmul:
+            type(self).products += 1
+        inputs = [np.asarray(a) if isinstance(a, _CountedMatrix) else a for a in inputs]
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_reference_without_dh0_skips_the_last_steps_recurrent_product(rng, reverse):
+    from rnncore import reference
+    T, B, H, K = 5, 2, 4, 3
+    x = rng.standard_normal((T, B, K))
+    w_ih = rng.standard_normal((H, K))
+    w_hh = rng.standard_normal((H, H)).view(_CountedMatrix)
+    lengths = np.full(B, T, np.int64)
+    hs = reference.layer_forward(x, w_ih, np.asarray(w_hh), np.zeros(H), np.zeros((B, H)),
+                                 lengths, reverse, False)
+    dy, dh_n = rng.standard_normal((T, B, H)), np.zeros((B, H))
+    counted = []
+    for need_dh0 in (True, False):
+        _CountedMatrix.products = 0
+        reference.layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, False,
+                                 need_dh0=need_dh0)
+        counted.append(_CountedMatrix.products)
+    assert counted == [T, T - 1]
