@@ -88,6 +88,21 @@ def test_stream_is_bit_for_bit_the_cython_forward(model, dtype, rng, input_size)
         assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("cell, hidden", [("rnn", 768), ("lstm", 384)])
+def test_one_row_with_a_step_matrix_beyond_the_cache_streams_bit_for_bit(cell, hidden,
+                                                                         rng):
+    """A batch of one row whose step matrix is larger than the packed kernels' limit
+    (2.25 MiB here) runs its per-step product on gemv, in the stream as in the forward."""
+    if _kernels.whole_sequence_gemm() != "rnncore":
+        pytest.skip("the policy computes the products on the BLAS")
+    cls = {"rnn": rnncore.RNN, "lstm": rnncore.LSTM}[cell]
+    rnn = cls(8, hidden, num_layers=1, seed=3, backend="cython")
+    x = inputs(rng, (13, 1, 8), np.float32)
+    y, h_n = rnn.forward(x)
+    stream = rnn.stream(batch_size=1)
+    assert np.array_equal(through_stream(stream, x, [1, 5]), y)
+
+
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_stream_runs_on_the_isa_in_force_when_opened(model, rng, isa):
     if isa not in _kernels.supported_isas():

@@ -46,7 +46,7 @@ cdef int gated_forward(CellKind kind, const floating[:, :, ::1] x,
     dtype = np.float32 if floating is float else np.float64
     # every choice is made for the whole batch, so that each row's bits do not depend
     # on the rows it runs with
-    cdef Plan plan = make_plan(B, GH, floating is float, T * B)
+    cdef Plan plan = make_plan(B, GH, floating is float, T * B, HOLDS_M, W)
     cdef bint packed = plan.form == PACKED
     cdef floating[:, ::1] rec = np.empty((R, GH), dtype)         # h_{t-1} W_hhᵀ
     cdef floating[:, ::1] m = np.empty(dims(P, (R, H)), dtype)   # m_t
@@ -146,7 +146,7 @@ cdef int gated_backward_steps(CellKind kind, const floating[:, ::1] w_hh,
     cdef bint lstm = kind == LSTM_CELL
     cdef Py_ssize_t GH = (4 if lstm else 3) * H, W = P if P else H
     dtype = np.float32 if floating is float else np.float64
-    cdef Plan plan = make_plan(B, GH, floating is float, T * B)
+    cdef Plan plan = make_plan(B, GH, floating is float, T * B, HOLDS_M, W)
     cdef bint packed = plan.form == PACKED
     cdef floating[:, ::1] carry = np.zeros((R, W), dtype)        # (·)_{t+1} W_hh
     cdef floating[:, ::1] carry_c = np.zeros(dims(lstm, (R, H)), dtype)

@@ -30,7 +30,8 @@ cdef struct Plan:
 
 
 cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single,
-                           Py_ssize_t rows=-1, HeldMatrix held=HOLDS_M) noexcept:
+                           Py_ssize_t rows=-1, HeldMatrix held=HOLDS_M,
+                           Py_ssize_t depth=-1) noexcept:
     """Read the policy once and decide every choice of one call from it.
 
     ``rows`` is T·B of the call (-1: unknown, taken as long). A short call (fewer rows
@@ -38,7 +39,9 @@ cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single,
     the matrix the caller ``held`` (no transposed copy either) and its whole-sequence
     products on the BLAS, since packing costs O(H²) per call whatever T is. Every choice
     depends on the whole call's B, H and rows, never on a part's, so that a call split
-    over threads decides as one thread does. The forms were chosen by measurement
+    over threads decides as one thread does. ``depth`` is the other side of the step
+    matrix, H × ``depth`` (-1: H, square); a one-row batch whose step matrix is larger
+    than the table's ``row_max_bytes`` runs gemv. The forms were chosen by measurement
     (docs/perf-notes.md).
     """
     cdef Plan plan
@@ -52,14 +55,16 @@ cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single,
         else:
             plan.form = GEMV_T if B == 1 else GEMM_NT
         return plan
-    plan.nr = rnn_vm_step_nr(plan.policy.vm, B, H, single)
+    plan.nr = rnn_vm_step_nr(plan.policy.vm, B, H, H if depth < 0 else depth, single)
     if plan.nr:
         plan.form = PACKED
         # one row sums each element of its per-step product in two chains over the
         # depth (not the tiles' order; a one-row batch is never split over threads)
         plan.lone = rnn_vm_step_lone(plan.policy.vm, B, H, single)
     elif B == 1:
-        plan.form = GEMV
+        # on the matrix the caller holds, as a short call: no transposed copy of a
+        # matrix that may be larger than the cache (the reason not to pack it)
+        plan.form = GEMV if held == HOLDS_M else GEMV_T
     else:
         plan.form = GEMM_NN if single else GEMM_NT
     return plan

@@ -267,7 +267,7 @@ cdef class Stream:
         # (stored and loaded while the GIL is held: no other stream can interleave)
         rnn_policy_store(isa_index, own_gemm)
         cdef Net *net = &self.net
-        net.plan = make_plan(B, GH, single)
+        net.plan = make_plan(B, GH, single, -1, HOLDS_M, W)
         self.isa = rnn_vm_name(net.plan.policy.isa).decode()
         net.elman, net.relu = cell == "rnn", relu
         net.own_gemm = net.plan.policy.own_gemm

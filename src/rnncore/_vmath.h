@@ -56,12 +56,13 @@ typedef void (*rnn_gemm_lone_d_t)(int, long, const double *, const double *, dou
                                   int);
 
 /* The packed products of one instruction set (_gemm.h), per dtype: panel width (0: none),
- * the largest B and H where the packed per-step product beats the BLAS (0: no limit),
- * and the widest per-step product of a one-row batch run on the lone-row kernel, two
- * chains over the depth (0: none); measured, docs/perf-notes.md. */
+ * the largest step matrix (bytes) a one-row batch still packs — beyond it the BLAS's
+ * gemv, which streams the matrix once a step without packing it, is faster (0: no
+ * limit) —, and the widest per-step product of a one-row batch run on the lone-row
+ * kernel, two chains over the depth (0: none); measured, docs/perf-notes.md. */
 typedef struct {
     int nr;
-    int step_max_b, step_max_h;
+    long row_max_bytes;
     int lone_max_n;
 } rnn_gemm_info;
 
@@ -123,18 +124,17 @@ typedef struct {
     small_depth_f_##sfx, small_depth_d_##sfx,                                     \
     lstm_step_f_##sfx, lstm_step_d_##sfx, gru_step_f_##sfx, gru_step_d_##sfx,     \
     lstm_grad_f_##sfx, lstm_grad_d_##sfx, gru_grad_f_##sfx, gru_grad_d_##sfx, packed }
-#define RNN_VM_NO_PACKED {0, 0, 0, 0}, {0, 0, 0, 0}, NULL, NULL, NULL, NULL, NULL, NULL
-#define RNN_VM_PACKED(isa, nr_f, max_b_f, max_h_f, lone_f, nr_d, max_b_d, max_h_d,  \
-                      lone_d)                                                      \
-    {nr_f, max_b_f, max_h_f, lone_f}, {nr_d, max_b_d, max_h_d, lone_d},            \
+#define RNN_VM_NO_PACKED {0, 0, 0}, {0, 0, 0}, NULL, NULL, NULL, NULL, NULL, NULL
+#define RNN_VM_PACKED(isa, nr_f, row_f, lone_f, nr_d, row_d, lone_d)                \
+    {nr_f, row_f, lone_f}, {nr_d, row_d, lone_d},                                  \
     rnn_gemm_s_##isa, rnn_gemm_d_##isa, rnn_gemm_packed_s_##isa,                   \
     rnn_gemm_packed_d_##isa, rnn_gemm_lone_s_##isa, rnn_gemm_lone_d_##isa
 
 static const rnn_vm_table rnn_vm_tables[] = {
     RNN_VM_TABLE(base, "baseline", RNN_VM_NO_PACKED),
 #ifdef RNN_VM_X86
-    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, 16, 0, 0, 0, 8, 0, 0, 0)),
-    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, 32, 0, 0, 64, 16, 0, 0, 0)),
+    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, 16, 768L << 10, 0, 8, 768L << 10, 0)),
+    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, 32, 2L << 20, 64, 16, 2L << 20, 0)),
 #endif
 };
 #define RNN_VM_NTABLES ((int)(sizeof(rnn_vm_tables) / sizeof(rnn_vm_tables[0])))
@@ -168,13 +168,13 @@ static int rnn_vm_resolve(int index)
     return index;
 }
 
-/* The panel width of table t's packed per-step product for B rows of width H in one
- * dtype, or 0 where the BLAS is faster. */
-static int rnn_vm_step_nr(const rnn_vm_table *t, long B, long H, int single)
+/* The panel width of table t's packed per-step product for B rows of a product N wide
+ * and K deep in one dtype, or 0 where the BLAS is faster. */
+static int rnn_vm_step_nr(const rnn_vm_table *t, long B, long N, long K, int single)
 {
     const rnn_gemm_info *g = single ? &t->gemm_info_f : &t->gemm_info_d;
-    if (!g->nr || (g->step_max_b && B > g->step_max_b) ||
-        (g->step_max_h && H > g->step_max_h))
+    long bytes = N * K * (single ? (long)sizeof(float) : (long)sizeof(double));
+    if (!g->nr || (B == 1 && g->row_max_bytes && bytes > g->row_max_bytes))
         return 0;
     return g->nr;
 }

@@ -4,7 +4,7 @@ per instruction set, and the policy that says which of them run."""
 cdef extern from "_vmath.h" nogil:
     ctypedef struct rnn_gemm_info:
         int nr
-        int step_max_b, step_max_h
+        long row_max_bytes
         int lone_max_n
     ctypedef struct rnn_vm_table:
         const char *name
@@ -65,7 +65,7 @@ cdef extern from "_vmath.h" nogil:
     int rnn_vm_supported()
     int rnn_vm_resolve(int index)
     const char *rnn_vm_name(int index)
-    int rnn_vm_step_nr(const rnn_vm_table *t, long B, long H, int single)
+    int rnn_vm_step_nr(const rnn_vm_table *t, long B, long N, long K, int single)
     int rnn_vm_step_lone(const rnn_vm_table *t, long B, long N, int single)
     int rnn_vm_tables_have_gemm(int isa)
     unsigned int rnn_flush_denormals()
