@@ -148,21 +148,26 @@ def test_the_blas_for_the_whole_sequence_products_leaves_one_direction_unsplit(
     assert not split_calls
 
 
-def test_an_error_in_one_part_waits_for_the_others_then_raises():
+@pytest.mark.parametrize("failing", [0, 1], ids=["this-thread's-part", "a-worker's-part"])
+def test_an_error_in_one_part_waits_for_the_others_then_raises(failing):
     finished = []
 
     def fails():
-        raise ValueError("part 0")
+        raise ValueError(f"part {failing}")
 
     def slow():
         import time
         time.sleep(0.05)
         finished.append(True)
 
+    calls = [slow, slow]
+    calls[failing] = fails
     rnncore.set_num_threads(2)
     try:
-        with pytest.raises(ValueError, match="part 0"):
-            _parallel._run_parts([fails, slow])
+        with pytest.raises(ValueError, match=f"part {failing}"):
+            _parallel._run_parts(calls)
+        # the worker is handed back ready: the next section runs and returns in order
+        assert _parallel._run_parts([lambda: 1, lambda: 2]) == [1, 2]
     finally:
         rnncore.set_num_threads(None)
     assert finished == [True]

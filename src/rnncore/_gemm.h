@@ -258,8 +258,11 @@ rnn_gmh_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,  
               long ws, T *c, long ldc, int ncols, int accumulate)                   \
 {                                                                                   \
     VEC acc[RNN_G_MRH];                                                             \
-    for (int r = 0; r < mr; r++)                                                    \
+    for (int r = 0; r < mr; r++) {                                                  \
         acc[r] = ZERO();                                                            \
+        /* the tile of C, fetched while the loop over k runs (as in rnn_gmk) */     \
+        rnn_prefetch_row(c + r * ldc, L * (long)sizeof(T));                         \
+    }                                                                               \
     for (long k = 0; k < kb; k++) {                                                 \
         VEC w0 = LOAD(w + ws * k);                                                  \
         for (int r = 0; r < mr; r++)                                                \

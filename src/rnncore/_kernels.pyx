@@ -275,6 +275,7 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef int out_slot = 0 if reverse else 1        # hs index of h_t is t + out_slot
     cdef Py_ssize_t extra = T if reverse else 0    # the row the projection leaves free
     cdef floating *h
+    cdef bint onto                                 # this step's product onto hs
     cdef const floating *w_ih_p = &w_ih[0, 0] if K else NULL
     cdef unsigned int csr
     try:
@@ -308,14 +309,28 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                     transpose(H, &w_hh[0, 0], w_hh_t)
                 for s in range(T):
                     t = T - 1 - s if reverse else s
-                    # (R × H) = (R × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
-                    step_product(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
-                                 w_hh_t, &w_hh[0, 0], packed, scratch)
+                    # the packed product adds h_{t-1} W_hhᵀ onto the projection where it
+                    # lies, its tile of it fetched while the tile is computed (the pass
+                    # reading it from a separate product waited on memory), unless a row's
+                    # h0 sits in step t's slot (reverse, lengths[i] == t)
+                    onto = plan.form == PACKED
+                    if onto and reverse:
+                        for i in range(row0, row1):
+                            if lengths[i] == t:
+                                onto = False
+                    if onto:
+                        # (R × H) += (R × H)(H × H): x_t W_ihᵀ + h_{t-1} W_hhᵀ
+                        step_product_onto(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
+                                          packed, &hs[t + out_slot, row0, 0])
+                    else:
+                        # (R × H) = (R × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
+                        step_product(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
+                                     w_hh_t, &w_hh[0, 0], packed, scratch)
                     for i in range(row0, row1):
                         h = &hs[t + out_slot, i, 0]
                         if t < lengths[i]:
-                            step_pass(&plan, relu, <int>H, h, scratch + (i - row0) * H,
-                                      &b[0])
+                            step_pass(&plan, relu, <int>H, h,
+                                      NULL if onto else scratch + (i - row0) * H, &b[0])
                         elif not (reverse and t == lengths[i]):   # that slot holds h0
                             memset(h, 0, row_bytes)
             rnn_restore_mxcsr(csr)

@@ -100,6 +100,23 @@ cdef inline void step_product(const Plan *plan, int B, int H, const floating *h,
         gemm(False, True, B, H, H, <floating>1, h, H, m_t, H, <floating>0, out, H)
 
 
+cdef inline void step_product_onto(const Plan *plan, int B, int H, const floating *h,
+                                   const floating *packed, floating *out) noexcept nogil:
+    """out (B×H) += h (B×H) · m (H×H), m packed, for the PACKED form only: the product
+    added onto what out holds (the forward's input projection), each element as
+    acc + out, the sum the pass would otherwise form as out + acc: the same bits (on
+    the lone-row kernel for a ``lone`` plan, as :func:`step_product`)."""
+    if plan.lone:
+        if floating is float:
+            plan.policy.vm.gemm_lone_f(H, H, h, packed, out, True)
+        else:
+            plan.policy.vm.gemm_lone_d(H, H, h, packed, out, True)
+    elif floating is float:
+        plan.policy.vm.gemm_packed_f(B, H, H, h, H, 1, packed, out, H, True)
+    else:
+        plan.policy.vm.gemm_packed_d(B, H, H, h, H, 1, packed, out, H, True)
+
+
 cdef inline void pack_step_matrix(const Plan *plan, int H, const floating *m, long sk,
                                   long sc, floating *packed) noexcept nogil:
     """Pack the step matrix (element (k, c) at m[k·sk + c·sc]) for the PACKED form."""

@@ -35,10 +35,16 @@ static inline __attribute__((always_inline)) float VM(tanh1_f)(float x)
 }
 
 /* h = tanh(h + r + b): the input projection already stored in h, plus the recurrent
- * product r and the bias b (one row of H values). */
+ * product r and the bias b (one row of H values). r NULL: h already holds the sum of
+ * the two (the product added onto the projection in place), h = tanh(h + b). */
 static void VM(tanh_step_f)(int n, float *restrict h, const float *restrict r,
                             const float *restrict b)
 {
+    if (!r) {
+        for (int i = 0; i < n; i++)
+            h[i] = VM(tanh1_f)(h[i] + b[i]);
+        return;
+    }
     for (int i = 0; i < n; i++)
         h[i] = VM(tanh1_f)(h[i] + r[i] + b[i]);
 }
@@ -87,6 +93,11 @@ static inline __attribute__((always_inline)) double VM(tanh1_d)(double x)
 static void VM(tanh_step_d)(int n, double *restrict h, const double *restrict r,
                             const double *restrict b)
 {
+    if (!r) {                              /* h holds the projection plus the product */
+        for (int i = 0; i < n; i++)
+            h[i] = VM(tanh1_d)(h[i] + b[i]);
+        return;
+    }
     for (int i = 0; i < n; i++)
         h[i] = VM(tanh1_d)(h[i] + r[i] + b[i]);
 }
@@ -94,6 +105,13 @@ static void VM(tanh_step_d)(int n, double *restrict h, const double *restrict r,
 #define VM_RELU_STEP(NAME, T)                                                     \
 static void VM(NAME)(int n, T *restrict h, const T *restrict r, const T *restrict b) \
 {                                                                                 \
+    if (!r) {                    /* h holds the projection plus the product */    \
+        for (int i = 0; i < n; i++) {                                             \
+            T a = h[i] + b[i];                                                    \
+            h[i] = a < 0 ? 0 : a;                                                 \
+        }                                                                         \
+        return;                                                                   \
+    }                                                                             \
     for (int i = 0; i < n; i++) {                                                 \
         T a = h[i] + r[i] + b[i];                                                 \
         h[i] = a < 0 ? 0 : a;                                                     \
