@@ -47,6 +47,8 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                        ("RNNCORE_CHECKED", "1" if checked else "0")],
         extra_compile_args=cflags,
+        # the C headers the kernels #include (Cython tracks only those it names)
+        depends=[str(h) for h in sorted(Path("src/rnncore").glob("*.h"))],
     )
     for path in sorted(Path("src/rnncore").glob("*.pyx"))
 ]

@@ -95,6 +95,27 @@ def test_one_direction_split_over_threads_keeps_the_bits_of_one_thread(
         np.testing.assert_array_equal(g, w)
 
 
+def test_the_output_of_a_split_forward_is_the_callers_own(isa, split_calls, cell):
+    """The threads copy the output out of the states they wrote; writing into it
+    afterwards leaves what backward computes from those states unchanged."""
+    name, params, x, dy, _ = _case(np.float32, bidirectional=False, padded=False,
+                                   cell=cell)
+    rnncore.set_num_threads(2)
+
+    def gradients(overwrite):
+        y, _, record = F.forward(x, params, cell=name, backend="cython")
+        if overwrite:
+            y[...] = 7.0
+        dx, dh0, grads = F.backward(record, dy)
+        return [dx, *_states(dh0), *grads.values()]
+
+    want = gradients(overwrite=False)
+    got = gradients(overwrite=True)
+    assert split_calls.get(2)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bidirectional_layers_split_over_four_threads_keep_the_bits_of_one_thread(
         isa, split_calls, cell, dtype):

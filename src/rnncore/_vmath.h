@@ -133,8 +133,8 @@ typedef struct {
 static const rnn_vm_table rnn_vm_tables[] = {
     RNN_VM_TABLE(base, "baseline", RNN_VM_NO_PACKED),
 #ifdef RNN_VM_X86
-    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, 16, 768L << 10, 0, 8, 768L << 10, 0)),
-    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, 32, 2L << 20, 64, 16, 2L << 20, 0)),
+    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, 16, 768L << 10, 128, 8, 768L << 10, 128)),
+    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, 32, 2L << 20, 64, 16, 2L << 20, 128)),
 #endif
 };
 #define RNN_VM_NTABLES ((int)(sizeof(rnn_vm_tables) / sizeof(rnn_vm_tables[0])))
