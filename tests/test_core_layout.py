@@ -200,6 +200,42 @@ def test_padded_values_do_not_matter(backend, dtype, setup):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_steps_after_the_longest_sequence_are_not_run(backend, dtype, rng, cell,
+                                                      batch_first):
+    """They are padding in every row: the kernels run the longest sequence's steps, the
+    output and ∂x have the caller's steps, zero after it, and dy there is ignored;
+    the same results as the call on the steps up to the longest."""
+    T, B, K, H, longest = 8, 3, 5, 6, 5
+    shapes = F.param_shapes(K, H, 2, bidirectional=True, cell=cell)
+    params = {k: (rng.standard_normal(s) / 3).astype(dtype) for k, s in shapes.items()}
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, 2 * H)).astype(dtype)
+    lengths = np.array([longest, 2, 4])
+    time = 1 if batch_first else 0
+
+    def call(x, dy):
+        if batch_first:
+            x, dy = x.transpose(1, 0, 2), dy.transpose(1, 0, 2)
+        y, h_n, record = F.forward(x, params, lengths=lengths, cell=cell,
+                                   batch_first=batch_first, backend=backend)
+        dx, dh0, grads = F.backward(record, dy)
+        return record, [y, dx], [h_n, dh0, *grads.values()]
+
+    record, (y, dx), rest = call(x, dy)
+    assert (record.T, record.full_T) == (longest, T)
+    assert y.shape[time] == dx.shape[time] == T
+    assert (y.take(range(longest, T), time) == 0).all()
+    assert (dx.take(range(longest, T), time) == 0).all()
+    _, (y_short, dx_short), rest_short = call(x[:longest], dy[:longest])
+    np.testing.assert_array_equal(y.take(range(longest), time), y_short)
+    np.testing.assert_array_equal(dx.take(range(longest), time), dx_short)
+    for got, want in zip(rest, rest_short):
+        for g, w in zip(*(a if isinstance(a, tuple) else (a,) for a in (got, want))):
+            np.testing.assert_array_equal(g, w)
+
+
 def test_reverse_direction_starts_at_each_length(backend, dtype, setup):
     rnn, x, h0, _, _ = setup
     lengths = np.array([8, 2, 5])

@@ -99,12 +99,13 @@ def read_dy(dy, record, shape_tm) -> np.ndarray:
         return np.zeros(shape_tm, dtype=cfg.dtype)
     a = as_weights_dtype("dy", dy, cfg.dtype)
     T, B, DH = shape_tm
+    T = record.full_T                    # the caller's steps; the record ran shape_tm[0]
     if record.unbatched:
         expected = (T, DH)
     elif record.batch_first:
         expected = (B, T, DH)
     else:
-        expected = shape_tm
+        expected = (T, B, DH)
     if a.shape != expected:
         raise ValueError(f"dy must have the shape of the forward output {expected}; "
                          f"got {a.shape}")
@@ -112,6 +113,7 @@ def read_dy(dy, record, shape_tm) -> np.ndarray:
         a = a[:, None, :]
     elif record.batch_first:
         a = a.transpose(1, 0, 2)
+    a = a[:shape_tm[0]]                  # the steps after the longest sequence: ignored
     if record.padded is not None:
         a = np.array(a, order="C")       # a private copy: padded steps are ignored
         a[record.padded] = 0

@@ -129,21 +129,26 @@ class Record:
     ``saved`` each layer-direction's checkpoints (:class:`rnncore._chunks.Checkpoints`);
     ``chunk`` is the steps per chunk of a call run in chunks (0: one call), and
     ``initial`` the initial states of each layer-direction of such a call.
+
+    ``T`` is the steps the kernels ran, ``full_T`` the caller's: with ``lengths`` whose
+    longest is shorter than the input, the steps after it (padding in every row) are
+    not run, and the output and ∂x are zero there.
     """
 
     __slots__ = ("plan", "backend", "relu", "weights", "inputs", "states", "saved",
                  "lengths", "padded", "T", "B", "batch_first", "unbatched", "merge_mode",
-                 "deterministic", "chunk", "initial")
+                 "deterministic", "chunk", "initial", "full_T")
 
     def __init__(self, plan, backend, relu, weights, inputs, states, saved, lengths,
                  padded, T, B, batch_first, unbatched, merge_mode="concat",
-                 deterministic=True, chunk=0, initial=None):
+                 deterministic=True, chunk=0, initial=None, full_T=None):
         self.plan, self.backend, self.relu = plan, backend, relu
         self.weights, self.inputs, self.states, self.saved = weights, inputs, states, saved
         self.lengths, self.padded, self.T, self.B = lengths, padded, T, B
         self.batch_first, self.unbatched = batch_first, unbatched
         self.merge_mode, self.deterministic = merge_mode, deterministic
         self.chunk, self.initial = chunk, initial
+        self.full_T = T if full_T is None else full_T
 
     @property
     def cfg(self) -> Config:
@@ -324,6 +329,11 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
         finals = [np.zeros((LD, B, w), cfg.dtype) for w in state_widths(cfg)]
     states0 = finals if h0 is None else read_states(("h0", "c0"), h0, cfg, B, unbatched,
                                                      allow_none=False)
+    full_T = T
+    if lengths is not None and B and lengths.max() < T:
+        # the steps after the longest sequence are padding in every row: not run
+        T = int(lengths.max())
+        x = x[:T]
     padded = None if lengths is None else padded_mask(lengths, T)
     if padded is not None:
         x = np.array(x, order="C")       # a private copy: padded steps are zeroed
@@ -388,14 +398,14 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
                         else _layer_output(states[-1], T, B, P, padded))
         weights.append(ws)
     output = layer_in
-    if D == 1 and not k:
+    if D == 1 and not k and T == full_T:     # (else _all_steps copies it)
         output = output.copy()          # a view of hs, which the record keeps
     record = Record(plan, module, relu, weights, inputs, states, saved, steps, padded, T,
                     B, batch_first, unbatched, "concat" if D == 1 else merge_mode,
-                    bool(deterministic), chunk, initial)
+                    bool(deterministic), chunk, initial, full_T)
     if unbatched:
         finals = [f[:, 0] for f in finals]
-    return _to_user_layout(output, batch_first, unbatched), \
+    return _to_user_layout(_all_steps(output, full_T), batch_first, unbatched), \
         (finals[0] if len(finals) == 1 else tuple(finals)), record
 
 
@@ -478,6 +488,16 @@ def _unmerged_dy(dy, record):
     if record.padded is not None:
         both[record.padded] = 0          # dy is 0 there, but 0 · inf in a state is NaN
     return both
+
+
+def _all_steps(a, full_T: int):
+    """A time-major ``a`` (T, B, W) of the steps run, over the caller's ``full_T`` ≥ T
+    steps: zero after step T (steps after the longest sequence are not run)."""
+    if a.shape[0] == full_T:
+        return a
+    out = np.zeros((full_T,) + a.shape[1:], a.dtype)
+    out[:a.shape[0]] = a
+    return out
 
 
 def _to_user_layout(a, batch_first, unbatched):
@@ -611,8 +631,8 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
             if slots[3] is not None and dws[3] is None:     # one bias gradient for both
                 grads[slots[3]] = dws[2].copy()
         dy = dx
-    dx_user = None if dx is None else _to_user_layout(dx, record.batch_first,
-                                                      record.unbatched)
+    dx_user = None if dx is None else _to_user_layout(_all_steps(dx, record.full_T),
+                                                      record.batch_first, record.unbatched)
     if record.unbatched:
         ds0 = [a[:, 0] for a in ds0]
     states0 = ds0[0] if len(ds0) == 1 else tuple(ds0)
@@ -646,7 +666,8 @@ def _backward_one_direction(record, x, dy, dh_n, need_dx, need_dh0):
             module.input_grad(delta, w_ih, dx, False, T * B)
         if record.padded is not None:
             dx[record.padded] = 0        # δ is 0 there, but 0 · inf in W_ih is NaN
-        dx = _to_user_layout(dx, record.batch_first, record.unbatched)
+        dx = _to_user_layout(_all_steps(dx, record.full_T), record.batch_first,
+                             record.unbatched)
     # one layer-direction's keys, in PyTorch's order: weight_ih, weight_hh and the biases
     grads = dict(zip(plan.grad_keys, (dw_ih, dw_hh, db, db.copy()) if cfg.bias
                      else (dw_ih, dw_hh)))
