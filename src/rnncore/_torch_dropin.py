@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
-from ._torch_rule import _NONLINEARITY, _PLANS, _plan, _torch_reason
+from ._torch_rule import PLAN_ATTR, _plan, _torch_reason
 
 BACKENDS = (None, "torch") + functional.backends()
 
@@ -102,6 +102,16 @@ class _CellFunction(torch.autograd.Function):
                 None,
                 *[torch.from_numpy(grads[name]) if need[i] else None
                   for i, name in enumerate(ctx.names, 4)])
+
+
+# _CellFunction.apply without the Python layer of torch.autograd.Function.apply: that
+# layer binds default arguments (for a setup_context, which _CellFunction has not),
+# dispatches to torch.func's custom_function_call under a transform (the rule sends
+# such calls to torch) and unwraps every tensor argument that is a dead wrapper (a
+# tensor kept from inside a finished torch.func transform), which _call does for the
+# tensors a caller passes (input and hx). What remains is the C++ apply it ends in.
+_apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, _CellFunction)
+_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
 
 
 class _Layout:
@@ -196,8 +206,21 @@ class DropIn:
     def _apply(self, fn, recurse=True):
         # .to(), .double(), .cpu() and the like replace the parameters: the kept plan
         # would hold the old ones (and their memory) until the next call
-        _PLANS.pop(self, None)
+        self.__dict__.pop(PLAN_ATTR, None)
         return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        """The module's state for pickling and ``copy.deepcopy``, without the kept plan
+        (a copy makes its own at its first call).
+
+        Returns
+        -------
+        dict
+        """
+        state = super().__getstate__()
+        if PLAN_ATTR in state:
+            state = {k: v for k, v in state.items() if k != PLAN_ATTR}
+        return state
 
     def _weights(self):
         """The weight tensors in ``_flat_weights_names`` order (functional_call aware)."""
@@ -261,36 +284,39 @@ class DropIn:
             layout = _Layout(input.batch_sizes, input.sorted_indices,
                              input.unsorted_indices)
             lengths, batch_first = layout.lengths, False
-        names = self._flat_weights_names
         if self.training and self.dropout > 0 and self.num_layers > 1:
             y, states = self._layer_by_layer(x, h0, c0, weights, plan, lengths,
                                              batch_first, layout)
         else:
-            y, states = self._call(x, h0, c0, names, weights, plan.arrays(), lengths,
-                                   batch_first, layout)
+            y, states = self._call(x, h0, c0, plan.names, weights, plan.arrays(), plan,
+                                   lengths, batch_first, layout)
         if packed:
             y = PackedSequence(y, input.batch_sizes, input.sorted_indices,
                                input.unsorted_indices)
         return y, (tuple(states) if lstm else states[0])
 
-    def _call(self, x, h0, c0, names, weights, arrays, lengths, batch_first, packed):
+    def _call(self, x, h0, c0, names, weights, arrays, plan, lengths, batch_first,
+              packed):
         """One call of rnncore over the layers whose parameters ``names`` lists
-        (``weights`` the tensors, ``arrays`` their NumPy views by name); ``packed`` a
-        :class:`_Layout` when ``x`` is a PackedSequence's data (the output is then
-        packed data too).
+        (``weights`` the tensors, ``arrays`` their NumPy views by name, ``plan`` the
+        module's); ``packed`` a :class:`_Layout` when ``x`` is a PackedSequence's data
+        (the output is then packed data too).
 
         Through :class:`_CellFunction` when autograd records the call, else straight
         to :func:`rnncore.functional.forward`. Returns ``(output, [h_n])``, or
         ``(output, [h_n, c_n])`` for an LSTM.
         """
         cell = self._cell
-        call = (names, cell, _NONLINEARITY.get(self.mode, "tanh"), batch_first, lengths,
+        call = (names, cell, plan.nonlinearity, batch_first, lengths,
                 self._rnncore_backend, arrays, packed)
         if torch.is_grad_enabled() and (
                 x.requires_grad or any(w.requires_grad for w in weights)
                 or (h0 is not None and (h0.requires_grad
                                         or (c0 is not None and c0.requires_grad)))):
-            y, *states = _CellFunction.apply(x, h0, c0, call, *weights)
+            y, *states = _apply(_unwrap_if_dead(x),
+                                None if h0 is None else _unwrap_if_dead(h0),
+                                None if c0 is None else _unwrap_if_dead(c0),
+                                call, *weights)
             return y, states
         lstm = cell == "lstm"
         states0 = (_array(h0), _array(c0)) if lstm and h0 is not None else _array(h0)
@@ -323,8 +349,8 @@ class DropIn:
             arrays = plan.layer_arrays(layer, per)
             y, states = self._call(
                 x, None if h0 is None else h0[rows], None if c0 is None else c0[rows],
-                list(arrays), weights[layer * per:(layer + 1) * per], arrays, lengths,
-                batch_first, packed)
+                list(arrays), weights[layer * per:(layer + 1) * per], arrays, plan,
+                lengths, batch_first, packed)
             finals.append(states)
             if layer < L - 1:
                 x = y * _dropout_noise(y, self.dropout, batch_first)
@@ -367,7 +393,7 @@ class DropIn:
             UserWarning, stacklevel=2)
         stock = self._stock.__new__(self._stock)
         for key, value in self.__dict__.items():
-            if key != "_rnncore_backend":
+            if key not in ("_rnncore_backend", PLAN_ATTR):
                 stock.__dict__[key] = value.copy() if isinstance(value, (dict, list)) \
                     else value
         return stock
