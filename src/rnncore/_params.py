@@ -228,12 +228,15 @@ class Plan:
     widths : tuple of int
         (widest_input, G*H): the widths ``_kernels.check_sizes`` checks.
     one_direction : bool
-        One layer, one direction: the network whose calls take ``functional``'s short
-        path when nothing else routes them around it.
+        One layer, one direction.
+    stacked : bool
+        An Elman network of one direction (any number of layers): the network whose
+        calls take ``functional``'s short path, its layers back to back, when nothing
+        else routes them around it.
     """
 
     __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias", "widest_input",
-                 "widths", "one_direction", "_zero_states")
+                 "widths", "one_direction", "stacked", "_zero_states")
 
     def __init__(self, cfg: Config, keys: list[str]):
         self.cfg = cfg
@@ -253,6 +256,7 @@ class Plan:
         self.widest_input = max(cfg.input_size, cfg.D * cfg.out_size)
         self.widths = (self.widest_input, cfg.G * cfg.hidden_size)
         self.one_direction = cfg.num_layers == 1 and cfg.D == 1
+        self.stacked = cfg.cell == "rnn" and cfg.D == 1
         self._zero_states: dict[int, np.ndarray] = {}
 
     def zero_state(self, B: int) -> np.ndarray:
