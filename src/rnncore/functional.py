@@ -46,7 +46,6 @@ _NONLINEARITIES = ("tanh", "relu")
 # shared objects, so a call with the defaults needs no other check; anything else,
 # equal values that are other objects included, is checked by _checked_options
 _RNN, _TANH, _CONCAT, _NO_CHECKPOINT = "rnn", "tanh", "concat", 0
-_WHOLE_CALL_ROWS = _chunks.WHOLE_CALL_ROWS
 # A call whose arrays may reach the block cache's size allocates them through it
 # (_memory): (T·B + K + H)·H elements bounds the largest of one layer's (outputs,
 # states, weights, their gradients) from below within a small factor.
@@ -256,9 +255,10 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     cache = _memory.enter() if _large(T * B, K, cfg.hidden_size) else None
     try:
         if (plan.stacked and lengths is None and not checkpoint
-                and T * B <= _WHOLE_CALL_ROWS and _one_part_each(module, T, B, cfg)):
-            # One Elman direction, each layer in one call on one thread (a short call's
-            # path): what the walker below does for it, without what it does not need.
+                and T <= _chunks.chunk_steps(B, T) and _one_part_each(module, T, B, cfg)):
+            # One Elman direction, each layer in one call (one chunk, as the walker
+            # would run it) on one thread: a short call's path, what the walker below
+            # does for it without what it does not need.
             return _stacked_forward(module, relu, plan, arrays, np.ascontiguousarray(x),
                                     h0, T, B, unbatched, batch_first, snapshot_weights,
                                     deterministic is True or bool(deterministic))
