@@ -277,3 +277,35 @@ def test_the_stacked_short_path_gives_the_bits_of_one_call_per_layer(
         np.testing.assert_array_equal(dx, d_below)
     else:
         assert dx is None
+
+
+def test_checked_params_give_the_bits_of_the_plain_mapping_and_see_in_place_changes(
+        backend, dtype, rng):
+    """A mapping checked once (what the torch drop-ins keep) is read as the dict it was
+    made from, and values changed in place since are the values computed with."""
+    from rnncore._params import CheckedParams
+
+    params = one_direction_params(rng, dtype, True, layers=2)
+    checked = CheckedParams(params, "rnn")
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    for key, value in one_direction_params(rng, dtype, True, layers=2).items():
+        params[key][...] = value
+    got, got_keys = one_direction_call(x, checked, dy, None, backend=backend)
+    want, want_keys = one_direction_call(x, params, dy, None, backend=backend)
+    assert got_keys == want_keys
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_checked_params_are_read_only_and_checked_when_made():
+    from rnncore._params import CheckedParams
+
+    params = one_direction_params(np.random.default_rng(0), np.float32, True)
+    checked = CheckedParams(params, "rnn")
+    assert dict(checked) == params and len(checked) == len(params)
+    with pytest.raises(TypeError):
+        checked["weight_ih_l0"] = params["weight_ih_l0"]
+    del params["bias_hh_l0"]
+    with pytest.raises(ValueError, match="missing"):
+        CheckedParams(params, "rnn")

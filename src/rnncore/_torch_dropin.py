@@ -24,8 +24,11 @@ BACKENDS = (None, "torch") + functional.backends()
 
 
 def _array(t):
-    """A tensor's values as an ndarray sharing its memory, or None for None."""
-    return None if t is None else t.detach().numpy()
+    """A tensor's values as an ndarray sharing its memory, or None for None (detached
+    first only if it requires grad: ``numpy()`` refuses it then)."""
+    if t is None:
+        return None
+    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 def _grad_array(t):
@@ -55,7 +58,7 @@ class _CellFunction(torch.autograd.Function):
             hx = None if h0 is None else (_array(h0), _array(c0))
         else:
             hx = _array(h0)
-        x_array = x.detach().numpy()
+        x_array = _array(x)
         y, h_n, record = functional.forward(
             x_array if packed is None else packed.pad(x_array), arrays, hx, lengths,
             cell=cell, nonlinearity=nonlinearity, batch_first=batch_first,
@@ -320,7 +323,7 @@ class DropIn:
             return y, states
         lstm = cell == "lstm"
         states0 = (_array(h0), _array(c0)) if lstm and h0 is not None else _array(h0)
-        x_array = x.detach().numpy()
+        x_array = _array(x)
         y, h_n, _ = functional.forward(
             x_array if packed is None else packed.pad(x_array), arrays, states0, lengths,
             cell=cell, nonlinearity=call[2], batch_first=batch_first, backend=call[5],

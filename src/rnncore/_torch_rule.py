@@ -21,6 +21,7 @@ from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
+from ._params import CheckedParams
 
 if TYPE_CHECKING:
     from ._torch_dropin import DropIn
@@ -151,10 +152,11 @@ class _Plan:
         The weights' parameter names, in ``_flat_weights_names`` order.
     nonlinearity : str
         The Elman cell's f ("tanh" or "relu"; "tanh" for the gated cells).
+    cell : {"rnn", "lstm", "gru"}
     """
 
     __slots__ = ("key", "dtype", "torch_function", "module_reason", "LD", "P", "D",
-                 "widest", "names", "nonlinearity", "_weights", "_arrays",
+                 "widest", "names", "nonlinearity", "cell", "_weights", "_arrays",
                  "_layer_arrays")
 
     def __init__(self, rnn: "DropIn", weights, key):
@@ -184,22 +186,27 @@ class _Plan:
         self.widest = max(rnn.input_size, self.D * self.P)
         self.names = list(names)
         self.nonlinearity = _NONLINEARITY.get(rnn.mode, "tanh")
+        self.cell = cell
         self._weights = weights
         self._arrays = self._layer_arrays = None
 
-    def arrays(self) -> dict:
-        """The weights as NumPy views sharing their memory, by parameter name."""
+    def arrays(self) -> CheckedParams:
+        """The weights as NumPy views sharing their memory, by parameter name, checked
+        once by functional (a :class:`~rnncore._params.CheckedParams`: the plan lives
+        only as long as the weights' shapes, dtypes and memory stay as they are)."""
         if self._arrays is None:
-            self._arrays = {name: w.detach().numpy()
-                            for name, w in zip(self.names, self._weights)}
+            self._arrays = CheckedParams(
+                {name: w.detach().numpy() for name, w in zip(self.names, self._weights)},
+                self.cell)
         return self._arrays
 
-    def layer_arrays(self, layer: int, per: int) -> dict:
+    def layer_arrays(self, layer: int, per: int) -> CheckedParams:
         """Layer ``layer``'s ``per`` weights as NumPy views, named as layer 0's."""
         if self._layer_arrays is None:
             arrays = list(self.arrays().values())
             names = [re.sub(r"_l\d+", "_l0", name) for name in self.names[:per]]
-            self._layer_arrays = [dict(zip(names, arrays[i:i + per]))
+            self._layer_arrays = [CheckedParams(dict(zip(names, arrays[i:i + per])),
+                                                self.cell)
                                   for i in range(0, len(arrays), per)]
         return self._layer_arrays[layer]
 
@@ -309,7 +316,7 @@ def _torch_reason(rnn: "DropIn", input, hx, weights, plan: _Plan | None = None
             (LD, *batch, width) for width in ((P, H) if cell == "lstm" else (H,))):
         return ("hx does not have shape (L*D, B, H), or (L*D, H) for unbatched input "
                 "(an LSTM's h0: P wide with a projection)")
-    return _size_reason(T, B, max(K, plan.D * P), _GATES[cell] * H)
+    return _size_reason(T, B, plan.widest, _GATES[cell] * H)
 
 
 def _size_reason(T, B, K, GH) -> str | None:
