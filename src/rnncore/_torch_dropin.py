@@ -82,29 +82,42 @@ class _CellFunction(torch.autograd.Function):
         return (torch.from_numpy(y), *[torch.from_numpy(s) for s in states])
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy, *d_states):
-        # raises if x or a weight was modified in place since forward
-        record = ctx.saved_tensors[-1].rnncore_record
-        need = ctx.needs_input_grad
-        if ctx.lstm:
-            dh_n = None if d_states == (None, None) else tuple(map(_grad_array, d_states))
-        else:
-            dh_n = _grad_array(d_states[0])
-        dy = _grad_array(dy)
-        if ctx.packed is not None:
-            dy = None if dy is None else ctx.packed.pad(dy)
-        dx, dh0, grads = functional.backward(record, dy, dh_n, need_dx=need[0],
-                                             need_dh0=need[1] or need[2])
-        if ctx.packed is not None and dx is not None:
-            dx = ctx.packed.unpad(dx)
-        dh0, dc0 = dh0 if ctx.lstm and dh0 is not None else (dh0, None)
-        return (None if dx is None else torch.from_numpy(dx),
-                torch.from_numpy(dh0) if need[1] else None,
-                torch.from_numpy(dc0) if need[2] else None,
-                None,
-                *[torch.from_numpy(grads[name]) if need[i] else None
-                  for i, name in enumerate(ctx.names, 4)])
+        if torch.is_grad_enabled():
+            # create_graph=True: the gradients get a grad_fn that raises if they are
+            # differentiated (once_differentiable's). Otherwise (autograd runs backward
+            # with grad mode off) once_differentiable would only wrap the call in
+            # no_grad and return its result: the call is made directly.
+            return _backward_once(ctx, dy, *d_states)
+        return _backward(ctx, dy, *d_states)
+
+
+def _backward(ctx, dy, *d_states):
+    """:meth:`_CellFunction.backward` (one gradient per input of ``forward``)."""
+    # raises if x or a weight was modified in place since forward
+    record = ctx.saved_tensors[-1].rnncore_record
+    need = ctx.needs_input_grad
+    if ctx.lstm:
+        dh_n = None if d_states == (None, None) else tuple(map(_grad_array, d_states))
+    else:
+        dh_n = _grad_array(d_states[0])
+    dy = _grad_array(dy)
+    if ctx.packed is not None:
+        dy = None if dy is None else ctx.packed.pad(dy)
+    dx, dh0, grads = functional.backward(record, dy, dh_n, need_dx=need[0],
+                                         need_dh0=need[1] or need[2])
+    if ctx.packed is not None and dx is not None:
+        dx = ctx.packed.unpad(dx)
+    dh0, dc0 = dh0 if ctx.lstm and dh0 is not None else (dh0, None)
+    return (None if dx is None else torch.from_numpy(dx),
+            torch.from_numpy(dh0) if need[1] else None,
+            torch.from_numpy(dc0) if need[2] else None,
+            None,
+            *[torch.from_numpy(grads[name]) if need[i] else None
+              for i, name in enumerate(ctx.names, 4)])
+
+
+_backward_once = once_differentiable(_backward)
 
 
 # _CellFunction.apply without the Python layer of torch.autograd.Function.apply: that

@@ -279,13 +279,14 @@ def _torch_reason(rnn: "DropIn", input, hx, weights, plan: _Plan | None = None
     states = () if hx is None else _states(rnn, hx)
     if states is None:
         return "hx of an LSTM is not a tuple or list of two tensors"
-    if not all(_plain(s, dtype) for s in states):
-        return "hx is not a CPU tensor with the strided layout of the input's dtype"
+    for s in states:
+        if not _plain(s, dtype):
+            return "hx is not a CPU tensor with the strided layout of the input's dtype"
     if plan is None:
         plan = _plan(rnn, weights)
     if dtype is not plan.dtype:
         return _WEIGHTS_REASON
-    if (torch.jit.is_tracing() or plan.torch_function
+    if (torch._C._is_tracing() or plan.torch_function
             or torch.overrides.has_torch_function((x, *states))
             or torch._C._functorch.peek_interpreter_stack() is not None
             or forward_ad._current_level >= 0
