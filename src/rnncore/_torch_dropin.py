@@ -10,6 +10,7 @@ torch).
 """
 from __future__ import annotations
 
+import operator
 import warnings
 
 import numpy as np
@@ -21,6 +22,7 @@ from . import functional
 from ._torch_rule import PLAN_ATTR, _plan, _torch_reason
 
 BACKENDS = (None, "torch") + functional.backends()
+_requires_grad = operator.attrgetter("requires_grad")
 
 
 def _array(t):
@@ -326,7 +328,7 @@ class DropIn:
         call = (names, cell, plan.nonlinearity, batch_first, lengths,
                 self._rnncore_backend, arrays, packed)
         if torch.is_grad_enabled() and (
-                x.requires_grad or any(w.requires_grad for w in weights)
+                x.requires_grad or any(map(_requires_grad, weights))
                 or (h0 is not None and (h0.requires_grad
                                         or (c0 is not None and c0.requires_grad)))):
             y, *states = _apply(_unwrap_if_dead(x),

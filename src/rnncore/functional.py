@@ -323,17 +323,17 @@ def _stacked_forward(module, relu, plan, arrays, x, h0, T, B, unbatched, batch_f
     s0 = ((plan.zero_state(B),) * L if h0 is None
           else check_state("h0", h0, cfg, B, unbatched))
     steps = _full_lengths(B, T)
+    h_n = np.empty((L, B, cfg.hidden_size), cfg.dtype)    # the caller's: hs is the record's
     weights, inputs, states = [], [], []
     layer_in = x
     for layer, (positions,) in enumerate(plan.layers):
         w = _ELMAN.direction_weights(plan, arrays, positions, snapshot_weights)
         hs = module.layer_forward(layer_in, *w, s0[layer], steps, False, relu)
+        h_n[layer] = hs[T]
         weights.append([w])
         inputs.append(layer_in)
         states.append([hs])
         layer_in = hs[1:]
-    # (L, B, H), the callers own: hs is the record's
-    h_n = hs[T:].copy() if L == 1 else np.concatenate([s[0][T:] for s in states])
     record = Record(plan, module, relu, weights, inputs, states, [_NOTHING_SAVED] * L,
                     steps, None, T, B, batch_first, unbatched, _CONCAT, deterministic)
     output = layer_in.copy()
