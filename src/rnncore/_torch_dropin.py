@@ -129,7 +129,8 @@ _backward_once = once_differentiable(_backward)
 # tensor kept from inside a finished torch.func transform), which _call does for the
 # tensors a caller passes (input and hx). What remains is the C++ apply it ends in.
 _apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, _CellFunction)
-_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+# (a torch without it has no such wrappers to unwrap, and its apply unwraps none)
+_unwrap_if_dead = getattr(torch._C._functorch, "unwrap_if_dead", None) or (lambda t: t)
 
 
 class _Layout:
