@@ -135,8 +135,9 @@ class _Plan:
     Attributes
     ----------
     key : tuple or None
-        The module's configuration, then ``[(id, _version, data_ptr, dtype, shape,
-        stride)]`` of each weight; None for a plan made for one call and not kept.
+        The module's configuration, then ``[(_version, data_ptr, dtype, shape,
+        stride)]`` of each weight (the weights themselves are ``_weights``); None for a
+        plan made for one call and not kept.
     dtype : torch.dtype or None
         The one floating dtype whose input the weights accept (every weight a CPU,
         strided tensor of that dtype and of its parameter's shape), or None if none.
@@ -222,10 +223,10 @@ per call, the module's own; a pickled, deep-copied or scripted module leaves it 
 
 
 def _weights_state(weights) -> list:
-    """What a plan's key holds of each weight: id, version, data pointer, dtype, shape,
-    strides (one list, compared with the kept one in one comparison)."""
-    return [(id(w), w._version, w.data_ptr(), w.dtype, w.shape, w.stride())
-            for w in weights]
+    """What a plan's key holds of each weight besides the object (which the plan holds
+    and :func:`_plan` compares first): version, data pointer, dtype, shape and strides,
+    one list compared with the kept one in one comparison."""
+    return [(w._version, w.data_ptr(), w.dtype, w.shape, w.stride()) for w in weights]
 
 
 def _plan(rnn: "DropIn", weights) -> _Plan:
