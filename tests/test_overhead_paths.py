@@ -107,9 +107,9 @@ def test_omitted_h0_gives_what_explicit_zeros_give_in_every_layer_and_direction(
         np.testing.assert_array_equal(g, w, err_msg=name)
 
 
-# One Elman layer-direction run in one call takes functional's short path; every option
-# below routes the same computation around it (through the layer walker), which must
-# give the same bits.
+# A one-direction Elman network whose layers each run in one call takes functional's
+# short path (the layers back to back); every option below routes the same computation
+# around it (through the layer walker), which must give the same bits.
 ROUTES_AROUND = {
     "lengths all full": dict(lengths=[T] * B),
     "checkpointed": dict(checkpoint=1),
@@ -124,27 +124,42 @@ def one_direction_call(x, params, dy, dh_n, **kwargs):
     return [y, h_n, dx, dh0, *grads.values()], list(grads)
 
 
-def one_direction_params(rng, dtype, bias):
-    shapes = F.param_shapes(K, H, 1, bias=bias)
+def one_direction_params(rng, dtype, bias, layers=1):
+    shapes = F.param_shapes(K, H, layers, bias=bias)
     return {key: rng.uniform(-0.5, 0.5, shape).astype(dtype)
             for key, shape in shapes.items()}
+
+
+@pytest.fixture
+def short_paths(monkeypatch):
+    """How many calls took the short path: {"forward": n, "backward": n}."""
+    counts = {"forward": 0, "backward": 0}
+    for name, kind in [("_stacked_forward", "forward"), ("_backward_stacked", "backward")]:
+        def counted(*args, _run=getattr(F, name), _kind=kind, **kwargs):
+            counts[_kind] += 1
+            return _run(*args, **kwargs)
+        monkeypatch.setattr(F, name, counted)
+    return counts
 
 
 @pytest.mark.parametrize("route", ROUTES_AROUND)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
 @pytest.mark.parametrize("h0", [False, True], ids=["zero h0", "h0"])
 @pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+@pytest.mark.parametrize("layers", [1, 3])
 def test_the_one_direction_short_path_gives_the_bits_of_the_layer_walker(
-        backend, dtype, rng, route, bias, h0, relu):
-    params = one_direction_params(rng, dtype, bias)
+        backend, dtype, rng, route, bias, h0, relu, layers, short_paths):
+    params = one_direction_params(rng, dtype, bias, layers)
     x = rng.standard_normal((T, B, K)).astype(dtype)
     dy = rng.standard_normal((T, B, H)).astype(dtype)
-    dh_n = rng.standard_normal((1, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((layers, B, H)).astype(dtype)
     common = dict(backend=backend, nonlinearity="relu" if relu else "tanh",
-                  h0=rng.standard_normal((1, B, H)).astype(dtype) if h0 else None)
+                  h0=rng.standard_normal((layers, B, H)).astype(dtype) if h0 else None)
     got, got_keys = one_direction_call(x, params, dy, dh_n, **common)
+    assert short_paths == {"forward": 1, "backward": 1}
     want, want_keys = one_direction_call(x, params, dy, dh_n, **common,
                                          **ROUTES_AROUND[route])
+    assert short_paths["forward"] == 1            # the walker ran the second call
     assert got_keys == want_keys == list(params)
     for name, g, w in zip(["y", "h_n", "dx", "dh0", *want_keys], got, want):
         assert g.shape == w.shape, name
@@ -214,3 +229,83 @@ def test_the_short_paths_results_are_the_callers_own(backend, dtype, rng):
     second, _ = one_direction_call(x, params, dy, None, backend=backend)
     for g, w in zip(second, first):
         np.testing.assert_array_equal(g, w)
+
+
+def layer_params(params, layer):
+    """Layer ``layer``'s parameters of a one-direction network, named as layer 0's."""
+    return {key.replace(f"_l{layer}", "_l0"): value for key, value in params.items()
+            if key.endswith(f"_l{layer}")}
+
+
+@pytest.mark.parametrize("need_dx", [True, False], ids=["dx", "no dx"])
+@pytest.mark.parametrize("need_dh0", [True, False], ids=["dh0", "no dh0"])
+def test_the_stacked_short_path_gives_the_bits_of_one_call_per_layer(
+        backend, dtype, rng, need_dx, need_dh0, short_paths):
+    """Three layers in one call give what three one-layer calls chained by hand give:
+    each layer's output the next one's input, each layer's ∂x the ∂y of the one below."""
+    L = 3
+    params = one_direction_params(rng, dtype, True, L)
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    h0 = rng.standard_normal((L, B, H)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((L, B, H)).astype(dtype)
+    y, h_n, record = F.forward(x, params, h0, backend=backend)
+    dx, dh0, grads = F.backward(record, dy, dh_n, need_dx=need_dx, need_dh0=need_dh0)
+    assert short_paths == {"forward": 1, "backward": 1}
+
+    layer_in, records, finals = x, [], []
+    for layer in range(L):
+        layer_in, final, rec = F.forward(layer_in, layer_params(params, layer),
+                                         h0[layer:layer + 1], backend=backend)
+        records.append(rec)
+        finals.append(final)
+    np.testing.assert_array_equal(y, layer_in)
+    np.testing.assert_array_equal(h_n, np.concatenate(finals))
+    d_below = dy
+    for layer in reversed(range(L)):
+        d_below, d0, layer_grads = F.backward(records[layer], d_below,
+                                              dh_n[layer:layer + 1],
+                                              need_dx=layer > 0 or need_dx,
+                                              need_dh0=need_dh0)
+        if need_dh0:
+            np.testing.assert_array_equal(dh0[layer:layer + 1], d0)
+        for key, g in layer_grads.items():
+            np.testing.assert_array_equal(grads[key.replace("_l0", f"_l{layer}")], g,
+                                          err_msg=f"layer {layer} {key}")
+    assert dh0 is None if not need_dh0 else dh0.shape == (L, B, H)
+    if need_dx:
+        np.testing.assert_array_equal(dx, d_below)
+    else:
+        assert dx is None
+
+
+def test_checked_params_give_the_bits_of_the_plain_mapping_and_see_in_place_changes(
+        backend, dtype, rng):
+    """A mapping checked once (what the torch drop-ins keep) is read as the dict it was
+    made from, and values changed in place since are the values computed with."""
+    from rnncore._params import CheckedParams
+
+    params = one_direction_params(rng, dtype, True, layers=2)
+    checked = CheckedParams(params, "rnn")
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    for key, value in one_direction_params(rng, dtype, True, layers=2).items():
+        params[key][...] = value
+    got, got_keys = one_direction_call(x, checked, dy, None, backend=backend)
+    want, want_keys = one_direction_call(x, params, dy, None, backend=backend)
+    assert got_keys == want_keys
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_checked_params_are_read_only_and_checked_when_made():
+    from rnncore._params import CheckedParams
+
+    params = one_direction_params(np.random.default_rng(0), np.float32, True)
+    checked = CheckedParams(params, "rnn")
+    assert dict(checked) == params and len(checked) == len(params)
+    with pytest.raises(TypeError):
+        checked["weight_ih_l0"] = params["weight_ih_l0"]
+    del params["bias_hh_l0"]
+    with pytest.raises(ValueError, match="missing"):
+        CheckedParams(params, "rnn")

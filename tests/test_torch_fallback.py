@@ -181,3 +181,21 @@ def test_docs_state_the_rule_of_the_class_docstring(cls):
     docs = (Path(__file__).resolve().parents[1] / "docs" / "torch.md").read_text("utf-8")
     assert _bullets(docs, "## What runs where") == \
         _bullets(cls.__doc__, "**When torch's implementation runs.**")
+
+
+def test_a_tensor_kept_from_a_finished_torch_func_transform_runs_on_rnncore(entered):
+    """A tensor kept from inside ``torch.func.grad`` (a dead wrapper once the transform
+    has returned) is an input like any other: it runs on rnncore, with stock's outputs
+    and weight gradients."""
+    ours, stock = pair()
+    kept = []
+    torch.func.grad(lambda x: kept.append(x) or x.sum())(_x(T, B, K))
+    x = kept[0]
+    assert torch._C._functorch.is_functorch_wrapped_tensor(x)
+    outputs = [module(x) for module in (ours, stock)]
+    assert len(entered) == 1
+    for (y, h_n), module in zip(outputs, (ours, stock)):
+        (y.sum() + h_n.sum()).backward()
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    for name, w in stock.named_parameters():
+        torch.testing.assert_close(getattr(ours, name).grad, w.grad)

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import rnncore.torch as rt  # noqa: E402
-from rnncore._torch_rule import _PLANS, _runs_on_rnncore  # noqa: E402
+from rnncore._torch_rule import PLAN_ATTR, _kept_plan, _runs_on_rnncore  # noqa: E402
 
 T, B, K, H = 5, 2, 3, 4
 CELLS = ["RNN", "LSTM", "GRU"]
@@ -41,9 +41,9 @@ def x_for(dtype=torch.float64):
 def test_a_plan_is_kept_between_calls_with_unchanged_weights(cell):
     ours, _ = pair(cell)
     ours(x_for())
-    kept = _PLANS[ours]
+    kept = _kept_plan(ours)
     ours(x_for())
-    assert _PLANS[ours] is kept
+    assert _kept_plan(ours) is kept
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -53,9 +53,9 @@ def test_an_optimiser_step_invalidates_the_plan(cell):
     for module in (ours, stock):
         module(x)[0].sum().backward()
         torch.optim.SGD(module.parameters(), lr=0.5).step()
-    kept = _PLANS[ours]
+    kept = _kept_plan(ours)
     assert_same_call(ours, stock, x)
-    assert _PLANS[ours] is not kept
+    assert _kept_plan(ours) is not kept
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -66,6 +66,29 @@ def test_assigning_param_data_invalidates_the_plan(cell):
     for module in (ours, stock):
         module.weight_hh_l1.data = torch.full_like(module.weight_hh_l1, 0.3)
     assert_same_call(ours, stock, x)
+
+
+def test_a_square_weight_transposed_in_place_of_its_data_invalidates_the_plan():
+    """``p.data = p.data.t()`` on a square weight keeps the tensor object, its version
+    counter, data pointer, dtype and shape: only its strides tell the plan's NumPy view
+    of the old layout from the new."""
+    ours, stock = pair("RNN")
+    x = x_for()
+    ours(x)
+    kept = _kept_plan(ours)
+    for module in (ours, stock):
+        module.weight_hh_l1.data = module.weight_hh_l1.data.t()
+    assert not ours.weight_hh_l1.is_contiguous()
+    assert_same_call(ours, stock, x)
+    assert _kept_plan(ours) is not kept
+
+
+def test_the_plan_is_kept_in_the_modules_dict_and_left_out_of_its_state():
+    ours, _ = pair("RNN")
+    ours(x_for())
+    assert ours.__dict__[PLAN_ATTR] is _kept_plan(ours)
+    assert PLAN_ATTR not in ours.__getstate__()
+    assert _kept_plan(copy.deepcopy(ours)) is None
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -83,10 +106,10 @@ def test_moving_to_another_dtype_invalidates_the_plan(cell):
 def test_moving_to_another_dtype_releases_the_old_weights_at_once(cell):
     ours, _ = pair(cell, torch.float32)
     ours(x_for(torch.float32))
-    old = weakref.ref(_PLANS[ours].arrays()["weight_hh_l0"])    # the float32 memory
+    old = weakref.ref(_kept_plan(ours).arrays()["weight_hh_l0"])    # the float32 memory
     ours.to(torch.float64)
     gc.collect()
-    assert ours not in _PLANS
+    assert _kept_plan(ours) is None
     assert old() is None
 
 
@@ -95,12 +118,12 @@ def test_load_state_dict_invalidates_the_plan(cell):
     ours, stock = pair(cell)
     x = x_for()
     ours(x)
-    kept = _PLANS[ours]
+    kept = _kept_plan(ours)
     torch.manual_seed(5)
     other = getattr(torch.nn, cell)(K, H, 2, dtype=torch.float64)
     ours.load_state_dict(other.state_dict())
     assert_same_call(ours, other, x)
-    assert _PLANS[ours] is not kept
+    assert _kept_plan(ours) is not kept
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -123,7 +146,7 @@ def test_a_deep_copy_does_not_share_the_plan_of_the_original(cell):
         twin.weight_hh_l0.mul_(2)        # the copy's own weights, not the original's
         stock.weight_hh_l0.mul_(2)
     assert_same_call(twin, stock, x)
-    assert _PLANS[twin] is not _PLANS[ours]
+    assert _kept_plan(twin) is not _kept_plan(ours)
 
 
 def test_a_weight_of_another_dtype_sends_the_next_call_to_torch():
@@ -203,4 +226,5 @@ def test_a_torch_function_weight_runs_on_torch_and_is_not_asked_for_its_data():
     _Logged.calls.clear()
     assert not _runs_on_rnncore(ours, x)
     assert not any("data_ptr" in name or "_version" in name for name in _Logged.calls)
-    assert all(entry[0] is not ours.weight_hh_l0 for entry in _PLANS[ours].key[1])
+    kept = _kept_plan(ours)
+    assert kept is None or all(w is not ours.weight_hh_l0 for w in kept._weights)

@@ -188,6 +188,8 @@ def read_params(params: Mapping[str, Any], cell: str) -> tuple[Plan, list[np.nda
     through :func:`as_array`. Everything else the checks need is in the signature
     (keys, shapes, dtypes), whose plan is computed once.
     """
+    if type(params) is CheckedParams and params.cell == cell:
+        return params.plan, params.arrays
     if type(params) is not dict and not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of parameter names to arrays; "
                         f"got {type(params).__name__}")
@@ -198,6 +200,45 @@ def read_params(params: Mapping[str, Any], cell: str) -> tuple[Plan, list[np.nda
         arrays.append(value)
         signature.append((key, value.shape, value.dtype))
     return _plan_for(tuple(signature)), arrays
+
+
+class CheckedParams(Mapping):
+    """A read-only parameter mapping checked once, for an owner that keeps it between
+    calls (the torch drop-ins' plan): :func:`read_params` returns what it read when the
+    mapping was made, without reading the parameters again.
+
+    Its arrays are those given, not copies: their values may change in place (an
+    optimiser step), never their shapes, dtypes or memory; an owner whose weights change
+    otherwise makes a new mapping (the drop-ins' plan is rebuilt then).
+
+    Parameters
+    ----------
+    params : mapping of str to ndarray
+        As for :func:`rnncore.functional.forward`, native-order ndarrays.
+    cell : {"rnn", "lstm", "gru"}
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`read_params`, for parameters that do not describe one ``cell``
+        network.
+    """
+
+    __slots__ = ("_params", "cell", "plan", "arrays")
+
+    def __init__(self, params: Mapping[str, Any], cell: str):
+        self._params = dict(params)
+        self.cell = cell
+        self.plan, self.arrays = read_params(self._params, cell)
+
+    def __getitem__(self, key):
+        return self._params[key]
+
+    def __iter__(self):
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
 
 
 _MAX_KEPT_ZEROS = 1 << 16               # values of a zero state a plan keeps
@@ -228,12 +269,15 @@ class Plan:
     widths : tuple of int
         (widest_input, G*H): the widths ``_kernels.check_sizes`` checks.
     one_direction : bool
-        One layer, one direction: the network whose calls take ``functional``'s short
-        path when nothing else routes them around it.
+        One layer, one direction.
+    stacked : bool
+        An Elman network of one direction (any number of layers): the network whose
+        calls take ``functional``'s short path, its layers back to back, when nothing
+        else routes them around it.
     """
 
     __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias", "widest_input",
-                 "widths", "one_direction", "_zero_states")
+                 "widths", "one_direction", "stacked", "_zero_states")
 
     def __init__(self, cfg: Config, keys: list[str]):
         self.cfg = cfg
@@ -253,6 +297,7 @@ class Plan:
         self.widest_input = max(cfg.input_size, cfg.D * cfg.out_size)
         self.widths = (self.widest_input, cfg.G * cfg.hidden_size)
         self.one_direction = cfg.num_layers == 1 and cfg.D == 1
+        self.stacked = cfg.cell == "rnn" and cfg.D == 1
         self._zero_states: dict[int, np.ndarray] = {}
 
     def zero_state(self, B: int) -> np.ndarray:

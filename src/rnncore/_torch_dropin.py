@@ -10,6 +10,7 @@ torch).
 """
 from __future__ import annotations
 
+import operator
 import warnings
 
 import numpy as np
@@ -18,14 +19,18 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
-from ._torch_rule import _NONLINEARITY, _PLANS, _plan, _torch_reason
+from ._torch_rule import PLAN_ATTR, _plan, _torch_reason
 
 BACKENDS = (None, "torch") + functional.backends()
+_requires_grad = operator.attrgetter("requires_grad")
 
 
 def _array(t):
-    """A tensor's values as an ndarray sharing its memory, or None for None."""
-    return None if t is None else t.detach().numpy()
+    """A tensor's values as an ndarray sharing its memory, or None for None (detached
+    first only if it requires grad: ``numpy()`` refuses it then)."""
+    if t is None:
+        return None
+    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 def _grad_array(t):
@@ -55,7 +60,7 @@ class _CellFunction(torch.autograd.Function):
             hx = None if h0 is None else (_array(h0), _array(c0))
         else:
             hx = _array(h0)
-        x_array = x.detach().numpy()
+        x_array = _array(x)
         y, h_n, record = functional.forward(
             x_array if packed is None else packed.pad(x_array), arrays, hx, lengths,
             cell=cell, nonlinearity=nonlinearity, batch_first=batch_first,
@@ -79,29 +84,53 @@ class _CellFunction(torch.autograd.Function):
         return (torch.from_numpy(y), *[torch.from_numpy(s) for s in states])
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy, *d_states):
-        # raises if x or a weight was modified in place since forward
-        record = ctx.saved_tensors[-1].rnncore_record
-        need = ctx.needs_input_grad
-        if ctx.lstm:
-            dh_n = None if d_states == (None, None) else tuple(map(_grad_array, d_states))
-        else:
-            dh_n = _grad_array(d_states[0])
-        dy = _grad_array(dy)
-        if ctx.packed is not None:
-            dy = None if dy is None else ctx.packed.pad(dy)
-        dx, dh0, grads = functional.backward(record, dy, dh_n, need_dx=need[0],
-                                             need_dh0=need[1] or need[2])
-        if ctx.packed is not None and dx is not None:
-            dx = ctx.packed.unpad(dx)
-        dh0, dc0 = dh0 if ctx.lstm and dh0 is not None else (dh0, None)
-        return (None if dx is None else torch.from_numpy(dx),
-                torch.from_numpy(dh0) if need[1] else None,
-                torch.from_numpy(dc0) if need[2] else None,
-                None,
-                *[torch.from_numpy(grads[name]) if need[i] else None
-                  for i, name in enumerate(ctx.names, 4)])
+        if torch.is_grad_enabled():
+            # create_graph=True: the gradients get a grad_fn that raises if they are
+            # differentiated (once_differentiable's). Otherwise (autograd runs backward
+            # with grad mode off) once_differentiable would only wrap the call in
+            # no_grad and return its result: the call is made directly.
+            return _backward_once(ctx, dy, *d_states)
+        return _backward(ctx, dy, *d_states)
+
+
+def _backward(ctx, dy, *d_states):
+    """:meth:`_CellFunction.backward` (one gradient per input of ``forward``)."""
+    # raises if x or a weight was modified in place since forward
+    record = ctx.saved_tensors[-1].rnncore_record
+    need = ctx.needs_input_grad
+    if ctx.lstm:
+        dh_n = None if d_states == (None, None) else tuple(map(_grad_array, d_states))
+    else:
+        dh_n = _grad_array(d_states[0])
+    dy = _grad_array(dy)
+    if ctx.packed is not None:
+        dy = None if dy is None else ctx.packed.pad(dy)
+    dx, dh0, grads = functional.backward(record, dy, dh_n, need_dx=need[0],
+                                         need_dh0=need[1] or need[2])
+    if ctx.packed is not None and dx is not None:
+        dx = ctx.packed.unpad(dx)
+    dh0, dc0 = dh0 if ctx.lstm and dh0 is not None else (dh0, None)
+    return (None if dx is None else torch.from_numpy(dx),
+            torch.from_numpy(dh0) if need[1] else None,
+            torch.from_numpy(dc0) if need[2] else None,
+            None,
+            *[torch.from_numpy(grads[name]) if need[i] else None
+              for i, name in enumerate(ctx.names, 4)])
+
+
+_backward_once = once_differentiable(_backward)
+
+
+# _CellFunction.apply without the Python layer of torch.autograd.Function.apply: that
+# layer binds default arguments (for a setup_context, which _CellFunction has not),
+# dispatches to torch.func's custom_function_call under a transform (the rule sends
+# such calls to torch) and unwraps every tensor argument that is a dead wrapper (a
+# tensor kept from inside a finished torch.func transform), which _call does for the
+# tensors a caller passes (input and hx). What remains is the C++ apply it ends in.
+_apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, _CellFunction)
+# (a torch without it has no such wrappers to unwrap, and its apply unwraps none)
+_unwrap_if_dead = getattr(torch._C._functorch, "unwrap_if_dead", None) or (lambda t: t)
 
 
 class _Layout:
@@ -196,8 +225,21 @@ class DropIn:
     def _apply(self, fn, recurse=True):
         # .to(), .double(), .cpu() and the like replace the parameters: the kept plan
         # would hold the old ones (and their memory) until the next call
-        _PLANS.pop(self, None)
+        self.__dict__.pop(PLAN_ATTR, None)
         return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        """The module's state for pickling and ``copy.deepcopy``, without the kept plan
+        (a copy makes its own at its first call).
+
+        Returns
+        -------
+        dict
+        """
+        state = super().__getstate__()
+        if PLAN_ATTR in state:
+            state = {k: v for k, v in state.items() if k != PLAN_ATTR}
+        return state
 
     def _weights(self):
         """The weight tensors in ``_flat_weights_names`` order (functional_call aware)."""
@@ -261,40 +303,43 @@ class DropIn:
             layout = _Layout(input.batch_sizes, input.sorted_indices,
                              input.unsorted_indices)
             lengths, batch_first = layout.lengths, False
-        names = self._flat_weights_names
         if self.training and self.dropout > 0 and self.num_layers > 1:
             y, states = self._layer_by_layer(x, h0, c0, weights, plan, lengths,
                                              batch_first, layout)
         else:
-            y, states = self._call(x, h0, c0, names, weights, plan.arrays(), lengths,
-                                   batch_first, layout)
+            y, states = self._call(x, h0, c0, plan.names, weights, plan.arrays(), plan,
+                                   lengths, batch_first, layout)
         if packed:
             y = PackedSequence(y, input.batch_sizes, input.sorted_indices,
                                input.unsorted_indices)
         return y, (tuple(states) if lstm else states[0])
 
-    def _call(self, x, h0, c0, names, weights, arrays, lengths, batch_first, packed):
+    def _call(self, x, h0, c0, names, weights, arrays, plan, lengths, batch_first,
+              packed):
         """One call of rnncore over the layers whose parameters ``names`` lists
-        (``weights`` the tensors, ``arrays`` their NumPy views by name); ``packed`` a
-        :class:`_Layout` when ``x`` is a PackedSequence's data (the output is then
-        packed data too).
+        (``weights`` the tensors, ``arrays`` their NumPy views by name, ``plan`` the
+        module's); ``packed`` a :class:`_Layout` when ``x`` is a PackedSequence's data
+        (the output is then packed data too).
 
         Through :class:`_CellFunction` when autograd records the call, else straight
         to :func:`rnncore.functional.forward`. Returns ``(output, [h_n])``, or
         ``(output, [h_n, c_n])`` for an LSTM.
         """
         cell = self._cell
-        call = (names, cell, _NONLINEARITY.get(self.mode, "tanh"), batch_first, lengths,
+        call = (names, cell, plan.nonlinearity, batch_first, lengths,
                 self._rnncore_backend, arrays, packed)
         if torch.is_grad_enabled() and (
-                x.requires_grad or any(w.requires_grad for w in weights)
+                x.requires_grad or any(map(_requires_grad, weights))
                 or (h0 is not None and (h0.requires_grad
                                         or (c0 is not None and c0.requires_grad)))):
-            y, *states = _CellFunction.apply(x, h0, c0, call, *weights)
+            y, *states = _apply(_unwrap_if_dead(x),
+                                None if h0 is None else _unwrap_if_dead(h0),
+                                None if c0 is None else _unwrap_if_dead(c0),
+                                call, *weights)
             return y, states
         lstm = cell == "lstm"
         states0 = (_array(h0), _array(c0)) if lstm and h0 is not None else _array(h0)
-        x_array = x.detach().numpy()
+        x_array = _array(x)
         y, h_n, _ = functional.forward(
             x_array if packed is None else packed.pad(x_array), arrays, states0, lengths,
             cell=cell, nonlinearity=call[2], batch_first=batch_first, backend=call[5],
@@ -323,8 +368,8 @@ class DropIn:
             arrays = plan.layer_arrays(layer, per)
             y, states = self._call(
                 x, None if h0 is None else h0[rows], None if c0 is None else c0[rows],
-                list(arrays), weights[layer * per:(layer + 1) * per], arrays, lengths,
-                batch_first, packed)
+                list(arrays), weights[layer * per:(layer + 1) * per], arrays, plan,
+                lengths, batch_first, packed)
             finals.append(states)
             if layer < L - 1:
                 x = y * _dropout_noise(y, self.dropout, batch_first)
@@ -367,7 +412,7 @@ class DropIn:
             UserWarning, stacklevel=2)
         stock = self._stock.__new__(self._stock)
         for key, value in self.__dict__.items():
-            if key != "_rnncore_backend":
+            if key not in ("_rnncore_backend", PLAN_ATTR):
                 stock.__dict__[key] = value.copy() if isinstance(value, (dict, list)) \
                     else value
         return stock

@@ -11,8 +11,8 @@ imports torch).
 from __future__ import annotations
 
 import functools
+import operator
 import re
-import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +21,7 @@ from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
+from ._params import CheckedParams
 
 if TYPE_CHECKING:
     from ._torch_dropin import DropIn
@@ -122,18 +123,21 @@ _WEIGHTS_REASON = ("a weight is not a CPU tensor with the strided layout of the 
 class _Plan:
     """What the rule decides from a drop-in and its parameters alone, kept between calls.
 
-    Built by :func:`_plan` and reused while the module's configuration and its weights
-    are unchanged: the same tensor objects with the same ``_version`` counters (an
-    optimiser step, ``load_state_dict``), data pointers, dtypes and shapes (``param.data
-    = …`` and ``module.to(…)`` rebind a Parameter's data without counting a version).
-    A call then checks only its input and ``hx`` against it. The NumPy views of the
-    weights are made once, at the first call that runs on rnncore.
+    Built by :func:`_plan` and kept in the module's ``__dict__`` (under
+    :data:`PLAN_ATTR`), reused while the module's configuration and its weights are
+    unchanged: the same tensor objects with the same ``_version`` counters (an optimiser
+    step, ``load_state_dict``), data pointers, dtypes, shapes and strides (``param.data =
+    …`` and ``module.to(…)`` rebind a Parameter's data without counting a version; ``p.data
+    = p.data.t()`` on a square weight changes its strides alone). A call then checks only
+    its input and ``hx`` against it. The NumPy views of the weights are made once, at the
+    first call that runs on rnncore.
 
     Attributes
     ----------
     key : tuple or None
-        The module's configuration, then ``(tensor, _version, data_ptr, dtype, shape)``
-        of each weight; None for a plan made for one call and not kept.
+        The module's configuration, then ``[(_version, data_ptr, dtype, shape,
+        stride)]`` of each weight (the weights themselves are ``_weights``); None for a
+        plan made for one call and not kept.
     dtype : torch.dtype or None
         The one floating dtype whose input the weights accept (every weight a CPU,
         strided tensor of that dtype and of its parameter's shape), or None if none.
@@ -141,12 +145,20 @@ class _Plan:
         Whether a weight is a ``__torch_function__`` tensor.
     module_reason : str or None
         The rule's reason that depends on the module alone (mode, ``proj_size``).
-    LD, P : int
-        L·D, and the width of h (P with a projection, else H).
+    LD, P, D : int
+        L·D, the width of h (P with a projection, else H), and D.
+    widest : int
+        max(K, D·P): the widest layer input, which :func:`_size_reason` checks.
+    names : list of str
+        The weights' parameter names, in ``_flat_weights_names`` order.
+    nonlinearity : str
+        The Elman cell's f ("tanh" or "relu"; "tanh" for the gated cells).
+    cell : {"rnn", "lstm", "gru"}
     """
 
     __slots__ = ("key", "dtype", "torch_function", "module_reason", "LD", "P", "D",
-                 "_weights", "_names", "_arrays", "_layer_arrays")
+                 "widest", "names", "nonlinearity", "cell", "_weights", "_arrays",
+                 "_layer_arrays")
 
     def __init__(self, rnn: "DropIn", weights, key):
         cell = rnn._cell
@@ -172,22 +184,30 @@ class _Plan:
         self.D = 2 if rnn.bidirectional else 1
         self.LD = rnn.num_layers * self.D
         self.P = proj_size or rnn.hidden_size
-        self._weights, self._names = weights, list(names)
+        self.widest = max(rnn.input_size, self.D * self.P)
+        self.names = list(names)
+        self.nonlinearity = _NONLINEARITY.get(rnn.mode, "tanh")
+        self.cell = cell
+        self._weights = weights
         self._arrays = self._layer_arrays = None
 
-    def arrays(self) -> dict:
-        """The weights as NumPy views sharing their memory, by parameter name."""
+    def arrays(self) -> CheckedParams:
+        """The weights as NumPy views sharing their memory, by parameter name, checked
+        once by functional (a :class:`~rnncore._params.CheckedParams`: the plan lives
+        only as long as the weights' shapes, dtypes and memory stay as they are)."""
         if self._arrays is None:
-            self._arrays = {name: w.detach().numpy()
-                            for name, w in zip(self._names, self._weights)}
+            self._arrays = CheckedParams(
+                {name: w.detach().numpy() for name, w in zip(self.names, self._weights)},
+                self.cell)
         return self._arrays
 
-    def layer_arrays(self, layer: int, per: int) -> dict:
+    def layer_arrays(self, layer: int, per: int) -> CheckedParams:
         """Layer ``layer``'s ``per`` weights as NumPy views, named as layer 0's."""
         if self._layer_arrays is None:
             arrays = list(self.arrays().values())
-            names = [re.sub(r"_l\d+", "_l0", name) for name in self._names[:per]]
-            self._layer_arrays = [dict(zip(names, arrays[i:i + per]))
+            names = [re.sub(r"_l\d+", "_l0", name) for name in self.names[:per]]
+            self._layer_arrays = [CheckedParams(dict(zip(names, arrays[i:i + per])),
+                                                self.cell)
                                   for i in range(0, len(arrays), per)]
         return self._layer_arrays[layer]
 
@@ -196,8 +216,17 @@ class _Plan:
 # tensors only (a subclass may answer through __torch_function__).
 _KEYABLE = (torch.Tensor, torch.nn.Parameter)
 
-# Plans by module, held weakly: a deep copy or an unpickled module starts without one.
-_PLANS: "weakref.WeakKeyDictionary[DropIn, _Plan]" = weakref.WeakKeyDictionary()
+PLAN_ATTR = "_rnncore_plan"
+"""The key of a drop-in's kept :class:`_Plan` in its ``__dict__``: one dictionary look-up
+per call, the module's own; a pickled, deep-copied or scripted module leaves it out
+(``DropIn.__getstate__``), and ``.to()`` and the like drop it (``DropIn._apply``)."""
+
+
+def _weights_state(weights) -> list:
+    """What a plan's key holds of each weight besides the object (which the plan holds
+    and :func:`_plan` compares first): version, data pointer, dtype, shape and strides,
+    one list compared with the kept one in one comparison."""
+    return [(w._version, w.data_ptr(), w.dtype, w.shape, w.stride()) for w in weights]
 
 
 def _plan(rnn: "DropIn", weights) -> _Plan:
@@ -205,24 +234,29 @@ def _plan(rnn: "DropIn", weights) -> _Plan:
     new one (kept for the next call)."""
     config = (rnn.mode, rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bias,
               rnn.bidirectional, rnn.proj_size, len(weights))
-    plan = _PLANS.get(rnn)
-    if plan is not None and plan.key[0] == config:
-        for w, (kept, version, pointer, dtype, shape) in zip(weights, plan.key[1]):
-            if (w is not kept or w._version != version or w.data_ptr() != pointer
-                    or w.dtype is not dtype or w.shape != shape):
-                break
-        else:
-            return plan
+    plan = rnn.__dict__.get(PLAN_ATTR)
+    # the same objects first: another object (a __torch_function__ tensor among them)
+    # is not asked for its version or data pointer
+    if (plan is not None and plan.key[0] == config
+            and all(map(operator.is_, weights, plan._weights))
+            and _weights_state(weights) == plan.key[1]):
+        return plan
     plan = _Plan(rnn, weights, None)
     if plan.torch_function or not all(type(w) in _KEYABLE for w in weights):
+        rnn.__dict__.pop(PLAN_ATTR, None)
         return plan          # decided for this call only: not asked for data pointers
     try:
-        plan.key = (config, tuple((w, w._version, w.data_ptr(), w.dtype, w.shape)
-                                  for w in weights))
+        plan.key = (config, _weights_state(weights))
     except RuntimeError:     # no version counter (inference tensors), or no storage
+        rnn.__dict__.pop(PLAN_ATTR, None)
         return plan
-    _PLANS[rnn] = plan
+    rnn.__dict__[PLAN_ATTR] = plan
     return plan
+
+
+def _kept_plan(rnn: "DropIn") -> _Plan | None:
+    """The plan ``rnn`` keeps for its next call, or None."""
+    return rnn.__dict__.get(PLAN_ATTR)
 
 
 def _torch_reason(rnn: "DropIn", input, hx, weights, plan: _Plan | None = None
@@ -246,13 +280,14 @@ def _torch_reason(rnn: "DropIn", input, hx, weights, plan: _Plan | None = None
     states = () if hx is None else _states(rnn, hx)
     if states is None:
         return "hx of an LSTM is not a tuple or list of two tensors"
-    if not all(_plain(s, dtype) for s in states):
-        return "hx is not a CPU tensor with the strided layout of the input's dtype"
+    for s in states:
+        if not _plain(s, dtype):
+            return "hx is not a CPU tensor with the strided layout of the input's dtype"
     if plan is None:
         plan = _plan(rnn, weights)
     if dtype is not plan.dtype:
         return _WEIGHTS_REASON
-    if (torch.jit.is_tracing() or plan.torch_function
+    if (torch._C._is_tracing() or plan.torch_function
             or torch.overrides.has_torch_function((x, *states))
             or torch._C._functorch.peek_interpreter_stack() is not None
             or forward_ad._current_level >= 0
@@ -283,7 +318,7 @@ def _torch_reason(rnn: "DropIn", input, hx, weights, plan: _Plan | None = None
             (LD, *batch, width) for width in ((P, H) if cell == "lstm" else (H,))):
         return ("hx does not have shape (L*D, B, H), or (L*D, H) for unbatched input "
                 "(an LSTM's h0: P wide with a projection)")
-    return _size_reason(T, B, max(K, plan.D * P), _GATES[cell] * H)
+    return _size_reason(T, B, plan.widest, _GATES[cell] * H)
 
 
 def _size_reason(T, B, K, GH) -> str | None:

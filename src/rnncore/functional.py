@@ -46,7 +46,6 @@ _NONLINEARITIES = ("tanh", "relu")
 # shared objects, so a call with the defaults needs no other check; anything else,
 # equal values that are other objects included, is checked by _checked_options
 _RNN, _TANH, _CONCAT, _NO_CHECKPOINT = "rnn", "tanh", "concat", 0
-_WHOLE_CALL_ROWS = _chunks.WHOLE_CALL_ROWS
 # A call whose arrays may reach the block cache's size allocates them through it
 # (_memory): (T·B + K + H)·H elements bounds the largest of one layer's (outputs,
 # states, weights, their gradients) from below within a small factor.
@@ -260,27 +259,14 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         _kernels.check_sizes(T, B, *plan.widths)
     cache = _memory.enter() if _large(T * B, K, cfg.hidden_size) else None
     try:
-        if (plan.one_direction and cell_type is _ELMAN and lengths is None
-                and not checkpoint and T * B <= _WHOLE_CALL_ROWS):
-            # One Elman layer-direction in one call (a tiny call's path): what the walker
-            # below does for it, without what it does not need (no zeroed h_n to start
-            # from, no lists of directions), so that the Python layer costs a few µs.
-            x = np.ascontiguousarray(x)
-            if _parts(module, x, cfg.hidden_size, 1) == 1:
-                w_ih, w_hh, b = _ELMAN.direction_weights(plan, arrays, plan.layers[0][0],
-                                                         snapshot_weights)
-                s0 = (plan.zero_state(B) if h0 is None else
-                      check_state("h0", h0, cfg, B, unbatched)[0])
-                steps = _full_lengths(B, T)
-                hs = module.layer_forward(x, w_ih, w_hh, b, s0, steps, False, relu)
-                h_n = hs[T:].copy()          # (1, B, H); hs is the record's
-                record = Record(plan, module, relu, [[(w_ih, w_hh, b)]], [x], [[hs]],
-                                [_NOTHING_SAVED], steps, None, T, B, batch_first, unbatched,
-                                _CONCAT, deterministic is True or bool(deterministic))
-                output = hs[1:].copy()
-                if unbatched:
-                    return output[:, 0], h_n[:, 0], record
-                return (output.transpose(1, 0, 2) if batch_first else output), h_n, record
+        if (plan.stacked and lengths is None and not checkpoint
+                and T <= _chunks.chunk_steps(B, T) and _one_part_each(module, T, B, cfg)):
+            # One Elman direction, each layer in one call (one chunk, as the walker
+            # would run it) on one thread: a short call's path, what the walker below
+            # does for it without what it does not need.
+            return _stacked_forward(module, relu, plan, arrays, np.ascontiguousarray(x),
+                                    h0, T, B, unbatched, batch_first, snapshot_weights,
+                                    deterministic is True or bool(deterministic))
         return _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B,
                              unbatched, batch_first, snapshot_weights, merge_mode,
                              deterministic, checkpoint)
@@ -312,6 +298,53 @@ def _checked_options(cell, nonlinearity, backend, merge_mode, deterministic, che
     if not isinstance(deterministic, (bool, np.bool_)):
         raise TypeError(f"deterministic must be True or False; got {deterministic!r}")
     return cell_type, module, nonlinearity == "relu"
+
+
+def _one_part_each(module, T: int, B: int, cfg: Config) -> bool:
+    """Whether no layer of a one-direction Elman network is split over threads (what
+    :func:`_parts` says of each layer's input: K wide for the first, H for the others)."""
+    if module is not _kernels:
+        return True
+    H, rows = cfg.hidden_size, T * B
+    for K in ((cfg.input_size, H) if cfg.num_layers > 1 else (cfg.input_size,)):
+        if _parallel.direction_parts(module, rows * (K + H) * H, B, H, cfg.dtype, 1,
+                                     rows) != 1:
+            return False
+    return True
+
+
+def _stacked_forward(module, relu, plan, arrays, x, h0, T, B, unbatched, batch_first,
+                     snapshot_weights, deterministic):
+    """:func:`forward` of a one-direction Elman network whose layers each run in one
+    call on one thread (a short call's path): the layers back to back, each one kernel
+    call, without the walker's lists of directions, chunks and padding, and with no
+    zeroed h_n to start from, so that the Python layer costs a few µs per layer. The
+    record is the walker's for the same call, and so are the bits.
+
+    ``x`` is (T, B, K), C-contiguous; ``h0`` as the caller gave it (or None).
+    """
+    cfg = plan.cfg
+    L = cfg.num_layers
+    s0 = ((plan.zero_state(B),) * L if h0 is None
+          else check_state("h0", h0, cfg, B, unbatched))
+    steps = _full_lengths(B, T)
+    h_n = np.empty((L, B, cfg.hidden_size), cfg.dtype)    # the caller's: hs is the record's
+    weights, inputs, states = [], [], []
+    layer_in = x
+    for layer, (positions,) in enumerate(plan.layers):
+        w = _ELMAN.direction_weights(plan, arrays, positions, snapshot_weights)
+        hs = module.layer_forward(layer_in, *w, s0[layer], steps, False, relu)
+        h_n[layer] = hs[T]
+        weights.append([w])
+        inputs.append(layer_in)
+        states.append([hs])
+        layer_in = hs[1:]
+    record = Record(plan, module, relu, weights, inputs, states, [_NOTHING_SAVED] * L,
+                    steps, None, T, B, batch_first, unbatched, _CONCAT, deterministic)
+    output = layer_in.copy()
+    if unbatched:
+        return output[:, 0], h_n[:, 0], record
+    return (output.transpose(1, 0, 2) if batch_first else output), h_n, record
 
 
 def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, unbatched,
@@ -556,10 +589,8 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
     """:func:`backward` once ``record`` is known to be a Record."""
     plan, T, B, module = record.plan, record.T, record.B, record.backend
     cfg = plan.cfg
-    if plan.one_direction and cfg.cell == "rnn" and not record.chunk:
-        x = record.inputs[0]
-        if _parts(module, x, cfg.hidden_size, 1) == 1:
-            return _backward_one_direction(record, x, dy, dh_n, need_dx, need_dh0)
+    if plan.stacked and not record.chunk and _one_part_each(module, T, B, cfg):
+        return _backward_stacked(record, dy, dh_n, need_dx, need_dh0)
     cell_type = CELL_TYPES[cfg.cell]
     P, D, L = cfg.out_size, cfg.D, cfg.num_layers
     merged = record.merge_mode != "concat"
@@ -639,41 +670,53 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
     return dx_user, (states0 if need_dh0 else None), dict(zip(plan.grad_keys, grads))
 
 
-def _backward_one_direction(record, x, dy, dh_n, need_dx, need_dh0):
-    """:func:`backward` of one Elman layer-direction run in one call, on one thread (a
-    tiny call's path): what the walker does for it, without the lists of layers and
-    directions and with no zeroed ∂L/∂h_n when none is given."""
+def _backward_stacked(record, dy, dh_n, need_dx, need_dh0):
+    """:func:`backward` of a one-direction Elman network whose layers each run in one
+    call on one thread (a short call's path): the layers back to back from the last,
+    without the walker's lists of layers and directions and with no zeroed ∂L/∂h_n
+    when none is given; the walker's bits."""
     plan, T, B, module = record.plan, record.T, record.B, record.backend
     cfg = plan.cfg
+    L = cfg.num_layers
     dy = read_dy(dy, record, (T, B, cfg.hidden_size))
-    ds_n = (plan.zero_state(B) if dh_n is None
-            else check_state("dh_n", dh_n, cfg, B, record.unbatched)[0])
-    w_ih, w_hh, _ = record.weights[0][0]
+    ds_n = ((plan.zero_state(B),) * L if dh_n is None
+            else check_state("dh_n", dh_n, cfg, B, record.unbatched))
+    ds0 = np.empty((L, B, cfg.hidden_size), cfg.dtype) if need_dh0 else None
+    grads = [None] * len(plan.grad_keys)
     # the kernels compute ∂x in the same call (one call's fixed cost, not two)
-    dx = np.empty(x.shape, cfg.dtype) if need_dx else None
-    fused_dx = dx is not None and module is _kernels
-    with _parallel.exact_blas(module, record.deterministic):
-        if fused_dx:
-            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
-                x, w_ih, w_hh, record.states[0][0], dy, ds_n, record.lengths, False,
-                record.relu, dx, need_dh0)
-        else:
-            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
-                x, w_ih, w_hh, record.states[0][0], dy, ds_n, record.lengths, False,
-                record.relu, need_dh0=need_dh0)
+    fused = module is _kernels
+    for layer in reversed(range(L)):
+        x = record.inputs[layer]
+        w_ih, w_hh, _ = record.weights[layer][0]
+        hs = record.states[layer][0]
+        dx = np.empty(x.shape, cfg.dtype) if layer or need_dx else None
+        with _parallel.exact_blas(module, record.deterministic):
+            if dx is not None and fused:
+                dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+                    x, w_ih, w_hh, hs, dy, ds_n[layer], record.lengths, False,
+                    record.relu, dx, need_dh0)
+            else:
+                dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+                    x, w_ih, w_hh, hs, dy, ds_n[layer], record.lengths, False,
+                    record.relu, need_dh0=need_dh0)
+        if dx is not None:
+            if not fused:
+                module.input_grad(delta, w_ih, dx, False, T * B)
+            if record.padded is not None:
+                dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
+        if need_dh0:
+            ds0[layer] = dh0
+        i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
+        grads[i_ih], grads[i_hh] = dw_ih, dw_hh
+        if i_bih is not None:
+            grads[i_bih], grads[i_bhh] = db, db.copy()
+        dy = dx
     if dx is not None:
-        if not fused_dx:
-            module.input_grad(delta, w_ih, dx, False, T * B)
-        if record.padded is not None:
-            dx[record.padded] = 0        # δ is 0 there, but 0 · inf in W_ih is NaN
         dx = _to_user_layout(_all_steps(dx, record.full_T), record.batch_first,
                              record.unbatched)
-    # one layer-direction's keys, in PyTorch's order: weight_ih, weight_hh and the biases
-    grads = dict(zip(plan.grad_keys, (dw_ih, dw_hh, db, db.copy()) if cfg.bias
-                     else (dw_ih, dw_hh)))
-    if dh0 is not None and not record.unbatched:
-        dh0 = dh0[None]
-    return dx, dh0, grads
+    if ds0 is not None and record.unbatched:
+        ds0 = ds0[:, 0]
+    return dx, ds0, dict(zip(plan.grad_keys, grads))
 
 
 def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first):
