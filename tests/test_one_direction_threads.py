@@ -192,3 +192,19 @@ def test_an_error_in_one_part_waits_for_the_others_then_raises(failing):
     finally:
         rnncore.set_num_threads(None)
     assert finished == [True]
+
+
+def test_a_worker_keeps_nothing_of_the_parts_it_ran():
+    """Once a section has returned, what its parts were given (a record's states, say)
+    lives only as long as the caller keeps it."""
+    import functools
+    import weakref
+
+    class Arrays:
+        pass
+
+    held = Arrays()
+    gone = weakref.ref(held)
+    _parallel._run_parts([functools.partial(id, held), functools.partial(id, held)])
+    del held
+    assert gone() is None

@@ -140,6 +140,9 @@ class _Worker:
                 self._result = (call(), None)
             except BaseException as error:      # handed to the caller by finish()
                 self._result = (None, error)
+            # an idle worker holds nothing of its last call: its arguments (a record's
+            # states, say) are freed when the caller lets go of them
+            call = None
             self._done.release()
 
     def start(self, call):
