@@ -60,3 +60,14 @@ def assert_close(got, want, rtol, what=""):
     scale = max(np.linalg.norm(want), 1e-30)
     err = np.linalg.norm(got - want) / scale
     assert err <= rtol, f"{what}: relative difference {err:.3g} > {rtol:.1g}"
+
+
+def over_all_steps(a, record, state=False):
+    """A time-major (T, B, ·) array of the steps a forward ran, over the caller's steps
+    (``record.full_T``, which may be more: steps after the longest sequence are not
+    run): zero there, or True for a bool array (what is known exactly). States pass."""
+    if state or a.shape[0] == record.full_T:
+        return a
+    full = np.full((record.full_T,) + a.shape[1:], a.dtype == bool, a.dtype)
+    full[:a.shape[0]] = a
+    return full

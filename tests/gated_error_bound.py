@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from conftest import over_all_steps
+
 
 def _mag(a):
     """|a| in float64, NaN and ±inf counted as 0 (the finite terms' magnitude)."""
@@ -119,6 +121,7 @@ def _time_major(a, rec, width):
     """A user-layout (…, width) array as (T, B, width) in float64, padded steps zeroed."""
     a = np.asarray(a)
     a = a[:, None] if rec.unbatched else a.transpose(1, 0, 2) if rec.batch_first else a
+    a = a[:rec.T]                        # the steps the forward ran
     a = _f64(a)
     if rec.padded is not None:
         a[rec.padded] = 0
@@ -127,6 +130,7 @@ def _time_major(a, rec, width):
 
 def _user(a, rec, state=False):
     """A time-major (T, B, ·) or state (L·D, B, ·) array in the user's layout."""
+    a = over_all_steps(a, rec, state)
     if rec.unbatched:
         return a[:, 0]
     return a.transpose(1, 0, 2) if rec.batch_first and not state else a

@@ -91,7 +91,7 @@ import pytest
 import rnncore
 from rnncore import functional as F
 from rnncore import reference
-from conftest import RTOL
+from conftest import RTOL, over_all_steps
 
 pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, note, settings  # noqa: E402
@@ -252,6 +252,7 @@ def _time_major(a, rec, width):
     """A user-layout (…, width) array as (T, B, width), padded steps zeroed."""
     a = np.asarray(a)
     a = a[:, None] if rec.unbatched else a.transpose(1, 0, 2) if rec.batch_first else a
+    a = a[:rec.T]                        # the steps the forward ran
     a = np.array(a, order="C")
     if rec.padded is not None:
         a[rec.padded] = 0
@@ -260,6 +261,7 @@ def _time_major(a, rec, width):
 
 def _user(a, rec, state=False):
     """A time-major (T, B, ·) or state (L·D, B, ·) array in the user's layout."""
+    a = over_all_steps(a, rec, state)
     if rec.unbatched:
         return a[:, 0]
     return a.transpose(1, 0, 2) if rec.batch_first and not state else a
