@@ -236,6 +236,23 @@ def test_steps_after_the_longest_sequence_are_not_run(backend, dtype, rng, cell,
             np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("B", [3, 20], ids=["rows-sliced", "through-the-mask"])
+def test_padded_steps_are_zeroed_whichever_way(rng, B):
+    """Few padded rows are zeroed a slice each, many through the (T, B) mask: the same
+    array either way, NaN in the padded steps included."""
+    from rnncore._inputs import padded_mask, zero_padded
+    T = 9
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    a = rng.standard_normal((T, B, 4))
+    a[np.arange(T)[:, None] >= lengths] = np.nan
+    want = a.copy()
+    padded = padded_mask(lengths, T)
+    want[padded] = 0
+    zero_padded(a, lengths, padded)
+    np.testing.assert_array_equal(a, want)
+
+
 def test_reverse_direction_starts_at_each_length(backend, dtype, setup):
     rnn, x, h0, _, _ = setup
     lengths = np.array([8, 2, 5])

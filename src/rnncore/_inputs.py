@@ -10,7 +10,7 @@ import numpy as np
 from ._params import Config, as_array, check_float
 
 __all__ = ["read_lengths", "as_weights_dtype", "state_widths", "check_state",
-           "read_states", "padded_mask", "read_dy"]
+           "read_states", "padded_mask", "zero_padded", "read_dy"]
 
 
 def read_lengths(lengths, B: int, T: int) -> np.ndarray:
@@ -91,6 +91,23 @@ def padded_mask(lengths: np.ndarray, T: int) -> np.ndarray | None:
     return np.arange(T)[:, None] >= lengths[None, :]
 
 
+_FEW_ROWS = 8                            # padded rows zeroed a slice each, at most
+
+
+def zero_padded(a: np.ndarray, lengths: np.ndarray, padded: np.ndarray) -> None:
+    """Zero a time-major (T, B, ·) array at the padded steps, in place: ``a[padded] = 0``
+    with ``padded`` the mask of :func:`padded_mask` for ``lengths``. Where few rows are
+    padded, each row's padded steps are one slice ``a[lengths[i]:, i]``, zeroed as such:
+    cheaper than the mask's scan of every step of every row (T = 2000, B = 4, one row
+    padded: 15 against 38 µs)."""
+    rows = np.flatnonzero(lengths < a.shape[0])
+    if len(rows) > _FEW_ROWS:
+        a[padded] = 0
+        return
+    for i in rows:
+        a[lengths[i]:, i] = 0
+
+
 def read_dy(dy, record, shape_tm) -> np.ndarray:
     """Validate ∂L/∂output against the forward ``record``; returns it time-major, with
     padded steps zeroed."""
@@ -116,7 +133,7 @@ def read_dy(dy, record, shape_tm) -> np.ndarray:
     a = a[:shape_tm[0]]                  # the steps after the longest sequence: ignored
     if record.padded is not None:
         a = np.array(a, order="C")       # a private copy: padded steps are ignored
-        a[record.padded] = 0
+        zero_padded(a, record.lengths, record.padded)
     elif a.strides[-1] != a.itemsize:
         a = np.ascontiguousarray(a)      # the kernels read rows of dy contiguously
     return a

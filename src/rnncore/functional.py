@@ -23,7 +23,7 @@ import numpy as np
 from . import _chunks, _memory, _parallel, reference
 from ._cells import CELL_TYPES
 from ._inputs import (as_weights_dtype, check_state, padded_mask, read_dy, read_lengths,
-                      read_states, state_widths)
+                      read_states, state_widths, zero_padded)
 from ._params import (CELLS, Config, check_cell, check_param_memory, param_count,
                       param_shapes, read_params)
 
@@ -370,7 +370,7 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
     padded = None if lengths is None else padded_mask(lengths, T)
     if padded is not None:
         x = np.array(x, order="C")       # a private copy: padded steps are zeroed
-        x[padded] = 0
+        zero_padded(x, lengths, padded)
     else:
         x = np.ascontiguousarray(x)
     steps = lengths if lengths is not None else _full_lengths(B, T)
@@ -651,7 +651,8 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
                     _input_grad(module, [r[2] for r in results], [w[0] for w in ws], dx,
                                 _input_grad_parts(module, parts, D, record))
             if record.padded is not None:
-                dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
+                # δ is 0 there, but 0 · inf in W_ih is NaN
+                zero_padded(dx, record.lengths, record.padded)
         for d, (d_states0, dws, _) in enumerate(results):
             for array, value in zip(ds0, d_states0):
                 array[first + d] = value
@@ -703,7 +704,8 @@ def _backward_stacked(record, dy, dh_n, need_dx, need_dh0):
             if not fused:
                 module.input_grad(delta, w_ih, dx, False, T * B)
             if record.padded is not None:
-                dx[record.padded] = 0    # δ is 0 there, but 0 · inf in W_ih is NaN
+                # δ is 0 there, but 0 · inf in W_ih is NaN
+                zero_padded(dx, record.lengths, record.padded)
         if need_dh0:
             ds0[layer] = dh0
         i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
