@@ -3,6 +3,8 @@
 ``layer_backward`` computes ∂x in the same call when given ``dx`` (functional's
 one-direction path passes it): the result is :func:`input_grad`'s, bit for bit, on
 every instruction set, on the packed path and on the short-call (BLAS) path.
+``layer_forward_owned`` makes the arrays around a forward (the weights a record keeps,
+b_ih + b_hh, h_n, the output) as NumPy would, in the same call.
 """
 import numpy as np
 import pytest
@@ -51,3 +53,37 @@ def test_layer_backward_rejects_a_dx_of_the_wrong_shape():
     with pytest.raises(ValueError, match="dx"):
         _kernels.layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, False, False,
                                 np.empty((4, 2, 6), np.float32))
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "shared"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_layer_forward_owned_makes_the_arrays_numpy_would(dtype, snapshot):
+    x, w_ih, w_hh, _, _, _, lengths = layer(dtype, 20, 3)
+    w_ih = np.asfortranarray(w_ih)                   # any layout: C order made here
+    rng = np.random.default_rng(1)
+    b_ih, b_hh = (rng.standard_normal(32).astype(dtype) for _ in range(2))
+    h0 = rng.standard_normal((3, 32)).astype(dtype)
+    h_n = np.full((3, 32), np.nan, dtype)
+    hs, (wi, wh, b), y = _kernels.layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0,
+                                                      lengths, False, snapshot, h_n, True)
+    want = _kernels.layer_forward(x, np.ascontiguousarray(w_ih), w_hh, b_ih + b_hh, h0,
+                                  lengths, False, False)
+    np.testing.assert_array_equal(hs, want)
+    np.testing.assert_array_equal(y, want[1:])
+    np.testing.assert_array_equal(h_n, want[-1])
+    np.testing.assert_array_equal(b, b_ih + b_hh)
+    assert wi.flags.c_contiguous and wh.flags.c_contiguous
+    np.testing.assert_array_equal(wi, w_ih)
+    assert not np.shares_memory(y, hs)
+    assert np.shares_memory(wh, w_hh) != snapshot
+    _, (_, _, b), y = _kernels.layer_forward_owned(x, w_ih, w_hh, b_ih, None, h0, lengths,
+                                                   False, snapshot)
+    assert b is b_ih and y is None
+
+
+def test_layer_forward_owned_rejects_an_h_n_of_the_wrong_shape():
+    x, w_ih, w_hh, _, _, _, lengths = layer(np.float32, 4, 3)
+    b, h0 = np.zeros(32, np.float32), np.zeros((3, 32), np.float32)
+    with pytest.raises(ValueError, match="h_n must be a C-contiguous"):
+        _kernels.layer_forward_owned(x, w_ih, w_hh, b, b, h0, lengths, False, True,
+                                     np.zeros((3, 31), np.float32))

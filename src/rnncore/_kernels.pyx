@@ -342,6 +342,63 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     return hs_arr
 
 
+def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
+                        bint snapshot, h_n=None, bint output=False):
+    """:func:`layer_forward` of one forward direction with what ``functional``'s short
+    path makes around it made here, without a Python call for each array (the fixed
+    cost of a tiny call): the weights as a record keeps them, b = b_ih + b_hh, the final
+    state into ``h_n`` and, if ``output``, a private copy of the states hs[1:].
+
+    Parameters
+    ----------
+    x, h0, lengths, relu
+        As :func:`layer_forward` (forward direction).
+    w_ih : ndarray, shape (H, K);  w_hh : ndarray, shape (H, H)
+        Any layout: C-ordered private copies if ``snapshot``, else C-ordered views (or
+        copies where they are not C-contiguous), as ``np.ascontiguousarray``.
+    b_ih : ndarray, shape (H,);  b_hh : ndarray, shape (H,), or None
+        b = b_ih + b_hh; ``b_hh`` None: b = b_ih (the zero bias of a layer without
+        bias).
+    h_n : ndarray, shape (B, H), C-contiguous, optional
+        Receives hs[T], the final state.
+    output : bool
+        Also return hs[1:] copied into an array of its own.
+
+    Returns
+    -------
+    hs : ndarray, shape (T+1, B, H)
+    weights : tuple
+        (w_ih, w_hh, b) as the call used them.
+    y : ndarray, shape (T, B, H), or None
+    """
+    if snapshot:
+        w_ih = cnp.PyArray_NewCopy(w_ih, cnp.NPY_CORDER)
+        w_hh = cnp.PyArray_NewCopy(w_hh, cnp.NPY_CORDER)
+    else:
+        w_ih = cnp.PyArray_GETCONTIGUOUS(w_ih)
+        w_hh = cnp.PyArray_GETCONTIGUOUS(w_hh)
+    b = b_ih if b_hh is None else b_ih + b_hh
+    cdef cnp.ndarray hs = layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu)
+    cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = hs.shape[2]
+    cdef size_t step_bytes = B * H * hs.itemsize
+    cdef cnp.ndarray dst
+    if h_n is not None:
+        dst = h_n
+        if (dst.ndim != 2 or dst.shape[0] != B or dst.shape[1] != H
+                or cnp.PyArray_TYPE(dst) != cnp.PyArray_TYPE(hs)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(dst)):
+            raise ValueError(f"h_n must be a C-contiguous ({B}, {H}) array of {hs.dtype}; "
+                             f"got {dst.dtype} {h_n.shape}")
+        memcpy(cnp.PyArray_DATA(dst), <char *>cnp.PyArray_DATA(hs) + T * step_bytes,
+               step_bytes)
+    y = None
+    if output:
+        y = new_array(3, T, B, H, cnp.PyArray_TYPE(hs) == cnp.NPY_FLOAT32)
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>y), <char *>cnp.PyArray_DATA(hs) + step_bytes,
+               T * step_bytes)
+    return hs, (w_ih, w_hh, b), y
+
+
 def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
                      const floating[:, ::1] w_ih,   # IN  (N, K)
                      floating[:, :, ::1] out,       # OUT (T+1, B, N) or (T, B, S >= N)

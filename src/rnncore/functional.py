@@ -330,18 +330,29 @@ def _stacked_forward(module, relu, plan, arrays, x, h0, T, B, unbatched, batch_f
     steps = _full_lengths(B, T)
     h_n = np.empty((L, B, cfg.hidden_size), cfg.dtype)    # the caller's: hs is the record's
     weights, inputs, states = [], [], []
-    layer_in = x
+    layer_in, output = x, None
     for layer, (positions,) in enumerate(plan.layers):
-        w = _ELMAN.direction_weights(plan, arrays, positions, snapshot_weights)
-        hs = module.layer_forward(layer_in, *w, s0[layer], steps, False, relu)
-        h_n[layer] = hs[T]
+        if module is _kernels:
+            # the same arrays as below, made in the kernels' module (no Python call for
+            # each: a tiny call's fixed cost), the last layer's output copied there too
+            i_ih, i_hh, i_bih, i_bhh, _ = positions
+            hs, w, output = module.layer_forward_owned(
+                layer_in, arrays[i_ih], arrays[i_hh],
+                plan.zero_bias if i_bih is None else arrays[i_bih],
+                None if i_bih is None else arrays[i_bhh], s0[layer], steps, relu,
+                snapshot_weights, h_n[layer], layer == L - 1)
+        else:
+            w = _ELMAN.direction_weights(plan, arrays, positions, snapshot_weights)
+            hs = module.layer_forward(layer_in, *w, s0[layer], steps, False, relu)
+            h_n[layer] = hs[T]
         weights.append([w])
         inputs.append(layer_in)
         states.append([hs])
         layer_in = hs[1:]
     record = Record(plan, module, relu, weights, inputs, states, [_NOTHING_SAVED] * L,
                     steps, None, T, B, batch_first, unbatched, _CONCAT, deterministic)
-    output = layer_in.copy()
+    if output is None:
+        output = layer_in.copy()
     if unbatched:
         return output[:, 0], h_n[:, 0], record
     return (output.transpose(1, 0, 2) if batch_first else output), h_n, record
