@@ -115,7 +115,7 @@ def read_dy(dy, record, shape_tm) -> np.ndarray:
     if dy is None:
         return np.zeros(shape_tm, dtype=cfg.dtype)
     a = as_weights_dtype("dy", dy, cfg.dtype)
-    T, B, DH = shape_tm
+    _, B, DH = shape_tm
     T = record.full_T                    # the caller's steps; the record ran shape_tm[0]
     if record.unbatched:
         expected = (T, DH)

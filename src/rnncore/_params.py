@@ -268,8 +268,6 @@ class Plan:
         max(K, D*(P or H)), the widest input of a layer.
     widths : tuple of int
         (widest_input, G*H): the widths ``_kernels.check_sizes`` checks.
-    one_direction : bool
-        One layer, one direction.
     stacked : bool
         An Elman network of one direction (any number of layers): the network whose
         calls take ``functional``'s short path, its layers back to back, when nothing
@@ -277,7 +275,7 @@ class Plan:
     """
 
     __slots__ = ("cfg", "layers", "grad_keys", "grad_slots", "zero_bias", "widest_input",
-                 "widths", "one_direction", "stacked", "_zero_states")
+                 "widths", "stacked", "_zero_states")
 
     def __init__(self, cfg: Config, keys: list[str]):
         self.cfg = cfg
@@ -296,7 +294,6 @@ class Plan:
         self.zero_bias.setflags(write=False)
         self.widest_input = max(cfg.input_size, cfg.D * cfg.out_size)
         self.widths = (self.widest_input, cfg.G * cfg.hidden_size)
-        self.one_direction = cfg.num_layers == 1 and cfg.D == 1
         self.stacked = cfg.cell == "rnn" and cfg.D == 1
         self._zero_states: dict[int, np.ndarray] = {}
 

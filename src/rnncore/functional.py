@@ -303,12 +303,9 @@ def _checked_options(cell, nonlinearity, backend, merge_mode, deterministic, che
 def _one_part_each(module, T: int, B: int, cfg: Config) -> bool:
     """Whether no layer of a one-direction Elman network is split over threads (what
     :func:`_parts` says of each layer's input: K wide for the first, H for the others)."""
-    if module is not _kernels:
-        return True
-    H, rows = cfg.hidden_size, T * B
+    H = cfg.hidden_size
     for K in ((cfg.input_size, H) if cfg.num_layers > 1 else (cfg.input_size,)):
-        if _parallel.direction_parts(module, rows * (K + H) * H, B, H, cfg.dtype, 1,
-                                     rows) != 1:
+        if _parts_of(module, T, B, K, cfg.dtype, H, 1) != 1:
             return False
     return True
 
@@ -469,11 +466,16 @@ def _forward_layer(cell_type, module, parts, layer_in, ws, states0, first, steps
 def _parts(module, layer_in, H: int, D: int, G: int = 1, W: int = 0) -> int:
     """Into how many threads each direction of a layer is split (1: not split), for a
     cell of G gates of H units and a state W wide (0: H)."""
+    return _parts_of(module, *layer_in.shape, layer_in.dtype, H, D, G, W)
+
+
+def _parts_of(module, T: int, B: int, K: int, dtype, H: int, D: int, G: int = 1,
+              W: int = 0) -> int:
+    """:func:`_parts` of a layer input (T, B, K) of ``dtype``, given by its sizes."""
     if module is not _kernels:
         return 1
-    T, B, K = layer_in.shape
     return _parallel.direction_parts(module, T * B * (K + (W or H)) * G * H, B, G * H,
-                                     layer_in.dtype, D, T * B)
+                                     dtype, D, T * B)
 
 
 @functools.lru_cache(maxsize=64)
