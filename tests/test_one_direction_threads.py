@@ -145,6 +145,24 @@ def test_calls_below_the_work_threshold_are_not_split(isa, split_calls, cell):
     assert not split_calls
 
 
+def test_a_layer_none_of_whose_sections_would_split_keeps_the_one_thread_short_path(
+        isa, monkeypatch):
+    # the grid's tiny case: 6·10⁵ multiply-adds per layer, each section under
+    # _MIN_PART_WORK; on two threads it must cost what it costs on one
+    rnncore.set_num_threads(2)
+    T, B, K, H = 100, 1, 32, 64
+    assert T * B * (K + H) * H < 2 * _parallel._MIN_PART_WORK
+    short = []
+    stacked = F._stacked_forward
+    monkeypatch.setattr(F, "_stacked_forward",
+                        lambda *args: short.append(1) or stacked(*args))
+    rng = np.random.default_rng(0)
+    params = {key: rng.uniform(-0.5, 0.5, shape).astype(np.float32)
+              for key, shape in F.param_shapes(K, H).items()}
+    F.forward(rng.standard_normal((T, B, K)).astype(np.float32), params)
+    assert short == [1]
+
+
 def test_a_recurrence_is_split_into_parts_of_at_least_a_tile_of_rows(monkeypatch):
     monkeypatch.setattr(_parallel, "_MIN_PART_WORK", 1)
     assert _parallel._recurrence_parts(4, T=100, B=4, row_work=32 * 32) == 1
