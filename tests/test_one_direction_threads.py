@@ -15,6 +15,7 @@ from rnncore import _parallel
 from rnncore import functional as F
 
 _kernels = pytest.importorskip("rnncore._kernels")
+_short = pytest.importorskip("rnncore._short")
 
 ISAS = [isa for isa in _kernels.supported_isas() if isa != "baseline"]
 
@@ -152,9 +153,9 @@ def test_a_layer_none_of_whose_sections_would_split_keeps_the_one_thread_short_p
     rnncore.set_num_threads(2)
     T, B, K, H = 100, 1, 32, 64
     assert T * B * (K + H) * H < 2 * _parallel._MIN_PART_WORK
-    short = []
-    stacked = F._stacked_forward
-    monkeypatch.setattr(F, "_stacked_forward",
+    short = []                           # the short path's layers, compiled or not
+    stacked = _short.stacked_forward
+    monkeypatch.setattr(_short, "stacked_forward",
                         lambda *args: short.append(1) or stacked(*args))
     rng = np.random.default_rng(0)
     params = {key: rng.uniform(-0.5, 0.5, shape).astype(np.float32)

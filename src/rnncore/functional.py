@@ -34,8 +34,9 @@ try:  # the compiled kernels; absent only in a source tree that was never built
     import scipy_openblas32  # noqa: F401  (loads the OpenBLAS the kernels link against)
 
     from . import _kernels
+    from . import _short
 except ImportError:  # pragma: no cover - exercised only without a build
-    _kernels = None
+    _kernels = _short = None
 
 _BACKENDS = {"cython": _kernels, "numpy": reference} if _kernels else {"numpy": reference}
 _FASTEST = next(iter(_BACKENDS.values()))
@@ -232,6 +233,10 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     """
     if (cell is _RNN and nonlinearity is _TANH and backend is None and merge_mode is _CONCAT
             and deterministic is True and checkpoint is _NO_CHECKPOINT):
+        if h0 is None and lengths is None and not batch_first and _short is not None:
+            done = _short.forward(x, params)     # the short path's call, compiled
+            if done is not None:
+                return done
         cell_type, module, relu = _ELMAN, _FASTEST, False     # the defaults: all valid
     else:
         cell_type, module, relu = _checked_options(cell, nonlinearity, backend, merge_mode,
@@ -325,31 +330,24 @@ def _stacked_forward(module, relu, plan, arrays, x, h0, T, B, unbatched, batch_f
     s0 = ((plan.zero_state(B),) * L if h0 is None
           else check_state("h0", h0, cfg, B, unbatched))
     steps = _full_lengths(B, T)
-    h_n = np.empty((L, B, cfg.hidden_size), cfg.dtype)    # the caller's: hs is the record's
-    weights, inputs, states = [], [], []
-    layer_in, output = x, None
-    for layer, (positions,) in enumerate(plan.layers):
-        if module is _kernels:
-            # the same arrays as below, made in the kernels' module (no Python call for
-            # each: a tiny call's fixed cost), the last layer's output copied there too
-            i_ih, i_hh, i_bih, i_bhh, _ = positions
-            hs, w, output = module.layer_forward_owned(
-                layer_in, arrays[i_ih], arrays[i_hh],
-                plan.zero_bias if i_bih is None else arrays[i_bih],
-                None if i_bih is None else arrays[i_bhh], s0[layer], steps, relu,
-                snapshot_weights, h_n[layer], layer == L - 1)
-        else:
+    if module is _kernels:
+        output, h_n, weights, inputs, states = _short.stacked_forward(
+            plan, arrays, x, s0, steps, relu, snapshot_weights)
+    else:
+        h_n = np.empty((L, B, cfg.hidden_size), cfg.dtype)  # the caller's: hs is the record's
+        weights, inputs, states = [], [], []
+        layer_in = x
+        for layer, (positions,) in enumerate(plan.layers):
             w = _ELMAN.direction_weights(plan, arrays, positions, snapshot_weights)
             hs = module.layer_forward(layer_in, *w, s0[layer], steps, False, relu)
             h_n[layer] = hs[T]
-        weights.append([w])
-        inputs.append(layer_in)
-        states.append([hs])
-        layer_in = hs[1:]
+            weights.append([w])
+            inputs.append(layer_in)
+            states.append([hs])
+            layer_in = hs[1:]
+        output = layer_in.copy()
     record = Record(plan, module, relu, weights, inputs, states, [_NOTHING_SAVED] * L,
                     steps, None, T, B, batch_first, unbatched, _CONCAT, deterministic)
-    if output is None:
-        output = layer_in.copy()
     if unbatched:
         return output[:, 0], h_n[:, 0], record
     return (output.transpose(1, 0, 2) if batch_first else output), h_n, record
@@ -584,6 +582,10 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True,
     grads : dict of str to ndarray
         ∂L/∂(each parameter), with the keys and shapes of forward's ``params``.
     """
+    if dh_n is None and _short is not None:
+        done = _short.backward(record, dy, need_dx, need_dh0)   # the short path, compiled
+        if done is not None:
+            return done
     if not isinstance(record, Record):
         raise TypeError(f"record must be the Record returned by forward; "
                         f"got {type(record).__name__}")
@@ -695,37 +697,31 @@ def _backward_stacked(record, dy, dh_n, need_dx, need_dh0):
     dy = read_dy(dy, record, (T, B, cfg.hidden_size))
     ds_n = ((plan.zero_state(B),) * L if dh_n is None
             else check_state("dh_n", dh_n, cfg, B, record.unbatched))
-    ds0 = np.empty((L, B, cfg.hidden_size), cfg.dtype) if need_dh0 else None
-    grads = [None] * len(plan.grad_keys)
-    # the kernels compute ∂x in the same call (one call's fixed cost, not two)
-    fused = module is _kernels
-    for layer in reversed(range(L)):
-        x = record.inputs[layer]
-        w_ih, w_hh, _ = record.weights[layer][0]
-        hs = record.states[layer][0]
-        dx = np.empty(x.shape, cfg.dtype) if layer or need_dx else None
+    if module is _kernels:
         with _parallel.exact_blas(module, record.deterministic):
-            if dx is not None and fused:
-                dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
-                    x, w_ih, w_hh, hs, dy, ds_n[layer], record.lengths, False,
-                    record.relu, dx, need_dh0)
-            else:
-                dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
-                    x, w_ih, w_hh, hs, dy, ds_n[layer], record.lengths, False,
-                    record.relu, need_dh0=need_dh0)
-        if dx is not None:
-            if not fused:
+            dx, ds0, grads = _short.stacked_backward(record, dy, ds_n, need_dx, need_dh0)
+    else:
+        ds0 = np.empty((L, B, cfg.hidden_size), cfg.dtype) if need_dh0 else None
+        grads = [None] * len(plan.grad_keys)
+        for layer in reversed(range(L)):
+            x = record.inputs[layer]
+            w_ih, w_hh, _ = record.weights[layer][0]
+            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+                x, w_ih, w_hh, record.states[layer][0], dy, ds_n[layer], record.lengths,
+                False, record.relu, need_dh0=need_dh0)
+            dx = np.empty(x.shape, cfg.dtype) if layer or need_dx else None
+            if dx is not None:
                 module.input_grad(delta, w_ih, dx, False, T * B)
-            if record.padded is not None:
-                # δ is 0 there, but 0 · inf in W_ih is NaN
-                zero_padded(dx, record.lengths, record.padded)
-        if need_dh0:
-            ds0[layer] = dh0
-        i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
-        grads[i_ih], grads[i_hh] = dw_ih, dw_hh
-        if i_bih is not None:
-            grads[i_bih], grads[i_bhh] = db, db.copy()
-        dy = dx
+                if record.padded is not None:
+                    # δ is 0 there, but 0 · inf in W_ih is NaN
+                    zero_padded(dx, record.lengths, record.padded)
+            if need_dh0:
+                ds0[layer] = dh0
+            i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
+            grads[i_ih], grads[i_hh] = dw_ih, dw_hh
+            if i_bih is not None:
+                grads[i_bih], grads[i_bhh] = db, db.copy()
+            dy = dx
     if dx is not None:
         dx = _to_user_layout(_all_steps(dx, record.full_T), record.batch_first,
                              record.unbatched)

@@ -1,0 +1,260 @@
+"""functional's short path, compiled: the call of a one-direction Elman network whose
+layers each run in one kernel call on one thread.
+
+At the grid's tiny size (T = 100, B = 1, K = 32, H = 64) the kernels run a call in
+~18 µs and the interpreter around them took ~5 µs each way: reading the parameter
+mapping, the checks, the lists of the record, the gradients' dict. Here that path is
+written once, in two layers:
+
+- :func:`stacked_forward` and :func:`stacked_backward` run the layers back to back on
+  the kernels: what :func:`rnncore.functional._stacked_forward` and
+  :func:`~rnncore.functional._backward_stacked` do on that backend, after functional's
+  checks;
+- :func:`forward` and :func:`backward` are :func:`rnncore.functional.forward` and
+  :func:`~rnncore.functional.backward` for a call whose arguments are exactly what
+  that path takes, every option at its default (a dict of native ndarrays or a
+  ``CheckedParams``, ``x`` a C-contiguous (T, B, K) ndarray of their dtype, no h0 and
+  no lengths; ``dy`` of the output's shape and layout, no ∂L/∂h_n), or None for any
+  other call. They accept, never reject: a call they decline, a bad one included,
+  goes through functional, which checks it and raises. The results, the record and
+  the bits are functional's.
+"""
+cimport numpy as cnp
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
+
+import numpy as np
+
+from rnncore import _chunks, _kernels
+from rnncore._inputs import zero_padded
+from rnncore._params import CheckedParams, _plan_for
+
+from rnncore._checks cimport Sizes, check_sizes_c
+
+cnp.import_array()
+
+cdef object _ndarray = np.ndarray
+cdef object _layer_forward_owned = _kernels.layer_forward_owned
+cdef object _layer_backward = _kernels.layer_backward
+cdef object _F = None                  # rnncore.functional, looked up at the first call
+
+
+cdef object _functional():
+    global _F
+    if _F is None:
+        from rnncore import functional
+        _F = functional
+    return _F
+
+
+cdef inline bint _c_array_of(object a, int typenum, int ndim):
+    """Whether ``a`` is exactly an ndarray, C-contiguous, of ``ndim`` dimensions none of
+    them empty, in the native byte order of dtype ``typenum``."""
+    if type(a) is not _ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)):
+        return False
+    cdef int d
+    for d in range(ndim):
+        if cnp.PyArray_DIM(arr, d) == 0:
+            return False
+    return True
+
+
+cdef object _read_params(dict params):
+    """(plan, arrays) of a dict whose values are all native-order ndarrays (what
+    ``read_params`` does for it, and the same plan), or None for any other dict."""
+    cdef Py_ssize_t pos = 0
+    cdef PyObject *key
+    cdef PyObject *value
+    signature = ["rnn"]
+    arrays = []
+    while PyDict_Next(params, &pos, &key, &value):
+        v = <object>value
+        if type(v) is not _ndarray or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>v):
+            return None
+        arrays.append(v)
+        signature.append((<object>key, v.shape, v.dtype))
+    return _plan_for(tuple(signature)), arrays
+
+
+def stacked_forward(plan, list arrays, x, s0, steps, bint relu, bint snapshot):
+    """The layers of a one-direction Elman network back to back on the kernels, each
+    one ``layer_forward_owned`` call.
+
+    Parameters
+    ----------
+    plan : rnncore._params.Plan
+        Its configuration's ``stacked``.
+    arrays : list of ndarray
+        The parameters in the plan's order, checked.
+    x : ndarray, shape (T, B, K), C-contiguous, the weights' dtype
+    s0 : sequence of ndarray, shape (B, H)
+        Each layer's initial state.
+    steps : ndarray of int64, shape (B,)
+        T in every row.
+    relu, snapshot : bool
+        f is ReLU (else tanh); the record keeps copies of the weights.
+
+    Returns
+    -------
+    output : ndarray, shape (T, B, H)
+    h_n : ndarray, shape (L, B, H)
+    weights, inputs, states : list
+        The record's: per layer ``[(w_ih, w_hh, b)]``, its input, ``[hs]``.
+    """
+    cfg = plan.cfg
+    cdef Py_ssize_t L = cfg.num_layers, layer
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    h_n = np.empty((L, cnp.PyArray_DIM(xa, 1), cfg.hidden_size), cfg.dtype)
+    weights, inputs, states = [], [], []
+    layer_in = x
+    output = None
+    for layer in range(L):
+        i_ih, i_hh, i_bih, i_bhh, _ = plan.layers[layer][0]
+        hs, w, output = _layer_forward_owned(
+            layer_in, arrays[i_ih], arrays[i_hh],
+            plan.zero_bias if i_bih is None else arrays[i_bih],
+            None if i_bih is None else arrays[i_bhh], s0[layer], steps, relu, snapshot,
+            h_n[layer], layer == L - 1)
+        weights.append([w])
+        inputs.append(layer_in)
+        states.append([hs])
+        if layer < L - 1:
+            layer_in = hs[1:]
+    return output, h_n, weights, inputs, states
+
+
+def forward(x, params):
+    """:func:`rnncore.functional.forward` ``(x, params)`` with every option at its
+    default, for a dict of native-order ndarrays (or a ``CheckedParams`` of "rnn") and
+    a C-contiguous (T, B, K) ``x`` of their dtype whose call takes the short path; None
+    for any other call.
+
+    Returns
+    -------
+    (output, h_n, record) or None
+    """
+    if type(x) is not _ndarray:
+        return None
+    if type(params) is dict:
+        read = _read_params(<dict>params)
+        if read is None:
+            return None
+        plan, arrays = read
+    elif type(params) is CheckedParams and params.cell == "rnn":
+        plan, arrays = params.plan, params.arrays
+    else:
+        return None
+    if not plan.stacked:
+        return None
+    cfg = plan.cfg
+    if not _c_array_of(x, cfg.dtype.num, 3):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef Py_ssize_t T = cnp.PyArray_DIM(xa, 0), B = cnp.PyArray_DIM(xa, 1)
+    cdef Py_ssize_t K = cnp.PyArray_DIM(xa, 2), H = cfg.hidden_size
+    if K != cfg.input_size or T > _chunks.chunk_steps(B, T):
+        return None
+    check_sizes_c(Sizes(T, B, K, H))     # raises as functional would, before any copy
+    F = _functional()
+    if F._large(T * B, K, H) or not F._one_part_each(_kernels, T, B, cfg):
+        return None
+    steps = F._full_lengths(B, T)
+    output, h_n, weights, inputs, states = stacked_forward(
+        plan, arrays, x, (plan.zero_state(B),) * cfg.num_layers, steps, False, True)
+    record = F.Record(plan, _kernels, False, weights, inputs, states,
+                      [F._NOTHING_SAVED] * cfg.num_layers, steps, None, T, B, False,
+                      False, "concat", True)
+    return output, h_n, record
+
+
+def stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
+    """BPTT of a :func:`stacked_forward` record on the kernels: the layers back to back
+    from the last, each one ``layer_backward`` call with ∂x in it.
+
+    Parameters
+    ----------
+    record : rnncore.functional.Record
+        Of a one-direction Elman call run in one call per layer.
+    dy : ndarray, shape (T, B, H)
+        ∂L/∂output, time-major, rows contiguous, zero at padded steps (∂x is zeroed
+        there too, layer by layer).
+    ds_n : sequence of ndarray, shape (B, H)
+        ∂L/∂h_n of each layer.
+    need_dx, need_dh0 : bool
+
+    Returns
+    -------
+    dx : ndarray, shape (T, B, K), or None without ``need_dx``
+    dh0 : ndarray, shape (L, B, H), or None without ``need_dh0``
+    grads : list of ndarray
+        In the order of the plan's ``grad_keys``.
+    """
+    plan = record.plan
+    cfg = plan.cfg
+    cdef Py_ssize_t L = cfg.num_layers, layer
+    lengths, relu, inputs = record.lengths, record.relu, record.inputs
+    ds0 = np.empty((L, record.B, cfg.hidden_size), cfg.dtype) if need_dh0 else None
+    grads = [None] * len(plan.grad_keys)
+    dx = None
+    for layer in range(L - 1, -1, -1):
+        x = inputs[layer]
+        w_ih, w_hh, _ = record.weights[layer][0]
+        dx = cnp.PyArray_EMPTY(3, cnp.PyArray_DIMS(<cnp.ndarray>x),
+                               cnp.PyArray_TYPE(<cnp.ndarray>x), 0) \
+            if layer or need_dx else None
+        dh0, dw_ih, dw_hh, db, _ = _layer_backward(
+            x, w_ih, w_hh, record.states[layer][0], dy, ds_n[layer], lengths, False,
+            relu, dx, need_dh0)
+        if dx is not None and record.padded is not None:
+            # δ is 0 there, but 0 · inf in W_ih is NaN
+            zero_padded(dx, lengths, record.padded)
+        if need_dh0:
+            ds0[layer] = dh0
+        i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
+        grads[i_ih] = dw_ih
+        grads[i_hh] = dw_hh
+        if i_bih is not None:
+            grads[i_bih] = db
+            grads[i_bhh] = db.copy()
+        dy = dx
+    return dx, ds0, grads
+
+
+def backward(record, dy, bint need_dx, bint need_dh0):
+    """:func:`rnncore.functional.backward` ``(record, dy, need_dx=, need_dh0=)`` with
+    no ∂L/∂h_n, for a record of :func:`forward` (or of functional's short path with
+    every option at its default) and ``dy`` a C-contiguous ndarray of the output's
+    shape and dtype, when the kernels' BLAS runs on one thread; None for any other
+    call.
+
+    Returns
+    -------
+    (dx, dh0, grads) or None
+    """
+    F = _functional()
+    if type(record) is not F.Record or type(dy) is not _ndarray:
+        return None
+    if (record.backend is not _kernels or record.chunk or record.padded is not None
+            or record.batch_first or record.unbatched or record.merge_mode != "concat"):
+        return None
+    plan = record.plan
+    if not plan.stacked:
+        return None
+    cfg = plan.cfg
+    cdef Py_ssize_t T = record.T, B = record.B, H = cfg.hidden_size
+    if record.full_T != T or not _c_array_of(dy, cfg.dtype.num, 3):
+        return None
+    cdef cnp.ndarray dya = <cnp.ndarray>dy
+    if (cnp.PyArray_DIM(dya, 0) != T or cnp.PyArray_DIM(dya, 1) != B
+            or cnp.PyArray_DIM(dya, 2) != H):
+        return None
+    if (_kernels.blas_threads() > 1 or F._large(T * B, cfg.input_size, H)
+            or not F._one_part_each(_kernels, T, B, cfg)):
+        return None
+    dx, ds0, grads = stacked_backward(record, dy, (plan.zero_state(B),) * cfg.num_layers,
+                                      need_dx, need_dh0)
+    return dx, ds0, dict(zip(plan.grad_keys, grads))

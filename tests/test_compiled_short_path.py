@@ -1,0 +1,239 @@
+"""The compiled short call (``rnncore._short``).
+
+``functional.forward`` and ``backward`` with every option at their defaults hand a call
+whose arguments are exactly what the short path takes (a dict of native ndarrays, ``x`` a
+C-contiguous (T, B, K) ndarray of their dtype, no h0, lengths or ∂L/∂h_n) to compiled
+code. These tests pin that it takes those calls (counted, so that a bitwise match cannot
+come from a call it declined), that it gives functional's bits and record, and that it
+declines everything else, so that functional checks it and raises as it always did.
+"""
+import numpy as np
+import pytest
+
+import rnncore
+import rnncore.functional as F
+from rnncore import _parallel
+from rnncore._params import CheckedParams
+
+_short = pytest.importorskip("rnncore._short")
+
+
+@pytest.fixture
+def taken(monkeypatch):
+    """How many calls the compiled path took (returned a result), by kind."""
+    counts = {"forward": 0, "backward": 0}
+    for kind in counts:
+        def counted(*args, _run=getattr(_short, kind), _kind=kind):
+            result = _run(*args)
+            counts[_kind] += result is not None
+            return result
+        monkeypatch.setattr(_short, kind, counted)
+    return counts
+
+
+def make_call(rng, dtype, T=20, B=3, K=5, H=7, layers=1, bias=True, **shape_options):
+    params = {key: rng.uniform(-0.5, 0.5, shape).astype(dtype)
+              for key, shape in F.param_shapes(K, H, layers, bias=bias,
+                                               **shape_options).items()}
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    return x, params
+
+
+def python_path(x, params, dy):
+    """The same call through functional's Python path: an explicit backend (forward)
+    and explicit zero ∂L/∂h_n (backward) are taken nowhere else."""
+    y, h_n, record = F.forward(x, params, backend="cython")
+    dh_n = np.zeros(h_n.shape, h_n.dtype)
+    return (y, h_n, record), F.backward(record, dy, dh_n)
+
+
+@pytest.mark.parametrize("B", [1, 3], ids=["lone row", "batch"])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
+def test_a_default_call_takes_the_compiled_path_with_the_python_paths_bits(
+        dtype, rng, taken, B, layers, bias):
+    x, params = make_call(rng, dtype, B=B, layers=layers, bias=bias)
+    dy = rng.standard_normal((x.shape[0], B, 7)).astype(dtype)
+    y, h_n, record = F.forward(x, params)
+    dx, dh0, grads = F.backward(record, dy)
+    assert taken == {"forward": 1, "backward": 1}
+    (want_y, want_h_n, want_record), (want_dx, want_dh0, want_grads) = python_path(
+        x, params, dy)
+    assert taken == {"forward": 1, "backward": 1}
+    for got, want in [(y, want_y), (h_n, want_h_n), (dx, want_dx), (dh0, want_dh0)]:
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert list(grads) == list(want_grads) == list(F.param_shapes(5, 7, layers, bias))
+    for key in grads:
+        np.testing.assert_array_equal(grads[key], want_grads[key], err_msg=key)
+    for name in type(record).__slots__:
+        if name not in ("weights", "inputs", "states", "saved", "lengths", "plan"):
+            assert getattr(record, name) == getattr(want_record, name), name
+    assert record.plan is want_record.plan
+    np.testing.assert_array_equal(record.lengths, want_record.lengths)
+
+
+def test_checked_params_take_the_compiled_path(dtype, rng, taken):
+    x, params = make_call(rng, dtype)
+    y, h_n, _ = F.forward(x, CheckedParams(params, "rnn"))
+    assert taken["forward"] == 1
+    want_y, want_h_n, _ = F.forward(x, params, backend="cython")
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(h_n, want_h_n)
+
+
+def test_the_compiled_paths_results_are_the_callers_own_and_its_inputs_unchanged(
+        rng, taken):
+    x, params = make_call(rng, np.float32, layers=2)
+    before = [x.copy()] + [p.copy() for p in params.values()]
+    y, h_n, record = F.forward(x, params)
+    dy = np.ones_like(y)
+    dy_before = dy.copy()
+    dx, dh0, grads = F.backward(record, dy)
+    assert taken == {"forward": 1, "backward": 1}
+    for got, want in zip([x, *params.values()], before):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(dy, dy_before)
+    kept = [a for layer in record.states for a in layer]
+    kept += [w for layer in record.weights for w in layer[0]]
+    for result in [y, h_n, dx, dh0, *grads.values()]:
+        assert result.flags.writeable and result.flags.c_contiguous
+        assert not np.shares_memory(result, x)
+        for array in kept + list(params.values()):
+            assert not np.shares_memory(result, array)
+    for w in record.weights[0][0][:2]:      # snapshots, not the caller's weights
+        assert not any(np.shares_memory(w, p) for p in params.values())
+
+
+def _swapped(params):
+    key = next(iter(params))
+    return {**params, key: params[key].astype(params[key].dtype.newbyteorder())}
+
+
+class _Mapping:
+    """A read-only mapping that is not a dict."""
+
+    def __init__(self, d):
+        self._d = d
+
+    def __getitem__(self, key):
+        return self._d[key]
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self):
+        return len(self._d)
+
+    def keys(self):
+        return self._d.keys()
+
+    def items(self):
+        return self._d.items()
+
+    def values(self):
+        return self._d.values()
+
+
+def _bidirectional():
+    rng = np.random.default_rng(0)
+    return {key: rng.uniform(-0.5, 0.5, shape).astype(np.float32)
+            for key, shape in F.param_shapes(5, 7, 1, bidirectional=True).items()}
+
+
+# (name, how the call differs from one the compiled path takes)
+DECLINED = {
+    "params a Mapping": lambda x, p: (x, _Mapping(p)),
+    "a parameter a list": lambda x, p: (x, {**p, "bias_hh_l0": p["bias_hh_l0"].tolist()}),
+    "a parameter byte-swapped": lambda x, p: (x, _swapped(p)),
+    "x a list": lambda x, p: (x.tolist(), p),
+    "x not contiguous": lambda x, p: (np.asfortranarray(x), p),
+    "x of another dtype": lambda x, p: (x.astype(np.float64), p),
+    "x unbatched": lambda x, p: (x[:, 0], p),
+    "x with another K": lambda x, p: (x[:, :, :4].copy(), p),
+    "x with no steps": lambda x, p: (x[:0].copy(), p),
+    "bidirectional": lambda x, p: (x, _bidirectional()),
+}
+
+
+@pytest.mark.parametrize("case", list(DECLINED))
+def test_the_compiled_forward_declines_a_call_it_does_not_take(rng, case):
+    x, params = DECLINED[case](*make_call(rng, np.float32))
+    assert _short.forward(x, params) is None
+
+
+@pytest.mark.parametrize("case", list(DECLINED))
+def test_a_declined_call_is_functionals_result_or_error(rng, case, taken):
+    x, params = DECLINED[case](*make_call(rng, np.float32))
+    try:
+        want = F.forward(x, params, backend="cython")
+    except (TypeError, ValueError) as error:
+        with pytest.raises(type(error)) as got:
+            F.forward(x, params)
+        assert str(got.value) == str(error)
+    else:
+        got = F.forward(x, params)
+        np.testing.assert_array_equal(got[0], want[0])
+    assert taken["forward"] == 0
+
+
+def test_a_call_split_over_threads_is_declined(rng, monkeypatch):
+    x, params = make_call(rng, np.float32, B=24)
+    monkeypatch.setattr(_parallel, "_MIN_PART_WORK", 1)
+    monkeypatch.setattr(_parallel, "_MIN_PART_ROWS", 1)
+    rnncore.set_num_threads(2)
+    try:
+        if F._one_part_each(F._kernels, *x.shape[:2], F.read_params(params, "rnn")[0].cfg):
+            pytest.skip("the kernels' policy here does not split this call")
+        assert _short.forward(x, params) is None
+    finally:
+        rnncore.set_num_threads(None)
+
+
+def test_a_call_whose_arrays_go_through_the_block_cache_is_declined(rng, monkeypatch):
+    x, params = make_call(rng, np.float32)
+    monkeypatch.setattr(F, "_CACHED_ELEMENTS", 1)
+    assert _short.forward(x, params) is None
+
+
+# (name, a change of the default call's backward that the compiled path does not take)
+BACKWARD_DECLINED = {
+    "dy None": lambda record, dy: (record, None),
+    "dy a list": lambda record, dy: (record, dy.tolist()),
+    "dy not contiguous": lambda record, dy: (record, np.asfortranarray(dy)),
+    "dy of another shape": lambda record, dy: (record, dy[:-1].copy()),
+    "dy of another dtype": lambda record, dy: (record, dy.astype(np.float64)),
+    "a record with lengths": lambda record, dy: (
+        F.forward(*record, lengths=[20, 19, 20])[2], dy),
+    "not a record": lambda record, dy: ("record", dy),
+}
+
+
+@pytest.mark.parametrize("case", list(BACKWARD_DECLINED))
+def test_the_compiled_backward_declines_a_call_it_does_not_take(rng, case, taken):
+    x, params = make_call(rng, np.float32)
+    record = F.forward(x, params)[2] if case != "a record with lengths" else (x, params)
+    dy = rng.standard_normal((20, 3, 7)).astype(np.float32)
+    record, dy = BACKWARD_DECLINED[case](record, dy)
+    assert _short.backward(record, dy, True, True) is None
+
+
+def test_a_declined_backward_is_functionals_error(rng):
+    x, params = make_call(rng, np.float32)
+    record = F.forward(x, params)[2]
+    with pytest.raises(ValueError, match="dy must have the shape of the forward output"):
+        F.backward(record, np.zeros((19, 3, 7), np.float32))
+
+
+def test_a_backward_whose_blas_has_several_threads_is_declined(rng):
+    kernels = F._kernels
+    x, params = make_call(rng, np.float32)
+    y, _, record = F.forward(x, params)
+    saved = kernels.blas_threads()
+    kernels.set_blas_threads(2)
+    try:
+        if kernels.blas_threads() < 2:
+            pytest.skip("this OpenBLAS runs one thread")
+        assert _short.backward(record, np.ones_like(y), True, True) is None
+    finally:
+        kernels.set_blas_threads(saved)
