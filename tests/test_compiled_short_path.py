@@ -237,3 +237,42 @@ def test_a_backward_whose_blas_has_several_threads_is_declined(rng):
         assert _short.backward(record, np.ones_like(y), True, True) is None
     finally:
         kernels.set_blas_threads(saved)
+
+
+def _resized(params, H):
+    rng = np.random.default_rng(1)
+    shapes = F.param_shapes(5, H)
+    return {key: rng.uniform(-0.5, 0.5, shapes[key]).astype(value.dtype)
+            for key, value in params.items()}
+
+
+# (name, a change made in place to the dict of the previous call)
+CHANGES = {
+    "every shape": lambda p: p.update(_resized(p, 6)),
+    "every dtype": lambda p: p.update({k: v.astype(np.float64) for k, v in p.items()}),
+    "one shape": lambda p: p.update(weight_hh_l0=p["weight_hh_l0"][:6, :6].copy()),
+    "one dtype": lambda p: p.update(bias_ih_l0=p["bias_ih_l0"].astype(np.float64)),
+    "the key order": lambda p: p.update(dict(reversed([p.popitem() for _ in range(4)]))),
+    "a key": lambda p: p.update(bias_hh_l1=p.pop("bias_hh_l0")),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_dict_changed_between_calls_is_read_again(rng, change):
+    x, params = make_call(rng, np.float32)
+    F.forward(x, params)                 # the plan of these keys and shapes, kept
+    CHANGES[change](params)
+    if change == "every dtype":
+        x = x.astype(np.float64)
+    try:
+        want = F.forward(x, params, backend="cython")
+    except (TypeError, ValueError) as error:
+        with pytest.raises(type(error)) as got:
+            F.forward(x, params)
+        assert str(got.value) == str(error)
+    else:
+        got = F.forward(x, params)
+        for g, w in zip(got[:2], want[:2]):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)
+        assert got[2].plan is want[2].plan

@@ -308,6 +308,8 @@ def _checked_options(cell, nonlinearity, backend, merge_mode, deterministic, che
 def _one_part_each(module, T: int, B: int, cfg: Config) -> bool:
     """Whether no layer of a one-direction Elman network is split over threads (what
     :func:`_parts` says of each layer's input: K wide for the first, H for the others)."""
+    if _parallel.get_num_threads() < 2:  # (direction_parts' first answer, without a call each)
+        return True
     H = cfg.hidden_size
     for K in ((cfg.input_size, H) if cfg.num_layers > 1 else (cfg.input_size,)):
         if _parts_of(module, T, B, K, cfg.dtype, H, 1) != 1:
