@@ -1,7 +1,7 @@
 """The compiled short call (``rnncore._short``).
 
-``functional.forward`` and ``backward`` with every option at their defaults hand a call
-whose arguments are exactly what the short path takes (a dict of native ndarrays, ``x`` a
+``functional.forward`` (every option at its default, or ``backend="cython"``, which the
+default picks) and ``backward`` hand a call whose arguments are exactly what the short path takes (a dict of native ndarrays, ``x`` a
 C-contiguous (T, B, K) ndarray of their dtype, no h0, lengths or ∂L/∂h_n) to compiled
 code. These tests pin that it takes those calls (counted, so that a bitwise match cannot
 come from a call it declined), that it gives functional's bits and record, and that it
@@ -39,22 +39,31 @@ def make_call(rng, dtype, T=20, B=3, K=5, H=7, layers=1, bias=True, **shape_opti
     return x, params
 
 
+def python_forward(x, params):
+    """The same forward through functional's Python path: it takes an explicit h0 (of
+    zeros: the same bits as none), the compiled path does not."""
+    layers = sum(key.startswith("weight_hh") for key in params)
+    h0 = np.zeros((layers, x.shape[1], params["weight_hh_l0"].shape[1]), x.dtype)
+    return F.forward(x, params, h0=h0)
+
+
 def python_path(x, params, dy):
-    """The same call through functional's Python path: an explicit backend (forward)
-    and explicit zero ∂L/∂h_n (backward) are taken nowhere else."""
-    y, h_n, record = F.forward(x, params, backend="cython")
+    """forward and backward through functional's Python path (an explicit ∂L/∂h_n of
+    zeros, likewise)."""
+    y, h_n, record = python_forward(x, params)
     dh_n = np.zeros(h_n.shape, h_n.dtype)
     return (y, h_n, record), F.backward(record, dy, dh_n)
 
 
+@pytest.mark.parametrize("backend", [None, "cython"])
 @pytest.mark.parametrize("B", [1, 3], ids=["lone row", "batch"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
 def test_a_default_call_takes_the_compiled_path_with_the_python_paths_bits(
-        dtype, rng, taken, B, layers, bias):
+        dtype, rng, taken, backend, B, layers, bias):
     x, params = make_call(rng, dtype, B=B, layers=layers, bias=bias)
     dy = rng.standard_normal((x.shape[0], B, 7)).astype(dtype)
-    y, h_n, record = F.forward(x, params)
+    y, h_n, record = F.forward(x, params, backend=backend)
     dx, dh0, grads = F.backward(record, dy)
     assert taken == {"forward": 1, "backward": 1}
     (want_y, want_h_n, want_record), (want_dx, want_dh0, want_grads) = python_path(
@@ -77,7 +86,7 @@ def test_checked_params_take_the_compiled_path(dtype, rng, taken):
     x, params = make_call(rng, dtype)
     y, h_n, _ = F.forward(x, CheckedParams(params, "rnn"))
     assert taken["forward"] == 1
-    want_y, want_h_n, _ = F.forward(x, params, backend="cython")
+    want_y, want_h_n, _ = python_forward(x, params)
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(h_n, want_h_n)
 
@@ -265,7 +274,7 @@ def test_a_dict_changed_between_calls_is_read_again(rng, change):
     if change == "every dtype":
         x = x.astype(np.float64)
     try:
-        want = F.forward(x, params, backend="cython")
+        want = python_forward(x, params)
     except (TypeError, ValueError) as error:
         with pytest.raises(type(error)) as got:
             F.forward(x, params)

@@ -132,13 +132,18 @@ def one_direction_params(rng, dtype, bias, layers=1):
 
 @pytest.fixture
 def short_paths(monkeypatch):
-    """How many calls took the short path: {"forward": n, "backward": n}."""
+    """How many calls took the short path, through functional's Python or its
+    compiled form (which takes a call or returns None): {"forward": n, "backward": n}."""
     counts = {"forward": 0, "backward": 0}
-    for name, kind in [("_stacked_forward", "forward"), ("_backward_stacked", "backward")]:
-        def counted(*args, _run=getattr(F, name), _kind=kind, **kwargs):
-            counts[_kind] += 1
-            return _run(*args, **kwargs)
-        monkeypatch.setattr(F, name, counted)
+    routes = [(F, "_stacked_forward", "forward"), (F, "_backward_stacked", "backward")]
+    if F._short is not None:
+        routes += [(F._short, "forward", "forward"), (F._short, "backward", "backward")]
+    for module, name, kind in routes:
+        def counted(*args, _run=getattr(module, name), _kind=kind, **kwargs):
+            result = _run(*args, **kwargs)
+            counts[_kind] += result is not None
+            return result
+        monkeypatch.setattr(module, name, counted)
     return counts
 
 

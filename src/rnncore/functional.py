@@ -46,7 +46,7 @@ _NONLINEARITIES = ("tanh", "relu")
 # forward's defaults, compared by identity first: string constants and small ints are
 # shared objects, so a call with the defaults needs no other check; anything else,
 # equal values that are other objects included, is checked by _checked_options
-_RNN, _TANH, _CONCAT, _NO_CHECKPOINT = "rnn", "tanh", "concat", 0
+_RNN, _TANH, _CONCAT, _NO_CHECKPOINT, _CYTHON = "rnn", "tanh", "concat", 0, "cython"
 # A call whose arrays may reach the block cache's size allocates them through it
 # (_memory): (T·B + K + H)·H elements bounds the largest of one layer's (outputs,
 # states, weights, their gradients) from below within a small factor.
@@ -231,13 +231,15 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     record : Record
         What :func:`backward` needs.
     """
-    if (cell is _RNN and nonlinearity is _TANH and backend is None and merge_mode is _CONCAT
-            and deterministic is True and checkpoint is _NO_CHECKPOINT):
+    if (cell is _RNN and nonlinearity is _TANH and merge_mode is _CONCAT
+            and deterministic is True and checkpoint is _NO_CHECKPOINT
+            and (backend is None or backend is _CYTHON and _short is not None)):
+        # the defaults (or the kernels named, which the defaults pick): all valid
         if h0 is None and lengths is None and not batch_first and _short is not None:
             done = _short.forward(x, params)     # the short path's call, compiled
             if done is not None:
                 return done
-        cell_type, module, relu = _ELMAN, _FASTEST, False     # the defaults: all valid
+        cell_type, module, relu = _ELMAN, _FASTEST if backend is None else _kernels, False
     else:
         cell_type, module, relu = _checked_options(cell, nonlinearity, backend, merge_mode,
                                                    deterministic, checkpoint)
