@@ -55,7 +55,9 @@ def python_path(x, params, dy):
     return (y, h_n, record), F.backward(record, dy, dh_n)
 
 
-@pytest.mark.parametrize("backend", [None, "cython"])
+# "cython" made at run time is another object than the literal (a command line's)
+@pytest.mark.parametrize("backend", [None, "cython", "".join(["cy", "thon"])],
+                         ids=["default", "cython", "cython built"])
 @pytest.mark.parametrize("B", [1, 3], ids=["lone row", "batch"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])

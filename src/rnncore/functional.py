@@ -233,7 +233,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     """
     if (cell is _RNN and nonlinearity is _TANH and merge_mode is _CONCAT
             and deterministic is True and checkpoint is _NO_CHECKPOINT
-            and (backend is None or backend is _CYTHON and _short is not None)):
+            and (backend is None
+                 or type(backend) is str and backend == _CYTHON and _short is not None)):
         # the defaults (or the kernels named, which the defaults pick): all valid
         if h0 is None and lengths is None and not batch_first and _short is not None:
             done = _short.forward(x, params)     # the short path's call, compiled
