@@ -84,6 +84,19 @@ def test_a_default_call_takes_the_compiled_path_with_the_python_paths_bits(
     np.testing.assert_array_equal(record.lengths, want_record.lengths)
 
 
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_snapshot_weights_decides_whether_the_compiled_record_keeps_the_callers_arrays(
+        rng, taken, snapshot):
+    x, params = make_call(rng, np.float32, layers=2)
+    _, _, record = F.forward(x, params, snapshot_weights=snapshot)
+    assert taken["forward"] == 1
+    for layer in range(2):
+        w_ih, w_hh, _ = record.weights[layer][0]
+        for kept, key in [(w_ih, f"weight_ih_l{layer}"), (w_hh, f"weight_hh_l{layer}")]:
+            assert (kept is params[key]) is not snapshot, key
+            assert np.shares_memory(kept, params[key]) is not snapshot, key
+
+
 def test_checked_params_take_the_compiled_path(dtype, rng, taken):
     x, params = make_call(rng, dtype)
     y, h_n, _ = F.forward(x, CheckedParams(params, "rnn"))

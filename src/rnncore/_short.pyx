@@ -166,9 +166,9 @@ def stacked_forward(plan, list arrays, x, s0, steps, bint relu, bint snapshot):
     return output, h_n, weights, inputs, states
 
 
-def forward(x, params):
-    """:func:`rnncore.functional.forward` ``(x, params)`` with every option at its
-    default, for a dict of native-order ndarrays (or a ``CheckedParams`` of "rnn") and
+def forward(x, params, bint snapshot=True):
+    """:func:`rnncore.functional.forward` ``(x, params, snapshot_weights=snapshot)``
+    with every other option at its default, for a dict of native-order ndarrays (or a ``CheckedParams`` of "rnn") and
     a C-contiguous (T, B, K) ``x`` of their dtype whose call takes the short path; None
     for any other call.
 
@@ -203,7 +203,7 @@ def forward(x, params):
         return None
     steps = F._full_lengths(B, T)
     output, h_n, weights, inputs, states = stacked_forward(
-        plan, arrays, x, (plan.zero_state(B),) * cfg.num_layers, steps, False, True)
+        plan, arrays, x, (plan.zero_state(B),) * cfg.num_layers, steps, False, snapshot)
     record = F.Record(plan, _kernels, False, weights, inputs, states,
                       [F._NOTHING_SAVED] * cfg.num_layers, steps, None, T, B, False,
                       False, "concat", True)

@@ -237,7 +237,7 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
                  or type(backend) is str and backend == _CYTHON and _short is not None)):
         # the defaults (or the kernels named, which the defaults pick): all valid
         if h0 is None and lengths is None and not batch_first and _short is not None:
-            done = _short.forward(x, params)     # the short path's call, compiled
+            done = _short.forward(x, params, snapshot_weights)   # the short path, compiled
             if done is not None:
                 return done
         cell_type, module, relu = _ELMAN, _FASTEST if backend is None else _kernels, False
