@@ -191,7 +191,8 @@ def direction_parts(module, work: int, B: int, N: int, dtype, D: int, rows: int 
     """Into how many parts to split each direction of a layer (1: not split).
 
     A direction is split over all threads when at least two are allowed, the layer has
-    enough ``work`` (multiply-adds per direction) that at least one of its sections,
+    ``work`` ≥ ``_MIN_PARALLEL_WORK`` multiply-adds per direction and enough that at
+    least one of its sections,
     each at most the whole, would be split (:func:`_section_parts`; else the call
     would pay for the split's path and still run on one thread), the kernels' policy
     makes splits exact for a call of ``rows`` = T·B rows of steps and products N = G·H
@@ -199,7 +200,7 @@ def direction_parts(module, work: int, B: int, N: int, dtype, D: int, rows: int 
     than four threads runs its two directions at once instead.
     """
     n = get_num_threads()
-    if n < 2 or _section_parts(n, work) < 2 or (D == 2 and n < 4):
+    if n < 2 or work < _MIN_PARALLEL_WORK or _section_parts(n, work) < 2 or (D == 2 and n < 4):
         return 1
     exact = getattr(module, "splits_are_exact", None)
     if exact is None or not exact(B, N, np.dtype(dtype) == np.float32, rows):
