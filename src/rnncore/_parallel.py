@@ -200,7 +200,8 @@ def direction_parts(module, work: int, B: int, N: int, dtype, D: int, rows: int 
     than four threads runs its two directions at once instead.
     """
     n = get_num_threads()
-    if n < 2 or work < _MIN_PARALLEL_WORK or _section_parts(n, work) < 2 or (D == 2 and n < 4):
+    if (n < 2 or work < _MIN_PARALLEL_WORK or _section_parts(n, work) < 2
+            or (D == 2 and n < 4)):
         return 1
     exact = getattr(module, "splits_are_exact", None)
     if exact is None or not exact(B, N, np.dtype(dtype) == np.float32, rows):
