@@ -192,6 +192,12 @@ def test_two_thread_rows_are_one_direction_or_two_and_compared_with_one_thread(n
         ("≥1.8× own 1-thread", pytest.approx(1.9), True), ("> torch", 1.5, True)]
 
 
+def test_two_thread_row_run_without_its_one_thread_row_leaves_out_that_target():
+    two = Result(GRID["medium-2t"], {("cython", "fb"): np.array([1.0]),
+                                     ("torch", "fb"): np.array([1.5])})
+    assert [t[:3] for t in targets(two, {}, "fb")] == [("> torch", 1.5, True)]
+
+
 def test_long_denormal_states_are_denormal_after_the_first_steps():
     case = GRID["long-denormal"]
     assert (case.T, case.B, case.K, case.H) == (GRID["long"].T, GRID["long"].B,

@@ -285,7 +285,7 @@ def _in_grid(case: Case) -> bool:
 def _ratio(result, other, impl: str, mode: str) -> float | None:
     """``impl``'s time in ``result`` over its time in ``other`` (None if either is
     missing)."""
-    mine = result.times.get((impl, mode))
+    mine = result.times.get((impl, mode)) if result is not None else None
     theirs = other.times.get((impl, mode)) if other is not None else None
     return mine / theirs if mine and theirs else None
 
