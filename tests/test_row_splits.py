@@ -110,6 +110,22 @@ def test_weight_gradients_computed_in_parts_give_the_whole_bits(path, dtype, par
         np.testing.assert_array_equal(g, want)
 
 
+def test_two_parts_of_weight_gradients_with_k_equal_to_h_are_one_whole_product_each(
+        path, dtype):
+    """The parts cut the columns of [∂W_ih | ∂W_hh] together: with K = H, part 0 is
+    all of ∂W_ih and part 1 all of ∂W_hh, so that each thread reads δ once."""
+    a = layer(dtype, K=64, H=64)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    delta = np.ones((7, 13, 64), dtype)
+    for i, written in ((0, "dw_ih"), (1, "dw_hh")):
+        got = {k: np.full((64, 64), np.nan, dtype) for k in ("dw_ih", "dw_hh")}
+        _kernels.backward_weights(a["x"], hs, delta, False, got["dw_ih"], got["dw_hh"],
+                                  np.empty(64, dtype), part=(i, 2))
+        assert not np.isnan(got[written]).any()
+        assert np.isnan(got["dw_hh" if written == "dw_ih" else "dw_ih"]).all()
+
+
 @pytest.mark.parametrize("cuts", [[0, 1, 7], [0, 3, 7], [0, 2, 4, 6, 7]], ids=str)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_input_projection_in_ranges_of_steps_then_the_recurrence_gives_the_whole_bits(
@@ -122,6 +138,41 @@ def test_input_projection_in_ranges_of_steps_then_the_recurrence_gives_the_whole
         _kernels.input_projection(a["x"], a["w_ih"], out, reverse, steps=(t0, t1))
     _kernels.layer_forward(*args, out=out, projected=True)
     np.testing.assert_array_equal(out, whole)
+
+
+def test_a_barrier_lets_its_parts_go_when_the_last_one_arrives():
+    import threading
+    barrier = _kernels.Barrier(3)
+    passed = []
+    waiting = [threading.Thread(target=lambda: passed.append(barrier.wait()), daemon=True)
+               for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    for thread in waiting:
+        thread.join(0.2)
+    assert barrier.arrived == 2 and not passed        # waiting for the third
+    assert barrier.wait() is True
+    for thread in waiting:
+        thread.join(30)
+    assert passed == [True, True]
+
+
+def test_a_barrier_one_of_whose_parts_gave_up_lets_the_others_go_with_false():
+    import threading
+    barrier = _kernels.Barrier(2)
+    passed = []
+    waiting = threading.Thread(target=lambda: passed.append(barrier.wait()), daemon=True)
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive()
+    barrier.abort()
+    waiting.join(30)
+    assert passed == [False]
+
+
+def test_a_barrier_of_no_parts_is_rejected():
+    with pytest.raises(ValueError, match="parts must be >= 1; got 0"):
+        _kernels.Barrier(0)
 
 
 @pytest.mark.parametrize("part", [(2, 2), (-1, 2), (0, 0)])

@@ -58,12 +58,17 @@ class _Cell:
         """The state sequences (T+1, B, ·) whose final values are returned: (hs,)."""
         return (hs,)
 
-    def forward(self, module, parts, x, w, s0, lengths, reverse, relu):
-        """(hs, saved) of one layer-direction, split over ``parts`` threads if > 1."""
+    def forward(self, module, parts, x, w, s0, lengths, reverse, relu, output=None):
+        """(hs, saved) of one layer-direction, split over ``parts`` threads if > 1;
+        the states of steps 0..T-1 (``hs[1:]``, or ``hs[:T]`` in reverse) copied into
+        ``output`` (T, B, W) if given, by the threads in parts."""
         if parts > 1:
             return _parallel.forward_direction(self, module, parts, x, w, s0, lengths,
-                                               reverse, relu)
-        return self.run_forward(module, x, w, s0, lengths, reverse, relu)
+                                               reverse, relu, output)
+        hs, saved = self.run_forward(module, x, w, s0, lengths, reverse, relu)
+        if output is not None:
+            output[...] = hs[:-1] if reverse else hs[1:]
+        return hs, saved
 
     def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
         """(d_states0, weight gradients, delta) of one layer-direction, split over

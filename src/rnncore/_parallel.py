@@ -209,11 +209,18 @@ def direction_parts(module, work: int, B: int, N: int, dtype, D: int, rows: int 
     return n
 
 
-def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu):
+def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
+                      output=None):
     """``cell.forward`` of one layer-direction split over ``parts`` threads: the input
     projection by ranges of steps, then the recurrence by ranges of batch rows, into
-    the arrays the cell's kernels write (:mod:`rnncore._cells`). Same bits as one call
-    (:func:`direction_parts` checked that).
+    the arrays the cell's kernels write (:mod:`rnncore._cells`), in one dispatch
+    (:func:`_in_one_dispatch`). Same bits as one call (:func:`direction_parts`
+    checked that).
+
+    ``output`` (T, B, W), when given, receives a copy of the states of steps 0..T-1
+    (``hs[1:]``, or ``hs[:T]`` in reverse), each range of rows copied by the thread
+    that ran it, while those rows are still in its cache (instead of the caller's one
+    copy of the whole on one thread).
 
     Returns
     -------
@@ -223,20 +230,37 @@ def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu):
     """
     T, B, K = x.shape
     out = cell.forward_arrays(x, w)
-    _run_parts([functools.partial(cell.project, module, x, w, out, reverse, r)
-                for r in _ranges(T, _section_parts(parts, T * B * w[0].size))])
-    _run_parts([functools.partial(cell.run_forward, module, x, w, s0, lengths, reverse,
-                                  relu, out=out, rows=r, projected=True)
-                for r in _ranges(B, _recurrence_parts(parts, T, B, cell.step_work(w)))])
+    _in_one_dispatch(
+        module,
+        [functools.partial(cell.project, module, x, w, out, reverse, s)
+         for s in _ranges(T, _section_parts(parts, T * B * w[0].size))],
+        [functools.partial(_recurrence_rows, cell, module, x, w, s0, lengths, reverse,
+                           relu, out, r, output)
+         for r in _ranges(B, _recurrence_parts(parts, T, B, cell.step_work(w)))])
     return out[0], tuple(out[1:])
+
+
+def _recurrence_rows(cell, module, x, w, s0, lengths, reverse, relu, out, rows, output):
+    """Rows [rows[0], rows[1]) of a projected recurrence into ``out``; their states
+    copied into ``output`` if given (see :func:`forward_direction`)."""
+    cell.run_forward(module, x, w, s0, lengths, reverse, relu, out=out, rows=rows,
+                     projected=True)
+    _copy_rows(out[0], rows, reverse, output)
+
+
+def _copy_rows(hs, rows, reverse, output):
+    """The states of steps 0..T-1 of ``rows`` out of hs into ``output`` (if given)."""
+    if output is not None:
+        r0, r1 = rows
+        output[:, r0:r1] = hs[:-1, r0:r1] if reverse else hs[1:, r0:r1]
 
 
 def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse,
                        relu):
     """``cell.backward`` of one layer-direction split over ``parts`` threads: the
     recurrence of BPTT by ranges of batch rows, then the weight gradients in parts
-    (ranges of their rows or columns, the kernel's choice). Same bits and same results
-    as one call.
+    (ranges of their rows or columns, the kernel's choice), in one dispatch
+    (:func:`_in_one_dispatch`). Same bits and same results as one call.
 
     Returns
     -------
@@ -246,14 +270,41 @@ def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, 
     T, B, K = x.shape
     g = cell.backward_arrays(x, w, hs)
     row_work = cell.step_work(w)
-    _run_parts([functools.partial(cell.backward_rows, module, w, hs, saved, dy, ds_n,
-                                  lengths, reverse, relu, g, r)
-                for r in _ranges(B, _recurrence_parts(parts, T, B, row_work))])
     weight_parts = _section_parts(parts, T * B * (w[0].size + row_work))
-    _run_parts([functools.partial(cell.backward_weights, module, x, hs, reverse, g,
-                                  (i, weight_parts))
-                for i in range(weight_parts)])
+    _in_one_dispatch(
+        module,
+        [functools.partial(cell.backward_rows, module, w, hs, saved, dy, ds_n, lengths,
+                           reverse, relu, g, r)
+         for r in _ranges(B, _recurrence_parts(parts, T, B, row_work))],
+        [functools.partial(cell.backward_weights, module, x, hs, reverse, g,
+                           (i, weight_parts))
+         for i in range(weight_parts)])
     return cell.backward_result(g)
+
+
+def _in_one_dispatch(module, first, second) -> None:
+    """Call every one of ``first``, then every one of ``second``, on as many threads as
+    the longer list: thread i calls ``first[i]``, waits at a barrier (the kernels'
+    ``Barrier``, which spins without the GIL) until every thread has called its part
+    of ``first``, then calls ``second[i]``. One handing out of work instead of two:
+    each wakes a sleeping thread, and the GIL after it (20-50 µs each in a VM).
+
+    A part of ``first`` that raises lets the others go past the barrier, where they
+    skip ``second``; the call then raises its error (:func:`_run_parts`).
+    """
+    barrier = module.Barrier(max(len(first), len(second)))
+
+    def part(i):
+        try:
+            if i < len(first):
+                first[i]()
+        except BaseException:
+            barrier.abort()
+            raise
+        if barrier.wait() and i < len(second):
+            second[i]()
+
+    _run_parts([functools.partial(part, i) for i in range(barrier.parts)])
 
 
 def split_steps(fn, T: int, work: int, parts: int) -> None:

@@ -11,25 +11,44 @@ cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
     return c if c < n else n
 
 
+cdef inline Py_ssize_t column_cut(Py_ssize_t i, Py_ssize_t n, Py_ssize_t offset,
+                                   Py_ssize_t width, Py_ssize_t total,
+                                   Py_ssize_t itemsize) noexcept nogil:
+    """Where cut i of n of ``total`` columns falls in a product occupying columns
+    [offset, offset + width) of them, on a multiple of the widest panel (AVX-512's,
+    128 bytes) from the product's first column; 0 before it, ``width`` after it."""
+    if i >= n:
+        return width
+    cdef Py_ssize_t align = 128 // itemsize
+    cdef Py_ssize_t c = total * i // n - offset
+    if c <= 0:
+        return 0
+    c = (c + align // 2) // align * align
+    return c if c < width else width
+
+
 cdef inline void product_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_ssize_t N,
                               Py_ssize_t Nb, Py_ssize_t M, const floating *a,
                               Py_ssize_t lda, const floating *b, Py_ssize_t ldb,
-                              floating *c, floating *work) noexcept nogil:
+                              floating *c, floating *work, Py_ssize_t offset,
+                              Py_ssize_t total) noexcept nogil:
     """Part i of n of C (N × Nb, rows contiguous) = Aᵀ B = Σ over M rows, A (M × N)
     and B (M × Nb) with rows at strides lda and ldb; nothing if C is empty.
 
     A range of C's rows (on multiples of the micro-kernel's rows) where the product
     packs blocks of Aᵀ (lda·itemsize ≥ 2 KB), so that no part packs what another
-    packs; else a range of its columns, each part packing only its columns of B, cut
-    on multiples of the widest panel (AVX-512's, 128 bytes) under every policy: the
-    parts of one product may run under different ones.
+    packs; else a range of its columns, each part packing only its columns of B. The
+    columns are cut as columns [offset, offset + Nb) of ``total`` that the products
+    of one call share (:func:`column_cut`): two products of equal width on two
+    threads are then one whole product each, each reading A once. Every element is
+    the same sum whatever its part, so the parts have the bits of the whole.
     """
     cdef Py_ssize_t r0 = 0, r1 = N, c0 = 0, c1 = Nb
-    cdef Py_ssize_t align = 128 // sizeof(floating)
     if rnn_gemm_packs_a(lda, sizeof(floating)):
         r0, r1 = cut(N, i, n, RNN_G_MR), cut(N, i + 1, n, RNN_G_MR)
     else:
-        c0, c1 = cut(Nb, i, n, align), cut(Nb, i + 1, n, align)
+        c0 = column_cut(i, n, offset, Nb, total, sizeof(floating))
+        c1 = column_cut(i + 1, n, offset, Nb, total, sizeof(floating))
     if r1 > r0 and c1 > c0:
         # (R × C') = (M × R)ᵀ(M × C'): rows r0..r1, columns c0..c1
         seq_product(plan, r1 - r0, <int>(c1 - c0), M, a + r0 if a else NULL, 1, lda,
@@ -68,9 +87,11 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
     :func:`gru_layer_backward`.
 
     Each product is split by ranges of columns, where each thread then packs only
-    its columns of X, H_prev or M; or by ranges of rows where the product packs
-    blocks of Δᵀ as well (rows of 2 KB or more), so that no thread packs what another
-    packs. The bias sums are split by ranges of their elements.
+    its columns of X, H_prev or M (the columns of [∂W_ih | ∂W_hh] cut together, so
+    that with K = W two parts are one whole product each, and each thread reads Δ
+    once); or by ranges of rows where the product packs blocks of Δᵀ as well (rows of
+    2 KB or more), so that no thread packs what another packs. The bias sums are
+    split by ranges of their elements.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = delta.shape[2]
     cdef Py_ssize_t W = hs.shape[2]
@@ -143,14 +164,16 @@ cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, :
         with nogil:
             csr = rnn_flush_denormals()       # given back below; nothing raises
             # (N × K) = (T·B × N)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
+            # (the parts cut the columns of [∂W_ih | ∂W_hh] together)
             product_part(&plan, i, n, N, K, M, delta_p, N, x_p, K,
-                         &dw_ih[0, 0] if K else NULL, work)
+                         &dw_ih[0, 0] if K else NULL, work, 0, K + W)
             # (N × W) = (T·B × N)ᵀ(T·B × W): ∂W_hh = Σ_t ε_tᵀ h_{t-1}
-            product_part(&plan, i, n, N, W, M, eps_p, N, h_p, W, &dw_hh[0, 0], work)
+            product_part(&plan, i, n, N, W, M, eps_p, N, h_p, W, &dw_hh[0, 0], work,
+                         K, K + W)
             if proj:
                 # (W × H) = (T·B × W)ᵀ(T·B × H): ∂W_hr = Σ_t ∂h_tᵀ m_t
                 product_part(&plan, i, n, W, Hm, M, &dh_s[0, 0, 0] if M else NULL, W,
-                             &m_s[0, 0, 0] if M else NULL, Hm, &dw_r[0, 0], work)
+                             &m_s[0, 0, 0] if M else NULL, Hm, &dw_r[0, 0], work, 0, Hm)
             # ∂b = Σ_t Σ_b δ_t (and GRU's Σ ε_t)
             sum_part(&plan, i, n, N, M, &db[0], delta_p)
             if two_biases:

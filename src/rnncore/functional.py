@@ -394,6 +394,7 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
 
     weights, inputs, states, saved = [], [], [], []
     initial = [] if chunk else None
+    owned = None                         # the output, when its layer's threads made it
     layer_in = x
     for layer in range(cfg.num_layers):
         first = layer * D                # the index in h0 and h_n of the forward one
@@ -427,23 +428,27 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
             saved.append(_NOTHING_SAVED)
             layer_in = hs[1:]
         else:
+            last = layer == cfg.num_layers - 1
+            # the output of a last one-direction layer: hs[1:] copied by its threads
+            owned = np.empty((T, B, P), cfg.dtype) if last and D == 1 and T == full_T \
+                else None
             outs = _forward_layer(cell_type, module, parts, layer_in, ws, states0, first,
-                                  steps, relu, cfg)
+                                  steps, relu, cfg, owned)
             for d, (hs, cell_saved) in enumerate(outs):
                 for final, seq in zip(finals, cell_type.seqs(hs, cell_saved)):
                     final[first + d] = (seq[0] if d == 1 else seq[T] if padded is None
                                         else seq[steps, np.arange(B)])
             states.append([out[0] for out in outs])
             saved.append([out[1] for out in outs])
-            last = layer == cfg.num_layers - 1
-            layer_in = (outs[0][0][1:] if D == 1
+            layer_in = (owned if owned is not None else outs[0][0][1:] if D == 1
                         else _merged_output(states[-1], T, B, P, padded, merge_mode)
                         if last and merge_mode != "concat"
                         else _layer_output(states[-1], T, B, P, padded))
         weights.append(ws)
     output = layer_in
-    if D == 1 and not k and T == full_T:     # (else _all_steps copies it)
-        output = output.copy()          # a view of hs, which the record keeps
+    if D == 1 and not k and T == full_T and owned is None:
+        output = output.copy()          # a view of hs, which the record keeps (a
+                                        # shorter T: _all_steps copies it)
     record = Record(plan, module, relu, weights, inputs, states, saved, steps, padded, T,
                     B, batch_first, unbatched, "concat" if D == 1 else merge_mode,
                     bool(deterministic), chunk, initial, full_T)
@@ -454,12 +459,15 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
 
 
 def _forward_layer(cell_type, module, parts, layer_in, ws, states0, first, steps, relu,
-                   cfg):
+                   cfg, output=None):
     """[(hs, saved)] of each direction of one layer: one after the other, each split
-    over ``parts`` threads, or the two directions at once."""
+    over ``parts`` threads, or the two directions at once. A one-direction layer's
+    states of steps 0..T-1 are copied into ``output`` if given."""
     jobs = [(layer_in, w, [s[first + d] for s in states0], steps, d == 1, relu)
             for d, w in enumerate(ws)]
-    if len(jobs) == 1 or parts > 1:
+    if len(jobs) == 1:
+        return [cell_type.forward(module, parts, *jobs[0], output=output)]
+    if parts > 1:
         return [cell_type.forward(module, parts, *job) for job in jobs]
     T, B, K = layer_in.shape
     return _parallel.map_directions(functools.partial(cell_type.forward, module, 1), jobs,
