@@ -686,3 +686,26 @@ def test_jax_scan_computes_the_cell_torch_computes(cell, bidirectional, lengths)
     if lengths:
         short = case.lengths_array[0]
         assert short < case.T and not y[short:, 0].any()      # padded steps are zero
+
+
+def test_torch_is_loaded_before_the_first_case_pins_the_process():
+    """torch's OpenMP runtime counts the CPUs it may use when it is loaded: loaded
+    inside a 1-thread case's pin it would run every later 2-thread case throttled."""
+    pytest.importorskip("torch")
+    script = (
+        "import sys\n"
+        "from rnncore.bench import QUICK\n"
+        "from rnncore.bench import timing\n"
+        "seen = []\n"
+        "enter = timing.Limits.__enter__\n"
+        "def entering(self):\n"
+        "    seen.append('torch' in sys.modules)\n"
+        "    return enter(self)\n"
+        "timing.Limits.__enter__ = entering\n"
+        "assert 'torch' not in sys.modules\n"
+        "timing.run(QUICK[:1], ['torch'], forward_only=True, budget=0.01, rounds=1,\n"
+        "           gemm_n=32)\n"
+        "print(seen[0])\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split()[-1] == "True"

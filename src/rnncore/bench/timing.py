@@ -6,6 +6,8 @@
 - CPUs: the process pinned to as many CPUs as the case has threads, the least busy ones
   when the case starts. Linux sets affinity per thread, so every thread of the process is
   pinned (thread pools started earlier would escape a pin of the main thread alone).
+  torch is imported before the first pin, as a user imports it: its OpenMP runtime
+  counts the CPUs once, when loaded, and throttles its workers past that count.
 - Warm-up: two calls of everything (the first compiles JAX's functions), the second timed
   to size the repeats.
 - Interleaving: the implementations of a case (and a GEMM probe) take turns, in rounds, a
@@ -518,6 +520,23 @@ class Result:
         return self.gflops(impl, mode) / self.gemm_rate
 
 
+def _load_before_pinning(impls) -> None:
+    """Import torch (when timed) before any case pins the process.
+
+    torch's OpenMP runtime (libgomp) counts the CPUs the process may use once, when it
+    is loaded; with more threads than that count its idle workers stop spinning at
+    once and every parallel region waits for one to wake. Loaded during a 1-thread
+    case (pinned to one CPU), torch then ran the 2-thread medium forward in 20.3 ms
+    instead of 5.9 (Intel Xeon, 2 CPUs): a slowdown no user who imports torch
+    unpinned sees.
+    """
+    if any(impl.startswith("torch") for impl in impls):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            pass
+
+
 def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: int = 5,
         pin: bool = True, progress=None, gemm_n: int = 1024) -> list[Result]:
     """Time every implementation at every case.
@@ -545,6 +564,7 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
     -------
     list of Result
     """
+    _load_before_pinning(impls)
     results = []
     for case in cases:
         with Limits(case.threads, pin) as limits:
