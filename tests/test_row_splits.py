@@ -142,14 +142,18 @@ def test_input_projection_in_ranges_of_steps_then_the_recurrence_gives_the_whole
 
 def test_a_barrier_lets_its_parts_go_when_the_last_one_arrives():
     import threading
+    import time
     barrier = _kernels.Barrier(3)
     passed = []
     waiting = [threading.Thread(target=lambda: passed.append(barrier.wait()), daemon=True)
                for _ in range(2)]
     for thread in waiting:
         thread.start()
-    for thread in waiting:
-        thread.join(0.2)
+    for _ in range(3000):                # until both have arrived (at most 30 s)
+        if barrier.arrived == 2:
+            break
+        time.sleep(0.01)
+    time.sleep(0.1)
     assert barrier.arrived == 2 and not passed        # waiting for the third
     assert barrier.wait() is True
     for thread in waiting:

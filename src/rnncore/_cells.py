@@ -66,8 +66,7 @@ class _Cell:
             return _parallel.forward_direction(self, module, parts, x, w, s0, lengths,
                                                reverse, relu, output)
         hs, saved = self.run_forward(module, x, w, s0, lengths, reverse, relu)
-        if output is not None:
-            output[...] = hs[:-1] if reverse else hs[1:]
+        _parallel._copy_rows(hs, (0, hs.shape[1]), reverse, output)
         return hs, saved
 
     def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
