@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                         "library on that instruction set too, as on a CPU that has no "
                         "more (NumPy's SIMD dispatch, OpenBLAS's core, torch's ATen, MKL "
                         "and oneDNN, XLA: the command starts again with their switches "
-                        "set, rnncore.bench.isa_env); rnncore forces rnncore's kernels "
+                        "set, rnncore.bench.isa_env; JAX's YNNPACK, which has none, has "
+                        "its copy of the CPU's feature bits cut down, "
+                        "rnncore.bench.jax_isa); rnncore forces rnncore's kernels "
                         "only, the others running this CPU's best")
     p.add_argument("--forward-only", action="store_true", help="time the forward pass only")
     p.add_argument("--stream", action="store_true",

@@ -17,7 +17,13 @@ torch      ``ATEN_CPU_CAPABILITY``        avx2 / default
 MKL        ``MKL_ENABLE_INSTRUCTIONS``    AVX2 / SSE4_2
 oneDNN     ``ONEDNN_MAX_CPU_ISA``         AVX2 / SSE41
 XLA (JAX)  ``--xla_cpu_max_isa`` flag     AVX2 / SSE4_2
+YNNPACK    none: its CPU flags, masked    sse2..fma3 / sse2..sse41
+           (:mod:`.jax_isa`)
 ========== ============================== ============================================
+
+XLA's flag does not reach the library that runs JAX's matrix products, YNNPACK, which
+reads the CPU's feature bits and has no switch; :func:`limit_jax` clears the bits beyond
+the instruction set in YNNPACK's own copy of them, once JAX is loaded.
 """
 from __future__ import annotations
 
@@ -25,8 +31,8 @@ import os
 
 from .timing import ISA_BLAS_CORES
 
-__all__ = ["ISA_ENV_MARK", "XLA_ISA_ENV", "isa_environment", "library_isas", "numpy_disabled",
-           "restart_environment"]
+__all__ = ["ISA_ENV_MARK", "XLA_ISA_ENV", "isa_environment", "library_isas", "limit_jax",
+           "numpy_disabled", "restart_environment"]
 
 # Set in the environment of the restarted command: the ISA it limits the libraries to.
 ISA_ENV_MARK = "RNNCORE_BENCH_ISA_ENV"
@@ -41,6 +47,8 @@ _TORCH = {"avx2": "avx2", "baseline": "default"}
 _MKL = {"avx2": "AVX2", "baseline": "SSE4_2"}
 _ONEDNN = {"avx2": "AVX2", "baseline": "SSE41"}
 _XLA = {"avx2": "AVX2", "baseline": "SSE4_2"}
+# What limit_jax did in this process, for the header; None until it ran.
+_jax_limited: str | None = None
 
 
 def _numpy_cpu():
@@ -83,12 +91,14 @@ def isa_environment(isa: str) -> dict[str, str]:
 
 def library_isas() -> dict[str, str]:
     """What the libraries loaded in this process say they run: NumPy's highest
-    dispatch target left on, torch's ATen CPU capability (if torch is loaded).
+    dispatch target left on, torch's ATen CPU capability (if torch is loaded), and
+    what :func:`limit_jax` did to JAX's YNNPACK (if it ran).
 
     Returns
     -------
     dict of str to str
-        "numpy" and, with torch loaded, "torch"; the libraries' own names.
+        "numpy" and, with torch loaded, "torch", in the libraries' own names; "jax"
+        after :func:`limit_jax`.
     """
     import sys
 
@@ -98,7 +108,20 @@ def library_isas() -> dict[str, str]:
     torch = sys.modules.get("torch")
     if torch is not None:
         found["torch"] = torch.backends.cpu.get_cpu_capability()
+    if _jax_limited is not None:
+        found["jax"] = _jax_limited
     return found
+
+
+def limit_jax() -> None:
+    """In a command restarted for an instruction set (:data:`ISA_ENV_MARK`), make JAX's
+    matrix products run no more than it (:func:`.jax_isa.limit_ynnpack`), once; call it
+    after ``import jax`` and before compiling anything timed. Elsewhere it does nothing."""
+    global _jax_limited
+    isa = os.environ.get(ISA_ENV_MARK)
+    if isa and _jax_limited is None:
+        from .jax_isa import limit_ynnpack
+        _jax_limited = limit_ynnpack(isa)
 
 
 def restart_environment(isa: str) -> dict[str, str] | None:

@@ -93,7 +93,10 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "`rnncore-bench --isa avx2` (or `baseline`) times the paths of a CPU without "
         "AVX-512 on one that has it: rnncore's kernels and, unless `--isa-scope rnncore`, "
         "every other library too (NumPy, OpenBLAS, torch, MKL, oneDNN, XLA), each limited "
-        "by its own switch, as on such a CPU.",
+        "by its own switch, as on such a CPU, and JAX's matrix products, which XLA hands "
+        "to YNNPACK, a library with no switch that picks its kernels from the CPU's "
+        "feature bits, by clearing the bits beyond that instruction set in YNNPACK's "
+        "copy of them (`rnncore.bench.jax_isa`; the header says what it did).",
         "",
         "## How these figures were obtained",
         "",

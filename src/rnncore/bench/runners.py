@@ -178,6 +178,8 @@ def _jax_runners(case):
     import jax
     import jax.numpy as jnp
 
+    from .isa_env import limit_jax       # (isa_env imports this module through timing)
+    limit_jax()                          # under --isa: YNNPACK's products on that ISA
     if case.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     params, x, R = _inputs(case)
