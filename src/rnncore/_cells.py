@@ -69,13 +69,19 @@ class _Cell:
         _parallel._copy_rows(hs, (0, hs.shape[1]), reverse, output)
         return hs, saved
 
-    def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
+    def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu,
+                 dx=None):
         """(d_states0, weight gradients, delta) of one layer-direction, split over
-        ``parts`` threads if > 1."""
+        ``parts`` threads if > 1; ∂x = δ W_ih written into ``dx`` (T, B, K) if given
+        (on the same threads)."""
         if parts > 1:
             return _parallel.backward_direction(self, module, parts, x, w, hs, saved, dy,
-                                                ds_n, lengths, reverse, relu)
-        return self.run_backward(module, x, w, hs, saved, dy, ds_n, lengths, reverse, relu)
+                                                ds_n, lengths, reverse, relu, dx)
+        result = self.run_backward(module, x, w, hs, saved, dy, ds_n, lengths, reverse,
+                                   relu)
+        if dx is not None:
+            module.input_grad(result[2], w[0], dx, False, x.shape[0] * x.shape[1])
+        return result
 
     # -- the pieces a split layer-direction runs (the kernels only) -----------------------
 

@@ -256,11 +256,12 @@ def _copy_rows(hs, rows, reverse, output):
 
 
 def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse,
-                       relu):
+                       relu, dx=None):
     """``cell.backward`` of one layer-direction split over ``parts`` threads: the
     recurrence of BPTT by ranges of batch rows, then the weight gradients in parts
-    (ranges of their rows or columns, the kernel's choice), in one dispatch
-    (:func:`_in_one_dispatch`). Same bits and same results as one call.
+    (ranges of their rows or columns, the kernel's choice) and, if ``dx`` (T, B, K) is
+    given, ∂x = δ W_ih into it by ranges of steps (as :func:`split_steps` cuts them),
+    in one dispatch (:func:`_in_one_dispatch`). Same bits and same results as one call.
 
     Returns
     -------
@@ -271,15 +272,39 @@ def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, 
     g = cell.backward_arrays(x, w, hs)
     row_work = cell.step_work(w)
     weight_parts = _section_parts(parts, T * B * (w[0].size + row_work))
+    second = [functools.partial(cell.backward_weights, module, x, hs, reverse, g,
+                                (i, weight_parts))
+              for i in range(weight_parts)]
+    if dx is not None:
+        steps = _step_ranges(T, T * B * w[0].size, parts)
+        second = [functools.partial(_after, second[i] if i < len(second) else None,
+                                    functools.partial(_input_grad_steps, module, g.delta,
+                                                      w[0], dx, steps[i])
+                                    if i < len(steps) else None)
+                  for i in range(max(len(second), len(steps)))]
     _in_one_dispatch(
         module,
         [functools.partial(cell.backward_rows, module, w, hs, saved, dy, ds_n, lengths,
                            reverse, relu, g, r)
          for r in _ranges(B, _recurrence_parts(parts, T, B, row_work))],
-        [functools.partial(cell.backward_weights, module, x, hs, reverse, g,
-                           (i, weight_parts))
-         for i in range(weight_parts)])
+        second)
     return cell.backward_result(g)
+
+
+def _after(first, second) -> None:
+    """Call ``first``, then ``second`` (either may be None)."""
+    if first is not None:
+        first()
+    if second is not None:
+        second()
+
+
+def _input_grad_steps(module, delta, w_ih, dx, steps) -> None:
+    """dx[t0:t1] = δ[t0:t1] W_ih over the steps ``(t0, t1)``; every choice of the
+    kernel made for the whole call (T·B rows), as :func:`split_steps`' parts do."""
+    t0, t1 = steps
+    T, B, _ = dx.shape
+    module.input_grad(delta[t0:t1], w_ih, dx[t0:t1], False, T * B)
 
 
 def _in_one_dispatch(module, first, second) -> None:
@@ -316,10 +341,19 @@ def split_steps(fn, T: int, work: int, parts: int) -> None:
     worker spinning on the core the next parallel section needs (medium-bi backward
     19.9 ms against 15.0 ms).
     """
-    if parts < 2 or T < 2 or not _worth_it(work):
+    ranges = _step_ranges(T, work, parts)
+    if len(ranges) == 1:
         fn(0, T)
         return
-    _run_parts([functools.partial(fn, *r) for r in _ranges(T, _section_parts(parts, work))])
+    _run_parts([functools.partial(fn, *r) for r in ranges])
+
+
+def _step_ranges(T: int, work: int, parts: int) -> list[tuple[int, int]]:
+    """The ranges of steps :func:`split_steps` calls for a section of ``work``
+    multiply-adds: one, [0, T), where splitting is not worth it."""
+    if parts < 2 or T < 2 or not _worth_it(work):
+        return [(0, T)]
+    return _ranges(T, _section_parts(parts, work))
 
 
 def _section_parts(parts: int, work: int) -> int:

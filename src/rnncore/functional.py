@@ -666,13 +666,17 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
                 grads[i_bih], grads[i_bhh] = db, db.copy()
             results = ()                 # nothing left for the loops below
         else:
+            # one direction split over threads: ∂x in the same dispatch as its recurrence
+            if D == 1 and parts > 1 and (layer > 0 or need_dx):
+                dx = np.empty(x.shape, cfg.dtype)
             with _parallel.exact_blas(module, record.deterministic):
                 results = _backward_layer(cell_type, module, parts, record, layer, dy,
-                                          ds_n, first)
-        if not record.chunk:
+                                          ds_n, first, dx)
+        dx_done = record.chunk or dx is not None  # (each chunk's ∂x came with its δ)
+        if not dx_done:
             dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
         if dx is not None:
-            if not record.chunk:         # (each chunk's ∂x came with its δ)
+            if not dx_done:
                 if not results:
                     module.input_grad(delta, ws[0][0], dx, False, T * B)
                 else:
@@ -743,16 +747,19 @@ def _backward_stacked(record, dy, dh_n, need_dx, need_dh0):
     return dx, ds0, dict(zip(plan.grad_keys, grads))
 
 
-def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first):
+def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first, dx=None):
     """[(d_states0, weight gradients, delta)] of each direction of one layer: one after
-    the other, each split over ``parts`` threads, or the two directions at once."""
+    the other, each split over ``parts`` threads, or the two directions at once; ∂x
+    into ``dx`` too, if given (one direction only)."""
     cfg = record.cfg
     P, D = cfg.out_size, cfg.D
     x = record.inputs[layer]
     jobs = [(x, record.weights[layer][d], record.states[layer][d], record.saved[layer][d],
              dy if D == 1 else dy[:, :, d * P:(d + 1) * P], [s[first + d] for s in ds_n],
              record.lengths, d == 1, record.relu) for d in range(D)]
-    if D == 1 or parts > 1:
+    if D == 1:
+        return [cell_type.backward(module, parts, *jobs[0], dx=dx)]
+    if parts > 1:
         return [cell_type.backward(module, parts, *job) for job in jobs]
     T, B, K = x.shape
     return _parallel.map_directions(functools.partial(cell_type.backward, module, 1), jobs,
