@@ -86,18 +86,10 @@ def test_tanh_keeps_nan(isa, dtype):
     assert np.isnan(kernel_tanh([np.nan], dtype)).all()
 
 
-# B = 8 and 20 (6k + 2) end the packed products on two row tiles of 4; B = 1 at an odd
-# H ends the lone-row kernel's two chains over the depth on a single step
-@pytest.mark.parametrize("B, H", [(1, 64), (1, 33), (1, 97), (3, 7), (4, 32), (7, 40),
-                                  (16, 128), (13, 33), (2, 1), (40, 300), (8, 64),
-                                  (20, 70)])
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_every_path_matches_the_reference(isa, B, H, nonlinearity, dtype):
+def _agrees_with_the_reference(B, H, nonlinearity, dtype, T):
     rng = np.random.default_rng(B * 1000 + H)
     rnn = rnncore.RNN(5, H, bidirectional=True, nonlinearity=nonlinearity, seed=1,
                       dtype=dtype)
-    T = 20 if B == 1 else 9         # a call of fewer than 12 rows runs on the BLAS
     x = rng.standard_normal((T, B, 5)).astype(dtype)
     dy = rng.standard_normal((T, B, 2 * H)).astype(dtype)
     lengths = rng.integers(1, T + 1, size=B)
@@ -110,3 +102,26 @@ def test_every_path_matches_the_reference(isa, B, H, nonlinearity, dtype):
     for got, want in zip(results["cython"], results["numpy"]):
         tol = 1e-5 if dtype == np.float32 else 1e-12
         assert np.linalg.norm(got - want) <= tol * max(np.linalg.norm(want), 1)
+
+
+# B = 8 and 20 (6k + 2) end the packed products on two row tiles of 4; B = 1 at an odd
+# H ends the lone-row kernel's two chains over the depth on a single step
+@pytest.mark.parametrize("B, H", [(1, 64), (1, 33), (1, 97), (3, 7), (4, 32), (7, 40),
+                                  (16, 128), (13, 33), (2, 1), (40, 300), (8, 64),
+                                  (20, 70)])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_every_path_matches_the_reference(isa, B, H, nonlinearity, dtype):
+    # a call of fewer than 12 rows runs on the BLAS
+    _agrees_with_the_reference(B, H, nonlinearity, dtype, T=20 if B == 1 else 9)
+
+
+# The packed products' row tiles (6 rows on AVX2, 12 on AVX-512): B rows of the
+# per-step product in every remainder of both, 13 and 25 (12k + 1) ending on the
+# single-row kernel, 14 and 26 (12k + 2, 6k + 2) on two tiles of MR/2 + 1; H = 520
+# packs blocks of δᵀ in the weight gradients (520 rows: 43 tiles of 12 and 4 more)
+@pytest.mark.parametrize("B", range(12, 27))
+@pytest.mark.parametrize("H", [24, 520])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_every_row_remainder_of_the_tiles_matches_the_reference(isa, B, H, dtype):
+    _agrees_with_the_reference(B, H, "tanh", dtype, T=3)

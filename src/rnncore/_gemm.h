@@ -24,7 +24,8 @@
 
 #include <string.h>
 
-#define RNN_G_MR 6
+#define RNN_G_MR_AVX2 6     /* rows of the tile on AVX2 (16 vector registers) */
+#define RNN_G_MR_AVX512 12  /* on AVX-512 (32 registers): half the loads of B per FMA */
 #define RNN_G_MRH 12        /* rows of the half-width tile (products at most L wide) */
 #define RNN_G_KB 256
 #define RNN_G_MB 96
@@ -134,41 +135,44 @@ static inline int rnn_gemm_packs_a(long ak, int elsize)
     return ak * elsize >= 2048;
 }
 
-#define RNN_APACK(NAME, T)                                                          \
+#define RNN_APACK(NAME, T, MR)                                                      \
 /* Pack rows [0, m) × columns [0, kb) of A (element (r, k) at a[r·ar + k·ak]) into    \
- * panels of RNN_G_MR rows, [panel][k][RNN_G_MR], for the micro-kernel. Rows that are \
+ * panels of MR rows, [panel][k][MR], for the micro-kernel. Rows that are           \
  * contiguous (ar == 1: A = Δᵀ, whose column k is row k of Δ) are read one k at a    \
  * time across every panel: each row of Δ once, front to back, rather than once per  \
  * panel at a stride of ak (which, a multiple of 4 KB for wide Δ, maps every line to \
  * one set of L1). Whole panels take a fixed-length copy (a variable-length one      \
- * becomes a memmove call per RNN_G_MR elements). */                                 \
+ * becomes a memmove call per MR elements). */                                      \
 static void NAME(long m, long kb, const T *restrict a, long ar, long ak, T *restrict out) \
 {                                                                                   \
     if (ar == 1) {                                                                  \
-        long whole = m / RNN_G_MR * RNN_G_MR;                                       \
+        long whole = m / MR * MR;                                                   \
         for (long k = 0; k < kb; k++) {                                             \
             const T *ak0 = a + k * ak;                                              \
-            T *o = out + k * RNN_G_MR;                                              \
+            T *o = out + k * MR;                                                    \
             long r0 = 0;                                                            \
-            for (; r0 < whole; r0 += RNN_G_MR, o += RNN_G_MR * kb)                  \
-                for (int r = 0; r < RNN_G_MR; r++)                                  \
+            for (; r0 < whole; r0 += MR, o += MR * kb)                              \
+                for (int r = 0; r < MR; r++)                                        \
                     o[r] = ak0[r0 + r];                                             \
             for (long r = 0; r0 + r < m; r++)                                       \
                 o[r] = ak0[r0 + r];                                                 \
         }                                                                           \
         return;                                                                     \
     }                                                                               \
-    for (long r0 = 0; r0 < m; r0 += RNN_G_MR) {                                     \
-        long mr = m - r0 < RNN_G_MR ? m - r0 : RNN_G_MR;                            \
+    for (long r0 = 0; r0 < m; r0 += MR) {                                           \
+        long mr = m - r0 < MR ? m - r0 : MR;                                        \
         const T *ap = a + r0 * ar;                                                  \
         for (long k = 0; k < kb; k++)                                               \
             for (long r = 0; r < mr; r++)                                           \
-                out[k * RNN_G_MR + r] = ap[r * ar + k * ak];                        \
-        out += RNN_G_MR * kb;                                                       \
+                out[k * MR + r] = ap[r * ar + k * ak];                              \
+        out += MR * kb;                                                             \
     }                                                                               \
 }
-RNN_APACK(rnn_pack_rows_s, float)
-RNN_APACK(rnn_pack_rows_d, double)
+/* one per instruction set: its tile's rows */
+RNN_APACK(rnn_pack_rows_s_avx2, float, RNN_G_MR_AVX2)
+RNN_APACK(rnn_pack_rows_d_avx2, double, RNN_G_MR_AVX2)
+RNN_APACK(rnn_pack_rows_s_avx512, float, RNN_G_MR_AVX512)
+RNN_APACK(rnn_pack_rows_d_avx512, double, RNN_G_MR_AVX512)
 #undef RNN_APACK
 
 /* Elements of the workspace the unpacked products need for depth K: one chunk of B,
@@ -195,16 +199,25 @@ static inline __attribute__((always_inline)) void rnn_prefetch_row(const void *p
     _mm_prefetch(q + bytes - 1, _MM_HINT_T0);
 }
 
+/* A case of the tile's row count n, for n < MR (larger ones never occur; their code
+ * is left out). */
+#define RNN_GMK_CASE(SFX, MR, n)                                                    \
+    case n:                                                                         \
+        if (n < MR)                                                                 \
+            rnn_gmk_##SFX(n, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc);       \
+        break;
+
 /* One instruction set's kernels for one dtype. VEC: the vector type of L lanes;
  * SET1/ZERO/LOAD/STORE/FMA/ADD its intrinsics; LOADN/STOREN load and store the first n
  * lanes only (0 < n < L). The micro-kernel: C[0:mr, 0:ncols] (+)= A[0:mr, 0:kb] ·
  * W[0:kb, 0:2L]. */
-#define RNN_GEMM_KERNELS(SFX, T, VEC, L, SET1, ZERO, LOAD, STORE, FMA, ADD, LOADN, STOREN) \
+#define RNN_GEMM_KERNELS(SFX, T, VEC, L, MR, SET1, ZERO, LOAD, STORE, FMA, ADD, LOADN,   \
+                         STOREN)                                                    \
 static inline __attribute__((always_inline)) void                                   \
 rnn_gmk_##SFX(const int mr, long kb, const T *a, long ar, long ak, const T *w,      \
               long ws, T *c, long ldc, int ncols, int accumulate)                   \
 {                                                                                   \
-    VEC acc[RNN_G_MR][2];                                                           \
+    VEC acc[MR][2];                                                                 \
     for (int r = 0; r < mr; r++) {                                                  \
         acc[r][0] = acc[r][1] = ZERO();                                             \
         /* the tile of C, read or written after the loop over k: fetched meanwhile  \
@@ -436,16 +449,16 @@ static inline __attribute__((always_inline)) void rnn_gemm_run_##SFX(long M, int
             long m1 = M - m0 < RNN_G_MB ? M : m0 + RNN_G_MB;                        \
             /* rows m0 + i·MR + [0, MR) of A start at ab + i·apanel, strides (abr, abk) */\
             const T *ab = a + k0 * ak + m0 * ar;                                    \
-            long abr = ar, abk = ak, apanel = RNN_G_MR * ar;                        \
+            long abr = ar, abk = ak, apanel = MR * ar;                              \
             if (abuf) {                                                             \
                 rnn_pack_rows_##SFX(m1 - m0, kb, ab, ar, ak, abuf);                 \
-                ab = abuf, abr = 1, abk = RNN_G_MR, apanel = RNN_G_MR * kb;         \
+                ab = abuf, abr = 1, abk = MR, apanel = MR * kb;                     \
             }                                                                       \
             /* a last single row of the block runs on rnn_gmk_row, panels together */\
-            long single = (m1 - m0) % RNN_G_MR == 1 ? m1 - 1 : -1;                  \
+            long single = (m1 - m0) % MR == 1 ? m1 - 1 : -1;                        \
             if (single >= 0) {                                                      \
                 m1 = single;                                                        \
-                const T *as = ab + (single - m0) / RNN_G_MR * apanel;               \
+                const T *as = ab + (single - m0) / MR * apanel;                     \
                 long ps = in_place ? 2 * L : 2 * L * kb;    /* panel to panel */    \
                 for (int p = 0; p < N; p += 2 * L * RNN_G_WIDE) {                   \
                     int np = (N - p + 2 * L - 1) / (2 * L);                         \
@@ -464,29 +477,30 @@ static inline __attribute__((always_inline)) void rnn_gemm_run_##SFX(long M, int
                 const T *w = wb + (in_place ? (long)p : (long)p * kb);              \
                 int ncols = N - p < 2 * L ? N - p : 2 * L;                          \
                 long r = m0;                                                        \
-                /* rows left 6k + 2 end on two tiles of 4, not on one of 2: a tile of  \
-                 * 2 rows has too few accumulators to hide the FMA latency (A unpacked \
-                 * only: a packed A's panels are RNN_G_MR rows, which a tile of 4     \
-                 * starting at row 4 of one would cross) */                          \
-                long full_end = !abuf && (m1 - m0) % RNN_G_MR == 2                  \
-                                && m1 - m0 > RNN_G_MR ? m1 - RNN_G_MR - 2 : m1;     \
-                for (; r + RNN_G_MR <= full_end; r += RNN_G_MR)                     \
-                    rnn_gmk_##SFX(RNN_G_MR, kb, ab + (r - m0) / RNN_G_MR * apanel, abr, abk,\
-                                  w, ws, c + r * ldc + p, ldc, ncols, acc);             \
-                const T *ar0 = ab + (r - m0) / RNN_G_MR * apanel;                   \
+                /* rows left MR·k + 2 end on two tiles of MR/2 + 1, not on one of 2: a\
+                 * tile of 2 rows has too few accumulators to hide the FMA latency (A\
+                 * unpacked only: a packed A's panels are MR rows, which the second \
+                 * tile, starting inside one, would cross) */                       \
+                long full_end = !abuf && (m1 - m0) % MR == 2                        \
+                                && m1 - m0 > MR ? m1 - MR - 2 : m1;                 \
+                for (; r + MR <= full_end; r += MR)                                 \
+                    rnn_gmk_##SFX(MR, kb, ab + (r - m0) / MR * apanel, abr, abk, w, ws,\
+                                  c + r * ldc + p, ldc, ncols, acc);                \
+                const T *ar0 = ab + (r - m0) / MR * apanel;                         \
                 T *cr0 = c + r * ldc + p;                                           \
                 if (full_end < m1) {                                                \
-                    rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc);   \
-                    rnn_gmk_##SFX(4, kb, ar0 + 4 * abr, abr, abk, w, ws, cr0 + 4 * ldc, ldc,\
-                                  ncols, acc);                                      \
+                    const int half = MR / 2 + 1;                                    \
+                    rnn_gmk_##SFX(half, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc);\
+                    rnn_gmk_##SFX(half, kb, ar0 + half * abr, abr, abk, w, ws,      \
+                                  cr0 + half * ldc, ldc, ncols, acc);               \
                     continue;                                                       \
                 }                                                                   \
+                /* the row count a constant in each case (those below MR only) */   \
                 switch (m1 - r) {                                                   \
-                case 5: rnn_gmk_##SFX(5, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
-                case 4: rnn_gmk_##SFX(4, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
-                case 3: rnn_gmk_##SFX(3, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
-                case 2: rnn_gmk_##SFX(2, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
-                case 1: rnn_gmk_##SFX(1, kb, ar0, abr, abk, w, ws, cr0, ldc, ncols, acc); break;\
+                RNN_GMK_CASE(SFX, MR, 11) RNN_GMK_CASE(SFX, MR, 10)                 \
+                RNN_GMK_CASE(SFX, MR, 9) RNN_GMK_CASE(SFX, MR, 8) RNN_GMK_CASE(SFX, MR, 7)\
+                RNN_GMK_CASE(SFX, MR, 6) RNN_GMK_CASE(SFX, MR, 5) RNN_GMK_CASE(SFX, MR, 4)\
+                RNN_GMK_CASE(SFX, MR, 3) RNN_GMK_CASE(SFX, MR, 2) RNN_GMK_CASE(SFX, MR, 1)\
                 }                                                                   \
             }                                                                       \
         }                                                                           \
@@ -527,10 +541,6 @@ static void rnn_gemm_lone_##SFX(int N, long K, const T *a, const T *packed, T *c
 }
 
 /* Each instantiation packs with its own panel width: rnn_pack_<SFX> names the packer. */
-#define rnn_pack_rows_s_avx512 rnn_pack_rows_s
-#define rnn_pack_rows_d_avx512 rnn_pack_rows_d
-#define rnn_pack_rows_s_avx2 rnn_pack_rows_s
-#define rnn_pack_rows_d_avx2 rnn_pack_rows_d
 #define rnn_pack_s_avx512 rnn_pack_s
 #define rnn_pack_d_avx512 rnn_pack_d
 #define rnn_pack_s_avx2 rnn_pack_s
@@ -542,10 +552,12 @@ static void rnn_gemm_lone_##SFX(int N, long K, const T *a, const T *packed, T *c
 #define RNN_STOREN_PS16(p, v, n) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (n)) - 1), v)
 #define RNN_LOADN_PD8(p, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), p)
 #define RNN_STOREN_PD8(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)((1u << (n)) - 1), v)
-RNN_GEMM_KERNELS(s_avx512, float, __m512, 16, _mm512_set1_ps, _mm512_setzero_ps,
+RNN_GEMM_KERNELS(s_avx512, float, __m512, 16, RNN_G_MR_AVX512,
+                 _mm512_set1_ps, _mm512_setzero_ps,
                  _mm512_loadu_ps, _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_add_ps,
                  RNN_LOADN_PS16, RNN_STOREN_PS16)
-RNN_GEMM_KERNELS(d_avx512, double, __m512d, 8, _mm512_set1_pd, _mm512_setzero_pd,
+RNN_GEMM_KERNELS(d_avx512, double, __m512d, 8, RNN_G_MR_AVX512,
+                 _mm512_set1_pd, _mm512_setzero_pd,
                  _mm512_loadu_pd, _mm512_storeu_pd, _mm512_fmadd_pd, _mm512_add_pd,
                  RNN_LOADN_PD8, RNN_STOREN_PD8)
 #pragma GCC pop_options
@@ -560,10 +572,12 @@ RNN_GEMM_KERNELS(d_avx512, double, __m512d, 8, _mm512_set1_pd, _mm512_setzero_pd
 #define RNN_STOREN_PS8(p, v, n) _mm256_maskstore_ps(p, RNN_MASK8(n), v)
 #define RNN_LOADN_PD4(p, n) _mm256_maskload_pd(p, RNN_MASK4(n))
 #define RNN_STOREN_PD4(p, v, n) _mm256_maskstore_pd(p, RNN_MASK4(n), v)
-RNN_GEMM_KERNELS(s_avx2, float, __m256, 8, _mm256_set1_ps, _mm256_setzero_ps,
+RNN_GEMM_KERNELS(s_avx2, float, __m256, 8, RNN_G_MR_AVX2,
+                 _mm256_set1_ps, _mm256_setzero_ps,
                  _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_add_ps,
                  RNN_LOADN_PS8, RNN_STOREN_PS8)
-RNN_GEMM_KERNELS(d_avx2, double, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
+RNN_GEMM_KERNELS(d_avx2, double, __m256d, 4, RNN_G_MR_AVX2,
+                 _mm256_set1_pd, _mm256_setzero_pd,
                  _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_add_pd,
                  RNN_LOADN_PD4, RNN_STOREN_PD4)
 #pragma GCC pop_options

@@ -59,11 +59,13 @@ typedef void (*rnn_gemm_lone_d_t)(int, long, const double *, const double *, dou
  * the largest step matrix (bytes) a one-row batch still packs — beyond it the BLAS's
  * gemv, which streams the matrix once a step without packing it, is faster (0: no
  * limit) —, and the widest per-step product of a one-row batch run on the lone-row
- * kernel, two chains over the depth (0: none); measured, docs/perf-notes.md. */
+ * kernel, two chains over the depth (0: none); measured, docs/perf-notes.md; and the
+ * rows of the micro-kernel's tile. */
 typedef struct {
     int nr;
     long row_max_bytes;
     int lone_max_n;
+    int mr;             /* rows of the micro-kernel's tile (0: none) */
 } rnn_gemm_info;
 
 typedef struct {
@@ -124,17 +126,19 @@ typedef struct {
     small_depth_f_##sfx, small_depth_d_##sfx,                                     \
     lstm_step_f_##sfx, lstm_step_d_##sfx, gru_step_f_##sfx, gru_step_d_##sfx,     \
     lstm_grad_f_##sfx, lstm_grad_d_##sfx, gru_grad_f_##sfx, gru_grad_d_##sfx, packed }
-#define RNN_VM_NO_PACKED {0, 0, 0}, {0, 0, 0}, NULL, NULL, NULL, NULL, NULL, NULL
-#define RNN_VM_PACKED(isa, nr_f, row_f, lone_f, nr_d, row_d, lone_d)                \
-    {nr_f, row_f, lone_f}, {nr_d, row_d, lone_d},                                  \
+#define RNN_VM_NO_PACKED {0, 0, 0, 0}, {0, 0, 0, 0}, NULL, NULL, NULL, NULL, NULL, NULL
+#define RNN_VM_PACKED(isa, mr, nr_f, row_f, lone_f, nr_d, row_d, lone_d)            \
+    {nr_f, row_f, lone_f, mr}, {nr_d, row_d, lone_d, mr},                          \
     rnn_gemm_s_##isa, rnn_gemm_d_##isa, rnn_gemm_packed_s_##isa,                   \
     rnn_gemm_packed_d_##isa, rnn_gemm_lone_s_##isa, rnn_gemm_lone_d_##isa
 
 static const rnn_vm_table rnn_vm_tables[] = {
     RNN_VM_TABLE(base, "baseline", RNN_VM_NO_PACKED),
 #ifdef RNN_VM_X86
-    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, 16, 768L << 10, 128, 8, 768L << 10, 128)),
-    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, 32, 2L << 20, 64, 16, 2L << 20, 128)),
+    RNN_VM_TABLE(avx2, "avx2", RNN_VM_PACKED(avx2, RNN_G_MR_AVX2, 16, 768L << 10, 128, 8,
+                                             768L << 10, 128)),
+    RNN_VM_TABLE(avx512, "avx512", RNN_VM_PACKED(avx512, RNN_G_MR_AVX512, 32, 2L << 20, 64,
+                                                 16, 2L << 20, 128)),
 #endif
 };
 #define RNN_VM_NTABLES ((int)(sizeof(rnn_vm_tables) / sizeof(rnn_vm_tables[0])))

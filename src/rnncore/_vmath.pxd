@@ -6,6 +6,7 @@ cdef extern from "_vmath.h" nogil:
         int nr
         long row_max_bytes
         int lone_max_n
+        int mr
     ctypedef struct rnn_vm_table:
         const char *name
         void (*tanh_step_f)(int, float *, const float *, const float *) noexcept nogil
@@ -78,6 +79,5 @@ cdef extern from "_vmath.h" nogil:
     long rnn_packed_size(long K, int N, int nr)
     long rnn_gemm_work(int N, long K, int nr, long ak, int elsize)
     int rnn_gemm_packs_a(long ak, int elsize)
-    enum: RNN_G_MR
     void rnn_pack_s(long K, int N, int nr, const float *m, long sk, long sc, float *out)
     void rnn_pack_d(long K, int N, int nr, const double *m, long sk, long sc, double *out)

@@ -44,8 +44,10 @@ cdef inline void product_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_s
     the same sum whatever its part, so the parts have the bits of the whole.
     """
     cdef Py_ssize_t r0 = 0, r1 = N, c0 = 0, c1 = Nb
+    cdef Py_ssize_t mr = (plan.policy.vm.gemm_info_f if floating is float
+                          else plan.policy.vm.gemm_info_d).mr
     if rnn_gemm_packs_a(lda, sizeof(floating)):
-        r0, r1 = cut(N, i, n, RNN_G_MR), cut(N, i + 1, n, RNN_G_MR)
+        r0, r1 = cut(N, i, n, max(mr, 1)), cut(N, i + 1, n, max(mr, 1))
     else:
         c0 = column_cut(i, n, offset, Nb, total, sizeof(floating))
         c1 = column_cut(i + 1, n, offset, Nb, total, sizeof(floating))
