@@ -128,11 +128,12 @@ RNN_GPACK(rnn_pack_d, double, rnn_pack_t_d)
 
 /* Whether the unpacked products pack blocks of A too: A read down its columns with a
  * large stride (Δᵀ, in the weight gradients Δᵀ·X and Δᵀ·H) puts the rows of one block
- * of A k·stride apart, and at strides of 4 KB and more every k of the block maps onto
- * the same few cache sets. Packing changes no value the micro-kernel computes. */
+ * of A k·stride apart, and at strides of 1 KB and more every k of the block maps onto
+ * the same few cache sets (at 1 KB, 4 of L1's 64; docs/perf-notes.md §52). Packing
+ * changes no value the micro-kernel computes. */
 static inline int rnn_gemm_packs_a(long ak, int elsize)
 {
-    return ak * elsize >= 2048;
+    return ak * elsize >= 1024;
 }
 
 #define RNN_APACK(NAME, T, MR)                                                      \

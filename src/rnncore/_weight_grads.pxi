@@ -2,6 +2,13 @@
 # Included by _kernels.pyx, whose imports, policy and checks it uses.
 
 
+# The weight-gradient parts cut rows of their products where Δ's rows are this long
+# or longer (the products then pack blocks of Δᵀ, the larger share of their packing),
+# else columns: at medium's 1 KB, where Δᵀ is packed too, the columns of [∂W_ih | ∂W_hh]
+# cut together give each of two threads one whole product (docs/perf-notes.md §45, §52).
+DEF ROWS_CUT_BYTES = 2048
+
+
 cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
                            Py_ssize_t align) noexcept nogil:
     """The start of part i of [0, n) in ``parts``, on a multiple of ``align``."""
@@ -35,9 +42,9 @@ cdef inline void product_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_s
     """Part i of n of C (N × Nb, rows contiguous) = Aᵀ B = Σ over M rows, A (M × N)
     and B (M × Nb) with rows at strides lda and ldb; nothing if C is empty.
 
-    A range of C's rows (on multiples of the micro-kernel's rows) where the product
-    packs blocks of Aᵀ (lda·itemsize ≥ 2 KB), so that no part packs what another
-    packs; else a range of its columns, each part packing only its columns of B. The
+    A range of C's rows (on multiples of the micro-kernel's rows) where A's rows are
+    ROWS_CUT_BYTES or more apart (the product packs blocks of Aᵀ), so that no part
+    packs what another packs; else a range of its columns, each part packing only its columns of B. The
     columns are cut as columns [offset, offset + Nb) of ``total`` that the products
     of one call share (:func:`column_cut`): two products of equal width on two
     threads are then one whole product each, each reading A once. Every element is
@@ -46,7 +53,7 @@ cdef inline void product_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_s
     cdef Py_ssize_t r0 = 0, r1 = N, c0 = 0, c1 = Nb
     cdef Py_ssize_t mr = (plan.policy.vm.gemm_info_f if floating is float
                           else plan.policy.vm.gemm_info_d).mr
-    if rnn_gemm_packs_a(lda, sizeof(floating)):
+    if lda * sizeof(floating) >= ROWS_CUT_BYTES:
         r0, r1 = cut(N, i, n, max(mr, 1)), cut(N, i + 1, n, max(mr, 1))
     else:
         c0 = column_cut(i, n, offset, Nb, total, sizeof(floating))
