@@ -23,6 +23,7 @@ cimport numpy as cnp
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -119,7 +120,18 @@ cdef object _read_params(dict params):
     return plan, arrays
 
 
-def stacked_forward(plan, list arrays, x, s0, steps, bint relu, bint snapshot):
+# The last forward's values that depend on its plan, T and B alone (one call in one
+# chunk, small enough for the short path; lengths all T; the zero initial states, which
+# are also backward's zero ∂L/∂h_n), kept for the next call of the same shape: a
+# training loop's next calls find them here. Written and read as one entry, with no
+# call in between (see forward).
+cdef object _kept_call_plan = None
+cdef Py_ssize_t _kept_T = -1, _kept_B = -1
+cdef bint _kept_fits = False
+cdef object _kept_steps = None, _kept_s0 = None
+
+
+cpdef tuple stacked_forward(plan, list arrays, x, s0, steps, bint relu, bint snapshot):
     """The layers of a one-direction Elman network back to back on the kernels, each
     one ``layer_forward_owned`` call.
 
@@ -147,7 +159,9 @@ def stacked_forward(plan, list arrays, x, s0, steps, bint relu, bint snapshot):
     cfg = plan.cfg
     cdef Py_ssize_t L = cfg.num_layers, layer
     cdef cnp.ndarray xa = <cnp.ndarray>x
-    h_n = np.empty((L, cnp.PyArray_DIM(xa, 1), cfg.hidden_size), cfg.dtype)
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = L, cnp.PyArray_DIM(xa, 1), cfg.hidden_size
+    h_n = cnp.PyArray_EMPTY(3, dims, cnp.PyArray_TYPE(xa), 0)
     weights, inputs, states = [], [], []
     layer_in = x
     output = None
@@ -195,22 +209,33 @@ def forward(x, params, bint snapshot=True):
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef Py_ssize_t T = cnp.PyArray_DIM(xa, 0), B = cnp.PyArray_DIM(xa, 1)
     cdef Py_ssize_t K = cnp.PyArray_DIM(xa, 2), H = cfg.hidden_size
-    if K != cfg.input_size or T > _chunks.chunk_steps(B, T):
+    if K != cfg.input_size:
         return None
     check_sizes_c(Sizes(T, B, K, H))     # raises as functional would, before any copy
     F = _functional()
-    if F._large(T * B, K, H) or not F._one_part_each(_kernels, T, B, cfg):
+    global _kept_call_plan, _kept_T, _kept_B, _kept_fits, _kept_steps, _kept_s0
+    cdef bint fits
+    if plan is _kept_call_plan and T == _kept_T and B == _kept_B:
+        # read together, with no call in between: another thread's call can replace
+        # them only at a call (where the interpreter may switch threads)
+        fits, steps, s0 = _kept_fits, _kept_steps, _kept_s0
+    else:
+        fits = T <= _chunks.chunk_steps(B, T) and not F._large(T * B, K, H)
+        steps = F._full_lengths(B, T)
+        s0 = (plan.zero_state(B),) * cfg.num_layers
+        _kept_call_plan, _kept_T, _kept_B, _kept_fits, _kept_steps, _kept_s0 = (
+            plan, T, B, fits, steps, s0)                   # likewise, all at once
+    if not fits or not F._one_part_each(_kernels, T, B, cfg):
         return None
-    steps = F._full_lengths(B, T)
     output, h_n, weights, inputs, states = stacked_forward(
-        plan, arrays, x, (plan.zero_state(B),) * cfg.num_layers, steps, False, snapshot)
+        plan, arrays, x, s0, steps, False, snapshot)
     record = F.Record(plan, _kernels, False, weights, inputs, states,
                       [F._NOTHING_SAVED] * cfg.num_layers, steps, None, T, B, False,
                       False, "concat", True)
     return output, h_n, record
 
 
-def stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
+cpdef tuple stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
     """BPTT of a :func:`stacked_forward` record on the kernels: the layers back to back
     from the last, each one ``layer_backward`` call with ∂x in it.
 
@@ -236,7 +261,10 @@ def stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
     cfg = plan.cfg
     cdef Py_ssize_t L = cfg.num_layers, layer
     lengths, relu, inputs = record.lengths, record.relu, record.inputs
-    ds0 = np.empty((L, record.B, cfg.hidden_size), cfg.dtype) if need_dh0 else None
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = L, record.B, cfg.hidden_size
+    cdef cnp.ndarray ds0 = cnp.PyArray_EMPTY(3, dims, cfg.dtype.num, 0) if need_dh0 else None
+    cdef size_t state_bytes = dims[1] * dims[2] * (ds0.itemsize if need_dh0 else 0)
     grads = [None] * len(plan.grad_keys)
     dx = None
     for layer in range(L - 1, -1, -1):
@@ -251,14 +279,15 @@ def stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
         if dx is not None and record.padded is not None:
             # δ is 0 there, but 0 · inf in W_ih is NaN
             zero_padded(dx, lengths, record.padded)
-        if need_dh0:
-            ds0[layer] = dh0
+        if need_dh0:                     # dh0: a new C-ordered (B, H) array
+            memcpy(<char *>cnp.PyArray_DATA(ds0) + layer * state_bytes,
+                   cnp.PyArray_DATA(<cnp.ndarray>dh0), state_bytes)
         i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
         grads[i_ih] = dw_ih
         grads[i_hh] = dw_hh
         if i_bih is not None:
             grads[i_bih] = db
-            grads[i_bhh] = db.copy()
+            grads[i_bhh] = cnp.PyArray_NewCopy(<cnp.ndarray>db, cnp.NPY_CORDER)
         dy = dx
     return dx, ds0, grads
 
@@ -291,9 +320,19 @@ def backward(record, dy, bint need_dx, bint need_dh0):
     if (cnp.PyArray_DIM(dya, 0) != T or cnp.PyArray_DIM(dya, 1) != B
             or cnp.PyArray_DIM(dya, 2) != H):
         return None
-    if (_kernels.blas_threads() > 1 or F._large(T * B, cfg.input_size, H)
+    cdef bint fits
+    if plan is _kept_call_plan and T == _kept_T and B == _kept_B:   # (read together)
+        fits, zeros = _kept_fits, _kept_s0
+    else:
+        fits = not F._large(T * B, cfg.input_size, H)
+        zeros = (plan.zero_state(B),) * cfg.num_layers
+    if (not fits or _kernels.blas_threads() > 1
             or not F._one_part_each(_kernels, T, B, cfg)):
         return None
-    dx, ds0, grads = stacked_backward(record, dy, (plan.zero_state(B),) * cfg.num_layers,
-                                      need_dx, need_dh0)
-    return dx, ds0, dict(zip(plan.grad_keys, grads))
+    dx, ds0, grads = stacked_backward(record, dy, zeros, need_dx, need_dh0)
+    cdef tuple keys = plan.grad_keys
+    cdef dict named = {}
+    cdef Py_ssize_t i
+    for i in range(len(keys)):
+        named[keys[i]] = grads[i]
+    return dx, ds0, named
