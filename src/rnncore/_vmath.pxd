@@ -78,6 +78,5 @@ cdef extern from "_vmath.h" nogil:
     void rnn_short_rows_store(long rows)
     long rnn_packed_size(long K, int N, int nr)
     long rnn_gemm_work(int N, long K, int nr, long ak, int elsize)
-    int rnn_gemm_packs_a(long ak, int elsize)
     void rnn_pack_s(long K, int N, int nr, const float *m, long sk, long sc, float *out)
     void rnn_pack_d(long K, int N, int nr, const double *m, long sk, long sc, double *out)
