@@ -201,7 +201,8 @@ static inline __attribute__((always_inline)) void rnn_prefetch_row(const void *p
 }
 
 /* A case of the tile's row count n, for n < MR (larger ones never occur; their code
- * is left out). */
+ * is left out). Expanded in rnn_gemm_run's switch, whose locals kb, ar0, abr, abk, w,
+ * ws, cr0, ldc, ncols and acc it reads. */
 #define RNN_GMK_CASE(SFX, MR, n)                                                    \
     case n:                                                                         \
         if (n < MR)                                                                 \

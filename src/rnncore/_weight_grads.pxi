@@ -44,17 +44,17 @@ cdef inline void product_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_s
 
     A range of C's rows (on multiples of the micro-kernel's rows) where A's rows are
     ROWS_CUT_BYTES or more apart (the product packs blocks of Aᵀ), so that no part
-    packs what another packs; else a range of its columns, each part packing only its columns of B. The
-    columns are cut as columns [offset, offset + Nb) of ``total`` that the products
+    packs what another packs; else a range of its columns, each part packing only its
+    columns of B. The columns are cut as columns [offset, offset + Nb) of ``total`` that the products
     of one call share (:func:`column_cut`): two products of equal width on two
     threads are then one whole product each, each reading A once. Every element is
     the same sum whatever its part, so the parts have the bits of the whole.
     """
     cdef Py_ssize_t r0 = 0, r1 = N, c0 = 0, c1 = Nb
-    cdef Py_ssize_t mr = (plan.policy.vm.gemm_info_f if floating is float
-                          else plan.policy.vm.gemm_info_d).mr
+    cdef Py_ssize_t rows = max(1, (plan.policy.vm.gemm_info_f if floating is float
+                                   else plan.policy.vm.gemm_info_d).mr)
     if lda * sizeof(floating) >= ROWS_CUT_BYTES:
-        r0, r1 = cut(N, i, n, max(mr, 1)), cut(N, i + 1, n, max(mr, 1))
+        r0, r1 = cut(N, i, n, rows), cut(N, i + 1, n, rows)
     else:
         c0 = column_cut(i, n, offset, Nb, total, sizeof(floating))
         c1 = column_cut(i + 1, n, offset, Nb, total, sizeof(floating))

@@ -666,8 +666,8 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
                 grads[i_bih], grads[i_bhh] = db, db.copy()
             results = ()                 # nothing left for the loops below
         else:
-            # one direction split over threads: ∂x in the same dispatch as its recurrence
-            if D == 1 and parts > 1 and (layer > 0 or need_dx):
+            # one direction: ∂x comes with its δ (split, in the recurrence's dispatch)
+            if D == 1 and (layer > 0 or need_dx):
                 dx = np.empty(x.shape, cfg.dtype)
             with _parallel.exact_blas(module, record.deterministic):
                 results = _backward_layer(cell_type, module, parts, record, layer, dy,
