@@ -86,6 +86,15 @@ def test_tanh_keeps_nan(isa, dtype):
     assert np.isnan(kernel_tanh([np.nan], dtype)).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_is_exactly_odd(isa, dtype):
+    """tanh(-x) is -tanh(x) to the bit."""
+    v = sweep(dtype)
+    v = v[v >= np.finfo(dtype).tiny]
+    assert np.array_equal(kernel_tanh(-v, dtype).view(np.uint8),
+                          (-kernel_tanh(v, dtype)).view(np.uint8))
+
+
 def _agrees_with_the_reference(B, H, nonlinearity, dtype, T):
     rng = np.random.default_rng(B * 1000 + H)
     rnn = rnncore.RNN(5, H, bidirectional=True, nonlinearity=nonlinearity, seed=1,

@@ -10,12 +10,15 @@
  * coefficients of Eigen's generic_fast_tanh_float (Eigen/src/Core/MathFunctionsImpl.h,
  * MPL-2.0), also used by XLA and ONNX Runtime's MLAS. Beyond |x| = 7.9053111 tanh
  * rounds to ±1 in float32, and we return exactly ±1 there; below |x| = 4e-4 tanh(x)
- * rounds to x. */
+ * rounds to x. The approximation is odd (p·x/q with p, q even), so it is computed on
+ * |x| and the sign of x put back last: two selects instead of five (a blend is three
+ * µops on AVX2), and the same float as on x itself, since negating x negates p·x/q
+ * exactly. */
 static inline __attribute__((always_inline)) float VM(tanh1_f)(float x)
 {
     const float big = 7.90531110763549805f;
-    float ax = x < 0.0f ? -x : x;
-    float xc = ax > big ? (x < 0.0f ? -big : big) : x;   /* NaN stays NaN */
+    float ax = fabsf(x);
+    float xc = big < ax ? big : ax;                      /* NaN stays NaN */
     float x2 = xc * xc;
     float p = -2.76076847742355e-16f;
     p = p * x2 + 2.00018790482477e-13f;
@@ -30,8 +33,9 @@ static inline __attribute__((always_inline)) float VM(tanh1_f)(float x)
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     float r = p / q;
-    r = ax > big ? (x < 0.0f ? -1.0f : 1.0f) : r;
-    return ax < 4e-4f ? x : r;
+    r = ax > big ? 1.0f : r;
+    r = ax < 4e-4f ? ax : r;
+    return copysignf(r, x);
 }
 
 /* h = tanh(h + r + b): the input projection already stored in h, plus the recurrent
