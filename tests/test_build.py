@@ -32,6 +32,19 @@ def test_checked_build_raises_index_error_for_an_index_past_the_end(dtype):
 
 
 @pytest.mark.skipif(not CHECKED_RUN, reason="only when the suite runs against the checked build")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_checked_build_raises_index_error_for_a_row_pointer_past_the_end(dtype):
+    """The loops that reach rows by pointer check the row in the checked build too."""
+    from rnncore import _kernels
+    a = np.arange(12, dtype=dtype).reshape(3, 4)
+    assert _kernels._row_probe(a, 2) == 8
+    with pytest.raises(IndexError):
+        _kernels._row_probe(a, 3)
+    with pytest.raises(IndexError):
+        _kernels._row_probe(a, -1)
+
+
+@pytest.mark.skipif(not CHECKED_RUN, reason="only when the suite runs against the checked build")
 def test_checked_build_wraps_negative_indices_around():
     from rnncore import _kernels
     assert _kernels._bounds_probe(np.arange(5.0), -1) == 4.0

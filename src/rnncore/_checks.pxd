@@ -50,6 +50,12 @@ cdef inline int check_layer(Sizes sz, const Py_ssize_t *w_ih, const Py_ssize_t *
     expect_shape("w_hh", 2, w_hh, sz.H, sz.H, 0, sz, "x and w_hh")
     expect_shape("w_ih", 2, w_ih, sz.H, sz.K, 0, sz, "x and w_hh")
     expect_shape("lengths", 1, &lengths.shape[0], sz.B, 0, 0, sz, "x and w_hh")
+    check_lengths(sz, &lengths[0] if sz.B else NULL)
+    return 0
+
+
+cdef inline int check_lengths(Sizes sz, const int64_t *lengths) except -1:
+    """Each of the B ``lengths`` within [0, T], and the sizes within the BLAS's."""
     cdef Py_ssize_t i
     for i in range(sz.B):
         if lengths[i] < 0 or lengths[i] > sz.T:

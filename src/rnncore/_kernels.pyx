@@ -37,7 +37,7 @@ from rnncore._blas cimport (floating, gemm, scipy_openblas_get_corename,
 from rnncore._vmath cimport *
 from rnncore._plan cimport *
 from rnncore._checks cimport (BLAS_INT_MAX, Sizes, check_sizes_c, check_layer,
-                              expect_shape)
+                              check_lengths, expect_shape)
 
 from rnncore._memory cimport cache_alloc, cache_release
 
@@ -214,6 +214,21 @@ def _bounds_probe(const floating[::1] a, Py_ssize_t i):
 
 # -- the kernels -------------------------------------------------------------------------
 
+def _row_probe(const floating[:, ::1] a, Py_ssize_t row):
+    """``a[row, 0]`` read through a pointer to its row, as the kernels' loops reach
+    rows (``row_of``), under this build's checks.
+
+    For the tests of the build only: in the checked build a row outside [0, n) raises
+    IndexError; the release build trusts it.
+    """
+    cdef Py_ssize_t rows = a.shape[0]
+    if rows == 0 or a.shape[1] == 0:
+        raise ValueError("a must have at least one element")
+    if not (RNNCORE_CHECKED or 0 <= row < rows):
+        return float("nan")              # (the release build would read outside a)
+    return row_of(&a[0, 0], row, rows, a.shape[1])[0]
+
+
 cdef int check_rows(str name, Py_ssize_t row0, Py_ssize_t row1, Py_ssize_t n) except -1:
     if not 0 <= row0 <= row1 <= n:
         raise ValueError(f"{name} must satisfy 0 <= {name}[0] <= {name}[1] <= {n}; "
@@ -340,7 +355,35 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     hs_arr = new_array(3, T + 1, B, H, floating is float) if out is None else out
     cdef floating[:, :, ::1] hs = hs_arr
     expect_shape("out", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
+    forward_steps(&x[0, 0, 0] if T * B * K else NULL, &w_ih[0, 0] if K else NULL,
+                  &w_hh[0, 0], &b[0], &h0[0, 0] if B else NULL,
+                  &lengths[0] if B else NULL, &hs[0, 0, 0] if B else NULL, T, B, K, H,
+                  row0, row1, reverse, relu, projected)
+    return hs_arr
+
+
+cdef inline floating *row_of(const floating *base, Py_ssize_t row, Py_ssize_t rows,
+                             Py_ssize_t width) except NULL nogil:
+    """Row ``row`` of the ``rows`` rows of ``width`` elements that start at ``base``
+    (not NULL): where the kernels' loops index their arrays by pointer, the checked
+    build checks the row as it checks a memoryview's index (IndexError outside
+    [0, rows)); the release build trusts it."""
+    if RNNCORE_CHECKED and not 0 <= row < rows:
+        with gil:
+            raise IndexError(f"row {row} of an array of {rows} rows")
+    return <floating *>base + row * width
+
+
+cdef int forward_steps(const floating *x, const floating *w_ih, const floating *w_hh,
+                       const floating *b, const floating *h0, const int64_t *lengths,
+                       floating *hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t K,
+                       Py_ssize_t H, Py_ssize_t row0, Py_ssize_t row1, bint reverse,
+                       bint relu, bint projected) except -1:
+    """:func:`layer_forward` on C-ordered arrays given by their first elements (x
+    (T, B, K), NULL if empty; w_ih (H, K), NULL if K = 0; w_hh (H, H); b (H,); h0
+    (B, H); lengths (B,); hs (T+1, B, H): NULL where B = 0), checked by the caller."""
     cdef Py_ssize_t R = row1 - row0                # the rows this call runs
+    cdef Py_ssize_t steps = (T + 1) * B            # the rows of hs
     # every choice is made for the whole batch, so that each row's bits do not depend
     # on the rows it runs with
     cdef Plan plan = make_plan(B, H, floating is float, T * B, HOLDS_M_T)
@@ -357,7 +400,6 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef Py_ssize_t extra = T if reverse else 0    # the row the projection leaves free
     cdef floating *h
     cdef bint onto                                 # this step's product onto hs
-    cdef const floating *w_ih_p = &w_ih[0, 0] if K else NULL
     cdef unsigned int csr
     try:
         w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
@@ -367,60 +409,71 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                                      sizeof(floating))
         scratch = <floating *>workspace(R * H, sizeof(floating))
         with nogil:
-            csr = rnn_flush_denormals()       # given back below; nothing raises
-            if R:
-                # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every step; one
-                # product over all rows of all steps when the call runs the whole batch
-                if projected:
-                    pass                         # out holds x_t W_ihᵀ already
-                elif R == B and T:
-                    seq_product(&plan, T * B, <int>H, K, &x[0, 0, 0] if K else NULL, K, 1,
-                                w_ih_p, 1, K, &hs[out_slot, 0, 0], H, False, work)
-                else:
-                    for t in range(T):
-                        seq_product(&plan, R, <int>H, K, &x[t, row0, 0] if K else NULL, K, 1,
-                                    w_ih_p, 1, K, &hs[t + out_slot, row0, 0], H, False,
-                                    work)
-                memset(&hs[extra, row0, 0], 0, R * row_bytes)
-                for i in range(row0, row1):
-                    memcpy(&hs[lengths[i] if reverse else 0, i, 0], &h0[i, 0], row_bytes)
-                if plan.form == PACKED:          # element (k, c) of W_hhᵀ is w_hh[c, k]
-                    pack_step_matrix(&plan, <int>H, &w_hh[0, 0], 1, H, packed)
-                if need_t:
-                    transpose(H, &w_hh[0, 0], w_hh_t)
-                for s in range(T):
-                    t = T - 1 - s if reverse else s
-                    # the packed product adds h_{t-1} W_hhᵀ onto the projection where it
-                    # lies, its tile of it fetched while the tile is computed (the pass
-                    # reading it from a separate product waited on memory), unless a row's
-                    # h0 sits in step t's slot (reverse, lengths[i] == t)
-                    onto = plan.form == PACKED
-                    if onto and reverse:
-                        for i in range(row0, row1):
-                            if lengths[i] == t:
-                                onto = False
-                    if onto:
-                        # (R × H) += (R × H)(H × H): x_t W_ihᵀ + h_{t-1} W_hhᵀ
-                        step_product_onto(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
-                                          packed, &hs[t + out_slot, row0, 0])
+            csr = rnn_flush_denormals()       # given back below
+            try:
+                if R:
+                    # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every
+                    # step; one product over all rows of all steps when the call runs
+                    # the whole batch
+                    if projected:
+                        pass                     # hs holds x_t W_ihᵀ already
+                    elif R == B and T:
+                        seq_product(&plan, T * B, <int>H, K, x, K, 1, w_ih, 1, K,
+                                    row_of(hs, out_slot * B, steps, H), H, False, work)
                     else:
-                        # (R × H) = (R × H)(H × H): the recurrent product h_{t-1} W_hhᵀ
-                        step_product(&plan, <int>R, <int>H, &hs[t + prev_slot, row0, 0],
-                                     w_hh_t, &w_hh[0, 0], packed, scratch)
+                        for t in range(T):
+                            seq_product(&plan, R, <int>H, K,
+                                        x + (t * B + row0) * K if K else NULL, K, 1,
+                                        w_ih, 1, K,
+                                        row_of(hs, (t + out_slot) * B + row0, steps, H),
+                                        H, False, work)
+                    memset(row_of(hs, extra * B + row0, steps, H), 0, R * row_bytes)
                     for i in range(row0, row1):
-                        h = &hs[t + out_slot, i, 0]
-                        if t < lengths[i]:
-                            step_pass(&plan, relu, <int>H, h,
-                                      NULL if onto else scratch + (i - row0) * H, &b[0])
-                        elif not (reverse and t == lengths[i]):   # that slot holds h0
-                            memset(h, 0, row_bytes)
-            rnn_restore_mxcsr(csr)
+                        memcpy(row_of(hs, (lengths[i] if reverse else 0) * B + i, steps, H),
+                               row_of(h0, i, B, H), row_bytes)
+                    if plan.form == PACKED:      # element (k, c) of W_hhᵀ is w_hh[c, k]
+                        pack_step_matrix(&plan, <int>H, w_hh, 1, H, packed)
+                    if need_t:
+                        transpose(H, w_hh, w_hh_t)
+                    for s in range(T):
+                        t = T - 1 - s if reverse else s
+                        # the packed product adds h_{t-1} W_hhᵀ onto the projection where
+                        # it lies, its tile of it fetched while the tile is computed (the
+                        # pass reading it from a separate product waited on memory),
+                        # unless a row's h0 sits in step t's slot (reverse,
+                        # lengths[i] == t)
+                        onto = plan.form == PACKED
+                        if onto and reverse:
+                            for i in range(row0, row1):
+                                if lengths[i] == t:
+                                    onto = False
+                        if onto:
+                            # (R × H) += (R × H)(H × H): x_t W_ihᵀ + h_{t-1} W_hhᵀ
+                            step_product_onto(
+                                &plan, <int>R, <int>H,
+                                row_of(hs, (t + prev_slot) * B + row0, steps, H), packed,
+                                row_of(hs, (t + out_slot) * B + row0, steps, H))
+                        else:
+                            # (R × H) = (R × H)(H × H): the recurrent product
+                            # h_{t-1} W_hhᵀ
+                            step_product(&plan, <int>R, <int>H,
+                                         row_of(hs, (t + prev_slot) * B + row0, steps, H),
+                                         w_hh_t, w_hh, packed, scratch)
+                        for i in range(row0, row1):
+                            h = row_of(hs, (t + out_slot) * B + i, steps, H)
+                            if t < lengths[i]:
+                                step_pass(&plan, relu, <int>H, h,
+                                          NULL if onto else scratch + (i - row0) * H, b)
+                            elif not (reverse and t == lengths[i]):   # slot holding h0
+                                memset(h, 0, row_bytes)
+            finally:
+                rnn_restore_mxcsr(csr)
     finally:
         release(w_hh_t)
         release(packed)
         release(work)
         release(scratch)
-    return hs_arr
+    return 0
 
 
 def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
@@ -458,7 +511,9 @@ def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
         w_ih = cnp.PyArray_GETCONTIGUOUS(w_ih)
         w_hh = cnp.PyArray_GETCONTIGUOUS(w_hh)
     b = b_ih if b_hh is None else vector_sum(b_ih, b_hh)
-    cdef cnp.ndarray hs = layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu)
+    cdef cnp.ndarray hs = forward_arrays(x, w_ih, w_hh, b, h0, lengths, relu)
+    if hs is None:                       # not all C arrays of one dtype: checked there
+        hs = layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu)
     cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = hs.shape[2]
     cdef size_t step_bytes = B * H * hs.itemsize
     cdef cnp.ndarray dst
@@ -477,6 +532,75 @@ def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
         memcpy(cnp.PyArray_DATA(<cnp.ndarray>y), <char *>cnp.PyArray_DATA(hs) + step_bytes,
                T * step_bytes)
     return hs, (w_ih, w_hh, b), y
+
+
+cdef inline bint is_c_array(object a, int typenum, int ndim, Py_ssize_t d0, Py_ssize_t d1,
+                            Py_ssize_t d2):
+    """Whether ``a`` is an ndarray of dtype ``typenum`` in native byte order, aligned
+    and C-contiguous, of shape (d0, d1, d2)[:ndim]: what a typed memoryview of it would
+    accept, read off the array without one (a memoryview costs ~0.15 µs)."""
+    if not isinstance(a, cnp.ndarray):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)
+            or not cnp.PyArray_ISNOTSWAPPED(arr)):
+        return False
+    return (cnp.PyArray_DIM(arr, 0) == d0 and (ndim < 2 or cnp.PyArray_DIM(arr, 1) == d1)
+            and (ndim < 3 or cnp.PyArray_DIM(arr, 2) == d2))
+
+
+cdef inline void *data_of(object a) noexcept:
+    """The first element of an ndarray :func:`is_c_array` accepted; NULL if it has
+    none."""
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return cnp.PyArray_DATA(arr) if cnp.PyArray_SIZE(arr) else NULL
+
+
+cdef int layer_sizes(x, w_hh, Sizes *sz) noexcept:
+    """The dtype (NPY_FLOAT32 or NPY_FLOAT64) of x (T, B, K) and w_hh (H, ...), H >= 1,
+    with ``sz`` (T, B, K, H) read off them, if both are ndarrays of that dtype with
+    those dimensions; 0 else."""
+    if not isinstance(x, cnp.ndarray) or not isinstance(w_hh, cnp.ndarray):
+        return 0
+    cdef cnp.ndarray xa = <cnp.ndarray>x, wa = <cnp.ndarray>w_hh
+    cdef int typenum = cnp.PyArray_TYPE(xa)
+    if (cnp.PyArray_NDIM(xa) != 3 or cnp.PyArray_NDIM(wa) != 2 or cnp.PyArray_DIM(wa, 0) < 1
+            or (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64)):
+        return 0
+    sz.T, sz.B = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
+    sz.K, sz.H = cnp.PyArray_DIM(xa, 2), cnp.PyArray_DIM(wa, 0)
+    return typenum
+
+
+cdef object forward_arrays(x, w_ih, w_hh, b, h0, lengths, bint relu):
+    """``layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu)`` for ndarrays that
+    are all C-contiguous, of one float dtype (lengths int64), with shapes that agree,
+    without a memoryview of each; None for any other arguments (:func:`layer_forward`
+    then checks them and says what is wrong)."""
+    cdef Sizes sz
+    cdef int typenum = layer_sizes(x, w_hh, &sz)
+    cdef Py_ssize_t T = sz.T, B = sz.B, K = sz.K, H = sz.H
+    if not (typenum and is_c_array(x, typenum, 3, T, B, K)
+            and is_c_array(w_ih, typenum, 2, H, K, 0)
+            and is_c_array(w_hh, typenum, 2, H, H, 0) and is_c_array(b, typenum, 1, H, 0, 0)
+            and is_c_array(h0, typenum, 2, B, H, 0)
+            and is_c_array(lengths, cnp.NPY_INT64, 1, B, 0, 0)):
+        return None
+    check_lengths(sz, <const int64_t *>data_of(lengths))
+    cdef bint single = typenum == cnp.NPY_FLOAT32
+    hs = new_array(3, T + 1, B, H, single)
+    if single:
+        forward_steps(<const float *>data_of(x), <const float *>data_of(w_ih),
+                      <const float *>data_of(w_hh), <const float *>data_of(b),
+                      <const float *>data_of(h0), <const int64_t *>data_of(lengths),
+                      <float *>data_of(hs), T, B, K, H, 0, B, False, relu, False)
+    else:
+        forward_steps(<const double *>data_of(x), <const double *>data_of(w_ih),
+                      <const double *>data_of(w_hh), <const double *>data_of(b),
+                      <const double *>data_of(h0), <const int64_t *>data_of(lengths),
+                      <double *>data_of(hs), T, B, K, H, 0, B, False, relu, False)
+    return hs
 
 
 cdef object c_copy(a):
@@ -617,6 +741,25 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
     if H > 1 and dy.strides[2] != sizeof(floating):
         raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
     check_rows("rows", row0, row1, B)
+    cdef Py_ssize_t item = sizeof(floating)
+    return backward_steps_c(&w_hh[0, 0], &hs[0, 0, 0] if B else NULL,
+                            &dy[0, 0, 0] if T * B else NULL, dy.strides[0] // item,
+                            dy.strides[1] // item, &dh_n[0, 0] if B else NULL,
+                            &lengths[0] if B else NULL, &delta[0, 0, 0] if T * B else NULL,
+                            &dh0[0, 0] if B else NULL, T, B, H, row0, row1, reverse, relu,
+                            need_dh0)
+
+
+cdef int backward_steps_c(const floating *w_hh, const floating *hs, const floating *dy,
+                          Py_ssize_t dy_t, Py_ssize_t dy_b, const floating *dh_n,
+                          const int64_t *lengths, floating *delta, floating *dh0,
+                          Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t row0,
+                          Py_ssize_t row1, bint reverse, bint relu,
+                          bint need_dh0) except -1:
+    """:func:`run_backward_steps` on C arrays given by their first elements (w_hh
+    (H, H); hs (T+1, B, H); dh_n, dh0 (B, H); lengths (B,); delta (T, B, H); NULL where
+    empty) and dy (T, B, H) with its rows at strides dy_t, dy_b (elements) and
+    contiguous, checked by the caller."""
     cdef Py_ssize_t R = row1 - row0
     cdef Plan plan = make_plan(B, H, floating is float, T * B, HOLDS_M)
     # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
@@ -625,8 +768,10 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
     cdef floating *packed = NULL                        # W_hh in panels, if PACKED
     cdef floating *carry = NULL                         # (R × H) δ_{t+1} W_hh
     cdef Py_ssize_t s, t, i, j, row_bytes = H * sizeof(floating)
+    cdef Py_ssize_t steps = T * B                       # the rows of delta
     cdef int out_slot = 0 if reverse else 1
     cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
+    cdef const floating *dh_n_i
     cdef unsigned int csr
     try:
         w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
@@ -634,37 +779,45 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
                                        if plan.form == PACKED else 1, sizeof(floating))
         carry = <floating *>workspace(R * H, sizeof(floating))
         with nogil:
-            csr = rnn_flush_denormals()       # given back below; nothing raises
-            memset(carry, 0, R * row_bytes)
-            for i in range(row0, row1):      # rows of length 0 pass dh_n through
-                memcpy(&dh0[i, 0], &dh_n[i, 0], row_bytes)
-            if R and T:
-                if plan.form == PACKED:
-                    pack_step_matrix(&plan, <int>H, &w_hh[0, 0], H, 1, packed)
-                if need_t:
-                    transpose(H, &w_hh[0, 0], w_hh_t)
-                for s in range(T):                           # backward in time
-                    t = s if reverse else T - 1 - s
-                    for i in range(row0, row1):
-                        t_final = 0 if reverse else lengths[i] - 1
-                        if t == t_final:
-                            for j in range(H):
-                                carry[(i - row0) * H + j] += dh_n[i, j]
-                        if t < lengths[i]:
-                            grad_pass(&plan, relu, <int>H, &delta[t, i, 0], &dy[t, i, 0],
-                                      carry + (i - row0) * H, &hs[t + out_slot, i, 0])
-                        else:
-                            memset(&delta[t, i, 0], 0, row_bytes)
-                    if s == T - 1 and not need_dh0:
-                        break                    # δ_t W_hh would reach dh0 only
-                    # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
-                    step_product(&plan, <int>R, <int>H, &delta[t, row0, 0], &w_hh[0, 0],
-                                 w_hh_t, packed, carry)
-                    for i in range(row0, row1):
-                        t_initial = lengths[i] - 1 if reverse else 0
-                        if t == t_initial and t < lengths[i]:
-                            memcpy(&dh0[i, 0], carry + (i - row0) * H, row_bytes)
-            rnn_restore_mxcsr(csr)
+            csr = rnn_flush_denormals()       # given back below
+            try:
+                memset(carry, 0, R * row_bytes)
+                for i in range(row0, row1):      # rows of length 0 pass dh_n through
+                    memcpy(row_of(dh0, i, B, H), row_of(dh_n, i, B, H), row_bytes)
+                if R and T:
+                    if plan.form == PACKED:
+                        pack_step_matrix(&plan, <int>H, w_hh, H, 1, packed)
+                    if need_t:
+                        transpose(H, w_hh, w_hh_t)
+                    for s in range(T):                           # backward in time
+                        t = s if reverse else T - 1 - s
+                        for i in range(row0, row1):
+                            t_final = 0 if reverse else lengths[i] - 1
+                            if t == t_final:
+                                dh_n_i = row_of(dh_n, i, B, H)
+                                for j in range(H):
+                                    carry[(i - row0) * H + j] += dh_n_i[j]
+                            if t < lengths[i]:
+                                grad_pass(&plan, relu, <int>H,
+                                          row_of(delta, t * B + i, steps, H),
+                                          row_of(row_of(dy, t, T, dy_t), i, B, dy_b),
+                                          carry + (i - row0) * H,
+                                          row_of(hs, (t + out_slot) * B + i, steps + B, H))
+                            else:
+                                memset(row_of(delta, t * B + i, steps, H), 0, row_bytes)
+                        if s == T - 1 and not need_dh0:
+                            break                # δ_t W_hh would reach dh0 only
+                        # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
+                        step_product(&plan, <int>R, <int>H,
+                                     row_of(delta, t * B + row0, steps, H), w_hh, w_hh_t,
+                                     packed, carry)
+                        for i in range(row0, row1):
+                            t_initial = lengths[i] - 1 if reverse else 0
+                            if t == t_initial and t < lengths[i]:
+                                memcpy(row_of(dh0, i, B, H), carry + (i - row0) * H,
+                                       row_bytes)
+            finally:
+                rnn_restore_mxcsr(csr)
     finally:
         release(w_hh_t)
         release(packed)
@@ -725,6 +878,89 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     return (dh0 if need_dh0 else None), dw_ih, dw_hh, db, delta
 
 
+def layer_backward_arrays(x, w_ih, w_hh, hs, dy, dh_n, lengths, bint relu, dx=None,
+                          bint need_dh0=True):
+    """:func:`layer_backward` of one forward direction, δ kept to itself, for a short
+    call: ndarrays that are all C-contiguous, of one float dtype (lengths int64), with
+    shapes that agree, are read without a memoryview of each (~0.15 µs apiece, a dozen
+    per layer); any other arguments go through :func:`layer_backward`, which checks
+    them.
+
+    Returns
+    -------
+    dh0 : ndarray, shape (B, H), or None without ``need_dh0``
+    dw_ih : ndarray, shape (H, K)
+    dw_hh : ndarray, shape (H, H)
+    db : ndarray, shape (H,)
+    """
+    grads = backward_arrays(x, w_ih, w_hh, hs, dy, dh_n, lengths, relu, dx, need_dh0)
+    if grads is None:
+        grads = layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, False, relu, dx,
+                               need_dh0)[:4]
+    return grads
+
+
+cdef object backward_arrays(x, w_ih, w_hh, hs, dy, dh_n, lengths, bint relu, dx,
+                            bint need_dh0):
+    """:func:`layer_backward_arrays` for arrays it reads directly; None for others."""
+    cdef Sizes sz
+    cdef int typenum = layer_sizes(x, w_hh, &sz)
+    cdef Py_ssize_t T = sz.T, B = sz.B, K = sz.K, H = sz.H
+    if not (typenum and is_c_array(x, typenum, 3, T, B, K)
+            and is_c_array(w_ih, typenum, 2, H, K, 0)
+            and is_c_array(w_hh, typenum, 2, H, H, 0)
+            and is_c_array(hs, typenum, 3, T + 1, B, H)
+            and is_c_array(dy, typenum, 3, T, B, H)
+            and is_c_array(dh_n, typenum, 2, B, H, 0)
+            and is_c_array(lengths, cnp.NPY_INT64, 1, B, 0, 0)
+            and (dx is None or is_c_array(dx, typenum, 3, T, B, K))):
+        return None
+    check_lengths(sz, <const int64_t *>data_of(lengths))
+    cdef bint single = typenum == cnp.NPY_FLOAT32
+    dh0, dw_ih, dw_hh, db = (new_array(2, B, H, 0, single), new_array(2, H, K, 0, single),
+                             new_array(2, H, H, 0, single), new_array(1, H, 0, 0, single))
+    cdef void *delta = workspace(T * B * H, 4 if single else 8)   # δ (T, B, H)
+    try:
+        if single:
+            backward_layer_c(<const float *>data_of(x), <const float *>data_of(w_ih),
+                             <const float *>data_of(w_hh), <const float *>data_of(hs),
+                             <const float *>data_of(dy), <const float *>data_of(dh_n),
+                             <const int64_t *>data_of(lengths), <float *>delta,
+                             <float *>data_of(dh0), <float *>data_of(dw_ih),
+                             <float *>data_of(dw_hh), <float *>data_of(db),
+                             NULL if dx is None else <float *>data_of(dx), dx is not None,
+                             T, B, K, H, relu, need_dh0)
+        else:
+            backward_layer_c(<const double *>data_of(x), <const double *>data_of(w_ih),
+                             <const double *>data_of(w_hh), <const double *>data_of(hs),
+                             <const double *>data_of(dy), <const double *>data_of(dh_n),
+                             <const int64_t *>data_of(lengths), <double *>delta,
+                             <double *>data_of(dh0), <double *>data_of(dw_ih),
+                             <double *>data_of(dw_hh), <double *>data_of(db),
+                             NULL if dx is None else <double *>data_of(dx), dx is not None,
+                             T, B, K, H, relu, need_dh0)
+    finally:
+        release(delta)
+    return (dh0 if need_dh0 else None), dw_ih, dw_hh, db
+
+
+cdef int backward_layer_c(const floating *x, const floating *w_ih, const floating *w_hh,
+                          const floating *hs, const floating *dy, const floating *dh_n,
+                          const int64_t *lengths, floating *delta, floating *dh0,
+                          floating *dw_ih, floating *dw_hh, floating *db, floating *dx,
+                          bint want_dx, Py_ssize_t T, Py_ssize_t B, Py_ssize_t K,
+                          Py_ssize_t H, bint relu, bint need_dh0) except -1:
+    """What :func:`layer_backward` runs (forward direction, every row), on C arrays
+    given by their first elements (NULL where empty), checked by the caller."""
+    backward_steps_c(w_hh, hs, dy, B * H, H, dh_n, lengths, delta, dh0, T, B, H, 0, B,
+                     False, relu, need_dh0)
+    weight_products_c(x, hs, delta, delta, dw_ih, dw_hh, db, db, False, False, NULL, NULL,
+                      NULL, T, B, K, H, H, 0, 0, 1)
+    if want_dx:
+        input_grad_c(delta, w_ih, dx, T * B, B, K, H, False, T * B)
+    return 0
+
+
 def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
                const floating[:, ::1] w_ih,        # IN  (H, K)
                floating[:, :, ::1] dx,             # OUT (T, B, K)
@@ -749,7 +985,17 @@ cdef int run_input_grad(const floating[:, :, ::1] delta, const floating[:, ::1] 
     expect_shape("w_ih", 2, w_ih.shape, H, K, 0, sz, "delta and w_ih")
     expect_shape("dx", 3, dx.shape, T, B, K, sz, "delta and w_ih")
     check_sizes_c(sz)
-    cdef Py_ssize_t M = T * B
+    return input_grad_c(&delta[0, 0, 0] if T * B * H else NULL,
+                        &w_ih[0, 0] if H * K else NULL,
+                        &dx[0, 0, 0] if T * B * K else NULL, T * B, B, K, H,
+                        accumulate, rows)
+
+
+cdef int input_grad_c(const floating *delta, const floating *w_ih, floating *dx,
+                      Py_ssize_t M, Py_ssize_t B, Py_ssize_t K, Py_ssize_t H,
+                      bint accumulate, Py_ssize_t rows) except -1:
+    """:func:`run_input_grad` on C arrays given by their first elements (delta (M, H),
+    w_ih (H, K), dx (M, K), M = T·B; NULL where empty), checked by the caller."""
     if M * K == 0:
         return 0
     cdef Plan plan = make_plan(B, H, floating is float, rows)
@@ -760,8 +1006,7 @@ cdef int run_input_grad(const floating[:, :, ::1] delta, const floating[:, ::1] 
         with nogil:
             csr = rnn_flush_denormals()       # given back below; nothing raises
             # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
-            seq_product(&plan, M, <int>K, H, &delta[0, 0, 0] if H else NULL, H, 1,
-                        &w_ih[0, 0] if H else NULL, K, 1, &dx[0, 0, 0], K, accumulate,
+            seq_product(&plan, M, <int>K, H, delta, H, 1, w_ih, K, 1, dx, K, accumulate,
                         work)
             rnn_restore_mxcsr(csr)
     finally:

@@ -37,7 +37,7 @@ cnp.import_array()
 
 cdef object _ndarray = np.ndarray
 cdef object _layer_forward_owned = _kernels.layer_forward_owned
-cdef object _layer_backward = _kernels.layer_backward
+cdef object _layer_backward = _kernels.layer_backward_arrays
 cdef object _F = None                  # rnncore.functional, looked up at the first call
 
 
@@ -237,7 +237,7 @@ def forward(x, params, bint snapshot=True):
 
 cpdef tuple stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
     """BPTT of a :func:`stacked_forward` record on the kernels: the layers back to back
-    from the last, each one ``layer_backward`` call with ∂x in it.
+    from the last, each one ``layer_backward_arrays`` call with ∂x in it.
 
     Parameters
     ----------
@@ -273,9 +273,9 @@ cpdef tuple stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
         dx = cnp.PyArray_EMPTY(3, cnp.PyArray_DIMS(<cnp.ndarray>x),
                                cnp.PyArray_TYPE(<cnp.ndarray>x), 0) \
             if layer or need_dx else None
-        dh0, dw_ih, dw_hh, db, _ = _layer_backward(
-            x, w_ih, w_hh, record.states[layer][0], dy, ds_n[layer], lengths, False,
-            relu, dx, need_dh0)
+        dh0, dw_ih, dw_hh, db = _layer_backward(
+            x, w_ih, w_hh, record.states[layer][0], dy, ds_n[layer], lengths, relu, dx,
+            need_dh0)
         if dx is not None and record.padded is not None:
             # δ is 0 there, but 0 · inf in W_ih is NaN
             zero_padded(dx, lengths, record.padded)

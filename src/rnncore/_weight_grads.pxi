@@ -161,11 +161,28 @@ cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, :
     if not 0 <= i < n:
         raise ValueError(f"part must be (i, n) with 0 <= i < n; got {(i, n)!r}")
     cdef Py_ssize_t M = T * B
+    return weight_products_c(&x[0, 0, 0] if M * K else NULL,
+                             &hs[1 if reverse else 0, 0, 0] if M else NULL,   # H_prev
+                             &delta[0, 0, 0] if M else NULL, &e[0, 0, 0] if M else NULL,
+                             &dw_ih[0, 0] if K else NULL, &dw_hh[0, 0], &db[0], &db2[0],
+                             two_biases, proj, &dh_s[0, 0, 0] if proj and M else NULL,
+                             &m_s[0, 0, 0] if proj and M else NULL,
+                             &dw_r[0, 0] if proj else NULL, T, B, K, N, W, Hm, i, n)
+
+
+cdef int weight_products_c(const floating *x_p, const floating *h_p,
+                           const floating *delta_p, const floating *eps_p,
+                           floating *dw_ih, floating *dw_hh, floating *db, floating *db2,
+                           bint two_biases, bint proj, const floating *dh_p,
+                           const floating *m_p, floating *dw_r, Py_ssize_t T,
+                           Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, Py_ssize_t W,
+                           Py_ssize_t Hm, Py_ssize_t i, Py_ssize_t n) except -1:
+    """:func:`run_weight_products` on C arrays given by their first elements, checked
+    by the caller: x (T·B, K), H_prev (T·B, W) (rows 0..T-1 of the forward's hs, or
+    1..T in reverse), δ and ε (T·B, N), the gradients (N, K), (N, W), (N,), (N,) and
+    with ``proj`` ∂h (T·B, W), m (T·B, Hm), ∂W_hr (W, Hm); NULL where empty."""
+    cdef Py_ssize_t M = T * B
     cdef Plan plan = make_plan(B, N, floating is float, M)
-    cdef const floating *x_p = &x[0, 0, 0] if M * K else NULL
-    cdef const floating *delta_p = &delta[0, 0, 0] if M else NULL
-    cdef const floating *eps_p = &e[0, 0, 0] if M else NULL
-    cdef const floating *h_p = &hs[1 if reverse else 0, 0, 0] if M else NULL  # H_prev
     cdef floating *work = <floating *>workspace(
         workspace_size(&plan, max(K, W, Hm), M, N, floating is float), sizeof(floating))
     cdef unsigned int csr
@@ -174,19 +191,16 @@ cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, :
             csr = rnn_flush_denormals()       # given back below; nothing raises
             # (N × K) = (T·B × N)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
             # (the parts cut the columns of [∂W_ih | ∂W_hh] together)
-            product_part(&plan, i, n, N, K, M, delta_p, N, x_p, K,
-                         &dw_ih[0, 0] if K else NULL, work, 0, K + W)
+            product_part(&plan, i, n, N, K, M, delta_p, N, x_p, K, dw_ih, work, 0, K + W)
             # (N × W) = (T·B × N)ᵀ(T·B × W): ∂W_hh = Σ_t ε_tᵀ h_{t-1}
-            product_part(&plan, i, n, N, W, M, eps_p, N, h_p, W, &dw_hh[0, 0], work,
-                         K, K + W)
+            product_part(&plan, i, n, N, W, M, eps_p, N, h_p, W, dw_hh, work, K, K + W)
             if proj:
                 # (W × H) = (T·B × W)ᵀ(T·B × H): ∂W_hr = Σ_t ∂h_tᵀ m_t
-                product_part(&plan, i, n, W, Hm, M, &dh_s[0, 0, 0] if M else NULL, W,
-                             &m_s[0, 0, 0] if M else NULL, Hm, &dw_r[0, 0], work, 0, Hm)
+                product_part(&plan, i, n, W, Hm, M, dh_p, W, m_p, Hm, dw_r, work, 0, Hm)
             # ∂b = Σ_t Σ_b δ_t (and GRU's Σ ε_t)
-            sum_part(&plan, i, n, N, M, &db[0], delta_p)
+            sum_part(&plan, i, n, N, M, db, delta_p)
             if two_biases:
-                sum_part(&plan, i, n, N, M, &db2[0], eps_p)
+                sum_part(&plan, i, n, N, M, db2, eps_p)
             rnn_restore_mxcsr(csr)
     finally:
         release(work)
