@@ -722,11 +722,8 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
                             const floating[:, :, :] dy, const floating[:, ::1] dh_n,
                             const int64_t[::1] lengths, bint reverse, bint relu,
                             floating[:, :, ::1] delta, floating[:, ::1] dh0,
-                            Py_ssize_t row0, Py_ssize_t row1,
-                            bint need_dh0=True) except -1:
-    """:func:`backward_steps` on arrays already taken as memoryviews; without
-    ``need_dh0`` the last step's product δ W_hh, which only dh0 reads, is skipped and
-    dh0 left holding dh_n."""
+                            Py_ssize_t row0, Py_ssize_t row1) except -1:
+    """:func:`backward_steps` on arrays already taken as memoryviews."""
     if hs.shape[0] < 1:
         raise ValueError(f"hs must have T+1 >= 1 rows; got shape ({hs.shape[0]}, {hs.shape[1]}, {hs.shape[2]})")
     cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = w_hh.shape[0]
@@ -747,7 +744,7 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
                             dy.strides[1] // item, &dh_n[0, 0] if B else NULL,
                             &lengths[0] if B else NULL, &delta[0, 0, 0] if T * B else NULL,
                             &dh0[0, 0] if B else NULL, T, B, H, row0, row1, reverse, relu,
-                            need_dh0)
+                            True)
 
 
 cdef int backward_steps_c(const floating *w_hh, const floating *hs, const floating *dy,
@@ -759,7 +756,8 @@ cdef int backward_steps_c(const floating *w_hh, const floating *hs, const floati
     """:func:`run_backward_steps` on C arrays given by their first elements (w_hh
     (H, H); hs (T+1, B, H); dh_n, dh0 (B, H); lengths (B,); delta (T, B, H); NULL where
     empty) and dy (T, B, H) with its rows at strides dy_t, dy_b (elements) and
-    contiguous, checked by the caller."""
+    contiguous, checked by the caller. Without ``need_dh0`` the last step's product
+    δ W_hh, which only dh0 reads, is skipped and dh0 left holding dh_n."""
     cdef Py_ssize_t R = row1 - row0
     cdef Plan plan = make_plan(B, H, floating is float, T * B, HOLDS_M)
     # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
@@ -867,14 +865,23 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     delta, dh0 = new_array(3, T, B, H, single), new_array(2, B, H, 0, single)
     dw_ih, dw_hh, db = (new_array(2, H, K, 0, single), new_array(2, H, H, 0, single),
                         new_array(1, H, 0, 0, single))
+    expect_shape("dy", 3, dy.shape, T, B, H, sz, "hs and w_hh")
+    expect_shape("dh_n", 2, dh_n.shape, B, H, 0, sz, "hs and w_hh")
+    if H > 1 and dy.strides[2] != sizeof(floating):
+        raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
     cdef floating[:, :, ::1] delta_v = delta
     cdef floating[:, ::1] dh0_v = dh0, dw_ih_v = dw_ih, dw_hh_v = dw_hh
     cdef floating[::1] db_v = db
-    run_backward_steps(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta_v, dh0_v, 0, B,
-                       need_dh0)
-    run_backward_weights(x, hs, delta_v, reverse, dw_ih_v, dw_hh_v, db_v, 0, 1)
-    if dx is not None:
-        run_input_grad(delta_v, w_ih, dx_v, False, T * B)
+    cdef Py_ssize_t item = sizeof(floating)
+    backward_layer_c(&x[0, 0, 0] if T * B * K else NULL, &w_ih[0, 0] if K else NULL,
+                     &w_hh[0, 0], &hs[0, 0, 0] if B else NULL,
+                     &dy[0, 0, 0] if T * B else NULL, dy.strides[0] // item,
+                     dy.strides[1] // item, &dh_n[0, 0] if B else NULL,
+                     &lengths[0] if B else NULL, &delta_v[0, 0, 0] if T * B else NULL,
+                     &dh0_v[0, 0] if B else NULL, &dw_ih_v[0, 0] if K else NULL,
+                     &dw_hh_v[0, 0], &db_v[0],
+                     &dx_v[0, 0, 0] if dx is not None and T * B * K else NULL,
+                     dx is not None, T, B, K, H, reverse, relu, need_dh0)
     return (dh0 if need_dh0 else None), dw_ih, dw_hh, db, delta
 
 
@@ -924,38 +931,43 @@ cdef object backward_arrays(x, w_ih, w_hh, hs, dy, dh_n, lengths, bint relu, dx,
         if single:
             backward_layer_c(<const float *>data_of(x), <const float *>data_of(w_ih),
                              <const float *>data_of(w_hh), <const float *>data_of(hs),
-                             <const float *>data_of(dy), <const float *>data_of(dh_n),
+                             <const float *>data_of(dy), B * H, H,
+                             <const float *>data_of(dh_n),
                              <const int64_t *>data_of(lengths), <float *>delta,
                              <float *>data_of(dh0), <float *>data_of(dw_ih),
                              <float *>data_of(dw_hh), <float *>data_of(db),
                              NULL if dx is None else <float *>data_of(dx), dx is not None,
-                             T, B, K, H, relu, need_dh0)
+                             T, B, K, H, False, relu, need_dh0)
         else:
             backward_layer_c(<const double *>data_of(x), <const double *>data_of(w_ih),
                              <const double *>data_of(w_hh), <const double *>data_of(hs),
-                             <const double *>data_of(dy), <const double *>data_of(dh_n),
+                             <const double *>data_of(dy), B * H, H,
+                             <const double *>data_of(dh_n),
                              <const int64_t *>data_of(lengths), <double *>delta,
                              <double *>data_of(dh0), <double *>data_of(dw_ih),
                              <double *>data_of(dw_hh), <double *>data_of(db),
                              NULL if dx is None else <double *>data_of(dx), dx is not None,
-                             T, B, K, H, relu, need_dh0)
+                             T, B, K, H, False, relu, need_dh0)
     finally:
         release(delta)
     return (dh0 if need_dh0 else None), dw_ih, dw_hh, db
 
 
 cdef int backward_layer_c(const floating *x, const floating *w_ih, const floating *w_hh,
-                          const floating *hs, const floating *dy, const floating *dh_n,
-                          const int64_t *lengths, floating *delta, floating *dh0,
-                          floating *dw_ih, floating *dw_hh, floating *db, floating *dx,
-                          bint want_dx, Py_ssize_t T, Py_ssize_t B, Py_ssize_t K,
-                          Py_ssize_t H, bint relu, bint need_dh0) except -1:
-    """What :func:`layer_backward` runs (forward direction, every row), on C arrays
-    given by their first elements (NULL where empty), checked by the caller."""
-    backward_steps_c(w_hh, hs, dy, B * H, H, dh_n, lengths, delta, dh0, T, B, H, 0, B,
-                     False, relu, need_dh0)
-    weight_products_c(x, hs, delta, delta, dw_ih, dw_hh, db, db, False, False, NULL, NULL,
-                      NULL, T, B, K, H, H, 0, 0, 1)
+                          const floating *hs, const floating *dy, Py_ssize_t dy_t,
+                          Py_ssize_t dy_b, const floating *dh_n, const int64_t *lengths,
+                          floating *delta, floating *dh0, floating *dw_ih, floating *dw_hh,
+                          floating *db, floating *dx, bint want_dx, Py_ssize_t T,
+                          Py_ssize_t B, Py_ssize_t K, Py_ssize_t H, bint reverse, bint relu,
+                          bint need_dh0) except -1:
+    """What :func:`layer_backward` runs (every row), on C arrays given by their first
+    elements (NULL where empty; dy's rows at strides dy_t, dy_b), checked by the
+    caller: BPTT's recurrence, the weight gradients, and ∂x if ``want_dx``."""
+    backward_steps_c(w_hh, hs, dy, dy_t, dy_b, dh_n, lengths, delta, dh0, T, B, H, 0, B,
+                     reverse, relu, need_dh0)
+    weight_products_c(x, hs + B * H if reverse and T * B else hs,     # H_prev
+                      delta, delta, dw_ih, dw_hh, db, db, False, False, NULL, NULL, NULL,
+                      T, B, K, H, H, 0, 0, 1)
     if want_dx:
         input_grad_c(delta, w_ih, dx, T * B, B, K, H, False, T * B)
     return 0

@@ -128,16 +128,6 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
                         db_hh is not None, proj, dh_s, m_s, dw_r)
 
 
-cdef int run_backward_weights(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
-                              const floating[:, :, ::1] delta, bint reverse,
-                              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                              floating[::1] db, Py_ssize_t i, Py_ssize_t n) except -1:
-    """:func:`backward_weights` of the Elman cell on arrays already taken as
-    memoryviews: part i of n."""
-    return run_weight_products(x, hs, delta, reverse, dw_ih, dw_hh, db, i, n, delta, db,
-                               False, False, delta, delta, dw_hh)
-
-
 cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
                              const floating[:, :, ::1] delta, bint reverse,
                              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
