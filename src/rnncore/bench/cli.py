@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     parser = _parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    _check_native_blas(parser, args)
     if args.native_blas and any(k in os.environ for k in BLAS_OVERRIDES):
         # OpenBLAS reads them when it loads: start again without them.
         env = {k: v for k, v in os.environ.items() if k not in BLAS_OVERRIDES}
@@ -210,18 +211,34 @@ def _restart_on_isa(parser, args, argv) -> None:
         from .. import _kernels
     except ImportError:
         return                                   # _force_isa says what is missing
-    supported = tuple(_kernels.supported_isas())
-    if args.isa not in supported or args.isa == supported[-1]:
+    if not _below_best(args.isa, _kernels):
         return
-    if args.native_blas:
-        parser.error(f"--native-blas runs OpenBLAS on this CPU's own kernels and --isa "
-                     f"{args.isa} every library on {args.isa}'s: give one, or add "
-                     f"--isa-scope rnncore")
     env = restart_environment(args.isa)
     if env is not None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, "-m", "rnncore.bench", *argv], env)
+
+
+def _below_best(isa, kernels) -> bool:
+    """Whether the kernels support ``isa`` and it is below this CPU's best."""
+    supported = tuple(kernels.supported_isas())
+    return isa in supported and isa != supported[-1]
+
+
+def _check_native_blas(parser, args) -> None:
+    """--native-blas with an --isa that limits every library is a usage error: checked
+    before either restarts the command."""
+    if not args.native_blas or args.isa is None or args.isa_scope != "all":
+        return
+    try:
+        from .. import _kernels
+    except ImportError:
+        return                                   # _force_isa says what is missing
+    if _below_best(args.isa, _kernels):
+        parser.error(f"--native-blas runs OpenBLAS on this CPU's own kernels and --isa "
+                     f"{args.isa} every library on {args.isa}'s: give one, or add "
+                     f"--isa-scope rnncore")
 
 
 def _force_isa(parser, name):
