@@ -420,10 +420,13 @@ def _single_threaded_blas():
         yield
         return
     with _lock:
-        if _blas_users == 0:
+        # counted before the BLAS is narrowed: exact_blas, reading both without the
+        # lock, never sees one thread and no user (which it would take for the
+        # caller's own setting, and leave to be restored under it)
+        _blas_users += 1
+        if _blas_users == 1:
             _blas_saved = kernels.blas_threads()
             kernels.set_blas_threads(1)
-        _blas_users += 1
     try:
         yield
     finally:
@@ -443,23 +446,30 @@ def step_parts_are_exact(module, B: int, H: int, dtype, rows: int = -1) -> bool:
 
 
 def exact_blas(module, deterministic: bool = True):
-    """A context for the whole-sequence weight-gradient products of a backward: one
-    BLAS thread if that BLAS has several and the call is ``deterministic``.
+    """A context for a forward or a backward: one BLAS thread if that BLAS has several
+    and the call is ``deterministic``.
 
-    Those products sum over all T·B rows; OpenBLAS on two threads sums them in another
-    order than on one (float64 gradients differ in the last bits on this machine), so a
-    deterministic call runs them on one BLAS thread: the kernels' OpenBLAS when
-    ``module`` is the kernels, NumPy's when it is the reference. When that BLAS already
-    has one thread (the kernels' default), or ``deterministic`` is False, the context
-    changes nothing and costs a check (about a microsecond with the kernels).
+    OpenBLAS on several threads does not promise the bits of one thread: it sums the
+    weight gradients (over all T·B rows) in another order (float64 gradients differed
+    in the last bits on the Xeon), and on an AMD EPYC (Zen 5) with its Haswell kernels
+    even a product whose rows could be split, X W_ihᵀ or δ W_ih, differs in float32's
+    last bits between one thread and two. So a deterministic call runs every BLAS
+    product on one thread: the kernels' OpenBLAS when ``module`` is the kernels,
+    NumPy's when it is the reference, for as long as any such call runs (calls on
+    several threads at once share the setting: the last one out restores it). When
+    that BLAS has one thread of the caller's choosing (the kernels' default), or
+    ``deterministic`` is False, the context changes nothing and costs a check (about a
+    microsecond with the kernels).
     """
     if not deterministic:
         return _NO_CHANGE
+    # another call holding the BLAS at one thread counts as several: it restores them
+    # when it ends, perhaps before this call does
     if module is _kernels_module():
-        return _single_threaded_blas() if module.blas_threads() > 1 else _NO_CHANGE
-    for c in _numpy_blas():
-        if c.num_threads > 1:
-            return _single_threaded_numpy_blas()
+        return (_single_threaded_blas() if _blas_users or module.blas_threads() > 1
+                else _NO_CHANGE)
+    if _numpy_users or any(c.num_threads > 1 for c in _numpy_blas()):
+        return _single_threaded_numpy_blas()
     return _NO_CHANGE
 
 
@@ -511,11 +521,11 @@ def _single_threaded_numpy_blas():
     global _numpy_users, _numpy_saved
     controllers = _numpy_blas()
     with _lock:
-        if _numpy_users == 0:
+        _numpy_users += 1               # counted first, as in _single_threaded_blas
+        if _numpy_users == 1:
             _numpy_saved = [c.num_threads for c in controllers]
             for c in controllers:
-                c.set_num_threads(1)
-        _numpy_users += 1
+                _set_threads(c, 1)
     try:
         yield
     finally:
@@ -523,7 +533,21 @@ def _single_threaded_numpy_blas():
             _numpy_users -= 1
             if _numpy_users == 0:
                 for c, n in zip(controllers, _numpy_saved):
-                    c.set_num_threads(n)
+                    _set_threads(c, n)
+
+
+def _set_threads(controller, n: int) -> None:
+    """Set the thread count of a BLAS NumPy calls, from any thread.
+
+    OpenBLAS's count (pthreads build) is one for the whole process, and threadpoolctl
+    (3.8 here) leaves it to one "controlling" thread, the first that set it: from any
+    other thread its ``set_num_threads`` does nothing. A deterministic call narrows the
+    BLAS from whichever thread it runs on, so it calls the library's own setter, which
+    threadpoolctl keeps as ``_real_set_num_threads`` (its public method where there is
+    none: a threadpoolctl without that policy).
+    """
+    setter = getattr(controller, "_real_set_num_threads", None)
+    (setter if setter is not None else controller.set_num_threads)(n)
 
 
 def _before_fork() -> None:

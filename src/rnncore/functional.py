@@ -272,12 +272,15 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
             # One Elman direction, each layer in one call (one chunk, as the walker
             # would run it) on one thread: a short call's path, what the walker below
             # does for it without what it does not need.
-            return _stacked_forward(module, relu, plan, arrays, np.ascontiguousarray(x),
-                                    h0, T, B, unbatched, batch_first, snapshot_weights,
-                                    deterministic is True or bool(deterministic))
-        return _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B,
-                             unbatched, batch_first, snapshot_weights, merge_mode,
-                             deterministic, checkpoint)
+            with _parallel.exact_blas(module, deterministic):
+                return _stacked_forward(module, relu, plan, arrays,
+                                        np.ascontiguousarray(x), h0, T, B, unbatched,
+                                        batch_first, snapshot_weights,
+                                        deterministic is True or bool(deterministic))
+        with _parallel.exact_blas(module, deterministic):
+            return _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths,
+                                 T, B, unbatched, batch_first, snapshot_weights,
+                                 merge_mode, deterministic, checkpoint)
     finally:
         if cache is not None:
             _memory.leave(cache)
@@ -603,18 +606,20 @@ def backward(record: Record, dy=None, dh_n=None, *, need_dx: bool = True,
         raise TypeError(f"record must be the Record returned by forward; "
                         f"got {type(record).__name__}")
     cfg = record.plan.cfg
-    if not _large(record.T * record.B, cfg.input_size, cfg.hidden_size):
-        return _backward(record, dy, dh_n, need_dx, need_dh0)
-    cache = _memory.enter()
-    try:
-        return _backward(record, dy, dh_n, need_dx, need_dh0)
-    finally:
-        if cache is not None:
-            _memory.leave(cache)
+    with _parallel.exact_blas(record.backend, record.deterministic):
+        if not _large(record.T * record.B, cfg.input_size, cfg.hidden_size):
+            return _backward(record, dy, dh_n, need_dx, need_dh0)
+        cache = _memory.enter()
+        try:
+            return _backward(record, dy, dh_n, need_dx, need_dh0)
+        finally:
+            if cache is not None:
+                _memory.leave(cache)
 
 
 def _backward(record, dy, dh_n, need_dx, need_dh0):
-    """:func:`backward` once ``record`` is known to be a Record."""
+    """:func:`backward` once ``record`` is known to be a Record (its BLAS limited by
+    :func:`rnncore._parallel.exact_blas`)."""
     plan, T, B, module = record.plan, record.T, record.B, record.backend
     cfg = plan.cfg
     if plan.stacked and not record.chunk and _one_part_each(module, T, B, cfg):
@@ -646,18 +651,16 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
         dx = None
         if record.chunk:
             dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
-            with _parallel.exact_blas(module, record.deterministic):
-                results = [(*_chunks.backward_direction(
-                    cell_type, module, parts, x, ws[d], record.states[layer][d],
-                    record.saved[layer][d], record.initial[layer][d],
-                    dy if D == 1 else dy[:, :, d * P:(d + 1) * P],
-                    [s[first + d] for s in ds_n], record.lengths, d == 1, record.relu,
-                    record.chunk, dx, d > 0), None) for d in range(D)]
+            results = [(*_chunks.backward_direction(
+                cell_type, module, parts, x, ws[d], record.states[layer][d],
+                record.saved[layer][d], record.initial[layer][d],
+                dy if D == 1 else dy[:, :, d * P:(d + 1) * P],
+                [s[first + d] for s in ds_n], record.lengths, d == 1, record.relu,
+                record.chunk, dx, d > 0), None) for d in range(D)]
         elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
-            with _parallel.exact_blas(module, record.deterministic):
-                dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
-                    x, ws[0][0], ws[0][1], record.states[layer][0], dy, ds_n[0][first],
-                    record.lengths, False, record.relu, need_dh0=need_dh0)
+            dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
+                x, ws[0][0], ws[0][1], record.states[layer][0], dy, ds_n[0][first],
+                record.lengths, False, record.relu, need_dh0=need_dh0)
             if need_dh0:
                 ds0[0][first] = dh0
             i_ih, i_hh, i_bih, i_bhh, _ = plan.grad_slots[layer][0]
@@ -669,9 +672,8 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
             # one direction: ∂x comes with its δ (split, in the recurrence's dispatch)
             if D == 1 and (layer > 0 or need_dx):
                 dx = np.empty(x.shape, cfg.dtype)
-            with _parallel.exact_blas(module, record.deterministic):
-                results = _backward_layer(cell_type, module, parts, record, layer, dy,
-                                          ds_n, first, dx)
+            results = _backward_layer(cell_type, module, parts, record, layer, dy, ds_n,
+                                      first, dx)
         dx_done = record.chunk or dx is not None  # (each chunk's ∂x came with its δ)
         if not dx_done:
             dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
@@ -715,8 +717,7 @@ def _backward_stacked(record, dy, dh_n, need_dx, need_dh0):
     ds_n = ((plan.zero_state(B),) * L if dh_n is None
             else check_state("dh_n", dh_n, cfg, B, record.unbatched))
     if module is _kernels:
-        with _parallel.exact_blas(module, record.deterministic):
-            dx, ds0, grads = _short.stacked_backward(record, dy, ds_n, need_dx, need_dh0)
+        dx, ds0, grads = _short.stacked_backward(record, dy, ds_n, need_dx, need_dh0)
     else:
         ds0 = np.empty((L, B, cfg.hidden_size), cfg.dtype) if need_dh0 else None
         grads = [None] * len(plan.grad_keys)
