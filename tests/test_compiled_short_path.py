@@ -270,6 +270,23 @@ def test_a_backward_whose_blas_has_several_threads_is_declined(rng):
         kernels.set_blas_threads(saved)
 
 
+def test_a_forward_whose_blas_has_several_threads_is_declined(rng):
+    # functional's path then holds the BLAS at one thread for the call (determinism);
+    # T of its own: the values kept for the last (plan, T, B) may come from a test
+    # that changed what they depend on
+    kernels = F._kernels
+    x, params = make_call(rng, np.float32, T=13)
+    assert _short.forward(x, params) is not None
+    saved = kernels.blas_threads()
+    kernels.set_blas_threads(2)
+    try:
+        if kernels.blas_threads() < 2:
+            pytest.skip("this OpenBLAS runs one thread")
+        assert _short.forward(x, params) is None
+    finally:
+        kernels.set_blas_threads(saved)
+
+
 def _resized(params, H):
     rng = np.random.default_rng(1)
     shapes = F.param_shapes(5, H)

@@ -225,7 +225,8 @@ def forward(x, params, bint snapshot=True):
         s0 = (plan.zero_state(B),) * cfg.num_layers
         _kept_call_plan, _kept_T, _kept_B, _kept_fits, _kept_steps, _kept_s0 = (
             plan, T, B, fits, steps, s0)                   # likewise, all at once
-    if not fits or not F._one_part_each(_kernels, T, B, cfg):
+    # (a BLAS of several threads: functional's path, which holds it at one for the call)
+    if not fits or _kernels.blas_threads() > 1 or not F._one_part_each(_kernels, T, B, cfg):
         return None
     output, h_n, weights, inputs, states = stacked_forward(
         plan, arrays, x, s0, steps, False, snapshot)
