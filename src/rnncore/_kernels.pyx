@@ -374,6 +374,31 @@ cdef inline floating *row_of(const floating *base, Py_ssize_t row, Py_ssize_t ro
     return <floating *>base + row * width
 
 
+cdef inline floating *rows_of(const floating *base, Py_ssize_t row, Py_ssize_t count,
+                              Py_ssize_t rows, Py_ssize_t width) except NULL nogil:
+    """Rows [row, row + count) of ``rows`` rows of ``width`` elements, back to back,
+    for a pass over all of them at once: :func:`row_of` of the first, the checked build
+    checking the last too."""
+    row_of(base, row + count - 1, rows, width)
+    return row_of(base, row, rows, width)
+
+
+# Rows this short or shorter (bytes) take the forward's activation pass over all rows
+# of a step at once (§59 of docs/perf-notes.md).
+DEF SHORT_ROW_BYTES = 256
+
+
+cdef inline int64_t shortest_length(const int64_t *lengths, Py_ssize_t row0,
+                                    Py_ssize_t row1) noexcept nogil:
+    """The least of lengths[row0:row1] (0 for no rows): steps below it run every row."""
+    cdef int64_t least = lengths[row0] if row1 > row0 else 0
+    cdef Py_ssize_t i
+    for i in range(row0 + 1, row1):
+        if lengths[i] < least:
+            least = lengths[i]
+    return least
+
+
 cdef int forward_steps(const floating *x, const floating *w_ih, const floating *w_hh,
                        const floating *b, const floating *h0, const int64_t *lengths,
                        floating *hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t K,
@@ -400,6 +425,10 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
     cdef Py_ssize_t extra = T if reverse else 0    # the row the projection leaves free
     cdef floating *h
     cdef bint onto                                 # this step's product onto hs
+    # the steps every row runs take one pass over all R rows where rows are short
+    # (b then repeated R times in b_rows; longer rows keep reading the one b)
+    cdef int64_t shortest = shortest_length(lengths, row0, row1)
+    cdef floating *b_rows = NULL
     cdef unsigned int csr
     try:
         w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
@@ -408,9 +437,14 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
         work = <floating *>workspace(workspace_size(&plan, H, K, 1, floating is float),
                                      sizeof(floating))
         scratch = <floating *>workspace(R * H, sizeof(floating))
+        if R > 1 and shortest > 0 and H * sizeof(floating) <= SHORT_ROW_BYTES:
+            b_rows = <floating *>workspace(R * H, sizeof(floating))
         with nogil:
             csr = rnn_flush_denormals()       # given back below
             try:
+                if b_rows != NULL:
+                    for i in range(R):
+                        memcpy(b_rows + i * H, b, row_bytes)
                 if R:
                     # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every
                     # step; one product over all rows of all steps when the call runs
@@ -459,13 +493,21 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
                             step_product(&plan, <int>R, <int>H,
                                          row_of(hs, (t + prev_slot) * B + row0, steps, H),
                                          w_hh_t, w_hh, packed, scratch)
-                        for i in range(row0, row1):
-                            h = row_of(hs, (t + out_slot) * B + i, steps, H)
-                            if t < lengths[i]:
-                                step_pass(&plan, relu, <int>H, h,
-                                          NULL if onto else scratch + (i - row0) * H, b)
-                            elif not (reverse and t == lengths[i]):   # slot holding h0
-                                memset(h, 0, row_bytes)
+                        if t < shortest and b_rows != NULL:
+                            # every row runs step t: one pass over the R·H values,
+                            # b repeated in b_rows (§59)
+                            step_pass(&plan, relu, <int>(R * H),
+                                      rows_of(hs, (t + out_slot) * B + row0, R, steps, H),
+                                      NULL if onto else scratch, b_rows)
+                        else:
+                            for i in range(row0, row1):
+                                h = row_of(hs, (t + out_slot) * B + i, steps, H)
+                                if t < lengths[i]:
+                                    step_pass(&plan, relu, <int>H, h,
+                                              NULL if onto else scratch + (i - row0) * H,
+                                              b)
+                                elif not (reverse and t == lengths[i]):  # h0's slot
+                                    memset(h, 0, row_bytes)
             finally:
                 rnn_restore_mxcsr(csr)
     finally:
@@ -473,6 +515,7 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
         release(packed)
         release(work)
         release(scratch)
+        release(b_rows)
     return 0
 
 
@@ -770,6 +813,7 @@ cdef int backward_steps_c(const floating *w_hh, const floating *hs, const floati
     cdef int out_slot = 0 if reverse else 1
     cdef int64_t t_final, t_initial      # the steps that produced h_n and consumed h_0
     cdef const floating *dh_n_i
+    cdef int64_t shortest = shortest_length(lengths, row0, row1)
     cdef unsigned int csr
     try:
         w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
@@ -795,14 +839,27 @@ cdef int backward_steps_c(const floating *w_hh, const floating *hs, const floati
                                 dh_n_i = row_of(dh_n, i, B, H)
                                 for j in range(H):
                                     carry[(i - row0) * H + j] += dh_n_i[j]
-                            if t < lengths[i]:
-                                grad_pass(&plan, relu, <int>H,
-                                          row_of(delta, t * B + i, steps, H),
-                                          row_of(row_of(dy, t, T, dy_t), i, B, dy_b),
-                                          carry + (i - row0) * H,
-                                          row_of(hs, (t + out_slot) * B + i, steps + B, H))
-                            else:
-                                memset(row_of(delta, t * B + i, steps, H), 0, row_bytes)
+                        if t < shortest and dy_b == H:
+                            # every row runs step t and the rows of each array lie
+                            # back to back: one pass over the R·H values (§59)
+                            grad_pass(&plan, relu, <int>(R * H),
+                                      rows_of(delta, t * B + row0, R, steps, H),
+                                      rows_of(row_of(dy, t, T, dy_t), row0, R, B, dy_b),
+                                      carry,
+                                      rows_of(hs, (t + out_slot) * B + row0, R, steps + B,
+                                              H))
+                        else:
+                            for i in range(row0, row1):
+                                if t < lengths[i]:
+                                    grad_pass(&plan, relu, <int>H,
+                                              row_of(delta, t * B + i, steps, H),
+                                              row_of(row_of(dy, t, T, dy_t), i, B, dy_b),
+                                              carry + (i - row0) * H,
+                                              row_of(hs, (t + out_slot) * B + i, steps + B,
+                                                     H))
+                                else:
+                                    memset(row_of(delta, t * B + i, steps, H), 0,
+                                           row_bytes)
                         if s == T - 1 and not need_dh0:
                             break                # δ_t W_hh would reach dh0 only
                         # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
