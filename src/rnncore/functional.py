@@ -432,9 +432,11 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
             layer_in = hs[1:]
         else:
             last = layer == cfg.num_layers - 1
-            # the output of a last one-direction layer: hs[1:] copied by its threads
-            owned = np.empty((T, B, P), cfg.dtype) if last and D == 1 and T == full_T \
-                else None
+            # the output of a last one-direction layer, or of a bidirectional layer whose
+            # directions are concatenated: the states copied by the threads that ran them
+            owned = (np.empty((T, B, P), cfg.dtype) if last and T == full_T else None
+                     ) if D == 1 else (np.empty((T, B, D * P), cfg.dtype)
+                                       if not (last and merge_mode != "concat") else None)
             outs = _forward_layer(cell_type, module, parts, layer_in, ws, states0, first,
                                   steps, relu, cfg, owned)
             for d, (hs, cell_saved) in enumerate(outs):
@@ -443,10 +445,11 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
                                         else seq[steps, np.arange(B)])
             states.append([out[0] for out in outs])
             saved.append([out[1] for out in outs])
+            if owned is not None and D == 2 and padded is not None:
+                owned[padded] = 0        # the reverse states hold h0 at the first padded
+                                         # slot
             layer_in = (owned if owned is not None else outs[0][0][1:] if D == 1
-                        else _merged_output(states[-1], T, B, P, padded, merge_mode)
-                        if last and merge_mode != "concat"
-                        else _layer_output(states[-1], T, B, P, padded))
+                        else _merged_output(states[-1], T, B, P, padded, merge_mode))
         weights.append(ws)
     output = layer_in
     if D == 1 and not k and T == full_T and owned is None:
@@ -464,13 +467,14 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
 def _forward_layer(cell_type, module, parts, layer_in, ws, states0, first, steps, relu,
                    cfg, output=None):
     """[(hs, saved)] of each direction of one layer: one after the other, each split
-    over ``parts`` threads, or the two directions at once. A one-direction layer's
-    states of steps 0..T-1 are copied into ``output`` if given."""
-    jobs = [(layer_in, w, [s[first + d] for s in states0], steps, d == 1, relu)
+    over ``parts`` threads, or the two directions at once. With ``output`` (T, B, D·P),
+    each direction's states of steps 0..T-1 are copied into its columns of it by the
+    threads that ran them (§60 of docs/perf-notes.md)."""
+    P = cfg.out_size
+    jobs = [(layer_in, w, [s[first + d] for s in states0], steps, d == 1, relu,
+             None if output is None else output[:, :, d * P:(d + 1) * P])
             for d, w in enumerate(ws)]
-    if len(jobs) == 1:
-        return [cell_type.forward(module, parts, *jobs[0], output=output)]
-    if parts > 1:
+    if len(jobs) == 1 or parts > 1:
         return [cell_type.forward(module, parts, *job) for job in jobs]
     T, B, K = layer_in.shape
     return _parallel.map_directions(functools.partial(cell_type.forward, module, 1), jobs,
