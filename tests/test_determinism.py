@@ -242,3 +242,41 @@ def test_deterministic_takes_a_bool(bad):
     params = {k: np.zeros(s) for k, s in F.param_shapes(2, 3, 1).items()}
     with pytest.raises(TypeError, match=r"deterministic must be True or False; got"):
         F.forward(np.zeros((2, 1, 2)), params, deterministic=bad)
+
+
+def _blas_of(which):
+    """(the module exact_blas is given, its BLAS's thread count, a setter), or a skip."""
+    if which == "numpy":
+        from rnncore import reference
+        controllers = _parallel._numpy_blas()
+        if not controllers:
+            pytest.skip("threadpoolctl finds no BLAS under NumPy")
+        return (reference, lambda: max(c.num_threads for c in controllers),
+                lambda n: [_parallel._set_threads(c, n) for c in controllers])
+    if "cython" not in rnncore.backends():
+        pytest.skip("the kernels are not built")
+    from rnncore import _kernels
+    return _kernels, _kernels.blas_threads, _kernels.set_blas_threads
+
+
+@pytest.mark.parametrize("which", ["numpy", "kernels"])
+def test_a_call_beside_one_holding_the_blas_at_one_thread_holds_it_too(which):
+    # a second deterministic call that started while a first held the BLAS at one
+    # thread must not take that one thread for the caller's own setting: when the first
+    # ends, the BLAS has to stay at one thread until the second ends too
+    module, threads, set_threads = _blas_of(which)
+    before = threads()
+    set_threads(2)
+    try:
+        if threads() < 2:
+            pytest.skip("this BLAS runs one thread")
+        first = _parallel.exact_blas(module, True)
+        first.__enter__()
+        second = _parallel.exact_blas(module, True)
+        second.__enter__()
+        first.__exit__(None, None, None)
+        during = threads()
+        second.__exit__(None, None, None)
+        assert (during, threads()) == (1, 2)
+    finally:
+        set_threads(before)
