@@ -267,17 +267,17 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         _kernels.check_sizes(T, B, *plan.widths)
     cache = _memory.enter() if _large(T * B, K, cfg.hidden_size) else None
     try:
-        if (plan.stacked and lengths is None and not checkpoint
-                and T <= _chunks.chunk_steps(B, T) and _one_part_each(module, T, B, cfg)):
-            # One Elman direction, each layer in one call (one chunk, as the walker
-            # would run it) on one thread: a short call's path, what the walker below
-            # does for it without what it does not need.
-            with _parallel.exact_blas(module, deterministic):
+        with _parallel.exact_blas(module, deterministic):
+            if (plan.stacked and lengths is None and not checkpoint
+                    and T <= _chunks.chunk_steps(B, T)
+                    and _one_part_each(module, T, B, cfg)):
+                # One Elman direction, each layer in one call (one chunk, as the walker
+                # would run it) on one thread: a short call's path, what the walker
+                # below does for it without what it does not need.
                 return _stacked_forward(module, relu, plan, arrays,
                                         np.ascontiguousarray(x), h0, T, B, unbatched,
                                         batch_first, snapshot_weights,
                                         deterministic is True or bool(deterministic))
-        with _parallel.exact_blas(module, deterministic):
             return _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths,
                                  T, B, unbatched, batch_first, snapshot_weights,
                                  merge_mode, deterministic, checkpoint)
@@ -434,9 +434,12 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
             last = layer == cfg.num_layers - 1
             # the output of a last one-direction layer, or of a bidirectional layer whose
             # directions are concatenated: the states copied by the threads that ran them
-            owned = (np.empty((T, B, P), cfg.dtype) if last and T == full_T else None
-                     ) if D == 1 else (np.empty((T, B, D * P), cfg.dtype)
-                                       if not (last and merge_mode != "concat") else None)
+            if D == 1:
+                owned = np.empty((T, B, P), cfg.dtype) if last and T == full_T else None
+            elif last and merge_mode != "concat":
+                owned = None
+            else:
+                owned = np.empty((T, B, D * P), cfg.dtype)
             outs = _forward_layer(cell_type, module, parts, layer_in, ws, states0, first,
                                   steps, relu, cfg, owned)
             for d, (hs, cell_saved) in enumerate(outs):

@@ -205,13 +205,7 @@ def _restart_on_isa(parser, args, argv) -> None:
     """Start the command again with every library limited to ``--isa``'s instruction
     set (``--isa-scope all``), unless it already runs so or ``--isa`` is this CPU's
     best; those libraries read their switches only when they load."""
-    if args.isa is None or args.isa_scope != "all":
-        return
-    try:
-        from .. import _kernels
-    except ImportError:
-        return                                   # _force_isa says what is missing
-    if not _below_best(args.isa, _kernels):
+    if args.isa is None or args.isa_scope != "all" or not _below_best(args.isa):
         return
     env = restart_environment(args.isa)
     if env is not None:
@@ -220,22 +214,22 @@ def _restart_on_isa(parser, args, argv) -> None:
         os.execve(sys.executable, [sys.executable, "-m", "rnncore.bench", *argv], env)
 
 
-def _below_best(isa, kernels) -> bool:
-    """Whether the kernels support ``isa`` and it is below this CPU's best."""
-    supported = tuple(kernels.supported_isas())
+def _below_best(isa) -> bool:
+    """Whether the kernels support ``isa`` and it is below this CPU's best (False
+    without the kernels: _force_isa says what is missing)."""
+    try:
+        from .. import _kernels
+    except ImportError:
+        return False
+    supported = tuple(_kernels.supported_isas())
     return isa in supported and isa != supported[-1]
 
 
 def _check_native_blas(parser, args) -> None:
     """--native-blas with an --isa that limits every library is a usage error: checked
     before either restarts the command."""
-    if not args.native_blas or args.isa is None or args.isa_scope != "all":
-        return
-    try:
-        from .. import _kernels
-    except ImportError:
-        return                                   # _force_isa says what is missing
-    if _below_best(args.isa, _kernels):
+    if (args.native_blas and args.isa is not None and args.isa_scope == "all"
+            and _below_best(args.isa)):
         parser.error(f"--native-blas runs OpenBLAS on this CPU's own kernels and --isa "
                      f"{args.isa} every library on {args.isa}'s: give one, or add "
                      f"--isa-scope rnncore")
