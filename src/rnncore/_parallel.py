@@ -9,7 +9,8 @@ packed kernels of AVX2 and AVX-512), so that the result has the bits of one thre
 
 The thread count follows the usual conventions: :func:`set_num_threads`, else
 ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of CPUs this process
-may use, read at the first call that needs it and again after ``set_num_threads(None)``
+may use (its affinity, capped by a control group's CPU quota: a container's ``--cpus``),
+read at the first call that needs it and again after ``set_num_threads(None)``
 (not per call: that costs microseconds a tiny call cannot spare). A child made by ``fork`` starts with no worker thread and a fresh lock (see
 ``_after_fork_in_child``).
 """
@@ -58,9 +59,93 @@ def _read_default_threads() -> int:
         if value.strip().isdigit() and int(value) > 0:
             return int(value)
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cpu_quota()
+    return cpus if quota is None else max(1, min(cpus, quota))
+
+
+# Where the CPU quota of this process's control group is read (Linux); tests point them
+# at a tree of their own.
+_PROC_CGROUP = "/proc/self/cgroup"
+_CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _cpu_quota() -> int | None:
+    """The CPUs a control group's CPU quota lets this process use, rounded up (a
+    container run with ``--cpus=1.5``: 2), or None without a quota.
+
+    A container or a systemd slice may cap a process's CPU time below the CPUs its
+    affinity lists (a 2-CPU container on a 64-CPU host sees 64): threads beyond the
+    quota only take turns, and split calls then wait on each other (4 threads on 2
+    CPUs: medium's forward 2.6 ms against 1.9 ms with 2, docs/perf-notes.md §61).
+    The quota is the least of the group's and its ancestors' (cgroup v2 ``cpu.max``,
+    v1 ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``).
+    """
+    try:
+        with open(_PROC_CGROUP) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":                                   # cgroup v2
+            quotas += _quotas_up(os.path.join(_CGROUP_ROOT, path.lstrip("/")),
+                                 _CGROUP_ROOT, _v2_quota)
+        elif "cpu" in controllers.split(","):                   # cgroup v1
+            root = os.path.join(_CGROUP_ROOT, controllers)
+            if not os.path.isdir(root):
+                root = os.path.join(_CGROUP_ROOT, "cpu")
+            quotas += _quotas_up(os.path.join(root, path.lstrip("/")), root, _v1_quota)
+    return min(quotas) if quotas else None
+
+
+def _quotas_up(directory: str, root: str, read) -> list[int]:
+    """``read(d)`` of ``directory`` and each of its ancestors up to ``root`` that
+    exist (inside a container its own group is the root), those that are not None."""
+    found = []
+    directory, root = os.path.normpath(directory), os.path.normpath(root)
+    while True:
+        if os.path.isdir(directory):
+            quota = read(directory)
+            if quota is not None:
+                found.append(quota)
+        if directory == root or not directory.startswith(root):
+            return found
+        directory = os.path.dirname(directory)
+
+
+def _v2_quota(directory: str) -> int | None:
+    """cgroup v2's ``cpu.max``: "max 100000" (none) or "150000 100000" (2 CPUs)."""
+    fields = _read_fields(os.path.join(directory, "cpu.max"))
+    return None if fields is None or len(fields) != 2 else _cpus(*fields)
+
+
+def _v1_quota(directory: str) -> int | None:
+    """cgroup v1's ``cpu.cfs_quota_us`` (-1: none) over ``cpu.cfs_period_us``."""
+    quota = _read_fields(os.path.join(directory, "cpu.cfs_quota_us"))
+    period = _read_fields(os.path.join(directory, "cpu.cfs_period_us"))
+    if quota is None or period is None or len(quota) != 1 or len(period) != 1:
+        return None
+    return _cpus(quota[0], period[0])
+
+
+def _read_fields(filename: str) -> list[str] | None:
+    try:
+        with open(filename) as f:
+            return f.read().split()
+    except OSError:
+        return None
+
+
+def _cpus(quota: str, period: str) -> int | None:
+    """CPUs of a quota of ``quota`` µs per ``period`` µs, rounded up; None for none
+    ("max", -1) or a value that is not a number."""
+    if not (quota.isdigit() and period.isdigit()) or int(quota) == 0 or int(period) == 0:
+        return None
+    return -(-int(quota) // int(period))
 
 
 def configure_kernel_blas(kernels) -> None:
@@ -93,7 +178,8 @@ def set_num_threads(n: int | None) -> None:
         bidirectional layer at once, or split one direction's work over ``n`` threads
         (batch rows, steps, rows of the weight gradients) with the bits of one thread.
         None: ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this
-        process may use, read now (after a change of the environment or of the
+        process may use (its affinity, capped by a control group's CPU quota such as
+        a container's ``--cpus``), read now (after a change of the environment or of the
         process's CPU affinity, call it again).
     """
     global _num_threads, _default
