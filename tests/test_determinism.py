@@ -280,3 +280,48 @@ def test_a_call_beside_one_holding_the_blas_at_one_thread_holds_it_too(which):
         assert (during, threads()) == (1, 2)
     finally:
         set_threads(before)
+
+
+def test_numpys_openblas_is_narrowed_from_a_thread_threadpoolctl_does_not_let_set_it():
+    # threadpoolctl lets only its "controlling" thread (the first to set OpenBLAS's
+    # count) change it; a deterministic call narrows it from whichever thread it runs on
+    import threading
+    controllers = [c for c in _parallel._numpy_blas()
+                   if _parallel._openblas_setter(c) is not None]
+    if not controllers:
+        pytest.skip("NumPy's BLAS is not OpenBLAS on its own threads")
+    c = controllers[0]
+    before = c.num_threads
+    c.set_num_threads(max(before, 2))          # this thread now controls it
+    seen = []
+    try:
+        if c.num_threads < 2:
+            pytest.skip("this OpenBLAS runs one thread")
+        worker = threading.Thread(
+            target=lambda: (_parallel._set_threads(c, 1), seen.append(c.num_threads)))
+        worker.start()
+        worker.join()
+        assert seen == [1]
+    finally:
+        c.set_num_threads(before)
+
+
+class _StuckBlas:
+    """A threadpoolctl controller of a BLAS that stays on two threads whatever it is
+    told."""
+    internal_api = "blis"
+    filepath = "/lib/libstuck.so"
+    num_threads = 2
+
+    def set_num_threads(self, n):
+        pass
+
+
+def test_a_deterministic_call_raises_where_numpys_blas_cannot_be_narrowed(monkeypatch):
+    monkeypatch.setattr(_parallel, "_numpy_blas", lambda: [_StuckBlas()])
+    params, x, dy, lengths = _case("rnn", np.float64, False)
+    with pytest.raises(RuntimeError, match=r"deterministic=True needs NumPy's BLAS "
+                                           r"\(/lib/libstuck.so\) on 1 thread.*stays on 2"):
+        F.forward(x, params, lengths=lengths, backend="numpy")
+    assert _parallel._numpy_users == 0
+    F.forward(x, params, lengths=lengths, backend="numpy", deterministic=False)

@@ -603,15 +603,23 @@ _numpy_saved: list[int] = []
 def _single_threaded_numpy_blas():
     """NumPy's BLAS on one thread while a deterministic NumPy-backend backward runs;
     concurrent users share one count and the last one out restores the sizes it
-    found (as :func:`_single_threaded_blas` does for the kernels' OpenBLAS)."""
+    found (as :func:`_single_threaded_blas` does for the kernels' OpenBLAS). Raises
+    RuntimeError, having restored them, where a BLAS stays on several threads."""
     global _numpy_users, _numpy_saved
     controllers = _numpy_blas()
     with _lock:
         _numpy_users += 1               # counted first, as in _single_threaded_blas
         if _numpy_users == 1:
             _numpy_saved = [c.num_threads for c in controllers]
-            for c in controllers:
-                _set_threads(c, 1)
+            try:
+                for c in controllers:
+                    _set_threads(c, 1)
+                    _check_threads(c, 1)
+            except BaseException:
+                _numpy_users -= 1
+                for c, n in zip(controllers, _numpy_saved):
+                    _set_threads(c, n)
+                raise
     try:
         yield
     finally:
@@ -622,18 +630,50 @@ def _single_threaded_numpy_blas():
                     _set_threads(c, n)
 
 
-def _set_threads(controller, n: int) -> None:
-    """Set the thread count of a BLAS NumPy calls, from any thread.
+# The names OpenBLAS builds give their symbols: openblas_set_num_threads, NumPy's
+# wheels scipy_openblas_set_num_threads64_ (the affixes threadpoolctl looks for too).
+_OPENBLAS_AFFIXES = [(p, s) for p in ("", "scipy_") for s in ("", "64_", "_64")]
 
-    OpenBLAS's count (pthreads build) is one for the whole process, and threadpoolctl
-    (3.8 here) leaves it to one "controlling" thread, the first that set it: from any
-    other thread its ``set_num_threads`` does nothing. A deterministic call narrows the
-    BLAS from whichever thread it runs on, so it calls the library's own setter, which
-    threadpoolctl keeps as ``_real_set_num_threads`` (its public method where there is
-    none: a threadpoolctl without that policy).
+
+def _set_threads(controller, n: int) -> None:
+    """Set the thread count of a BLAS NumPy calls (a threadpoolctl controller), from
+    any thread.
+
+    OpenBLAS on its own threads (pthreads) has one count for the whole process, and
+    threadpoolctl (3.8 here) leaves it to one "controlling" thread, the first that set
+    it: from any other its ``set_num_threads`` does nothing. A deterministic call
+    narrows the BLAS from whichever thread it runs on, so it calls OpenBLAS's own
+    setter in the library threadpoolctl found. Any other BLAS, and OpenBLAS on OpenMP
+    (whose count is each thread's own), through threadpoolctl's method.
     """
-    setter = getattr(controller, "_real_set_num_threads", None)
+    setter = _openblas_setter(controller)
     (setter if setter is not None else controller.set_num_threads)(n)
+
+
+def _openblas_setter(controller):
+    """``openblas_set_num_threads`` (under the build's affixes) of the library a
+    controller of OpenBLAS on pthreads holds, else None."""
+    if (getattr(controller, "internal_api", None) != "openblas"
+            or getattr(controller, "threading_layer", None) == "openmp"):
+        return None
+    lib = getattr(controller, "dynlib", None)
+    for prefix, suffix in _OPENBLAS_AFFIXES:
+        setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+        if setter is not None:
+            return setter
+    return None
+
+
+def _check_threads(controller, n: int) -> None:
+    """Raise RuntimeError unless the BLAS of ``controller`` now runs ``n`` threads (a
+    library neither its own setter nor threadpoolctl could narrow: a deterministic
+    call would not have the bits it promises)."""
+    got = controller.num_threads
+    if got != n:
+        raise RuntimeError(
+            f"deterministic=True needs NumPy's BLAS ({controller.filepath}) on {n} "
+            f"thread(s), but it stays on {got}: set OPENBLAS_NUM_THREADS={n} (or "
+            f"OMP_NUM_THREADS) before starting Python, or pass deterministic=False")
 
 
 def _before_fork() -> None:
