@@ -219,3 +219,40 @@ def test_chunks_split_over_threads_keep_the_bits_of_one_thread(short_chunks, mon
             rnncore.set_num_threads(None)
     for g, w in zip(*runs):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("checkpoint", [0, "auto"])
+@pytest.mark.parametrize("threads", [2, 4])
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_directions_of_a_long_bidirectional_call_run_at_once_with_the_bits_of_one_thread(
+        short_chunks, monkeypatch, backend, cell, threads, checkpoint):
+    """With two threads the two directions of a layer run their chunks at once (the
+    reverse one visiting them in the opposite order), forward and backward; with four,
+    each direction is split (where the kernels split exactly). ∂x of the depth above
+    one block of the kernels' products (H = 300 > 256) sums the directions' parts
+    in one order whatever the threads."""
+    _skip_unless_implemented(backend, cell)
+    import threading
+    from rnncore import _parallel
+    for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
+        monkeypatch.setattr(_parallel, name, 1)
+    ran_on = []
+    for name in ("forward_direction", "backward_direction"):
+        def spy(*args, _fn=getattr(_chunks, name), _name=name, **kwargs):
+            ran_on.append((_name, threading.get_ident()))
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(_chunks, name, spy)
+    case = _case(cell, np.float32, True, layers=2, T=11, B=6, K=7, H=300)
+    runs = []
+    for n in (1, threads):
+        ran_on.clear()
+        rnncore.set_num_threads(n)
+        try:
+            runs.append(_run(cell, backend, case, [11, 4, 5, 1, 11, 8], checkpoint)[0])
+        finally:
+            rnncore.set_num_threads(None)
+    for g, w in zip(*runs):
+        np.testing.assert_array_equal(g, w)
+    if threads == 2:
+        for name in ("forward_direction", "backward_direction"):
+            assert len({t for f, t in ran_on if f == name}) == 2

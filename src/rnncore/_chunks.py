@@ -141,7 +141,8 @@ class Checkpoints:
         self.segments, self.inits = segments, inits
 
 
-def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu, c, k):
+def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu, c, k,
+                      output=None):
     """One layer-direction (T >= 1, B >= 1) in chunks of ``c`` steps.
 
     Parameters
@@ -158,6 +159,9 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
     k : int
         0: keep everything backward needs; else a multiple of ``c``: keep the states at
         the start of every segment of k steps only.
+    output : ndarray, shape (T, B, W), optional
+        Receives the states of steps 0..T-1, each chunk's copied by the threads that
+        ran it (``cell_type.forward``'s ``output``).
 
     Returns
     -------
@@ -180,7 +184,8 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
             inits.append([a.copy() for a in init])
         hs, saved = cell_type.forward(module, _parts(module, parts, x, t0, t1, w),
                                       x[t0:t1], w, init,
-                                      _chunk_lengths(lengths, t0, t1), reverse, relu)
+                                      _chunk_lengths(lengths, t0, t1), reverse, relu,
+                                      None if output is None else output[t0:t1])
         seqs = cell_type.seqs(hs, saved)
         if hs_all is None:
             hs_all = np.empty((T + 1,) + hs.shape[1:], hs.dtype)
@@ -228,13 +233,13 @@ def _sliced(hs, saved, T, segment):
 
 
 def backward_direction(cell_type, module, parts, x, w, hs, saved, s0, dy, ds_n, lengths,
-                       reverse, relu, c, dx, accumulate):
+                       reverse, relu, c, dx):
     """BPTT of one layer-direction run by :func:`forward_direction`, chunk by chunk in
     the opposite order, recomputing each segment first when ``saved`` is a
     :class:`Checkpoints`.
 
-    ∂x of the chunks is written (``accumulate`` False) or added into ``dx`` (T, B, K)
-    as each chunk's δ is known, unless ``dx`` is None.
+    ∂x of the chunks is written into ``dx`` (T, B, K) as each chunk's δ is known,
+    unless ``dx`` is None.
 
     Returns
     -------
@@ -270,7 +275,7 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, s0, dy, ds_n, 
                     if total is not None:
                         total += g
             if dx is not None:
-                module.input_grad(delta, w[0], dx[t0:t1], accumulate)
+                module.input_grad(delta, w[0], dx[t0:t1], False)
             if reverse:
                 starts = (lengths > t0) & (lengths <= t1)
                 goes_on = (lengths > t1)[:, None]

@@ -404,23 +404,27 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
         ws = cell_type.weights(plan, arrays, layer, snapshot_weights)
         inputs.append(layer_in)
         parts = _parts(module, layer_in, H, D, cfg.G, P)
+        last = layer == cfg.num_layers - 1
+        # the output of a bidirectional layer whose directions are concatenated: the
+        # states copied into its columns by the threads that ran them (§60 of
+        # docs/perf-notes.md)
+        owned = (np.empty((T, B, D * P), cfg.dtype)
+                 if D == 2 and not (last and merge_mode != "concat") else None)
         if chunk:
             # private copies: the final states double as the zero initial states
             initial.append([[s[first + d].copy() for s in states0] for d in range(D)])
-            outs = [_chunks.forward_direction(cell_type, module, parts, layer_in, w,
-                                              initial[layer][d], steps, d == 1, relu,
-                                              chunk, k)
-                    for d, w in enumerate(ws)]
+            outs = _each_direction(
+                _chunks.forward_direction,
+                [(cell_type, module, parts, layer_in, w, initial[layer][d], steps, d == 1,
+                  relu, chunk, k, _columns(owned, d, P)) for d, w in enumerate(ws)],
+                parts, T * B * (layer_in.shape[2] + P) * cfg.G * cfg.hidden_size)
             for d, (_, _, direction_finals) in enumerate(outs):
                 for final, value in zip(finals, direction_finals):
                     final[first + d] = value
             hs_dirs = [out[0] for out in outs]
             saved.append([out[1] for out in outs])
-            last = layer == cfg.num_layers - 1
-            layer_in = (hs_dirs[0][1:] if D == 1
-                        else _merged_output(hs_dirs, T, B, P, padded, merge_mode)
-                        if last and merge_mode != "concat"
-                        else _layer_output(hs_dirs, T, B, P, padded))
+            layer_in = (hs_dirs[0][1:] if D == 1 else owned if owned is not None
+                        else _merged_output(hs_dirs, T, B, P, padded, merge_mode))
             keep_states = not k or (last and D == 2 and merge_mode == "mul")
             states.append(hs_dirs if keep_states else [None] * D)
         elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
@@ -431,15 +435,9 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
             saved.append(_NOTHING_SAVED)
             layer_in = hs[1:]
         else:
-            last = layer == cfg.num_layers - 1
-            # the output of a last one-direction layer, or of a bidirectional layer whose
-            # directions are concatenated: the states copied by the threads that ran them
-            if D == 1:
-                owned = np.empty((T, B, P), cfg.dtype) if last and T == full_T else None
-            elif last and merge_mode != "concat":
-                owned = None
-            else:
-                owned = np.empty((T, B, D * P), cfg.dtype)
+            # the output of a last one-direction layer, also copied by its threads
+            if D == 1 and last and T == full_T:
+                owned = np.empty((T, B, P), cfg.dtype)
             outs = _forward_layer(cell_type, module, parts, layer_in, ws, states0, first,
                                   steps, relu, cfg, owned)
             for d, (hs, cell_saved) in enumerate(outs):
@@ -448,11 +446,11 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
                                         else seq[steps, np.arange(B)])
             states.append([out[0] for out in outs])
             saved.append([out[1] for out in outs])
-            if owned is not None and D == 2 and padded is not None:
-                owned[padded] = 0        # the reverse states hold h0 at the first padded
-                                         # slot
             layer_in = (owned if owned is not None else outs[0][0][1:] if D == 1
                         else _merged_output(states[-1], T, B, P, padded, merge_mode))
+        if owned is not None and D == 2 and padded is not None:
+            owned[padded] = 0            # the reverse states hold h0 at the first padded
+                                         # slot
         weights.append(ws)
     output = layer_in
     if D == 1 and not k and T == full_T and owned is None:
@@ -475,13 +473,26 @@ def _forward_layer(cell_type, module, parts, layer_in, ws, states0, first, steps
     threads that ran them (§60 of docs/perf-notes.md)."""
     P = cfg.out_size
     jobs = [(layer_in, w, [s[first + d] for s in states0], steps, d == 1, relu,
-             None if output is None else output[:, :, d * P:(d + 1) * P])
+             _columns(output, d, P))
             for d, w in enumerate(ws)]
-    if len(jobs) == 1 or parts > 1:
-        return [cell_type.forward(module, parts, *job) for job in jobs]
     T, B, K = layer_in.shape
-    return _parallel.map_directions(functools.partial(cell_type.forward, module, 1), jobs,
-                                    T * B * (K + cfg.out_size) * cfg.G * cfg.hidden_size)
+    return _each_direction(functools.partial(cell_type.forward, module, parts), jobs, parts,
+                           T * B * (K + P) * cfg.G * cfg.hidden_size)
+
+
+def _columns(output, d: int, P: int):
+    """Direction ``d``'s columns of a layer's output (T, B, D·P), or None."""
+    return None if output is None else output[:, :, d * P:(d + 1) * P]
+
+
+def _each_direction(fn, jobs, parts: int, work: int) -> list:
+    """``fn(*job)`` of each direction's job, in order: one after the other where
+    each direction is split over ``parts`` > 1 threads, else the two directions of a
+    bidirectional layer at once (:func:`rnncore._parallel.map_directions`, where
+    ``work``, multiply-adds per direction, is worth a thread)."""
+    if len(jobs) == 1 or parts > 1:
+        return [fn(*job) for job in jobs]
+    return _parallel.map_directions(fn, jobs, work)
 
 
 def _parts(module, layer_in, H: int, D: int, G: int = 1, W: int = 0) -> int:
@@ -505,20 +516,6 @@ def _full_lengths(B: int, T: int) -> np.ndarray:
     steps = np.full(B, T, dtype=np.int64)
     steps.setflags(write=False)
     return steps
-
-
-def _layer_output(hs, T, B, H, padded):
-    """Concatenate the two directions' states into the layer's output (T, B, 2H).
-
-    (With one direction the output is ``hs[0][1:]``: forward states are already 0 at
-    padded steps.)
-    """
-    out = np.empty((T, B, 2 * H), dtype=hs[0].dtype)
-    out[:, :, :H] = hs[0][1:]
-    out[:, :, H:] = hs[1][:T]
-    if padded is not None:
-        out[padded] = 0                  # hs[1] holds h0 at the first padded slot
-    return out
 
 
 def _merged_output(hs, T, B, H, padded, merge_mode):
@@ -658,12 +655,20 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
         dx = None
         if record.chunk:
             dx = np.empty(x.shape, cfg.dtype) if layer > 0 or need_dx else None
-            results = [(*_chunks.backward_direction(
-                cell_type, module, parts, x, ws[d], record.states[layer][d],
-                record.saved[layer][d], record.initial[layer][d],
-                dy if D == 1 else dy[:, :, d * P:(d + 1) * P],
-                [s[first + d] for s in ds_n], record.lengths, d == 1, record.relu,
-                record.chunk, dx, d > 0), None) for d in range(D)]
+            # each direction's ∂x into an array of its own, summed once both are done:
+            # the two directions run at once, visiting the chunks in opposite orders,
+            # and the sum has the same bits on any number of threads
+            dxs = [dx] + [None if dx is None else np.empty_like(dx)] * (D - 1)
+            results = [(*r, None) for r in _each_direction(
+                _chunks.backward_direction,
+                [(cell_type, module, parts, x, ws[d], record.states[layer][d],
+                  record.saved[layer][d], record.initial[layer][d],
+                  dy if D == 1 else dy[:, :, d * P:(d + 1) * P],
+                  [s[first + d] for s in ds_n], record.lengths, d == 1, record.relu,
+                  record.chunk, dxs[d]) for d in range(D)],
+                parts, T * B * (x.shape[2] + P) * cfg.G * cfg.hidden_size)]
+            if D == 2 and dx is not None:
+                dx += dxs[1]
         elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
             dh0, dw_ih, dw_hh, db, delta = module.layer_backward(
                 x, ws[0][0], ws[0][1], record.states[layer][0], dy, ds_n[0][first],
@@ -767,11 +772,9 @@ def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first, dx
              record.lengths, d == 1, record.relu) for d in range(D)]
     if D == 1:
         return [cell_type.backward(module, parts, *jobs[0], dx=dx)]
-    if parts > 1:
-        return [cell_type.backward(module, parts, *job) for job in jobs]
     T, B, K = x.shape
-    return _parallel.map_directions(functools.partial(cell_type.backward, module, 1), jobs,
-                                    T * B * (K + P) * cfg.G * cfg.hidden_size)
+    return _each_direction(functools.partial(cell_type.backward, module, parts), jobs,
+                           parts, T * B * (K + P) * cfg.G * cfg.hidden_size)
 
 
 def _input_grad_parts(module, parts: int, D: int, record) -> int:
