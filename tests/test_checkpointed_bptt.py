@@ -256,3 +256,29 @@ def test_the_directions_of_a_long_bidirectional_call_run_at_once_with_the_bits_o
     if threads == 2:
         for name in ("forward_direction", "backward_direction"):
             assert len({t for f, t in ran_on if f == name}) == 2
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_output_of_a_long_call_is_the_callers_own(short_chunks, backend, cell,
+                                                      bidirectional, threads):
+    """The chunks' states are copied into the output as they are made; writing into
+    the output afterwards leaves what backward computes from the states unchanged."""
+    _skip_unless_implemented(backend, cell)
+    params, x, h0, dh_n, dy = _case(cell, np.float64, bidirectional, layers=2)
+
+    def gradients(overwrite):
+        y, _, record = F.forward(x, params, h0, cell=cell, backend=backend)
+        if overwrite:
+            y[...] = 7.0
+        dx, dh0, grads = F.backward(record, dy, dh_n)
+        return [dx, *(dh0 if isinstance(dh0, tuple) else [dh0]), *grads.values()]
+
+    rnncore.set_num_threads(threads)
+    try:
+        want, got = gradients(False), gradients(True)
+    finally:
+        rnncore.set_num_threads(None)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)

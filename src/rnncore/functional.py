@@ -413,6 +413,10 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
         if chunk:
             # private copies: the final states double as the zero initial states
             initial.append([[s[first + d].copy() for s in states0] for d in range(D)])
+            # the output of a last one-direction layer whose states the record keeps,
+            # also copied chunk by chunk by the threads that ran them
+            if D == 1 and last and T == full_T and not k:
+                owned = np.empty((T, B, P), cfg.dtype)
             outs = _each_direction(
                 _chunks.forward_direction,
                 [(cell_type, module, parts, layer_in, w, initial[layer][d], steps, d == 1,
@@ -423,7 +427,7 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
                     final[first + d] = value
             hs_dirs = [out[0] for out in outs]
             saved.append([out[1] for out in outs])
-            layer_in = (hs_dirs[0][1:] if D == 1 else owned if owned is not None
+            layer_in = (owned if owned is not None else hs_dirs[0][1:] if D == 1
                         else _merged_output(hs_dirs, T, B, P, padded, merge_mode))
             keep_states = not k or (last and D == 2 and merge_mode == "mul")
             states.append(hs_dirs if keep_states else [None] * D)
