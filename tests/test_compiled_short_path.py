@@ -318,3 +318,18 @@ def test_a_dict_changed_between_calls_is_read_again(rng, change):
             assert g.dtype == w.dtype
             np.testing.assert_array_equal(g, w)
         assert got[2].plan is want[2].plan
+
+
+def test_a_shape_declined_under_a_changed_threshold_is_taken_once_it_is_forgotten(
+        rng, monkeypatch, taken):
+    # the values kept for a shape come from functional's thresholds; forget_kept lets a
+    # caller that changed one (as tests do) have them worked out again
+    x, params = make_call(rng, np.float32, T=17)
+    with monkeypatch.context() as patch:
+        patch.setattr(F, "_CACHED_ELEMENTS", 1)
+        F.forward(x, params)
+    F.forward(x, params)
+    assert taken["forward"] == 0            # still the values kept under the patch
+    _short.forget_kept()
+    F.forward(x, params)
+    assert taken["forward"] == 1

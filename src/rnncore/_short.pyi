@@ -4,6 +4,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 
+def forget_kept() -> None: ...
 def stacked_forward(plan: Any, arrays: list[np.ndarray], x: np.ndarray,
                     s0: Sequence[np.ndarray], steps: np.ndarray, relu: bool,
                     snapshot: bool) -> tuple[np.ndarray, np.ndarray, list, list, list]: ...

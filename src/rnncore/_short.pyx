@@ -131,6 +131,15 @@ cdef bint _kept_fits = False
 cdef object _kept_steps = None, _kept_s0 = None
 
 
+def forget_kept():
+    """Drop the values kept for the last call's plan, T and B, so that the next call
+    works them out afresh: for a caller that changed what they are worked out from
+    (``_chunks.chunk_steps``, ``functional._CACHED_ELEMENTS``), as tests do."""
+    global _kept_call_plan, _kept_T, _kept_B, _kept_fits, _kept_steps, _kept_s0
+    _kept_call_plan, _kept_T, _kept_B, _kept_fits, _kept_steps, _kept_s0 = (
+        None, -1, -1, False, None, None)
+
+
 cpdef tuple stacked_forward(plan, list arrays, x, s0, steps, bint relu, bint snapshot):
     """The layers of a one-direction Elman network back to back on the kernels, each
     one ``layer_forward_owned`` call.
