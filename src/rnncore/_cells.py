@@ -58,14 +58,17 @@ class _Cell:
         """The state sequences (T+1, B, ·) whose final values are returned: (hs,)."""
         return (hs,)
 
-    def forward(self, module, parts, x, w, s0, lengths, reverse, relu, output=None):
+    def forward(self, module, parts, x, w, s0, lengths, reverse, relu, output=None,
+                out=None):
         """(hs, saved) of one layer-direction, split over ``parts`` threads if > 1;
         the states of steps 0..T-1 (``hs[1:]``, or ``hs[:T]`` in reverse) copied into
-        ``output`` (T, B, W) if given, by the threads in parts."""
+        ``output`` (T, B, W) if given, by the threads in parts. ``out``, the arrays of
+        :meth:`forward_arrays` (the kernels only), receives hs and saved instead of
+        arrays of their own."""
         if parts > 1:
             return _parallel.forward_direction(self, module, parts, x, w, s0, lengths,
-                                               reverse, relu, output)
-        hs, saved = self.run_forward(module, x, w, s0, lengths, reverse, relu)
+                                               reverse, relu, output, out)
+        hs, saved = self.run_forward(module, x, w, s0, lengths, reverse, relu, out=out)
         _parallel._copy_rows(hs, (0, hs.shape[1]), reverse, output)
         return hs, saved
 

@@ -36,6 +36,8 @@ import math
 
 import numpy as np
 
+from . import _parallel
+
 __all__ = ["WHOLE_CALL_ROWS", "MIN_CHUNK_ROWS", "chunk_steps", "checkpoint_steps",
            "Checkpoints", "forward_direction", "backward_direction"]
 
@@ -176,26 +178,39 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
     bounds = _bounds(T, c, reverse)
     per_segment = k // c if k else len(bounds)
     hs_all, saved_all, finals, inits = None, None, None, []
+    # without checkpoints the kernels write each chunk into its slices of the whole
+    # call's arrays (§63 of docs/perf-notes.md); the reference's chunks, and a
+    # checkpointed call's (which keeps no saved arrays), are copied there
+    whole = (cell_type.forward_arrays(x, w)
+             if not k and module is _parallel._kernels_module() else None)
+    if whole is not None:
+        hs_all, saved_all = whole[0], list(whole[1:])
     rows = np.arange(B)
     carried = None
     for i, (t0, t1) in enumerate(bounds):
         init = _chunk_init(carried, s0, lengths, t0, t1, reverse)
+        if whole is not None and carried is not None and not reverse:
+            # views of the slot this chunk's forward clears before it writes them there
+            init = [a.copy() for a in init]
         if k and i % per_segment == 0:
             inits.append([a.copy() for a in init])
-        hs, saved = cell_type.forward(module, _parts(module, parts, x, t0, t1, w),
-                                      x[t0:t1], w, init,
-                                      _chunk_lengths(lengths, t0, t1), reverse, relu,
-                                      None if output is None else output[t0:t1])
+        hs, saved = cell_type.forward(
+            module, _parts(module, parts, x, t0, t1, w), x[t0:t1], w, init,
+            _chunk_lengths(lengths, t0, t1), reverse, relu,
+            None if output is None else output[t0:t1],
+            None if whole is None else tuple(_steps_of(a, T, t0, t1) for a in whole))
         seqs = cell_type.seqs(hs, saved)
-        if hs_all is None:
-            hs_all = np.empty((T + 1,) + hs.shape[1:], hs.dtype)
+        if finals is None:
             finals = [np.zeros(s.shape[1:], s.dtype) for s in seqs]
-            if not k:
-                saved_all = [np.empty((T + a.shape[0] - (t1 - t0),) + a.shape[1:], a.dtype)
-                             for a in saved]
-        hs_all[t0:t1 + 1] = hs
-        for whole, part in zip(saved_all or (), saved):
-            whole[t0:t0 + part.shape[0]] = part
+        if whole is None:
+            if hs_all is None:
+                hs_all = np.empty((T + 1,) + hs.shape[1:], hs.dtype)
+                if not k:
+                    saved_all = [np.empty((T + a.shape[0] - (t1 - t0),) + a.shape[1:],
+                                          a.dtype) for a in saved]
+            hs_all[t0:t1 + 1] = hs
+            for kept, part in zip(saved_all or (), saved):
+                kept[t0:t0 + part.shape[0]] = part
         for final, seq in zip(finals, seqs):
             if reverse:
                 if t0 == 0:
@@ -208,6 +223,12 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
         segments = [bounds[i:i + per_segment] for i in range(0, len(bounds), per_segment)]
         return hs_all, Checkpoints(segments, inits), finals
     return hs_all, saved_all, finals
+
+
+def _steps_of(a, T: int, t0: int, t1: int):
+    """Chunk [t0, t1)'s slice of a whole call's array: rows t0..t1 of one of T + 1
+    rows (states), t0..t1-1 of one of T (saved per step)."""
+    return a[t0:t1 + 1] if a.shape[0] == T + 1 else a[t0:t1]
 
 
 def _recomputed(cell_type, module, parts, x, w, s0, lengths, reverse, relu, segment,
@@ -227,8 +248,7 @@ def _recomputed(cell_type, module, parts, x, w, s0, lengths, reverse, relu, segm
 
 def _sliced(hs, saved, T, segment):
     """The chunks of ``segment`` as views of the whole call's arrays (k = 0)."""
-    return [(t0, t1, hs[t0:t1 + 1], [a[t0:t1 + 1] if a.shape[0] == T + 1 else a[t0:t1]
-                                     for a in saved])
+    return [(t0, t1, hs[t0:t1 + 1], [_steps_of(a, T, t0, t1) for a in saved])
             for t0, t1 in segment]
 
 

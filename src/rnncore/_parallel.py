@@ -296,7 +296,7 @@ def direction_parts(module, work: int, B: int, N: int, dtype, D: int, rows: int 
 
 
 def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
-                      output=None):
+                      output=None, out=None):
     """``cell.forward`` of one layer-direction split over ``parts`` threads: the input
     projection by ranges of steps, then the recurrence by ranges of batch rows, into
     the arrays the cell's kernels write (:mod:`rnncore._cells`), in one dispatch
@@ -306,7 +306,8 @@ def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
     ``output`` (T, B, W), when given, receives a copy of the states of steps 0..T-1
     (``hs[1:]``, or ``hs[:T]`` in reverse), each range of rows copied by the thread
     that ran it, while those rows are still in its cache (instead of the caller's one
-    copy of the whole on one thread).
+    copy of the whole on one thread). ``out``, the cell's ``forward_arrays``, is
+    written instead of new ones if given.
 
     Returns
     -------
@@ -315,7 +316,8 @@ def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
         What the cell saves besides hs.
     """
     T, B, K = x.shape
-    out = cell.forward_arrays(x, w)
+    if out is None:
+        out = cell.forward_arrays(x, w)
     _in_one_dispatch(
         module,
         [functools.partial(cell.project, module, x, w, out, reverse, s)
