@@ -168,39 +168,3 @@ def test_calls_on_many_threads_while_the_limit_changes_agree_with_one_thread(lim
     for t in threads:
         t.join()
     assert not failures
-
-
-def _huge_page_bytes(a):
-    """Bytes of ``a``'s memory on transparent huge pages (/proc/self/smaps)."""
-    start, end = a.ctypes.data, a.ctypes.data + a.nbytes
-    total, overlaps = 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            fields = line.split()
-            if "-" in fields[0] and len(fields) >= 5:          # a mapping's header
-                lo, hi = (int(v, 16) for v in fields[0].split("-"))
-                overlaps = lo < end and start < hi
-            elif overlaps and fields[0] == "AnonHugePages:":
-                total += int(fields[1]) << 10
-    return total
-
-
-def _touched(a):
-    a[...] = 1.0
-    return a
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux only")
-def test_a_large_block_asks_for_huge_pages_as_numpys_own_arrays_do(limit):
-    # a fresh block: larger than the limit, so that no cached one serves it
-    n = 16 << 20
-    rnncore.set_array_cache(1 << 20)
-    if not _huge_page_bytes(_touched(np.empty(n // 4, np.float32))):
-        pytest.skip("NumPy's own arrays get no huge pages on this machine")
-    previous = _memory.enter()
-    try:
-        ours = np.empty(n // 4, np.float32)
-    finally:
-        _memory.leave(previous)
-    assert _handler(ours) == "rnncore_block_cache"
-    assert _huge_page_bytes(_touched(ours)) > 0

@@ -13,22 +13,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #define RNN_CACHE_HEADER 64
 #define RNN_CACHE_MIN_BYTES ((size_t)128 << 10)  /* glibc's first mmap threshold */
 #define RNN_CACHE_PAGE ((size_t)4096)
 #define RNN_CACHE_SLOTS 64
-/* Fresh blocks this large ask for transparent huge pages, as NumPy's own allocator
-   does for its arrays (its threshold): a 4 KiB page faults in at ~1.5 us in a VM, a
-   2 MiB one at a sixth of the cost per byte (docs/perf-notes.md section 64). */
-#define RNN_CACHE_HUGE_BYTES ((size_t)4 << 20)
-
-/* 0: no madvise (NumPy's own setting off, read at import: _memory.pyx). */
-static int rnn_cache_hugepages = 1;
 
 typedef struct {
     void *base[RNN_CACHE_SLOTS];     /* oldest first */
@@ -93,29 +82,12 @@ static void *rnn_cache_take(rnn_cache *c, size_t cap)
     return base;
 }
 
-/* Ask for huge pages over the whole pages of a fresh block of `bytes` at `base`. */
-static void rnn_cache_advise(void *base, size_t bytes)
-{
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    uintptr_t start = ((uintptr_t)base + RNN_CACHE_PAGE - 1) & ~(uintptr_t)(RNN_CACHE_PAGE - 1);
-    uintptr_t end = ((uintptr_t)base + bytes) & ~(uintptr_t)(RNN_CACHE_PAGE - 1);
-    if (rnn_cache_hugepages && bytes >= RNN_CACHE_HUGE_BYTES && end > start)
-        madvise((void *)start, end - start, MADV_HUGEPAGE);   /* advice: errors ignored */
-#else
-    (void)base;
-    (void)bytes;
-#endif
-}
-
 static void *rnn_cache_malloc(void *ctx, size_t size)
 {
     size_t cap = rnn_cache_capacity(size);
     void *base = rnn_cache_take((rnn_cache *)ctx, cap);
-    if (!base) {
-        if (posix_memalign(&base, 64, RNN_CACHE_HEADER + cap) != 0)
-            return NULL;
-        rnn_cache_advise(base, RNN_CACHE_HEADER + cap);
-    }
+    if (!base && posix_memalign(&base, 64, RNN_CACHE_HEADER + cap) != 0)
+        return NULL;
     *(size_t *)base = cap;
     return (char *)base + RNN_CACHE_HEADER;
 }

@@ -45,7 +45,6 @@ cdef extern from "_memory.h" nogil:
     void rnn_cache_free(void *ctx, void *ptr, size_t size) noexcept
     size_t rnn_cache_set_limit(rnn_cache *c, size_t limit) noexcept
     size_t RNN_CACHE_MIN_BYTES
-    int rnn_cache_hugepages
     void rnn_cache_after_fork_in_child() noexcept
     int pthread_atfork(void (*prepare)() noexcept, void (*parent)() noexcept,
                        void (*child)() noexcept)
@@ -96,26 +95,14 @@ cdef void cache_release(void *block) noexcept nogil:
     rnn_cache_free(&rnn_the_cache, block, 0)
 
 
-try:                                     # NumPy's switch for its own arrays
-    from numpy._core.multiarray import _get_madvise_hugepage as _numpy_hugepages
-except ImportError:  # pragma: no cover - a NumPy without it: ask, as NumPy >= 1.20 does
-    def _numpy_hugepages():
-        return True
-
-
 def enter():
     """Make the cache the NumPy memory handler of this thread's context.
-
-    Fresh blocks of 4 MiB or more ask for transparent huge pages when NumPy's own
-    arrays do (``numpy._core.multiarray._set_madvise_hugepage``, read here).
 
     Returns the handler it replaced, for :func:`leave`; None (and nothing changed)
     when the cache's limit is 0.
     """
-    global rnn_cache_hugepages
     if rnn_the_cache.limit == 0:
         return None
-    rnn_cache_hugepages = 1 if _numpy_hugepages() else 0
     return PyDataMem_SetHandler(_capsule)
 
 
