@@ -199,10 +199,11 @@ def test_bench_row_reports_memory_and_time_of_both():
     assert "T=300, B=256" in table and table.splitlines()[2].startswith("gru")
 
 
+@pytest.mark.parametrize("checkpoint", [0, "auto"])
 @pytest.mark.parametrize("threads", [2, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_chunks_split_over_threads_keep_the_bits_of_one_thread(short_chunks, monkeypatch,
-                                                               dtype, threads):
+                                                               dtype, threads, checkpoint):
     """A long call's last chunk may be a short call, which the kernels run on the BLAS
     and which must not be split: T = 9 in chunks of 4 leaves a 1-step chunk."""
     pytest.importorskip("rnncore._kernels")
@@ -214,11 +215,41 @@ def test_chunks_split_over_threads_keep_the_bits_of_one_thread(short_chunks, mon
     for n in (1, threads):
         rnncore.set_num_threads(n)
         try:
-            runs.append(_run("rnn", "cython", case, [9, 4, 5, 1, 9, 8], "auto")[0])
+            runs.append(_run("rnn", "cython", case, [9, 4, 5, 1, 9, 8], checkpoint)[0])
         finally:
             rnncore.set_num_threads(None)
     for g, w in zip(*runs):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_one_dispatch(
+        short_chunks, monkeypatch, cell, threads):
+    """Where every chunk splits, the input projection of every step runs first, then
+    each thread takes a range of rows through every chunk: the outputs and gradients are
+    bitwise those of one thread and of the checkpointed call (chunk by chunk)."""
+    pytest.importorskip("rnncore._kernels")
+    from rnncore import _parallel
+    for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
+        monkeypatch.setattr(_parallel, name, 1)
+    ahead = []
+    through = _chunks._rows_through_chunks
+    monkeypatch.setattr(_chunks, "_rows_through_chunks",
+                        lambda *args: (ahead.append(1), through(*args))[1])
+    case = _case(cell, np.float32, False, layers=2, T=12, B=6, K=300, H=300)
+    runs = []
+    for n, checkpoint in ((1, 0), (threads, 0), (threads, "auto")):
+        ahead.clear()
+        rnncore.set_num_threads(n)
+        try:
+            runs.append(_run(cell, "cython", case, [12, 4, 5, 1, 12, 8], checkpoint)[0])
+        finally:
+            rnncore.set_num_threads(None)
+        assert bool(ahead) == (n > 1 and checkpoint == 0)
+    for run in runs[1:]:
+        for g, w in zip(run, runs[0]):
+            np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.parametrize("checkpoint", [0, "auto"])

@@ -32,6 +32,7 @@ So the chunks' state arrays are slices of one array laid out as the whole call's
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -184,6 +185,9 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
     whole = (cell_type.forward_arrays(x, w)
              if not k and module is _parallel._kernels_module() else None)
     if whole is not None:
+        if _splits_every_chunk(module, parts, x, w, bounds):
+            return _rows_through_chunks(cell_type, module, parts, x, w, s0, lengths,
+                                        reverse, relu, bounds, whole, output)
         hs_all, saved_all = whole[0], list(whole[1:])
     rows = np.arange(B)
     carried = None
@@ -223,6 +227,75 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
         segments = [bounds[i:i + per_segment] for i in range(0, len(bounds), per_segment)]
         return hs_all, Checkpoints(segments, inits), finals
     return hs_all, saved_all, finals
+
+
+def _splits_every_chunk(module, parts: int, x, w, bounds) -> bool:
+    """Whether a call on ``parts`` > 1 threads splits the whole call and every one of
+    its chunks (each row of every product computed alone: one product of every step, or
+    the chunks' own, give each row the same bits)."""
+    T = x.shape[0]
+    return (parts > 1 and _parts(module, parts, x, 0, T, w) > 1
+            and all(_parts(module, parts, x, t0, t1, w) > 1 for t0, t1 in bounds))
+
+
+def _rows_through_chunks(cell_type, module, parts, x, w, s0, lengths, reverse, relu,
+                         bounds, whole, output):
+    """:func:`forward_direction` where every chunk splits over ``parts`` threads, into
+    the whole call's arrays ``whole``, in one dispatch for the call instead of one per
+    chunk (§65 of docs/perf-notes.md): the input projection of every step, by ranges
+    of steps, then each thread runs a range of batch rows (independent recurrences)
+    through every chunk in turn. The same calls of the kernels per row as chunk by
+    chunk: the same bits."""
+    T, B = x.shape[:2]
+    _parallel._in_one_dispatch(
+        module,
+        [functools.partial(cell_type.project, module, x, w, whole, reverse, steps)
+         for steps in _parallel._ranges(T, _parallel._section_parts(parts,
+                                                                    T * B * w[0].size))],
+        [functools.partial(_chunk_rows, cell_type, module, x, w, s0, lengths, reverse,
+                           relu, bounds, whole, output, r)
+         for r in _parallel._ranges(B, _parallel._recurrence_parts(
+             parts, T, B, cell_type.step_work(w)))])
+    hs_all, saved_all = whole[0], list(whole[1:])
+    rows = np.arange(B)
+    finals = []
+    for seq in cell_type.seqs(hs_all, saved_all):
+        # as the chunks leave them: the reverse state at step 0; the forward one at each
+        # row's last step (0 for a row of no steps)
+        if reverse:
+            final = seq[0].copy()
+        else:
+            final = np.zeros(seq.shape[1:], seq.dtype)
+            ends = lengths > 0
+            final[ends] = seq[lengths[ends], rows[ends]]
+        finals.append(final)
+    return hs_all, saved_all, finals
+
+
+def _chunk_rows(cell_type, module, x, w, s0, lengths, reverse, relu, bounds, whole,
+                output, rows) -> None:
+    """Rows [r0, r1) of a projected call (:func:`_rows_through_chunks`) through every
+    chunk, each chunk's recurrence starting from the states these rows ended the
+    previous one in (:func:`_chunk_init` on these rows alone)."""
+    T, B = x.shape[:2]
+    r0, r1 = rows
+    s0_rows, lengths_rows = [s[r0:r1] for s in s0], lengths[r0:r1]
+    carried = None
+    for t0, t1 in bounds:
+        init = _chunk_init(carried, s0_rows, lengths_rows, t0, t1, reverse)
+        states0 = []
+        for a in init:                    # the kernel reads rows r0..r1 of B
+            full = np.zeros((B,) + a.shape[1:], a.dtype)
+            full[r0:r1] = a
+            states0.append(full)
+        out = tuple(_steps_of(a, T, t0, t1) for a in whole)
+        cell_type.run_forward(module, x[t0:t1], w, states0,
+                              _chunk_lengths(lengths, t0, t1), reverse, relu, out=out,
+                              rows=rows, projected=True)
+        _parallel._copy_rows(out[0], rows, reverse,
+                             None if output is None else output[t0:t1])
+        carried = [s[r0:r1] for s in
+                   _carried(cell_type.seqs(out[0], out[1:]), t0, t1, reverse)]
 
 
 def _steps_of(a, T: int, t0: int, t1: int):
