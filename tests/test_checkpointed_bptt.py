@@ -226,17 +226,20 @@ def test_chunks_split_over_threads_keep_the_bits_of_one_thread(short_chunks, mon
 @pytest.mark.parametrize("cell", CELLS)
 def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_one_dispatch(
         short_chunks, monkeypatch, cell, threads):
-    """Where every chunk splits, the input projection of every step runs first, then
-    each thread takes a range of rows through every chunk: the outputs and gradients are
-    bitwise those of one thread and of the checkpointed call (chunk by chunk)."""
+    """Where every chunk splits, the forward projects every step first, then each
+    thread takes a range of rows through every chunk; the backward takes each range of
+    rows back through every chunk, then every chunk's weight gradients in parts: the
+    outputs and gradients are bitwise those of one thread and of the checkpointed call
+    (chunk by chunk)."""
     pytest.importorskip("rnncore._kernels")
     from rnncore import _parallel
     for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
         monkeypatch.setattr(_parallel, name, 1)
     ahead = []
-    through = _chunks._rows_through_chunks
-    monkeypatch.setattr(_chunks, "_rows_through_chunks",
-                        lambda *args: (ahead.append(1), through(*args))[1])
+    for name in ("_rows_through_chunks", "_rows_back_through_chunks"):
+        monkeypatch.setattr(_chunks, name,
+                            lambda *args, _fn=getattr(_chunks, name), _name=name:
+                            (ahead.append(_name), _fn(*args))[1])
     case = _case(cell, np.float32, False, layers=2, T=12, B=6, K=300, H=300)
     runs = []
     for n, checkpoint in ((1, 0), (threads, 0), (threads, "auto")):
@@ -246,7 +249,8 @@ def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_o
             runs.append(_run(cell, "cython", case, [12, 4, 5, 1, 12, 8], checkpoint)[0])
         finally:
             rnncore.set_num_threads(None)
-        assert bool(ahead) == (n > 1 and checkpoint == 0)
+        assert sorted(set(ahead)) == (["_rows_back_through_chunks", "_rows_through_chunks"]
+                                      if n > 1 and checkpoint == 0 else [])
     for run in runs[1:]:
         for g, w in zip(run, runs[0]):
             np.testing.assert_array_equal(g, w)

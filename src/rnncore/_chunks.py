@@ -351,6 +351,11 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, s0, dy, ds_n, 
         segments, inits = saved.segments, saved.inits
     else:
         segments, inits = [_bounds(T, c, reverse)], [None]
+        if (module is _parallel._kernels_module()
+                and _splits_every_chunk(module, parts, x, w, segments[0])):
+            return _rows_back_through_chunks(cell_type, module, parts, x, w, hs, saved,
+                                             dy, ds_n, lengths, reverse, relu,
+                                             _sliced(hs, saved, T, segments[0])[::-1], dx)
     for segment, init in zip(segments[::-1], inits[::-1]):
         chunks = (_sliced(hs, saved, T, segment) if init is None else
                   _recomputed(cell_type, module, parts, x, w, s0, lengths, reverse, relu,
@@ -378,3 +383,82 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, s0, dy, ds_n, 
             else:
                 carry = list(d0)
     return (d_states0 if reverse else carry), dws_sum
+
+
+def _rows_back_through_chunks(cell_type, module, parts, x, w, hs, saved, dy, ds_n,
+                              lengths, reverse, relu, chunks, dx):
+    """:func:`backward_direction` without checkpoints where every chunk splits over
+    ``parts`` threads, in one dispatch for the call instead of one per chunk (§66 of
+    docs/perf-notes.md): each thread takes a range of batch rows back through every
+    chunk (``chunks``, (t0, t1, hs, saved) in the backward's order), then, past a
+    barrier, computes its part of every chunk's weight gradients and ∂x of some chunks;
+    the chunks' weight gradients are summed here in the backward's order. Every
+    chunk's gradient arrays are alive at once (δ of the whole call, as one call has it).
+    The same kernel calls per row and per element as chunk by chunk: the same bits."""
+    T, B = x.shape[:2]
+    gs = [cell_type.backward_arrays(x[t0:t1], w, hs_c) for t0, t1, hs_c, _ in chunks]
+    d_states0 = [np.zeros_like(a) for a in ds_n]
+    row_work = cell_type.step_work(w)
+    n = _parallel._section_parts(parts, T * B * (w[0].size + row_work))
+    _parallel._in_one_dispatch(
+        module,
+        [functools.partial(_chunk_rows_back, cell_type, module, x, w, dy, ds_n, lengths,
+                           reverse, relu, chunks, gs, d_states0, r)
+         for r in _parallel._ranges(B, _parallel._recurrence_parts(parts, T, B,
+                                                                  row_work))],
+        [functools.partial(_chunk_weights, cell_type, module, x, w, reverse, chunks, gs,
+                           dx, (i, n))
+         for i in range(n)])
+    dws_sum = None
+    for g in gs:
+        dws = cell_type.backward_result(g)[1]
+        if dws_sum is None:
+            dws_sum = [None if a is None else a.copy() for a in dws]
+        else:
+            for total, a in zip(dws_sum, dws):
+                if total is not None:
+                    total += a
+    return d_states0, dws_sum
+
+
+def _chunk_rows_back(cell_type, module, x, w, dy, ds_n, lengths, reverse, relu, chunks,
+                     gs, d_states0, rows) -> None:
+    """Rows [r0, r1) of BPTT's recurrence back through every chunk (see
+    :func:`_rows_back_through_chunks`), each chunk's ∂L/∂(final states) of these rows
+    carried from the chunk before it in the backward's order, as
+    :func:`backward_direction` carries them for all rows; their ∂L/∂(initial states)
+    into ``d_states0``."""
+    B = x.shape[1]
+    r0, r1 = rows
+    lengths_rows = lengths[r0:r1]
+    carry = [a[r0:r1] for a in ds_n]
+    for (t0, t1, hs_c, saved_c), g in zip(chunks, gs):
+        carried = []
+        for a in carry:                   # the kernel reads rows r0..r1 of B
+            full = np.zeros((B,) + a.shape[1:], a.dtype)
+            full[r0:r1] = a
+            carried.append(full)
+        cell_type.backward_rows(module, w, hs_c, saved_c, dy[t0:t1], carried,
+                                _chunk_lengths(lengths, t0, t1), reverse, relu, g, rows)
+        d0 = [a[r0:r1] for a in cell_type.backward_result(g)[0]]
+        if reverse:
+            starts = (lengths_rows > t0) & (lengths_rows <= t1)
+            goes_on = (lengths_rows > t1)[:, None]
+            for result, d in zip(d_states0, d0):
+                result[r0:r1][starts] = d[starts]
+            carry = [np.where(goes_on, d, d.dtype.type(0)) for d in d0]
+        else:
+            carry = d0
+    if not reverse:
+        for result, d in zip(d_states0, carry):
+            result[r0:r1] = d
+
+
+def _chunk_weights(cell_type, module, x, w, reverse, chunks, gs, dx, part) -> None:
+    """Part ``(i, n)`` of every chunk's weight gradients, and ∂x = δ W_ih of every
+    n-th chunk from the i-th (see :func:`_rows_back_through_chunks`)."""
+    i, n = part
+    for j, ((t0, t1, hs_c, _), g) in enumerate(zip(chunks, gs)):
+        cell_type.backward_weights(module, x[t0:t1], hs_c, reverse, g, part)
+        if dx is not None and j % n == i:
+            module.input_grad(g.delta, w[0], dx[t0:t1], False)
