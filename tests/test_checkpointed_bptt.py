@@ -236,9 +236,10 @@ def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_o
     for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
         monkeypatch.setattr(_parallel, name, 1)
     ahead = []
-    for name in ("_rows_through_chunks", "_rows_back_through_chunks"):
-        monkeypatch.setattr(_chunks, name,
-                            lambda *args, _fn=getattr(_chunks, name), _name=name:
+    from rnncore import _chunk_threads
+    for name in ("forward_direction", "backward_direction"):
+        monkeypatch.setattr(_chunk_threads, name,
+                            lambda *args, _fn=getattr(_chunk_threads, name), _name=name:
                             (ahead.append(_name), _fn(*args))[1])
     case = _case(cell, np.float32, False, layers=2, T=12, B=6, K=300, H=300)
     runs = []
@@ -249,7 +250,7 @@ def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_o
             runs.append(_run(cell, "cython", case, [12, 4, 5, 1, 12, 8], checkpoint)[0])
         finally:
             rnncore.set_num_threads(None)
-        assert sorted(set(ahead)) == (["_rows_back_through_chunks", "_rows_through_chunks"]
+        assert sorted(set(ahead)) == (["backward_direction", "forward_direction"]
                                       if n > 1 and checkpoint == 0 else [])
     for run in runs[1:]:
         for g, w in zip(run, runs[0]):

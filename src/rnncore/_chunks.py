@@ -29,15 +29,18 @@ state of a chunk, per row:
 
 So the chunks' state arrays are slices of one array laid out as the whole call's
 (``reference.py``, "Layout shared with the kernels"): chunk [t0, t1) reads rows t0..t1.
+
+On several threads, where every chunk splits and nothing is checkpointed,
+:mod:`rnncore._chunk_threads` runs the same chunks with each thread's batch rows going
+through all of them, in one dispatch for the call.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
-from . import _parallel
+from . import _chunk_threads, _parallel
 
 __all__ = ["WHOLE_CALL_ROWS", "MIN_CHUNK_ROWS", "chunk_steps", "checkpoint_steps",
            "Checkpoints", "forward_direction", "backward_direction"]
@@ -185,9 +188,10 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
     whole = (cell_type.forward_arrays(x, w)
              if not k and module is _parallel._kernels_module() else None)
     if whole is not None:
-        if _splits_every_chunk(module, parts, x, w, bounds):
-            return _rows_through_chunks(cell_type, module, parts, x, w, s0, lengths,
-                                        reverse, relu, bounds, whole, output)
+        if _chunk_threads.splits_every_chunk(module, parts, x, w, bounds):
+            return _chunk_threads.forward_direction(cell_type, module, parts, x, w, s0,
+                                                    lengths, reverse, relu, bounds, whole,
+                                                    output)
         hs_all, saved_all = whole[0], list(whole[1:])
     rows = np.arange(B)
     carried = None
@@ -229,73 +233,29 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
     return hs_all, saved_all, finals
 
 
-def _splits_every_chunk(module, parts: int, x, w, bounds) -> bool:
-    """Whether a call on ``parts`` > 1 threads splits the whole call and every one of
-    its chunks (each row of every product computed alone: one product of every step, or
-    the chunks' own, give each row the same bits)."""
-    T = x.shape[0]
-    return (parts > 1 and _parts(module, parts, x, 0, T, w) > 1
-            and all(_parts(module, parts, x, t0, t1, w) > 1 for t0, t1 in bounds))
+def _summed(total, dws):
+    """``total`` + a chunk's weight gradients ``dws`` (in place; copies for the first
+    chunk, ``total`` None); None entries stay None."""
+    if total is None:
+        return [None if g is None else g.copy() for g in dws]
+    for t, g in zip(total, dws):
+        if t is not None:
+            t += g
+    return total
 
 
-def _rows_through_chunks(cell_type, module, parts, x, w, s0, lengths, reverse, relu,
-                         bounds, whole, output):
-    """:func:`forward_direction` where every chunk splits over ``parts`` threads, into
-    the whole call's arrays ``whole``, in one dispatch for the call instead of one per
-    chunk (§65 of docs/perf-notes.md): the input projection of every step, by ranges
-    of steps, then each thread runs a range of batch rows (independent recurrences)
-    through every chunk in turn. The same calls of the kernels per row as chunk by
-    chunk: the same bits."""
-    T, B = x.shape[:2]
-    _parallel._in_one_dispatch(
-        module,
-        [functools.partial(cell_type.project, module, x, w, whole, reverse, steps)
-         for steps in _parallel._ranges(T, _parallel._section_parts(parts,
-                                                                    T * B * w[0].size))],
-        [functools.partial(_chunk_rows, cell_type, module, x, w, s0, lengths, reverse,
-                           relu, bounds, whole, output, r)
-         for r in _parallel._ranges(B, _parallel._recurrence_parts(
-             parts, T, B, cell_type.step_work(w)))])
-    hs_all, saved_all = whole[0], list(whole[1:])
-    rows = np.arange(B)
-    finals = []
-    for seq in cell_type.seqs(hs_all, saved_all):
-        # as the chunks leave them: the reverse state at step 0; the forward one at each
-        # row's last step (0 for a row of no steps)
-        if reverse:
-            final = seq[0].copy()
-        else:
-            final = np.zeros(seq.shape[1:], seq.dtype)
-            ends = lengths > 0
-            final[ends] = seq[lengths[ends], rows[ends]]
-        finals.append(final)
-    return hs_all, saved_all, finals
-
-
-def _chunk_rows(cell_type, module, x, w, s0, lengths, reverse, relu, bounds, whole,
-                output, rows) -> None:
-    """Rows [r0, r1) of a projected call (:func:`_rows_through_chunks`) through every
-    chunk, each chunk's recurrence starting from the states these rows ended the
-    previous one in (:func:`_chunk_init` on these rows alone)."""
-    T, B = x.shape[:2]
-    r0, r1 = rows
-    s0_rows, lengths_rows = [s[r0:r1] for s in s0], lengths[r0:r1]
-    carried = None
-    for t0, t1 in bounds:
-        init = _chunk_init(carried, s0_rows, lengths_rows, t0, t1, reverse)
-        states0 = []
-        for a in init:                    # the kernel reads rows r0..r1 of B
-            full = np.zeros((B,) + a.shape[1:], a.dtype)
-            full[r0:r1] = a
-            states0.append(full)
-        out = tuple(_steps_of(a, T, t0, t1) for a in whole)
-        cell_type.run_forward(module, x[t0:t1], w, states0,
-                              _chunk_lengths(lengths, t0, t1), reverse, relu, out=out,
-                              rows=rows, projected=True)
-        _parallel._copy_rows(out[0], rows, reverse,
-                             None if output is None else output[t0:t1])
-        carried = [s[r0:r1] for s in
-                   _carried(cell_type.seqs(out[0], out[1:]), t0, t1, reverse)]
+def _carried_back(d0, lengths, t0: int, t1: int, reverse: bool, d_states0):
+    """What BPTT carries to the next chunk it visits: ∂L/∂(the chunk's initial states)
+    ``d0`` (of the rows ``lengths`` belongs to); in reverse only for rows whose sequence
+    goes on past t1, the others' being their ∂L/∂(initial state), written into
+    ``d_states0`` for the rows that start in the chunk."""
+    if not reverse:
+        return list(d0)
+    starts = (lengths > t0) & (lengths <= t1)
+    goes_on = (lengths > t1)[:, None]
+    for result, d in zip(d_states0, d0):
+        result[starts] = d[starts]
+    return [np.where(goes_on, d, d.dtype.type(0)) for d in d0]
 
 
 def _steps_of(a, T: int, t0: int, t1: int):
@@ -352,10 +312,10 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, s0, dy, ds_n, 
     else:
         segments, inits = [_bounds(T, c, reverse)], [None]
         if (module is _parallel._kernels_module()
-                and _splits_every_chunk(module, parts, x, w, segments[0])):
-            return _rows_back_through_chunks(cell_type, module, parts, x, w, hs, saved,
-                                             dy, ds_n, lengths, reverse, relu,
-                                             _sliced(hs, saved, T, segments[0])[::-1], dx)
+                and _chunk_threads.splits_every_chunk(module, parts, x, w, segments[0])):
+            return _chunk_threads.backward_direction(
+                cell_type, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu,
+                _sliced(hs, saved, T, segments[0])[::-1], dx)
     for segment, init in zip(segments[::-1], inits[::-1]):
         chunks = (_sliced(hs, saved, T, segment) if init is None else
                   _recomputed(cell_type, module, parts, x, w, s0, lengths, reverse, relu,
@@ -366,99 +326,8 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, s0, dy, ds_n, 
                 module, _parts(module, parts, x, t0, t1, w), x[t0:t1], w, hs_c, saved_c,
                 dy[t0:t1], carry,
                 _chunk_lengths(lengths, t0, t1), reverse, relu)
-            if dws_sum is None:
-                dws_sum = [None if g is None else g.copy() for g in dws]
-            else:
-                for total, g in zip(dws_sum, dws):
-                    if total is not None:
-                        total += g
+            dws_sum = _summed(dws_sum, dws)
             if dx is not None:
                 module.input_grad(delta, w[0], dx[t0:t1], False)
-            if reverse:
-                starts = (lengths > t0) & (lengths <= t1)
-                goes_on = (lengths > t1)[:, None]
-                for result, d in zip(d_states0, d0):
-                    result[starts] = d[starts]
-                carry = [np.where(goes_on, d, d.dtype.type(0)) for d in d0]
-            else:
-                carry = list(d0)
+            carry = _carried_back(d0, lengths, t0, t1, reverse, d_states0)
     return (d_states0 if reverse else carry), dws_sum
-
-
-def _rows_back_through_chunks(cell_type, module, parts, x, w, hs, saved, dy, ds_n,
-                              lengths, reverse, relu, chunks, dx):
-    """:func:`backward_direction` without checkpoints where every chunk splits over
-    ``parts`` threads, in one dispatch for the call instead of one per chunk (§66 of
-    docs/perf-notes.md): each thread takes a range of batch rows back through every
-    chunk (``chunks``, (t0, t1, hs, saved) in the backward's order), then, past a
-    barrier, computes its part of every chunk's weight gradients and ∂x of some chunks;
-    the chunks' weight gradients are summed here in the backward's order. Every
-    chunk's gradient arrays are alive at once (δ of the whole call, as one call has it).
-    The same kernel calls per row and per element as chunk by chunk: the same bits."""
-    T, B = x.shape[:2]
-    gs = [cell_type.backward_arrays(x[t0:t1], w, hs_c) for t0, t1, hs_c, _ in chunks]
-    d_states0 = [np.zeros_like(a) for a in ds_n]
-    row_work = cell_type.step_work(w)
-    n = _parallel._section_parts(parts, T * B * (w[0].size + row_work))
-    _parallel._in_one_dispatch(
-        module,
-        [functools.partial(_chunk_rows_back, cell_type, module, x, w, dy, ds_n, lengths,
-                           reverse, relu, chunks, gs, d_states0, r)
-         for r in _parallel._ranges(B, _parallel._recurrence_parts(parts, T, B,
-                                                                  row_work))],
-        [functools.partial(_chunk_weights, cell_type, module, x, w, reverse, chunks, gs,
-                           dx, (i, n))
-         for i in range(n)])
-    dws_sum = None
-    for g in gs:
-        dws = cell_type.backward_result(g)[1]
-        if dws_sum is None:
-            dws_sum = [None if a is None else a.copy() for a in dws]
-        else:
-            for total, a in zip(dws_sum, dws):
-                if total is not None:
-                    total += a
-    return d_states0, dws_sum
-
-
-def _chunk_rows_back(cell_type, module, x, w, dy, ds_n, lengths, reverse, relu, chunks,
-                     gs, d_states0, rows) -> None:
-    """Rows [r0, r1) of BPTT's recurrence back through every chunk (see
-    :func:`_rows_back_through_chunks`), each chunk's ∂L/∂(final states) of these rows
-    carried from the chunk before it in the backward's order, as
-    :func:`backward_direction` carries them for all rows; their ∂L/∂(initial states)
-    into ``d_states0``."""
-    B = x.shape[1]
-    r0, r1 = rows
-    lengths_rows = lengths[r0:r1]
-    carry = [a[r0:r1] for a in ds_n]
-    for (t0, t1, hs_c, saved_c), g in zip(chunks, gs):
-        carried = []
-        for a in carry:                   # the kernel reads rows r0..r1 of B
-            full = np.zeros((B,) + a.shape[1:], a.dtype)
-            full[r0:r1] = a
-            carried.append(full)
-        cell_type.backward_rows(module, w, hs_c, saved_c, dy[t0:t1], carried,
-                                _chunk_lengths(lengths, t0, t1), reverse, relu, g, rows)
-        d0 = [a[r0:r1] for a in cell_type.backward_result(g)[0]]
-        if reverse:
-            starts = (lengths_rows > t0) & (lengths_rows <= t1)
-            goes_on = (lengths_rows > t1)[:, None]
-            for result, d in zip(d_states0, d0):
-                result[r0:r1][starts] = d[starts]
-            carry = [np.where(goes_on, d, d.dtype.type(0)) for d in d0]
-        else:
-            carry = d0
-    if not reverse:
-        for result, d in zip(d_states0, carry):
-            result[r0:r1] = d
-
-
-def _chunk_weights(cell_type, module, x, w, reverse, chunks, gs, dx, part) -> None:
-    """Part ``(i, n)`` of every chunk's weight gradients, and ∂x = δ W_ih of every
-    n-th chunk from the i-th (see :func:`_rows_back_through_chunks`)."""
-    i, n = part
-    for j, ((t0, t1, hs_c, _), g) in enumerate(zip(chunks, gs)):
-        cell_type.backward_weights(module, x[t0:t1], hs_c, reverse, g, part)
-        if dx is not None and j % n == i:
-            module.input_grad(g.delta, w[0], dx[t0:t1], False)
