@@ -22,6 +22,14 @@ def short_chunks(monkeypatch):
     monkeypatch.setattr(_chunks, "chunk_steps", lambda B, T: 4)
 
 
+@pytest.fixture
+def every_section_splits(monkeypatch):
+    """rnncore's thread thresholds lowered, so that small cases split every section."""
+    from rnncore import _parallel
+    for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
+        monkeypatch.setattr(_parallel, name, 1)
+
+
 def _case(cell, dtype, bidirectional, layers, T=23, B=3, K=4, H=5, seed=1):
     rng = np.random.default_rng(seed)
     shapes = F.param_shapes(K, H, layers, bidirectional=bidirectional, cell=cell)
@@ -202,14 +210,11 @@ def test_bench_row_reports_memory_and_time_of_both():
 @pytest.mark.parametrize("checkpoint", [0, "auto"])
 @pytest.mark.parametrize("threads", [2, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_chunks_split_over_threads_keep_the_bits_of_one_thread(short_chunks, monkeypatch,
-                                                               dtype, threads, checkpoint):
+def test_chunks_split_over_threads_keep_the_bits_of_one_thread(
+        short_chunks, every_section_splits, dtype, threads, checkpoint):
     """A long call's last chunk may be a short call, which the kernels run on the BLAS
     and which must not be split: T = 9 in chunks of 4 leaves a 1-step chunk."""
     pytest.importorskip("rnncore._kernels")
-    from rnncore import _parallel
-    for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
-        monkeypatch.setattr(_parallel, name, 1)
     case = _case("rnn", dtype, False, layers=2, T=9, B=6, K=300, H=300)
     runs = []
     for n in (1, threads):
@@ -225,16 +230,13 @@ def test_chunks_split_over_threads_keep_the_bits_of_one_thread(short_chunks, mon
 @pytest.mark.parametrize("threads", [2, 4])
 @pytest.mark.parametrize("cell", CELLS)
 def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_one_dispatch(
-        short_chunks, monkeypatch, cell, threads):
+        short_chunks, every_section_splits, monkeypatch, cell, threads):
     """Where every chunk splits, the forward projects every step first, then each
     thread takes a range of rows through every chunk; the backward takes each range of
     rows back through every chunk, then every chunk's weight gradients in parts: the
     outputs and gradients are bitwise those of one thread and of the checkpointed call
     (chunk by chunk)."""
     pytest.importorskip("rnncore._kernels")
-    from rnncore import _parallel
-    for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
-        monkeypatch.setattr(_parallel, name, 1)
     ahead = []
     from rnncore import _chunk_threads
     for name in ("forward_direction", "backward_direction"):
@@ -261,7 +263,8 @@ def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_o
 @pytest.mark.parametrize("threads", [2, 4])
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_directions_of_a_long_bidirectional_call_run_at_once_with_the_bits_of_one_thread(
-        short_chunks, monkeypatch, backend, cell, threads, checkpoint):
+        short_chunks, every_section_splits, monkeypatch, backend, cell, threads,
+        checkpoint):
     """With two threads the two directions of a layer run their chunks at once (the
     reverse one visiting them in the opposite order), forward and backward; with four,
     each direction is split (where the kernels split exactly). ∂x of the depth above
@@ -269,9 +272,6 @@ def test_the_directions_of_a_long_bidirectional_call_run_at_once_with_the_bits_o
     in one order whatever the threads."""
     _skip_unless_implemented(backend, cell)
     import threading
-    from rnncore import _parallel
-    for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
-        monkeypatch.setattr(_parallel, name, 1)
     ran_on = []
     for name in ("forward_direction", "backward_direction"):
         def spy(*args, _fn=getattr(_chunks, name), _name=name, **kwargs):

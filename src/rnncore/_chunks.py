@@ -311,8 +311,7 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, s0, dy, ds_n, 
         segments, inits = saved.segments, saved.inits
     else:
         segments, inits = [_bounds(T, c, reverse)], [None]
-        if (module is _parallel._kernels_module()
-                and _chunk_threads.splits_every_chunk(module, parts, x, w, segments[0])):
+        if _chunk_threads.splits_every_chunk(module, parts, x, w, segments[0]):
             return _chunk_threads.backward_direction(
                 cell_type, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu,
                 _sliced(hs, saved, T, segments[0])[::-1], dx)

@@ -421,7 +421,7 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
                 _chunks.forward_direction,
                 [(cell_type, module, parts, layer_in, w, initial[layer][d], steps, d == 1,
                   relu, chunk, k, _columns(owned, d, P)) for d, w in enumerate(ws)],
-                parts, T * B * (layer_in.shape[2] + P) * cfg.G * cfg.hidden_size)
+                parts, _direction_work(layer_in, cfg))
             for d, (_, _, direction_finals) in enumerate(outs):
                 for final, value in zip(finals, direction_finals):
                     final[first + d] = value
@@ -479,14 +479,20 @@ def _forward_layer(cell_type, module, parts, layer_in, ws, states0, first, steps
     jobs = [(layer_in, w, [s[first + d] for s in states0], steps, d == 1, relu,
              _columns(output, d, P))
             for d, w in enumerate(ws)]
-    T, B, K = layer_in.shape
     return _each_direction(functools.partial(cell_type.forward, module, parts), jobs, parts,
-                           T * B * (K + P) * cfg.G * cfg.hidden_size)
+                           _direction_work(layer_in, cfg))
 
 
 def _columns(output, d: int, P: int):
     """Direction ``d``'s columns of a layer's output (T, B, D·P), or None."""
     return None if output is None else output[:, :, d * P:(d + 1) * P]
+
+
+def _direction_work(layer_in, cfg) -> int:
+    """Multiply-adds of one direction of a layer whose input is ``layer_in`` (T, B, K):
+    T·B·G·H·(K + P), what :func:`_each_direction` weighs against a thread's cost."""
+    T, B, K = layer_in.shape
+    return T * B * (K + cfg.out_size) * cfg.G * cfg.hidden_size
 
 
 def _each_direction(fn, jobs, parts: int, work: int) -> list:
@@ -670,7 +676,7 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
                   dy if D == 1 else dy[:, :, d * P:(d + 1) * P],
                   [s[first + d] for s in ds_n], record.lengths, d == 1, record.relu,
                   record.chunk, dxs[d]) for d in range(D)],
-                parts, T * B * (x.shape[2] + P) * cfg.G * cfg.hidden_size)]
+                parts, _direction_work(x, cfg))]
             if D == 2 and dx is not None:
                 dx += dxs[1]
         elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
@@ -776,9 +782,8 @@ def _backward_layer(cell_type, module, parts, record, layer, dy, ds_n, first, dx
              record.lengths, d == 1, record.relu) for d in range(D)]
     if D == 1:
         return [cell_type.backward(module, parts, *jobs[0], dx=dx)]
-    T, B, K = x.shape
     return _each_direction(functools.partial(cell_type.backward, module, parts), jobs,
-                           parts, T * B * (K + P) * cfg.G * cfg.hidden_size)
+                           parts, _direction_work(x, cfg))
 
 
 def _input_grad_parts(module, parts: int, D: int, record) -> int:

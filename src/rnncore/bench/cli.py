@@ -205,13 +205,19 @@ def _restart_on_isa(parser, args, argv) -> None:
     """Start the command again with every library limited to ``--isa``'s instruction
     set (``--isa-scope all``), unless it already runs so or ``--isa`` is this CPU's
     best; those libraries read their switches only when they load."""
-    if args.isa is None or args.isa_scope != "all" or not _below_best(args.isa):
+    if not _limits_every_library(args):
         return
     env = restart_environment(args.isa)
     if env is not None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, "-m", "rnncore.bench", *argv], env)
+
+
+def _limits_every_library(args) -> bool:
+    """Whether ``--isa`` limits every library (``--isa-scope all``) to an instruction
+    set below this CPU's best."""
+    return args.isa is not None and args.isa_scope == "all" and _below_best(args.isa)
 
 
 def _below_best(isa) -> bool:
@@ -228,8 +234,7 @@ def _below_best(isa) -> bool:
 def _check_native_blas(parser, args) -> None:
     """--native-blas with an --isa that limits every library is a usage error: checked
     before either restarts the command."""
-    if (args.native_blas and args.isa is not None and args.isa_scope == "all"
-            and _below_best(args.isa)):
+    if args.native_blas and _limits_every_library(args):
         parser.error(f"--native-blas runs OpenBLAS on this CPU's own kernels and --isa "
                      f"{args.isa} every library on {args.isa}'s: give one, or add "
                      f"--isa-scope rnncore")
