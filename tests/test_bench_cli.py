@@ -12,11 +12,11 @@ import types
 import numpy as np
 import pytest
 
-from rnncore import RNN, functional
+from rnncore import RNN, functional, get_num_threads, set_num_threads
 from rnncore.bench import CASES, QUICK, Result, comparisons, grid, main, make_runners, \
     memory_ratio, plain, quick, targets, variants, with_lengths
-from rnncore.bench.runners import _inputs
-from rnncore.bench.timing import GemmChild, denormal_share
+from rnncore.bench.runners import ONE_THREAD, _inputs
+from rnncore.bench.timing import GemmChild, _on_one_thread, denormal_share
 
 FAST = ["--quick", "--impls", "numpy,numpy-plain,cython"]
 GRID = {c.name: c for c in CASES}
@@ -190,6 +190,37 @@ def test_two_thread_rows_are_one_direction_or_two_and_compared_with_one_thread(n
     by_name = {one: Result(GRID[one], {("cython", "fb"): np.array([1.9])})}
     assert [t[:3] for t in targets(two, by_name, "fb")] == [
         ("≥1.8× own 1-thread", pytest.approx(1.9), True), ("> torch", 1.5, True)]
+
+
+def test_two_thread_target_divides_by_the_one_thread_calls_of_its_own_rounds():
+    two = Result(GRID["medium-2t"], {("cython", "fb"): np.array([1.0]),
+                                     (ONE_THREAD, "fb"): np.array([1.85])})
+    by_name = {"medium": Result(GRID["medium"], {("cython", "fb"): np.array([1.5])})}
+    assert [t[:3] for t in targets(two, by_name, "fb")] == [
+        ("≥1.8× own 1-thread", pytest.approx(1.85), True)]
+
+
+def test_one_thread_runner_runs_rnncore_on_one_thread_and_restores_the_cases():
+    seen = []
+    call = _on_one_thread(lambda: seen.append(get_num_threads()), 2)
+    set_num_threads(2)
+    try:
+        call()
+        assert seen == [1] and get_num_threads() == 2
+    finally:
+        set_num_threads(None)
+
+
+@pytest.mark.skipif("cython" not in functional.backends(), reason="no compiled kernels")
+def test_two_thread_cases_time_rnncore_on_one_thread_in_their_rounds(quick_run):
+    data = quick_run[2]
+    for case in data["cases"]:
+        keys = set(case["times_s"])
+        one = {f"{ONE_THREAD}/fwd", f"{ONE_THREAD}/fb"}
+        if case["case"]["threads"] > 1:
+            assert one <= keys, case["case"]["name"]
+        else:
+            assert not one & keys, case["case"]["name"]
 
 
 def test_two_thread_row_run_without_its_one_thread_row_leaves_out_that_target():

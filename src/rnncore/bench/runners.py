@@ -27,6 +27,9 @@ __all__ = ["IMPLS", "NUMPY_IMPLS", "make_runners", "denormal_inputs", "xla_flags
 IMPLS = ("numpy", "numpy-plain", "cython", "torch", "torch+rnncore", "jax")
 # The plain-NumPy formulations; "×NumPy" divides by the fastest of them in each row.
 NUMPY_IMPLS = ("numpy", "numpy-plain")
+# rnncore's cython backend on one thread, timed within a case of several threads in the
+# same rounds (its "own 1-thread time", the divisor of the 2-thread targets)
+ONE_THREAD = "cython-1t"
 _MODELS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 

@@ -14,7 +14,8 @@
   block of calls each, so that a neighbour's load falls on all of them alike and the ratios
   between them hold even when the absolute times drift. On several threads each block
   starts with 0.15 s of untimed calls, while the previous library's idle pools stop
-  spinning.
+  spinning. A case on several threads also times rnncore on one thread in its rounds,
+  the divisor of its 2-thread target (not the 1-thread case, timed minutes apart).
 - Statistics: the median of every timed call (garbage collection off while timing, as
   timeit does), and the interquartile range as the spread.
 """
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import functional, set_num_threads
-from .runners import NUMPY_IMPLS, _inputs, make_runners
+from .runners import NUMPY_IMPLS, ONE_THREAD, _inputs, make_runners
 
 __all__ = ["Limits", "Result", "measure", "gemm_probe", "GemmChild", "forced_isa",
            "memory_ratio", "denormal_share", "run", "BLAS_OVERRIDES", "ISA_BLAS_CORES"]
@@ -537,6 +538,18 @@ def _load_before_pinning(impls) -> None:
             pass
 
 
+def _on_one_thread(fn, threads: int):
+    """``fn`` with rnncore on one thread for each call, then ``threads`` again (the
+    case's pins and pool limits stay; a call that uses one thread touches neither)."""
+    def call():
+        set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            set_num_threads(threads)
+    return call
+
+
 def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: int = 5,
         pin: bool = True, progress=None, gemm_n: int = 1024) -> list[Result]:
     """Time every implementation at every case.
@@ -576,6 +589,16 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                 fns[(impl, "fwd")] = runners[0]
                 if not forward_only:
                     fns[(impl, "fb")] = runners[1]
+            if case.threads > 1 and "cython" in impls:
+                # rnncore's own 1-thread time, in the same rounds as its time on the
+                # case's threads (a case timed minutes earlier ran on a machine whose
+                # speed may have drifted since: docs/perf-notes.md §67)
+                runners = make_runners(case, "cython")
+                if runners is not None:
+                    fns[(ONE_THREAD, "fwd")] = _on_one_thread(runners[0], case.threads)
+                    if not forward_only:
+                        fns[(ONE_THREAD, "fb")] = _on_one_thread(runners[1],
+                                                                 case.threads)
             probe, probe_flops = gemm_probe(case.dtype, gemm_n)
             fns[("gemm", "")] = probe
             # The GEMM of the instruction set the kernels run when it is not this CPU's
