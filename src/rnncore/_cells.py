@@ -68,9 +68,18 @@ class _Cell:
         if parts > 1:
             return _parallel.forward_direction(self, module, parts, x, w, s0, lengths,
                                                reverse, relu, output, out)
+        if output is not None and self.writes_output(module):
+            return self.run_forward(module, x, w, s0, lengths, reverse, relu, out=out,
+                                    output=output)
         hs, saved = self.run_forward(module, x, w, s0, lengths, reverse, relu, out=out)
         _parallel._copy_rows(hs, (0, hs.shape[1]), reverse, output)
         return hs, saved
+
+    def writes_output(self, module) -> bool:
+        """Whether the backend's forward of this cell copies each step's states into
+        an output array itself (``run_forward(output=...)``), as soon as they are
+        computed, rather than the walker after the whole sequence."""
+        return False
 
     def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu,
                  dx=None):
@@ -138,12 +147,16 @@ class _Elman(_Cell):
         b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
         return w_ih, w_hh, b
 
+    def writes_output(self, module):
+        return getattr(module, "FORWARD_WRITES_OUTPUT", False)
+
     def run_forward(self, module, x, w, s0, lengths, reverse, relu, out=None, rows=None,
-                    projected=False):
-        if out is None:
+                    projected=False, output=None):
+        if out is None and output is None:
             return module.layer_forward(x, *w, s0[0], lengths, reverse, relu), ()
-        return module.layer_forward(x, *w, s0[0], lengths, reverse, relu, out=out[0],
-                                    rows=rows, projected=projected), ()
+        return module.layer_forward(x, *w, s0[0], lengths, reverse, relu,
+                                    out=None if out is None else out[0], rows=rows,
+                                    projected=projected, y=output), ()
 
     def run_backward(self, module, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
         dh0, dw_ih, dw_hh, db, delta = module.layer_backward(

@@ -321,6 +321,10 @@ cdef class Barrier:
         return self.state.arrived
 
 
+# layer_forward copies the states into an output array as it goes (``y``)
+FORWARD_WRITES_OUTPUT = True
+
+
 def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded steps
                   const floating[:, ::1] w_ih,      # IN  (H, K)
                   const floating[:, ::1] w_hh,      # IN  (H, H)
@@ -330,7 +334,8 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                   bint reverse, bint relu,
                   out=None,                         # OUT (T+1, B, H), optional
                   rows=None,                        # (row0, row1), optional
-                  bint projected=False):
+                  bint projected=False,
+                  y=None):                          # OUT (T, B, H), optional
     """Run one layer in one direction; see ``reference.layer_forward``.
 
     The rows of a batch are independent recurrences: with ``out`` and ``rows`` the
@@ -339,6 +344,11 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     gets the same bits whatever range it runs in. With ``projected``, ``out`` already
     holds the input projection (:func:`input_projection`) and the call runs only the
     recurrence.
+
+    ``y``, an array of shape (T, B, H) whose rows of H elements are contiguous and
+    evenly spaced (a layer's output, or a direction's columns of it), receives a copy
+    of the states of steps 0..T-1 of the rows run (``hs[t+1]``, in reverse ``hs[t]``),
+    each step's rows copied as soon as they are computed, while they are in cache.
 
     Returns
     -------
@@ -359,11 +369,44 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     hs_arr = new_array(3, T + 1, B, H, floating is float) if out is None else out
     cdef floating[:, :, ::1] hs = hs_arr
     expect_shape("out", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
+    cdef Py_ssize_t ldy = 0 if y is None else output_row_stride(y, hs_arr, T, B, H)
     forward_steps(&x[0, 0, 0] if T * B * K else NULL, &w_ih[0, 0] if K else NULL,
                   &w_hh[0, 0], &b[0], &h0[0, 0] if B else NULL,
                   &lengths[0] if B else NULL, &hs[0, 0, 0] if B else NULL, T, B, K, H,
-                  row0, row1, reverse, relu, projected)
+                  row0, row1, reverse, relu, projected,
+                  <floating *>cnp.PyArray_DATA(<cnp.ndarray>y) if ldy else NULL, ldy)
     return hs_arr
+
+
+cdef Py_ssize_t output_row_stride(y, hs, Py_ssize_t T, Py_ssize_t B,
+                                  Py_ssize_t H) except -1:
+    """The elements from one row of ``y`` to the next, an array that
+    :func:`layer_forward` may write the states into: of hs's dtype, shape (T, B, H),
+    writeable and aligned, its rows of H elements contiguous and evenly spaced
+    (0 where it has no element); ValueError or TypeError else."""
+    if not isinstance(y, cnp.ndarray):
+        raise TypeError(f"y must be an ndarray or None; got {type(y).__name__}")
+    cdef cnp.ndarray a = <cnp.ndarray>y
+    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(<cnp.ndarray>hs):
+        raise TypeError(f"y must be of dtype {hs.dtype}; got {a.dtype}")
+    if a.ndim != 3 or a.shape[0] != T or a.shape[1] != B or a.shape[2] != H:
+        raise ValueError(f"y must have shape ({T}, {B}, {H}); got {y.shape}")
+    if not cnp.PyArray_ISWRITEABLE(a) or not cnp.PyArray_ISALIGNED(a):
+        raise ValueError("y must be writeable and aligned")
+    if T * B * H == 0:
+        return 0
+    # the rows of y, in the order t·B + i, lie ``ld`` bytes apart
+    cdef Py_ssize_t item = a.itemsize, ld = H * item
+    if B > 1:
+        ld = a.strides[1]
+    elif T > 1:
+        ld = a.strides[0]
+    if (ld % item or ld < H * item or (H > 1 and a.strides[2] != item)
+            or (B > 1 and T > 1 and a.strides[0] != B * ld)):
+        raise ValueError(f"y's rows of {H} elements must be contiguous and evenly "
+                         f"spaced (strides (B·s, s, {item}) bytes); got strides "
+                         f"{y.strides}")
+    return ld // item
 
 
 cdef inline floating *row_of(const floating *base, Py_ssize_t row, Py_ssize_t rows,
@@ -390,6 +433,9 @@ cdef inline floating *rows_of(const floating *base, Py_ssize_t row, Py_ssize_t c
 # Rows this short or shorter (bytes) take the forward's activation pass over all rows
 # of a step at once (§59 of docs/perf-notes.md).
 DEF SHORT_ROW_BYTES = 256
+# A step's rows this long or longer (bytes) are copied into the forward's output ``y``
+# at that step; shorter ones after the last step (§68 of docs/perf-notes.md).
+DEF STEP_COPY_BYTES = 4096
 
 
 cdef inline int64_t shortest_length(const int64_t *lengths, Py_ssize_t row0,
@@ -403,14 +449,28 @@ cdef inline int64_t shortest_length(const int64_t *lengths, Py_ssize_t row0,
     return least
 
 
+cdef inline void copy_step(const floating *src, floating *dst, Py_ssize_t R,
+                           Py_ssize_t H, Py_ssize_t ldy) noexcept nogil:
+    """R rows of H elements, back to back at ``src``, to rows ``ldy`` apart at
+    ``dst``: one copy where they are back to back there too."""
+    cdef Py_ssize_t i
+    if ldy == H:
+        memcpy(dst, src, R * H * sizeof(floating))
+    else:
+        for i in range(R):
+            memcpy(dst + i * ldy, src + i * H, H * sizeof(floating))
+
+
 cdef int forward_steps(const floating *x, const floating *w_ih, const floating *w_hh,
                        const floating *b, const floating *h0, const int64_t *lengths,
                        floating *hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t K,
                        Py_ssize_t H, Py_ssize_t row0, Py_ssize_t row1, bint reverse,
-                       bint relu, bint projected) except -1:
+                       bint relu, bint projected, floating *y,
+                       Py_ssize_t ldy) except -1:
     """:func:`layer_forward` on C-ordered arrays given by their first elements (x
     (T, B, K), NULL if empty; w_ih (H, K), NULL if K = 0; w_hh (H, H); b (H,); h0
-    (B, H); lengths (B,); hs (T+1, B, H): NULL where B = 0), checked by the caller."""
+    (B, H); lengths (B,); hs (T+1, B, H): NULL where B = 0), checked by the caller;
+    y (T·B rows of H elements, ``ldy`` apart) NULL, or receiving each step's states."""
     cdef Py_ssize_t R = row1 - row0                # the rows this call runs
     cdef Py_ssize_t steps = (T + 1) * B            # the rows of hs
     # every choice is made for the whole batch, so that each row's bits do not depend
@@ -433,6 +493,10 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
     # (b then repeated R times in b_rows; longer rows keep reading the one b)
     cdef int64_t shortest = shortest_length(lengths, row0, row1)
     cdef floating *b_rows = NULL
+    # y's rows copied at each step, while in cache, where a step's rows fill a page at
+    # least; shorter ones after the last step (a copy per step would cost more calls
+    # than it saves reads: the whole of hs is then small)
+    cdef bint per_step = y != NULL and R * row_bytes >= STEP_COPY_BYTES
     cdef unsigned int csr
     try:
         w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
@@ -512,6 +576,18 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
                                               b)
                                 elif not (reverse and t == lengths[i]):  # h0's slot
                                     memset(h, 0, row_bytes)
+                        if per_step:
+                            copy_step(row_of(hs, (t + out_slot) * B + row0, steps, H),
+                                      row_of(y, t * B + row0, T * B, ldy), R, H, ldy)
+                    if y != NULL and not per_step and R:
+                        if R == B and ldy == H:         # all steps back to back in both
+                            memcpy(rows_of(y, 0, T * B, T * B, H),
+                                   rows_of(hs, out_slot * B, T * B, steps, H),
+                                   T * B * row_bytes)
+                        else:
+                            for t in range(T):
+                                copy_step(row_of(hs, (t + out_slot) * B + row0, steps, H),
+                                          row_of(y, t * B + row0, T * B, ldy), R, H, ldy)
             finally:
                 rnn_restore_mxcsr(csr)
     finally:
@@ -558,9 +634,13 @@ def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
         w_ih = cnp.PyArray_GETCONTIGUOUS(w_ih)
         w_hh = cnp.PyArray_GETCONTIGUOUS(w_hh)
     b = b_ih if b_hh is None else vector_sum(b_ih, b_hh)
-    cdef cnp.ndarray hs = forward_arrays(x, w_ih, w_hh, b, h0, lengths, relu)
+    # the output, written by the kernel as it goes (layer_forward's y)
+    cdef Sizes sz
+    cdef int typenum = layer_sizes(x, w_hh, &sz) if output else 0
+    y = new_array(3, sz.T, sz.B, sz.H, typenum == cnp.NPY_FLOAT32) if typenum else None
+    cdef cnp.ndarray hs = forward_arrays(x, w_ih, w_hh, b, h0, lengths, relu, y)
     if hs is None:                       # not all C arrays of one dtype: checked there
-        hs = layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu)
+        hs = layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu, y=y)
     cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = hs.shape[2]
     cdef size_t step_bytes = B * H * hs.itemsize
     cdef cnp.ndarray dst
@@ -573,11 +653,6 @@ def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
                              f"got {dst.dtype} {h_n.shape}")
         memcpy(cnp.PyArray_DATA(dst), <char *>cnp.PyArray_DATA(hs) + T * step_bytes,
                step_bytes)
-    y = None
-    if output:
-        y = new_array(3, T, B, H, cnp.PyArray_TYPE(hs) == cnp.NPY_FLOAT32)
-        memcpy(cnp.PyArray_DATA(<cnp.ndarray>y), <char *>cnp.PyArray_DATA(hs) + step_bytes,
-               T * step_bytes)
     return hs, (w_ih, w_hh, b), y
 
 
@@ -620,11 +695,12 @@ cdef int layer_sizes(x, w_hh, Sizes *sz) noexcept:
     return typenum
 
 
-cdef object forward_arrays(x, w_ih, w_hh, b, h0, lengths, bint relu):
-    """``layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu)`` for ndarrays that
-    are all C-contiguous, of one float dtype (lengths int64), with shapes that agree,
-    without a memoryview of each; None for any other arguments (:func:`layer_forward`
-    then checks them and says what is wrong)."""
+cdef object forward_arrays(x, w_ih, w_hh, b, h0, lengths, bint relu, y):
+    """``layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu, y=y)`` for ndarrays
+    that are all C-contiguous, of one float dtype (lengths int64), with shapes that
+    agree (y, if not None, a new (T, B, H) array of :func:`new_array`), without a
+    memoryview of each; None for any other arguments (:func:`layer_forward` then checks
+    them and says what is wrong)."""
     cdef Sizes sz
     cdef int typenum = layer_sizes(x, w_hh, &sz)
     cdef Py_ssize_t T = sz.T, B = sz.B, K = sz.K, H = sz.H
@@ -641,12 +717,14 @@ cdef object forward_arrays(x, w_ih, w_hh, b, h0, lengths, bint relu):
         forward_steps(<const float *>data_of(x), <const float *>data_of(w_ih),
                       <const float *>data_of(w_hh), <const float *>data_of(b),
                       <const float *>data_of(h0), <const int64_t *>data_of(lengths),
-                      <float *>data_of(hs), T, B, K, H, 0, B, False, relu, False)
+                      <float *>data_of(hs), T, B, K, H, 0, B, False, relu, False,
+                      NULL if y is None else <float *>data_of(y), H)
     else:
         forward_steps(<const double *>data_of(x), <const double *>data_of(w_ih),
                       <const double *>data_of(w_hh), <const double *>data_of(b),
                       <const double *>data_of(h0), <const int64_t *>data_of(lengths),
-                      <double *>data_of(hs), T, B, K, H, 0, B, False, relu, False)
+                      <double *>data_of(hs), T, B, K, H, 0, B, False, relu, False,
+                      NULL if y is None else <double *>data_of(y), H)
     return hs
 
 

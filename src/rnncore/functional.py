@@ -432,12 +432,18 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
             keep_states = not k or (last and D == 2 and merge_mode == "mul")
             states.append(hs_dirs if keep_states else [None] * D)
         elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
-            hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps, False,
-                                      relu)
+            if last and T == full_T and cell_type.writes_output(module):
+                # the output, its rows copied by the kernel step by step while in cache
+                owned = np.empty((T, B, P), cfg.dtype)
+                hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps,
+                                          False, relu, y=owned)
+            else:
+                hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps,
+                                          False, relu)
             finals[0][first] = hs[T] if padded is None else hs[steps, np.arange(B)]
             states.append([hs])
             saved.append(_NOTHING_SAVED)
-            layer_in = hs[1:]
+            layer_in = hs[1:] if owned is None else owned
         else:
             # the output of a last one-direction layer, also copied by its threads
             if D == 1 and last and T == full_T:
