@@ -18,6 +18,13 @@ def dtype(request):
     return request.param
 
 
+# H: a step's 13 rows shorter than a page (copied after the last step), and filling
+# pages (copied at each step; a range of 5 rows too in float64)
+@pytest.fixture(params=[20, 160], ids=["after-last-step", "at-each-step"])
+def H(request):
+    return request.param
+
+
 def layer(dtype, T=7, B=13, K=9, H=20, seed=0):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((T, B, K)).astype(dtype),
@@ -33,28 +40,28 @@ def states_of_steps(hs, reverse):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_y_holds_the_states_of_every_step(dtype, reverse):
-    args = layer(dtype) + (reverse, False)
-    y = np.full((7, 13, 20), np.nan, dtype)
+def test_y_holds_the_states_of_every_step(dtype, reverse, H):
+    args = layer(dtype, H=H) + (reverse, False)
+    y = np.full((7, 13, H), np.nan, dtype)
     hs = _kernels.layer_forward(*args, y=y)
     np.testing.assert_array_equal(y, states_of_steps(hs, reverse))
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_y_as_a_directions_columns_gets_them_and_leaves_the_others(dtype, reverse):
-    args = layer(dtype) + (reverse, False)
-    output = np.full((7, 13, 3 * 20), np.nan, dtype)
-    hs = _kernels.layer_forward(*args, y=output[:, :, 20:40])
-    np.testing.assert_array_equal(output[:, :, 20:40], states_of_steps(hs, reverse))
-    assert np.isnan(output[:, :, :20]).all() and np.isnan(output[:, :, 40:]).all()
+def test_y_as_a_directions_columns_gets_them_and_leaves_the_others(dtype, reverse, H):
+    args = layer(dtype, H=H) + (reverse, False)
+    output = np.full((7, 13, 3 * H), np.nan, dtype)
+    hs = _kernels.layer_forward(*args, y=output[:, :, H:2 * H])
+    np.testing.assert_array_equal(output[:, :, H:2 * H], states_of_steps(hs, reverse))
+    assert np.isnan(output[:, :, :H]).all() and np.isnan(output[:, :, 2 * H:]).all()
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_rows_run_in_ranges_write_only_their_rows_of_y(dtype, reverse):
-    args = layer(dtype) + (reverse, False)
+def test_rows_run_in_ranges_write_only_their_rows_of_y(dtype, reverse, H):
+    args = layer(dtype, H=H) + (reverse, False)
     whole = _kernels.layer_forward(*args)
     out = np.empty_like(whole)
-    y = np.full((7, 13, 20), np.nan, dtype)
+    y = np.full((7, 13, H), np.nan, dtype)
     _kernels.layer_forward(*args, out=out, rows=(0, 5), y=y)
     np.testing.assert_array_equal(y[:, :5], states_of_steps(whole, reverse)[:, :5])
     assert np.isnan(y[:, 5:]).all()
