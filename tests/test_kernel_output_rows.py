@@ -1,9 +1,10 @@
-"""The Elman kernel's forward copies each step's states into an output array as it goes.
+"""The kernels' forwards copy each step's states into an output array as they go.
 
-``layer_forward(..., y=...)`` writes the states of steps 0..T-1 (hs[1:], in reverse
-hs[:T]) into ``y`` step by step, while they are in cache, instead of the walker copying
-hs afterwards: ``y`` must then hold exactly that copy, for whole batches and ranges of
-rows, for a layer's output and a bidirectional direction's columns of it.
+``layer_forward(..., y=...)``, ``lstm_layer_forward`` and ``gru_layer_forward`` write
+the states of steps 0..T-1 (hs[1:], in reverse hs[:T]) into ``y`` step by step, while
+they are in cache, instead of the walker copying hs afterwards: ``y`` must then hold
+exactly that copy, for whole batches and ranges of rows, for a layer's output and a
+bidirectional direction's columns of it.
 """
 import numpy as np
 import pytest
@@ -35,38 +36,76 @@ def layer(dtype, T=7, B=13, K=9, H=20, seed=0):
             rng.integers(0, T + 1, B).astype(np.int64))
 
 
-def states_of_steps(hs, reverse):
-    return hs[:-1] if reverse else hs[1:]
+class Cell:
+    """One cell's kernel forward on random arguments: its output rows are W wide."""
+
+    def __init__(self, name, dtype, H, reverse, T=7, B=13, K=9):
+        rng = np.random.default_rng(0)
+        G = {"rnn": 1, "lstm": 4, "lstm-proj": 4, "gru": 3}[name]
+        self.W = H // 2 if name == "lstm-proj" else H
+
+        def r(*shape, scale=1.0):
+            return (rng.standard_normal(shape) * scale).astype(dtype)
+        x, lengths = r(T, B, K), rng.integers(0, T + 1, B).astype(np.int64)
+        w_ih, w_hh, h0 = r(G * H, K, scale=0.3), r(G * H, self.W, scale=0.2), r(B, self.W)
+        if name == "rnn":
+            self.fn = _kernels.layer_forward
+            self.args = (x, w_ih, w_hh, r(H), h0, lengths, reverse, False)
+        elif name == "gru":
+            self.fn = _kernels.gru_layer_forward
+            self.args = (x, w_ih, w_hh, r(G * H), r(G * H), h0, lengths, reverse)
+        else:
+            self.fn = _kernels.lstm_layer_forward
+            w_hr = r(self.W, H, scale=0.2) if name == "lstm-proj" else None
+            self.args = (x, w_ih, w_hh, r(G * H), w_hr, h0, r(B, H), lengths, reverse)
+        self.shape = (T, B, self.W)
+        self.reverse = reverse
+
+    def __call__(self, **kwargs):
+        """The call's arrays (hs first), as a tuple for every cell."""
+        out = self.fn(*self.args, **kwargs)
+        return (out,) if isinstance(out, np.ndarray) else tuple(out)
+
+    def states_of_steps(self, hs):
+        return hs[:-1] if self.reverse else hs[1:]
+
+
+@pytest.fixture(params=["rnn", "lstm", "lstm-proj", "gru"])
+def cell(request):
+    return request.param
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_y_holds_the_states_of_every_step(dtype, reverse, H):
-    args = layer(dtype, H=H) + (reverse, False)
-    y = np.full((7, 13, H), np.nan, dtype)
-    hs = _kernels.layer_forward(*args, y=y)
-    np.testing.assert_array_equal(y, states_of_steps(hs, reverse))
+def test_y_holds_the_states_of_every_step(cell, dtype, reverse, H):
+    c = Cell(cell, dtype, H, reverse)
+    y = np.full(c.shape, np.nan, dtype)
+    hs = c(y=y)[0]
+    np.testing.assert_array_equal(y, c.states_of_steps(hs))
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_y_as_a_directions_columns_gets_them_and_leaves_the_others(dtype, reverse, H):
-    args = layer(dtype, H=H) + (reverse, False)
-    output = np.full((7, 13, 3 * H), np.nan, dtype)
-    hs = _kernels.layer_forward(*args, y=output[:, :, H:2 * H])
-    np.testing.assert_array_equal(output[:, :, H:2 * H], states_of_steps(hs, reverse))
-    assert np.isnan(output[:, :, :H]).all() and np.isnan(output[:, :, 2 * H:]).all()
+def test_y_as_a_directions_columns_gets_them_and_leaves_the_others(cell, dtype, reverse,
+                                                                  H):
+    c = Cell(cell, dtype, H, reverse)
+    W = c.W
+    output = np.full((7, 13, 3 * W), np.nan, dtype)
+    hs = c(y=output[:, :, W:2 * W])[0]
+    np.testing.assert_array_equal(output[:, :, W:2 * W], c.states_of_steps(hs))
+    assert np.isnan(output[:, :, :W]).all() and np.isnan(output[:, :, 2 * W:]).all()
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_rows_run_in_ranges_write_only_their_rows_of_y(dtype, reverse, H):
-    args = layer(dtype, H=H) + (reverse, False)
-    whole = _kernels.layer_forward(*args)
-    out = np.empty_like(whole)
-    y = np.full((7, 13, H), np.nan, dtype)
-    _kernels.layer_forward(*args, out=out, rows=(0, 5), y=y)
-    np.testing.assert_array_equal(y[:, :5], states_of_steps(whole, reverse)[:, :5])
+def test_rows_run_in_ranges_write_only_their_rows_of_y(cell, dtype, reverse, H):
+    c = Cell(cell, dtype, H, reverse)
+    whole = c()
+    out = tuple(np.empty_like(a) for a in whole)
+    out = out[0] if cell == "rnn" else out
+    y = np.full(c.shape, np.nan, dtype)
+    c(out=out, rows=(0, 5), y=y)
+    np.testing.assert_array_equal(y[:, :5], c.states_of_steps(whole[0])[:, :5])
     assert np.isnan(y[:, 5:]).all()
-    _kernels.layer_forward(*args, out=out, rows=(5, 13), y=y)
-    np.testing.assert_array_equal(y, states_of_steps(whole, reverse))
+    c(out=out, rows=(5, 13), y=y)
+    np.testing.assert_array_equal(y, c.states_of_steps(whole[0]))
 
 
 @pytest.mark.parametrize("T, B", [(1, 1), (1, 4), (5, 1)])

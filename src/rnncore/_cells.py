@@ -78,8 +78,8 @@ class _Cell:
     def writes_output(self, module) -> bool:
         """Whether the backend's forward of this cell copies each step's states into
         an output array itself (``run_forward(output=...)``), as soon as they are
-        computed, rather than the walker after the whole sequence."""
-        return False
+        computed, rather than the walker after the whole sequence: the kernels'."""
+        return getattr(module, "FORWARD_WRITES_OUTPUT", False)
 
     def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu,
                  dx=None):
@@ -115,10 +115,14 @@ class _Cell:
         return {}
 
 
-def _part(out, rows, projected) -> dict:
-    """The kernels' arguments of a forward that runs some rows into ``out``; none for
-    a whole call (which the reference runs too)."""
-    return {} if out is None else {"out": out, "rows": rows, "projected": projected}
+def _part(out, rows, projected, output=None) -> dict:
+    """The kernels' arguments of a forward that runs some rows into ``out`` and copies
+    its states into ``output``; none for a whole call without them (which the
+    reference runs too)."""
+    part = {} if out is None else {"out": out, "rows": rows, "projected": projected}
+    if output is not None:
+        part["y"] = output
+    return part
 
 
 def _empty(dtype, *shapes):
@@ -146,9 +150,6 @@ class _Elman(_Cell):
             w_hh = np.ascontiguousarray(arrays[i_hh])
         b = plan.zero_bias if i_bih is None else arrays[i_bih] + arrays[i_bhh]
         return w_ih, w_hh, b
-
-    def writes_output(self, module):
-        return getattr(module, "FORWARD_WRITES_OUTPUT", False)
 
     def run_forward(self, module, x, w, s0, lengths, reverse, relu, out=None, rows=None,
                     projected=False, output=None):
@@ -191,9 +192,9 @@ class _LSTM(_Cell):
         return w_ih, w_hh, plan.zero_bias if b_ih is None else b_ih + b_hh, w_hr
 
     def run_forward(self, module, x, w, s0, lengths, reverse, relu, out=None, rows=None,
-                    projected=False):
+                    projected=False, output=None):
         hs, cs, gates = module.lstm_layer_forward(x, *w, s0[0], s0[1], lengths, reverse,
-                                                  **_part(out, rows, projected))
+                                                  **_part(out, rows, projected, output))
         return hs, (cs, gates)
 
     def seqs(self, hs, saved):
@@ -247,9 +248,9 @@ class _GRU(_Cell):
         return w_ih, w_hh, b_ih, b_hh
 
     def run_forward(self, module, x, w, s0, lengths, reverse, relu, out=None, rows=None,
-                    projected=False):
+                    projected=False, output=None):
         hs, saved = module.gru_layer_forward(x, *w, s0[0], lengths, reverse,
-                                             **_part(out, rows, projected))
+                                             **_part(out, rows, projected, output))
         return hs, (saved,)
 
     def run_backward(self, module, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):

@@ -36,10 +36,12 @@ cdef int gated_forward(CellKind kind, const floating[:, :, ::1] x,
                        bint reverse, Py_ssize_t H, Py_ssize_t P,
                        floating[:, :, ::1] hs, floating[:, :, ::1] cs,
                        floating[:, :, ::1] saved, Py_ssize_t row0, Py_ssize_t row1,
-                       bint projected) except -1:
+                       bint projected, floating *y, Py_ssize_t ldy) except -1:
     """The forward loop of both cells over batch rows [row0, row1), into hs, cs (LSTM)
-    and saved; with ``projected`` saved holds x W_ihᵀ already. Arguments checked by the
-    caller; w_hr, c0, b2 and cs are placeholders where the cell has none."""
+    and saved; with ``projected`` saved holds x W_ihᵀ already; each step's h_t copied
+    into the output ``y`` (NULL: none; rows ``ldy`` apart) as :func:`forward_steps`
+    does. Arguments checked by the caller; w_hr, c0, b2 and cs are placeholders where
+    the cell has none."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], R = row1 - row0
     cdef bint lstm = kind == LSTM_CELL
     cdef Py_ssize_t GH = (4 if lstm else 3) * H, S = 4 * H, W = P if P else H
@@ -59,6 +61,7 @@ cdef int gated_forward(CellKind kind, const floating[:, :, ::1] x,
     cdef int prev = 1 if reverse else 0            # hs index of h_{t-1} is t + prev
     cdef int out = 0 if reverse else 1             # hs index of h_t is t + out
     cdef Py_ssize_t extra = T if reverse else 0    # the slot no step writes
+    cdef bint per_step = copies_each_step(y, R, W, sizeof(floating))
     cdef unsigned int csr
     try:
         packed_hh = <floating *>workspace(rnn_packed_size(W, <int>GH, plan.nr)
@@ -119,6 +122,10 @@ cdef int gated_forward(CellKind kind, const floating[:, :, ::1] x,
                     for i in range(row0, row1):
                         if t < lengths[i]:
                             memcpy(&hs[t + out, i, 0], &mp[i - row0, 0], row)
+                if per_step:
+                    copy_states(&hs[0, 0, 0], y, t, t + 1, T, B, row0, R, W, ldy, out)
+            if y != NULL and not per_step and R:
+                copy_states(&hs[0, 0, 0], y, 0, T, T, B, row0, R, W, ldy, out)
             rnn_restore_mxcsr(csr)
     finally:
         release(packed_hh)

@@ -86,13 +86,16 @@ def lstm_layer_forward(const floating[:, :, ::1] x,     # IN  (T, B, K), 0 at pa
                        bint reverse,
                        out=None,                        # OUT (hs, cs, gates), optional
                        rows=None,                       # (row0, row1), optional
-                       bint projected=False):
+                       bint projected=False,
+                       y=None):                         # OUT (T, B, P or H), optional
     """Run one LSTM layer in one direction; see ``cells.lstm.layer_forward``.
 
     With ``out`` and ``rows`` the call runs rows [row0, row1) of the batch into the
     arrays of ``out`` (the other rows are left as they are), each row with the same
     bits whatever range it runs in; with ``projected``, ``out``'s gates hold the input
     projection already (:func:`input_projection`) and the call runs the recurrence.
+    ``y`` receives the states of steps 0..T-1 of the rows run, as in
+    :func:`layer_forward`.
 
     Returns
     -------
@@ -120,8 +123,11 @@ def lstm_layer_forward(const floating[:, :, ::1] x,     # IN  (T, B, K), 0 at pa
     expect_shape("hs", 3, hs.shape, sz.T + 1, sz.B, W, sz, "x and w_hh")
     expect_shape("cs", 3, cs.shape, sz.T + 1, sz.B, H, sz, "x and w_hh")
     expect_shape("gates", 3, gates.shape, sz.T, sz.B, 4 * H, sz, "x and w_hh")
+    cdef Py_ssize_t ldy = (0 if y is None
+                           else output_row_stride(y, arrays[0], sz.T, sz.B, W))
     gated_forward(LSTM_CELL, x, w_ih, w_hh, b, b, w_hr_v, h0, c0, lengths, reverse, H, P,
-                  hs, cs, gates, row0, row1, projected)
+                  hs, cs, gates, row0, row1, projected,
+                  <floating *>cnp.PyArray_DATA(<cnp.ndarray>y) if ldy else NULL, ldy)
     return arrays
 
 
@@ -135,11 +141,12 @@ def gru_layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at pa
                       bint reverse,
                       out=None,                         # OUT (hs, saved), optional
                       rows=None,                        # (row0, row1), optional
-                      bint projected=False):
+                      bint projected=False,
+                      y=None):                          # OUT (T, B, H), optional
     """Run one GRU layer in one direction; see ``cells.gru.layer_forward``.
 
-    ``out``, ``rows`` and ``projected`` as for :func:`lstm_layer_forward` (``saved``
-    then holds the input projection).
+    ``out``, ``rows``, ``projected`` and ``y`` as for :func:`lstm_layer_forward`
+    (``saved`` then holds the input projection).
 
     Returns
     -------
@@ -163,8 +170,11 @@ def gru_layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at pa
     cdef floating[:, :, ::1] hs = arrays[0], saved = arrays[1]
     expect_shape("hs", 3, hs.shape, sz.T + 1, sz.B, H, sz, "x and w_hh")
     expect_shape("saved", 3, saved.shape, sz.T, sz.B, 4 * H, sz, "x and w_hh")
+    cdef Py_ssize_t ldy = (0 if y is None
+                           else output_row_stride(y, arrays[0], sz.T, sz.B, H))
     gated_forward(GRU_CELL, x, w_ih, w_hh, b_ih, b_hh, w_hh, h0, h0, lengths, reverse, H,
-                  0, hs, hs, saved, row0, row1, projected)
+                  0, hs, hs, saved, row0, row1, projected,
+                  <floating *>cnp.PyArray_DATA(<cnp.ndarray>y) if ldy else NULL, ldy)
     return arrays
 
 

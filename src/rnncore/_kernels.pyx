@@ -449,16 +449,33 @@ cdef inline int64_t shortest_length(const int64_t *lengths, Py_ssize_t row0,
     return least
 
 
-cdef inline void copy_step(const floating *src, floating *dst, Py_ssize_t R,
-                           Py_ssize_t H, Py_ssize_t ldy) noexcept nogil:
-    """R rows of H elements, back to back at ``src``, to rows ``ldy`` apart at
-    ``dst``: one copy where they are back to back there too."""
-    cdef Py_ssize_t i
-    if ldy == H:
-        memcpy(dst, src, R * H * sizeof(floating))
-    else:
-        for i in range(R):
-            memcpy(dst + i * ldy, src + i * H, H * sizeof(floating))
+cdef int copy_states(const floating *hs, floating *y, Py_ssize_t t0, Py_ssize_t t1,
+                     Py_ssize_t T, Py_ssize_t B, Py_ssize_t row0, Py_ssize_t R,
+                     Py_ssize_t W, Py_ssize_t ldy, int out_slot) except -1 nogil:
+    """The states of steps [t0, t1) of rows [row0, row0 + R) — hs (T+1, B, W), step
+    t's in slot t + ``out_slot`` — into a forward's output ``y``, row t·B + i of which
+    starts at y + (t·B + i)·ldy: one copy where the rows lie back to back in both."""
+    cdef Py_ssize_t t, i, steps = (T + 1) * B
+    if R == B and ldy == W:
+        memcpy(rows_of(y, t0 * B, (t1 - t0) * B, T * B, W),
+               rows_of(hs, (t0 + out_slot) * B, (t1 - t0) * B, steps, W),
+               (t1 - t0) * B * W * sizeof(floating))
+        return 0
+    for t in range(t0, t1):
+        for i in range(row0, row0 + R):
+            memcpy(row_of(y, t * B + i, T * B, ldy), row_of(hs, (t + out_slot) * B + i,
+                                                           steps, W),
+                   W * sizeof(floating))
+    return 0
+
+
+cdef inline bint copies_each_step(const void *y, Py_ssize_t R, Py_ssize_t W,
+                                  size_t itemsize) noexcept nogil:
+    """Whether a forward copies its states into ``y`` (not NULL) at each step, while
+    they are in cache: where a step's rows fill a page at least. Shorter ones are
+    copied after the last step (a copy per step would cost more calls than it saves
+    reads: the whole of hs then stays in cache)."""
+    return y != NULL and R * W * itemsize >= STEP_COPY_BYTES
 
 
 cdef int forward_steps(const floating *x, const floating *w_ih, const floating *w_hh,
@@ -493,10 +510,7 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
     # (b then repeated R times in b_rows; longer rows keep reading the one b)
     cdef int64_t shortest = shortest_length(lengths, row0, row1)
     cdef floating *b_rows = NULL
-    # y's rows copied at each step, while in cache, where a step's rows fill a page at
-    # least; shorter ones after the last step (a copy per step would cost more calls
-    # than it saves reads: the whole of hs is then small)
-    cdef bint per_step = y != NULL and R * row_bytes >= STEP_COPY_BYTES
+    cdef bint per_step = copies_each_step(y, R, H, sizeof(floating))
     cdef unsigned int csr
     try:
         w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
@@ -577,17 +591,9 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
                                 elif not (reverse and t == lengths[i]):  # h0's slot
                                     memset(h, 0, row_bytes)
                         if per_step:
-                            copy_step(row_of(hs, (t + out_slot) * B + row0, steps, H),
-                                      row_of(y, t * B + row0, T * B, ldy), R, H, ldy)
+                            copy_states(hs, y, t, t + 1, T, B, row0, R, H, ldy, out_slot)
                     if y != NULL and not per_step and R:
-                        if R == B and ldy == H:         # all steps back to back in both
-                            memcpy(rows_of(y, 0, T * B, T * B, H),
-                                   rows_of(hs, out_slot * B, T * B, steps, H),
-                                   T * B * row_bytes)
-                        else:
-                            for t in range(T):
-                                copy_step(row_of(hs, (t + out_slot) * B + row0, steps, H),
-                                          row_of(y, t * B + row0, T * B, ldy), R, H, ldy)
+                        copy_states(hs, y, 0, T, T, B, row0, R, H, ldy, out_slot)
             finally:
                 rnn_restore_mxcsr(csr)
     finally:
