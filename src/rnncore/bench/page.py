@@ -172,6 +172,10 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "(G = 4 for LSTM, 3 for GRU: 2·T·B·G·H·(K+H) per direction forward); `×NumPy` "
         "divides by the NumPy reference, there being no plain-NumPy gated RNN; "
         "`torch+rnncore` is `rnncore.torch.LSTM` or `GRU`, timed as stock torch.",
+        "- A two-thread row's \"own 1-thread\" divisor is rnncore on one thread at the "
+        "same case, timed in that row's own interleaved rounds (rnncore's thread count "
+        "set to 1 around each call), not the one-thread row timed minutes earlier: on a "
+        "machine whose speed drifts, the two times then share the drift.",
         "- Two-thread rows need both CPUs free of other work: with other load on the "
         "machine (the header gives the load average) they show contention, not scaling, "
         "NumPy's 2-thread OpenBLAS most of all.",
