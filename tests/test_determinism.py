@@ -323,5 +323,5 @@ def test_a_deterministic_call_raises_where_numpys_blas_cannot_be_narrowed(monkey
     with pytest.raises(RuntimeError, match=r"deterministic=True needs NumPy's BLAS "
                                            r"\(/lib/libstuck.so\) on 1 thread.*stays on 2"):
         F.forward(x, params, lengths=lengths, backend="numpy")
-    assert _parallel._numpy_users == 0
+    assert _parallel._NUMPY_BLAS.users == 0
     F.forward(x, params, lengths=lengths, backend="numpy", deterministic=False)

@@ -493,39 +493,72 @@ def _run_parts(calls):
     return [result for result, _ in outcomes]
 
 
-_blas_users = 0
-_blas_saved = 1
+class _OneThread:
+    """A BLAS narrowed to one thread for as long as any of its users runs.
 
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """One BLAS thread while the directions run on two threads of their own.
-
-    Two directions each calling a 2-thread OpenBLAS oversubscribe the cores (medium-bi
-    measured 24.1 ms against 18.7 ms with one BLAS thread). OpenBLAS has only a
-    process-wide setting, so concurrent users share one count and the last one out
-    restores the size it found.
+    OpenBLAS has only a process-wide setting, so concurrent users share one count: the
+    first narrows it, the last one out restores what the first found. ``read()`` gives
+    the setting, ``narrow()`` sets one thread (raising, if it cannot, after the
+    setting is restored), ``restore(saved)`` puts ``read()``'s value back. ``users``
+    is counted before the BLAS is narrowed: :func:`exact_blas`, reading it without
+    the lock, never sees one thread and no user (which it would take for the
+    caller's own setting, and leave to be restored under it).
     """
-    global _blas_users, _blas_saved
-    kernels = _kernels()
-    if kernels is None:
-        yield
-        return
-    with _lock:
-        # counted before the BLAS is narrowed: exact_blas, reading both without the
-        # lock, never sees one thread and no user (which it would take for the
-        # caller's own setting, and leave to be restored under it)
-        _blas_users += 1
-        if _blas_users == 1:
-            _blas_saved = kernels.blas_threads()
-            kernels.set_blas_threads(1)
-    try:
-        yield
-    finally:
+
+    def __init__(self, read, narrow, restore):
+        self.users = 0
+        self.saved = None
+        self._read, self._narrow, self._restore = read, narrow, restore
+
+    @contextlib.contextmanager
+    def held(self):
         with _lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                kernels.set_blas_threads(_blas_saved)
+            self.users += 1
+            if self.users == 1:
+                self.saved = self._read()
+                try:
+                    self._narrow()
+                except BaseException:
+                    self.users -= 1
+                    self._restore(self.saved)
+                    raise
+        try:
+            yield
+        finally:
+            with _lock:
+                self.users -= 1
+                if self.users == 0:
+                    self._restore(self.saved)
+
+    def after_fork_in_child(self) -> None:
+        """A child of ``fork`` has none of the parent's calls in flight: no user, and
+        the setting they found."""
+        if self.users:
+            self.users = 0
+            self._restore(self.saved)
+
+
+def _kernel_blas_threads() -> int:
+    kernels = _kernels_module()
+    return 1 if kernels is None else kernels.blas_threads()
+
+
+def _set_kernel_blas_threads(n: int) -> None:
+    kernels = _kernels_module()
+    if kernels is not None:
+        kernels.set_blas_threads(n)
+
+
+# the kernels' OpenBLAS (nothing to narrow without a build)
+_KERNEL_BLAS = _OneThread(_kernel_blas_threads, lambda: _set_kernel_blas_threads(1),
+                          _set_kernel_blas_threads)
+
+
+def _single_threaded_blas():
+    """One BLAS thread (the kernels') while the directions run on two threads of their
+    own: two directions each calling a 2-thread OpenBLAS oversubscribe the cores
+    (medium-bi measured 24.1 ms against 18.7 ms with one BLAS thread)."""
+    return _KERNEL_BLAS.held()
 
 
 def step_parts_are_exact(module, B: int, H: int, dtype, rows: int = -1) -> bool:
@@ -558,10 +591,10 @@ def exact_blas(module, deterministic: bool = True):
     # another call holding the BLAS at one thread counts as several: it restores them
     # when it ends, perhaps before this call does
     if module is _kernels_module():
-        return (_single_threaded_blas() if _blas_users or module.blas_threads() > 1
+        return (_KERNEL_BLAS.held() if _KERNEL_BLAS.users or module.blas_threads() > 1
                 else _NO_CHANGE)
-    if _numpy_users or any(c.num_threads > 1 for c in _numpy_blas()):
-        return _single_threaded_numpy_blas()
+    if _NUMPY_BLAS.users or any(c.num_threads > 1 for c in _numpy_blas()):
+        return _NUMPY_BLAS.held()
     return _NO_CHANGE
 
 
@@ -601,39 +634,21 @@ def _numpy_blas():
     return _numpy_blas_controllers
 
 
-_numpy_users = 0
-_numpy_saved: list[int] = []
+def _narrow_numpy_blas() -> None:
+    for c in _numpy_blas():
+        _set_threads(c, 1)
+        _check_threads(c, 1)
 
 
-@contextlib.contextmanager
-def _single_threaded_numpy_blas():
-    """NumPy's BLAS on one thread while a deterministic NumPy-backend backward runs;
-    concurrent users share one count and the last one out restores the sizes it
-    found (as :func:`_single_threaded_blas` does for the kernels' OpenBLAS). Raises
-    RuntimeError, having restored them, where a BLAS stays on several threads."""
-    global _numpy_users, _numpy_saved
-    controllers = _numpy_blas()
-    with _lock:
-        _numpy_users += 1               # counted first, as in _single_threaded_blas
-        if _numpy_users == 1:
-            _numpy_saved = [c.num_threads for c in controllers]
-            try:
-                for c in controllers:
-                    _set_threads(c, 1)
-                    _check_threads(c, 1)
-            except BaseException:
-                _numpy_users -= 1
-                for c, n in zip(controllers, _numpy_saved):
-                    _set_threads(c, n)
-                raise
-    try:
-        yield
-    finally:
-        with _lock:
-            _numpy_users -= 1
-            if _numpy_users == 0:
-                for c, n in zip(controllers, _numpy_saved):
-                    _set_threads(c, n)
+def _restore_numpy_blas(saved) -> None:
+    for c, n in zip(_numpy_blas(), saved):
+        _set_threads(c, n)
+
+
+# NumPy's BLAS, while a deterministic NumPy-backend call runs; RuntimeError (the sizes
+# restored) where a BLAS stays on several threads
+_NUMPY_BLAS = _OneThread(lambda: [c.num_threads for c in _numpy_blas()],
+                         _narrow_numpy_blas, _restore_numpy_blas)
 
 
 # The names OpenBLAS builds give their symbols: openblas_set_num_threads, NumPy's
@@ -700,18 +715,11 @@ def _after_fork_in_child() -> None:
     count of BLAS users and one-thread OpenBLAS setting the child must not inherit.
     The thread count of :func:`set_num_threads` is kept.
     """
-    global _lock, _pool, _blas_users, _numpy_users
+    global _lock, _pool
     _lock = threading.Lock()
     _pool = None
-    if _numpy_users:
-        _numpy_users = 0
-        for c, n in zip(_numpy_blas(), _numpy_saved):
-            c.set_num_threads(n)
-    if _blas_users:
-        _blas_users = 0
-        kernels = _kernels()
-        if kernels is not None:
-            kernels.set_blas_threads(_blas_saved)
+    _NUMPY_BLAS.after_fork_in_child()
+    _KERNEL_BLAS.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
