@@ -200,6 +200,18 @@ def test_two_thread_target_divides_by_the_one_thread_calls_of_its_own_rounds():
         ("≥1.8× own 1-thread", pytest.approx(1.85), True)]
 
 
+def test_a_two_thread_lengths_row_compares_the_implementations_not_the_divisor():
+    case = with_lengths(GRID["medium-2t"])
+    padded = Result(GRID["medium-2t"], {("cython", "fb"): np.array([1.0]),
+                                        (ONE_THREAD, "fb"): np.array([1.9]),
+                                        ("torch", "fb"): np.array([2.0])})
+    row = Result(case, {("cython", "fb"): np.array([1.05]),
+                        (ONE_THREAD, "fb"): np.array([2.0]),
+                        ("torch", "fb"): np.array([3.0])})
+    labels = [c[0] for c in comparisons(row, {"medium-2t": padded}, "fb")]
+    assert labels == ["torch ÷ padded"]
+
+
 def test_one_thread_runner_runs_rnncore_on_one_thread_and_restores_the_cases():
     seen = []
     call = _on_one_thread(lambda: seen.append(get_num_threads()), 2)

@@ -397,7 +397,7 @@ def comparisons(result, by_name: dict, mode: str) -> list[tuple[str, float, str]
     if case.lengths:
         for impl in dict.fromkeys(i for i, m in result.times if m == mode):
             r = _ratio(result, by_name.get(case.padded), impl, mode)
-            if impl != "cython" and r is not None:
+            if impl not in ("cython", ONE_THREAD) and r is not None:
                 out.append((f"{impl} ÷ padded", r, "{:.2f}×"))
     if case.cell != "rnn" and case.threads == 2:
         r = _one_thread_ratio(result, by_name, mode)
