@@ -68,18 +68,27 @@ class _Cell:
         if parts > 1:
             return _parallel.forward_direction(self, module, parts, x, w, s0, lengths,
                                                reverse, relu, output, out)
-        if output is not None and self.writes_output(module):
-            return self.run_forward(module, x, w, s0, lengths, reverse, relu, out=out,
-                                    output=output)
-        hs, saved = self.run_forward(module, x, w, s0, lengths, reverse, relu, out=out)
-        _parallel._copy_rows(hs, (0, hs.shape[1]), reverse, output)
-        return hs, saved
+        return self.run_forward_into(module, x, w, s0, lengths, reverse, relu, output,
+                                     out=out)
 
     def writes_output(self, module) -> bool:
         """Whether the backend's forward of this cell copies each step's states into
         an output array itself (``run_forward(output=...)``), as soon as they are
         computed, rather than the walker after the whole sequence: the kernels'."""
         return getattr(module, "FORWARD_WRITES_OUTPUT", False)
+
+    def run_forward_into(self, module, x, w, s0, lengths, reverse, relu, output, out=None,
+                         rows=None, projected=False):
+        """:meth:`run_forward`, the states of steps 0..T-1 of the rows run (``rows``,
+        else all) also copied into ``output`` (T, B, W) if given: by the backend as it
+        goes where it :meth:`writes_output`, else from hs afterwards."""
+        if output is not None and self.writes_output(module):
+            return self.run_forward(module, x, w, s0, lengths, reverse, relu, out=out,
+                                    rows=rows, projected=projected, output=output)
+        hs, saved = self.run_forward(module, x, w, s0, lengths, reverse, relu, out=out,
+                                     rows=rows, projected=projected)
+        _parallel._copy_rows(hs, rows or (0, hs.shape[1]), reverse, output)
+        return hs, saved
 
     def backward(self, module, parts, x, w, hs, saved, dy, ds_n, lengths, reverse, relu,
                  dx=None):
@@ -153,11 +162,9 @@ class _Elman(_Cell):
 
     def run_forward(self, module, x, w, s0, lengths, reverse, relu, out=None, rows=None,
                     projected=False, output=None):
-        if out is None and output is None:
-            return module.layer_forward(x, *w, s0[0], lengths, reverse, relu), ()
         return module.layer_forward(x, *w, s0[0], lengths, reverse, relu,
-                                    out=None if out is None else out[0], rows=rows,
-                                    projected=projected, y=output), ()
+                                    **_part(None if out is None else out[0], rows,
+                                            projected, output)), ()
 
     def run_backward(self, module, x, w, hs, saved, dy, ds_n, lengths, reverse, relu):
         dh0, dw_ih, dw_hh, db, delta = module.layer_backward(

@@ -647,6 +647,8 @@ def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
     cdef cnp.ndarray hs = forward_arrays(x, w_ih, w_hh, b, h0, lengths, relu, y)
     if hs is None:                       # not all C arrays of one dtype: checked there
         hs = layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu, y=y)
+    if output and y is None:             # sizes layer_sizes could not read off x, w_hh
+        y = hs[1:].copy()
     cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = hs.shape[2]
     cdef size_t step_bytes = B * H * hs.itemsize
     cdef cnp.ndarray dst

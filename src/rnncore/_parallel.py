@@ -331,13 +331,8 @@ def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
 def _recurrence_rows(cell, module, x, w, s0, lengths, reverse, relu, out, rows, output):
     """Rows [rows[0], rows[1]) of a projected recurrence into ``out``; their states
     copied into ``output`` if given (see :func:`forward_direction`)."""
-    if output is not None and cell.writes_output(module):
-        cell.run_forward(module, x, w, s0, lengths, reverse, relu, out=out, rows=rows,
-                         projected=True, output=output)
-        return
-    cell.run_forward(module, x, w, s0, lengths, reverse, relu, out=out, rows=rows,
-                     projected=True)
-    _copy_rows(out[0], rows, reverse, output)
+    cell.run_forward_into(module, x, w, s0, lengths, reverse, relu, output, out=out,
+                          rows=rows, projected=True)
 
 
 def _copy_rows(hs, rows, reverse, output):

@@ -397,7 +397,7 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
 
     weights, inputs, states, saved = [], [], [], []
     initial = [] if chunk else None
-    owned = None                         # the output, when its layer's threads made it
+    owned = None                         # the output, when written as its layer ran
     layer_in = x
     for layer in range(cfg.num_layers):
         first = layer * D                # the index in h0 and h_n of the forward one
@@ -405,18 +405,19 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
         inputs.append(layer_in)
         parts = _parts(module, layer_in, H, D, cfg.G, P)
         last = layer == cfg.num_layers - 1
-        # the output of a bidirectional layer whose directions are concatenated: the
-        # states copied into its columns by the threads that ran them (§60 of
-        # docs/perf-notes.md)
-        owned = (np.empty((T, B, D * P), cfg.dtype)
-                 if D == 2 and not (last and merge_mode != "concat") else None)
+        # the output, written as the states are computed (by the kernels step by step,
+        # else by the threads that ran them: §60, §68 of docs/perf-notes.md), of a
+        # bidirectional layer whose directions are concatenated, or of a last
+        # one-direction layer whose states the record keeps (all of them, no
+        # checkpoints: the caller's output is then a copy of them)
+        if D == 2:
+            written = not (last and merge_mode != "concat")
+        else:
+            written = last and T == full_T and not k
+        owned = np.empty((T, B, D * P), cfg.dtype) if written else None
         if chunk:
             # private copies: the final states double as the zero initial states
             initial.append([[s[first + d].copy() for s in states0] for d in range(D)])
-            # the output of a last one-direction layer whose states the record keeps,
-            # also copied chunk by chunk by the threads that ran them
-            if D == 1 and last and T == full_T and not k:
-                owned = np.empty((T, B, P), cfg.dtype)
             outs = _each_direction(
                 _chunks.forward_direction,
                 [(cell_type, module, parts, layer_in, w, initial[layer][d], steps, d == 1,
@@ -432,22 +433,19 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
             keep_states = not k or (last and D == 2 and merge_mode == "mul")
             states.append(hs_dirs if keep_states else [None] * D)
         elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
-            if last and T == full_T and cell_type.writes_output(module):
-                # the output, its rows copied by the kernel step by step while in cache
-                owned = np.empty((T, B, P), cfg.dtype)
+            if owned is not None and cell_type.writes_output(module):
                 hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps,
                                           False, relu, y=owned)
             else:
                 hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps,
                                           False, relu)
+                if owned is not None:
+                    owned[...] = hs[1:]
             finals[0][first] = hs[T] if padded is None else hs[steps, np.arange(B)]
             states.append([hs])
             saved.append(_NOTHING_SAVED)
             layer_in = hs[1:] if owned is None else owned
         else:
-            # the output of a last one-direction layer, also copied by its threads
-            if D == 1 and last and T == full_T:
-                owned = np.empty((T, B, P), cfg.dtype)
             outs = _forward_layer(cell_type, module, parts, layer_in, ws, states0, first,
                                   steps, relu, cfg, owned)
             for d, (hs, cell_saved) in enumerate(outs):
@@ -462,10 +460,8 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
             owned[padded] = 0            # the reverse states hold h0 at the first padded
                                          # slot
         weights.append(ws)
-    output = layer_in
-    if D == 1 and not k and T == full_T and owned is None:
-        output = output.copy()          # a view of hs, which the record keeps (a
-                                        # shorter T: _all_steps copies it)
+    output = layer_in                   # owned, or (a shorter T) a view of hs, which
+                                        # _all_steps copies, or a checkpointed call's
     record = Record(plan, module, relu, weights, inputs, states, saved, steps, padded, T,
                     B, batch_first, unbatched, "concat" if D == 1 else merge_mode,
                     bool(deterministic), chunk, initial, full_T)
