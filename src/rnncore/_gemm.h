@@ -32,6 +32,7 @@
 #define RNN_G_WIDE 4        /* panels a single row runs against at once */
 #define RNN_G_PACKJ 8       /* columns packed together when they are strided */
 #define RNN_G_PREFETCH 8    /* steps of k ahead the micro-kernel asks for B's panel */
+#define RNN_G_APREFETCH 8   /* steps of k ahead a packing of Δᵀ asks for its rows */
 #define RNN_G_INPLACE_BYTES 256  /* B of whole panels with rows this short: read in place */
 
 /* Elements of a packed K×N matrix in panels of nr columns. */
@@ -95,23 +96,42 @@ static void rnn_pack_t_d(long K, int np, int nr, const double *restrict m, long 
 
 #define RNN_GPACK(NAME, T, PACK_T)                                                  \
 /* Pack the K×N matrix whose element (k, j) is m[k·sk + j·sc] into nr-column panels. \
- * Where the columns are contiguous (sc = 1) a panel is copied row by row; else      \
+ * Where the columns are contiguous (sc = 1) rows of m are copied in pieces; else    \
  * (Wᵀ read off a row-major W) in groups of RNN_G_PACKJ columns, each a run of m     \
  * in memory: a whole panel's nr runs at a stride of 4 KB or more would map onto    \
  * the same few L1 sets and evict each other between consecutive k. */              \
 static void NAME(long K, int N, int nr, const T *restrict m, long sk, long sc,      \
                  T *restrict out)                                                   \
 {                                                                                   \
+    if (sc == 1) {                                                                  \
+        /* rows of m are runs: each read once, front to back, its nr-column pieces   \
+         * copied into their panels (row k of panel q at out + q·nr·K + k·nr); a     \
+         * panel at a time would read m down its columns, one line per row */       \
+        int whole = N / nr, rest = N - whole * nr;                                  \
+        long pstride = (long)nr * K;                                                \
+        for (long k = 0; k < K; k++) {                                              \
+            const T *row = m + k * sk;                                              \
+            T *o = out + k * nr;                                                    \
+            if (nr * sizeof(T) == 64)      /* sizes fixed: copies of a few moves */ \
+                for (int q = 0; q < whole; q++)                                     \
+                    memcpy(o + q * pstride, row + q * nr, 64);                      \
+            else if (nr * sizeof(T) == 128)                                         \
+                for (int q = 0; q < whole; q++)                                     \
+                    memcpy(o + q * pstride, row + q * nr, 128);                     \
+            else                                                                    \
+                for (int q = 0; q < whole; q++)                                     \
+                    memcpy(o + q * pstride, row + q * nr, (size_t)nr * sizeof(T));  \
+            if (rest) {                                                             \
+                T *ol = o + whole * pstride;                                        \
+                memcpy(ol, row + whole * nr, (size_t)rest * sizeof(T));             \
+                for (int j = rest; j < nr; j++)                                     \
+                    ol[j] = (T)0;                                                   \
+            }                                                                       \
+        }                                                                           \
+        return;                                                                     \
+    }                                                                               \
     for (int p = 0; p < N; p += nr, out += (long)nr * K) {                          \
         int np = N - p < nr ? N - p : nr;                                           \
-        if (sc == 1) {          /* rows of the panel are runs of m: copies */        \
-            for (long k = 0; k < K; k++) {                                          \
-                memcpy(out + k * nr, m + k * sk + p, (size_t)np * sizeof(T));       \
-                for (int j = np; j < nr; j++)                                       \
-                    out[k * nr + j] = (T)0;                                         \
-            }                                                                       \
-            continue;                                                               \
-        }                                                                           \
         if (sk == 1) {          /* Wᵀ off a row-major W: register transposes */     \
             PACK_T(K, np, nr, m + (long)p * sc, sc, out);                           \
             continue;                                                               \
@@ -151,6 +171,12 @@ static void NAME(long m, long kb, const T *restrict a, long ar, long ak, T *rest
         for (long k = 0; k < kb; k++) {                                             \
             const T *ak0 = a + k * ak;                                              \
             T *o = out + k * MR;                                                    \
+            /* row k + APREFETCH's part, a stride away that the hardware does not   \
+             * fetch ahead (perf-notes §70): asked for now, one hint per line */     \
+            if (k + RNN_G_APREFETCH < kb)                                           \
+                for (long q = 0; q < m; q += 64 / (long)sizeof(T))                  \
+                    _mm_prefetch((const char *)(ak0 + RNN_G_APREFETCH * ak + q),    \
+                                 _MM_HINT_T0);                                      \
             long r0 = 0;                                                            \
             for (; r0 < whole; r0 += MR, o += MR * kb)                              \
                 for (int r = 0; r < MR; r++)                                        \
