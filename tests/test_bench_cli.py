@@ -15,7 +15,7 @@ import pytest
 from rnncore import RNN, functional, get_num_threads, set_num_threads
 from rnncore.bench import CASES, QUICK, Result, comparisons, grid, main, make_runners, \
     memory_ratio, plain, quick, targets, variants, with_lengths
-from rnncore.bench.runners import ONE_THREAD, _inputs
+from rnncore.bench.runners import ONE_THREAD, PADDED, _inputs
 from rnncore.bench.timing import GemmChild, _on_one_thread, denormal_share
 
 FAST = ["--quick", "--impls", "numpy,numpy-plain,cython"]
@@ -210,6 +210,42 @@ def test_a_two_thread_lengths_row_compares_the_implementations_not_the_divisor()
                         ("torch", "fb"): np.array([3.0])})
     labels = [c[0] for c in comparisons(row, {"medium-2t": padded}, "fb")]
     assert labels == ["torch ÷ padded"]
+
+
+def test_lengths_target_divides_by_the_padded_calls_of_its_own_rounds():
+    row = Result(with_lengths(GRID["medium"]), {("cython", "fb"): np.array([1.05]),
+                                                (PADDED, "fb"): np.array([1.0])})
+    by_name = {"medium": Result(GRID["medium"], {("cython", "fb"): np.array([0.5])})}
+    assert [t[:3] for t in targets(row, by_name, "fb")] == [
+        ("≤1.1× own padded", pytest.approx(1.05), True)]
+
+
+@pytest.mark.skipif("cython" not in functional.backends(), reason="no compiled kernels")
+def test_lengths_cases_time_rnncore_padded_in_their_rounds(tmp_path):
+    path = tmp_path / "b.json"
+    assert main(["--cases", "tiny", "--lengths", "--impls", "cython", "--budget",
+                 "0.005", "--rounds", "1", "--json", str(path)]) == 0
+    twin = {f"{PADDED}/fwd", f"{PADDED}/fb"}
+    keys = {c["case"]["name"]: set(c["times_s"])
+            for c in json.loads(path.read_text())["cases"]}
+    assert twin <= keys["tiny-len"] and not twin & keys["tiny"]
+
+
+@pytest.mark.skipif("cython" not in functional.backends(), reason="no compiled kernels")
+def test_the_divisors_blocks_run_right_after_rnncore_own(monkeypatch):
+    import rnncore.bench.timing as timing
+    orders, real = [], timing.measure
+
+    def measure(fns, *args, **kwargs):
+        orders.append(list(fns))
+        return real(fns, *args, **kwargs)
+    monkeypatch.setattr(timing, "measure", measure)
+    case = with_lengths(next(c for c in QUICK if c.name == "medium-2t"))
+    timing.run([case], ["cython", "numpy"], budget=0.001, rounds=1, gemm_n=32)
+    keys = orders[0]
+    for mode in ("fwd", "fb"):
+        i = keys.index(("cython", mode))
+        assert keys[i + 1:i + 3] == [(ONE_THREAD, mode), (PADDED, mode)]
 
 
 def test_one_thread_runner_runs_rnncore_on_one_thread_and_restores_the_cases():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .runners import ONE_THREAD
+from .runners import ONE_THREAD, PADDED
 
 __all__ = ["Case", "CASES", "QUICK", "CELLS", "GATES", "TARGETS", "GATED_TARGETS",
            "COMPARISONS", "grid", "quick", "with_lengths", "variants", "targets",
@@ -293,15 +293,31 @@ def _ratio(result, other, impl: str, mode: str) -> float | None:
     return mine / theirs if mine and theirs else None
 
 
-def _one_thread_ratio(result, by_name: dict, mode: str) -> float | None:
-    """rnncore's 1-thread time over its time in ``result``, a case on several threads:
-    the 1-thread calls timed in the case's own rounds where the run has them
-    (``ONE_THREAD``), else the case without "-2t" of the same run (None if neither)."""
+def _twin_times(result, twin: str, other, mode: str) -> tuple:
+    """rnncore's time in ``result`` and its time at a twin case (the same case on one
+    thread, or padded): the twin's calls timed in the case's own rounds where the run
+    has them (``twin``: ``ONE_THREAD`` or ``PADDED``), else rnncore's time in
+    ``other``, the twin case's own result in the same run. None for a time missing."""
     mine = result.times.get(("cython", mode))
-    one = result.times.get((ONE_THREAD, mode))
-    if mine and one:
-        return one / mine
-    return _ratio(by_name.get(result.case.name.removesuffix("-2t")), result, "cython", mode)
+    theirs = result.times.get((twin, mode))
+    if not (mine and theirs):
+        theirs = other.times.get(("cython", mode)) if other is not None else None
+    return mine or None, theirs or None
+
+
+def _one_thread_ratio(result, by_name: dict, mode: str) -> float | None:
+    """rnncore's 1-thread time over its time in ``result``, a case on several threads
+    (the 1-thread case: the same name without "-2t"); None if either is missing."""
+    mine, one = _twin_times(result, ONE_THREAD,
+                            by_name.get(result.case.name.removesuffix("-2t")), mode)
+    return one / mine if mine and one else None
+
+
+def _padded_ratio(result, by_name: dict, mode: str) -> float | None:
+    """rnncore's time in ``result``, a case with lengths, over its time at the same
+    case padded; None if either is missing."""
+    mine, padded = _twin_times(result, PADDED, by_name.get(result.case.padded), mode)
+    return mine / padded if mine and padded else None
 
 
 def targets(result, by_name: dict, mode: str) -> list[tuple[str, float, bool, str]]:
@@ -341,7 +357,7 @@ def targets(result, by_name: dict, mode: str) -> list[tuple[str, float, bool, st
         f = result.gemm_fraction(ours, mode)
         add("≥85% SGEMM", 100 * f, f >= 0.85, "{:.0f}%")
     if case.lengths:
-        r = _ratio(result, by_name.get(case.padded), ours, mode)
+        r = _padded_ratio(result, by_name, mode)
         add("≤1.1× own padded", r, r is not None and r <= 1.1, "{:.2f}×")
     if case.cell != "rnn":
         need = 1.5 if case.cell == "lstm" and case.dtype == "float32" else 3.0

@@ -173,9 +173,13 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "divides by the NumPy reference, there being no plain-NumPy gated RNN; "
         "`torch+rnncore` is `rnncore.torch.LSTM` or `GRU`, timed as stock torch.",
         "- A two-thread row's \"own 1-thread\" divisor is rnncore on one thread at the "
-        "same case, timed in that row's own interleaved rounds (rnncore's thread count "
-        "set to 1 around each call), not the one-thread row timed minutes earlier: on a "
-        "machine whose speed drifts, the two times then share the drift.",
+        "same case, timed in that row's own interleaved rounds, each block of its calls "
+        "right after rnncore's own (rnncore's thread count set to 1 around each call), "
+        "not the one-thread row timed minutes earlier: on a "
+        "machine whose speed drifts, the two times then share the drift. A row with "
+        "lengths (`-len`) likewise divides rnncore's time by rnncore at the same case "
+        "padded, timed in its own rounds; the other implementations' `÷ padded` ratios "
+        "divide by the padded row.",
         "- Two-thread rows need both CPUs free of other work: with other load on the "
         "machine (the header gives the load average) they show contention, not scaling, "
         "NumPy's 2-thread OpenBLAS most of all.",

@@ -30,6 +30,9 @@ NUMPY_IMPLS = ("numpy", "numpy-plain")
 # rnncore's cython backend on one thread, timed within a case of several threads in the
 # same rounds (its "own 1-thread time", the divisor of the 2-thread targets)
 ONE_THREAD = "cython-1t"
+# rnncore's cython backend at the same case padded, timed within a case with lengths in
+# the same rounds (its "own padded time", the divisor of the lengths target)
+PADDED = "cython-padded"
 _MODELS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 

@@ -21,6 +21,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
 import os
 import subprocess
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import functional, set_num_threads
-from .runners import NUMPY_IMPLS, ONE_THREAD, _inputs, make_runners
+from .runners import NUMPY_IMPLS, ONE_THREAD, PADDED, _inputs, make_runners
 
 __all__ = ["Limits", "Result", "measure", "gemm_probe", "GemmChild", "forced_isa",
            "memory_ratio", "denormal_share", "run", "BLAS_OVERRIDES", "ISA_BLAS_CORES"]
@@ -589,16 +591,27 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                 fns[(impl, "fwd")] = runners[0]
                 if not forward_only:
                     fns[(impl, "fb")] = runners[1]
-            if case.threads > 1 and "cython" in impls:
-                # rnncore's own 1-thread time, in the same rounds as its time on the
-                # case's threads (a case timed minutes earlier ran on a machine whose
-                # speed may have drifted since: docs/perf-notes.md §67)
-                runners = make_runners(case, "cython")
-                if runners is not None:
-                    fns[(ONE_THREAD, "fwd")] = _on_one_thread(runners[0], case.threads)
-                    if not forward_only:
-                        fns[(ONE_THREAD, "fb")] = _on_one_thread(runners[1],
-                                                                 case.threads)
+            # rnncore's own 1-thread time in a case on several threads, and its own
+            # padded time in a case with lengths, in the same rounds as its time at the
+            # case, each block right after rnncore's own (a case timed minutes earlier,
+            # or seconds, ran on a machine whose speed may have moved since:
+            # docs/perf-notes.md §67, §72)
+            twins = {}
+            if "cython" in impls and case.threads > 1:
+                twins[ONE_THREAD] = (case, functools.partial(_on_one_thread,
+                                                             threads=case.threads))
+            if "cython" in impls and case.lengths:
+                twins[PADDED] = (dataclasses.replace(case, lengths=False), None)
+            after = {}
+            for twin, (twin_case, wrap) in twins.items():
+                runners = make_runners(twin_case, "cython")
+                if runners is None:
+                    continue
+                for runner, mode in zip(runners, ("fwd", "fb")[:1 if forward_only else 2]):
+                    after.setdefault(("cython", mode), {})[(twin, mode)] = \
+                        wrap(runner) if wrap else runner
+            fns = {k: f for key, fn in fns.items()
+                   for k, f in [(key, fn), *after.get(key, {}).items()]}
             probe, probe_flops = gemm_probe(case.dtype, gemm_n)
             fns[("gemm", "")] = probe
             # The GEMM of the instruction set the kernels run when it is not this CPU's
