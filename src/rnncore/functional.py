@@ -433,14 +433,9 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
             keep_states = not k or (last and D == 2 and merge_mode == "mul")
             states.append(hs_dirs if keep_states else [None] * D)
         elif cell_type is _ELMAN and D == 1 and parts == 1:     # a tiny call's path
-            if owned is not None and cell_type.writes_output(module):
-                hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps,
-                                          False, relu, y=owned)
-            else:
-                hs = module.layer_forward(layer_in, *ws[0], states0[0][first], steps,
-                                          False, relu)
-                if owned is not None:
-                    owned[...] = hs[1:]
+            hs, _ = cell_type.run_forward_into(module, layer_in, ws[0],
+                                               [states0[0][first]], steps, False, relu,
+                                               owned)
             finals[0][first] = hs[T] if padded is None else hs[steps, np.arange(B)]
             states.append([hs])
             saved.append(_NOTHING_SAVED)
