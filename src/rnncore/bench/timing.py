@@ -16,6 +16,10 @@
   starts with 0.15 s of untimed calls, while the previous library's idle pools stop
   spinning. A case on several threads also times rnncore on one thread in its rounds,
   the divisor of its 2-thread target (not the 1-thread case, timed minutes apart).
+- Quiet: each block starts once no other thread of the process has been running for a
+  few milliseconds (:func:`wait_until_quiet`): a library may go on working on threads of
+  its own after its call has returned (JAX frees a large call's buffers so), and on a
+  pinned CPU that time would be taken from whatever is timed next.
 - Statistics: the median of every timed call (garbage collection off while timing, as
   timeit does), and the interquartile range as the spread.
 """
@@ -36,7 +40,7 @@ import numpy as np
 from .. import functional, set_num_threads
 from .runners import NUMPY_IMPLS, ONE_THREAD, PADDED, _inputs, make_runners
 
-__all__ = ["Limits", "Result", "measure", "gemm_probe", "GemmChild", "forced_isa",
+__all__ = ["Limits", "Result", "measure", "wait_until_quiet", "gemm_probe", "GemmChild", "forced_isa",
            "memory_ratio", "denormal_share", "run", "BLAS_OVERRIDES", "ISA_BLAS_CORES"]
 
 # Variables that make OpenBLAS use another CPU's kernels (OPENBLAS_CORETYPE pins a CPU
@@ -280,6 +284,36 @@ def forced_isa() -> str | None:
     return isa if supported and isa != supported[-1] else None
 
 
+# How long a block waits at most for the other threads of the process to stop running;
+# the slice of sleep over which their CPU time is read, and the CPU time they may use in
+# one slice and still count as quiet (a tenth of a CPU)
+QUIET_LIMIT = 1.0
+QUIET_SLICE = 0.005
+QUIET_CPU = 0.0005
+
+
+def wait_until_quiet(limit: float = QUIET_LIMIT) -> float:
+    """Sleep until no other thread of this process is running, for at most ``limit``
+    seconds; return the seconds waited.
+
+    A library may go on working after its call has returned: after an LSTM forward and
+    backward at the large case, JAX's runtime ran 26-28 ms of CPU on threads of its own
+    during the next GEMM call and 5-9 ms during the one after (docs/perf-notes.md §74),
+    which on a process pinned to one CPU halved that call's rate. The other threads' CPU
+    time is the process's (``time.process_time``) less this thread's
+    (``time.thread_time``), read over slices of :data:`QUIET_SLICE` seconds of sleep;
+    quiet is a slice in which they used at most :data:`QUIET_CPU` seconds.
+    """
+    start = time.perf_counter()
+    while True:
+        p0, t0 = time.process_time(), time.thread_time()
+        time.sleep(QUIET_SLICE)
+        others = (time.process_time() - p0) - (time.thread_time() - t0)
+        waited = time.perf_counter() - start
+        if others <= QUIET_CPU or waited >= limit:
+            return waited
+
+
 def _call_time(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -287,7 +321,7 @@ def _call_time(fn) -> float:
 
 
 def measure(fns: dict, budget: float, rounds: int = 5, progress=None,
-            settle: float = 0.0) -> dict:
+            settle: float = 0.0, waits: list | None = None) -> dict:
     """Time several callables in interleaved rounds.
 
     Parameters
@@ -305,6 +339,9 @@ def measure(fns: dict, budget: float, rounds: int = 5, progress=None,
         more than two). On several threads, the pools of the callable that ran before
         (OpenBLAS, OpenMP) keep spinning for a while after its last call and take CPU
         from the next one; a user running one library does not see that.
+    waits : list, optional
+        Receives the seconds each block waited, before its calls, for the process's
+        other threads to stop running (:func:`wait_until_quiet`), in the order run.
 
     Returns
     -------
@@ -320,12 +357,14 @@ def measure(fns: dict, budget: float, rounds: int = 5, progress=None,
         progress("warm-up")
     per_block = {k: int(np.clip(budget / rounds / once[k], 1, 100_000)) for k in keys}
     times = {k: [] for k in keys}
+    waits = [] if waits is None else waits
     for r in range(rounds):
         gc.collect()
         gc.disable()                        # as timeit does: no collector pauses inside
         try:
             for k in keys[r % len(keys):] + keys[:r % len(keys)]:
                 fn, n, ts = fns[k], per_block[k], times[k]
+                waits.append(wait_until_quiet())
                 if n > 2 or settle:         # back in cache after the others' turn
                     t_end = time.perf_counter() + settle
                     fn()
