@@ -107,11 +107,26 @@ def test_omitted_h0_gives_what_explicit_zeros_give_in_every_layer_and_direction(
         np.testing.assert_array_equal(g, w, err_msg=name)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_lengths_that_pad_nothing_give_the_padded_calls_bits(backend, dtype, rng, cell,
+                                                              bidirectional):
+    shapes = F.param_shapes(K, H, L, bidirectional=bidirectional, cell=cell)
+    params = {key: rng.uniform(-0.5, 0.5, s).astype(dtype) for key, s in shapes.items()}
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, (1 + bidirectional) * H)).astype(dtype)
+    got = run(x, params, dy, lengths=np.full(B, T), cell=cell, backend=backend)
+    want = run(x, params, dy, cell=cell, backend=backend)
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *got[1]], got[0], want[0]):
+        for g_part, w_part in zip(g if cell == "lstm" and name in ("h_n", "dh0") else [g],
+                                  w if cell == "lstm" and name in ("h_n", "dh0") else [w]):
+            np.testing.assert_array_equal(g_part, w_part, err_msg=name)
+
+
 # A one-direction Elman network whose layers each run in one call takes functional's
 # short path (the layers back to back); every option below routes the same computation
 # around it (through the layer walker), which must give the same bits.
 ROUTES_AROUND = {
-    "lengths all full": dict(lengths=[T] * B),
     "checkpointed": dict(checkpoint=1),
     "checkpoint auto": dict(checkpoint="auto"),
 }
@@ -169,6 +184,17 @@ def test_the_one_direction_short_path_gives_the_bits_of_the_layer_walker(
     for name, g, w in zip(["y", "h_n", "dx", "dh0", *want_keys], got, want):
         assert g.shape == w.shape, name
         np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+def test_lengths_that_pad_nothing_take_the_short_path(backend, rng, short_paths):
+    """Every sequence T long: the padded call's path (one layer-direction: the short
+    path), not the walker's with masks; one padded row takes the walker."""
+    params = one_direction_params(rng, np.float32, True)
+    x = rng.standard_normal((T, B, K)).astype(np.float32)
+    F.forward(x, params, lengths=[T] * B, backend=backend)
+    assert short_paths["forward"] == 1
+    F.forward(x, params, lengths=[T] * (B - 1) + [T - 1], backend=backend)
+    assert short_paths["forward"] == 1
 
 
 @pytest.mark.parametrize("layout", ["batch_first", "unbatched"])

@@ -263,6 +263,10 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
                          f"{x.shape if not batch_first or unbatched else (B, T, K)}")
     if lengths is not None:
         lengths = read_lengths(lengths, B, T)
+        if lengths.min(initial=T) == T:
+            # nothing padded (a PackedSequence of one sequence, a batch bucketed by
+            # length): the padded call, whose results are the same, without the masks
+            lengths = None
     if module is _kernels:               # before anything is copied or allocated
         _kernels.check_sizes(T, B, *plan.widths)
     cache = _memory.enter() if _large(T * B, K, cfg.hidden_size) else None

@@ -287,7 +287,7 @@ def forced_isa() -> str | None:
 # How long a block waits at most for the other threads of the process to stop running;
 # the slice of sleep over which their CPU time is read, and the CPU time they may use in
 # one slice and still count as quiet (a tenth of a CPU)
-QUIET_LIMIT = 1.0
+QUIET_LIMIT = 0.5
 QUIET_SLICE = 0.005
 QUIET_CPU = 0.0005
 
