@@ -212,6 +212,18 @@ def test_packed_sequence_matches_stock(backend, dtype, spy, lengths, bidirection
     spy.assert_gave(got)
 
 
+@pytest.mark.parametrize("length", [T, T - 2])
+def test_one_packed_sequence_matches_stock(backend, dtype, spy, length):
+    # one sequence: the packed rows are the padded batch itself, read in place
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2, bidirectional=True)
+    x, h0, R, Rh = case(dtype, 2, True)
+    x, h0, R, Rh = x[:, :1], h0[:, :1], R[:, :1], Rh[:, :1]
+    got = run(ours, x, h0, R, Rh, [length])
+    compare(got, run(stock, x, h0, R, Rh, [length]), dtype)
+    assert spy.forwards == 1
+    spy.assert_gave(got)
+
+
 def test_packed_sequence_with_batch_first_and_ties_matches_stock(backend, dtype, spy):
     # equal lengths make the sort order a choice: the output must carry the input's
     lengths = [4, 7, 4]
@@ -342,6 +354,18 @@ def test_inference_without_autograd_matches_stock(backend, dtype, spy):
         y, h_n, _ = spy.returned["forward"][-1]
         assert torch.equal(yo, torch.from_numpy(y)) and torch.equal(ho, torch.from_numpy(h_n))
     assert spy.forwards == 2 and spy.entered["backward"] == 0
+
+
+def test_packed_inference_matches_stock(backend, dtype, spy):
+    # a PackedSequence made under inference_mode: tensors that count no versions
+    ours, stock = make_pair(backend, TORCH_DTYPE[dtype], K, H, 2, bidirectional=True)
+    x, h0, _, _ = case(dtype, 2, True)
+    with torch.inference_mode():
+        packed = pack_padded_sequence(x, torch.tensor([T, 3, T - 1]), enforce_sorted=False)
+        (yo, ho), (ys, hs) = ours(packed, h0), stock(packed, h0)
+    assert_close(yo.data.numpy(), ys.data.numpy(), TOL[dtype], "output")
+    assert_close(ho.numpy(), hs.numpy(), TOL[dtype], "h_n")
+    assert spy.forwards == 1
 
 
 def test_double_backward_raises_a_clear_error():

@@ -116,6 +116,21 @@ def test_inputs_torch_rejects_raise_torchs_error_without_entering_rnncore(entere
     assert entered == []
 
 
+def test_a_packed_sequence_changed_in_place_after_a_call_is_checked_again(entered):
+    ours, stock = pair()
+    packed = PackedSequence(_x(6, K), torch.tensor([3, 2, 1]))
+    ours(packed)                                      # well formed: on rnncore
+    assert len(entered) == 1
+    packed.batch_sizes[:] = torch.tensor([1, 2, 3])   # no longer what packing makes
+    with pytest.raises(Exception) as want:
+        stock(packed)
+    with pytest.raises(Exception) as got:
+        ours(packed)
+    assert type(got.value) is type(want.value)
+    assert str(got.value) == str(want.value)
+    assert len(entered) == 1
+
+
 # Calls outside rnncore's domain that stock torch accepts (a PackedSequence not made by
 # pack_padded_sequence, an hx torch's sorted_indices select from): torch's result.
 ACCEPTED_BY_TORCH_ONLY = {

@@ -19,7 +19,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
-from ._torch_rule import PLAN_ATTR, _plan, _torch_reason
+from ._torch_rule import PLAN_ATTR, _plan, _torch_reason, packed_layout
 
 BACKENDS = (None, "torch") + functional.backends()
 _requires_grad = operator.attrgetter("requires_grad")
@@ -45,7 +45,7 @@ class _CellFunction(torch.autograd.Function):
     ``call`` is ``(names, cell, nonlinearity, batch_first, lengths, backend, arrays,
     packed)``, ``names`` the parameter keys of ``weights``, ``arrays`` the weights as
     NumPy views by those keys (kept by the module's plan between calls) and ``packed``
-    None, or a PackedSequence's :class:`_Layout`: then ``x`` is its data (N, K) and the
+    None, or a PackedSequence's :class:`~rnncore._torch_rule.PackedLayout`: then ``x`` is its data (N, K) and the
     output is (N, ·) in the same order, the padding done here, in NumPy, around the
     computation. Returns ``(output, h_n)``, or ``(output, h_n, c_n)`` for an LSTM;
     backward receives one gradient per output, None for an output that did not
@@ -131,40 +131,6 @@ _backward_once = once_differentiable(_backward)
 _apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, _CellFunction)
 # (a torch without it has no such wrappers to unwrap, and its apply unwraps none)
 _unwrap_if_dead = getattr(torch._C._functorch, "unwrap_if_dead", None) or (lambda t: t)
-
-
-class _Layout:
-    """Where each row of a PackedSequence's data sits in the padded (T, B) batch.
-
-    Attributes
-    ----------
-    index : ndarray of int64, shape (N,)
-        ``padded.reshape(T * B, -1)[index]`` is the packed data (N = sum of lengths).
-    lengths : ndarray of int64, shape (B,)
-        Each sequence's length, in the original (unsorted) batch order.
-    T, B : int
-    """
-
-    def __init__(self, batch_sizes, sorted_indices, unsorted_indices):
-        bs = batch_sizes.numpy()
-        self.T, self.B = T, B = len(bs), int(bs[0])
-        present = np.arange(B)[None, :] < bs[:, None]  # (T, B) over the sorted batch
-        t, j = np.nonzero(present)                     # row-major: the packed order
-        lengths = present.sum(axis=0)
-        if sorted_indices is not None:
-            j = sorted_indices.numpy()[j]
-            lengths = lengths[unsorted_indices.numpy()]
-        self.index, self.lengths = t * B + j, lengths
-
-    def pad(self, data):
-        """(N, W) packed rows → (T, B, W), zero at the padding."""
-        padded = np.zeros((self.T * self.B, data.shape[1]), data.dtype)
-        padded[self.index] = data
-        return padded.reshape(self.T, self.B, -1)
-
-    def unpad(self, padded):
-        """(T, B, W) → the (N, W) packed rows, in the packed order."""
-        return np.take(padded.reshape(self.T * self.B, -1), self.index, axis=0)
 
 
 def _dropout_noise(y, p, batch_first):
@@ -300,8 +266,7 @@ class DropIn:
         batch_first = self.batch_first
         lengths = layout = None
         if packed:
-            layout = _Layout(input.batch_sizes, input.sorted_indices,
-                             input.unsorted_indices)
+            layout = packed_layout(input)      # the rule's (well formed)
             lengths, batch_first = layout.lengths, False
         if self.training and self.dropout > 0 and self.num_layers > 1:
             y, states = self._layer_by_layer(x, h0, c0, weights, plan, lengths,
@@ -318,7 +283,7 @@ class DropIn:
               packed):
         """One call of rnncore over the layers whose parameters ``names`` lists
         (``weights`` the tensors, ``arrays`` their NumPy views by name, ``plan`` the
-        module's); ``packed`` a :class:`_Layout` when ``x`` is a PackedSequence's data
+        module's); ``packed`` a :class:`~rnncore._torch_rule.PackedLayout` when ``x`` is a PackedSequence's data
         (the output is then packed data too).
 
         Through :class:`_CellFunction` when autograd records the call, else straight
@@ -356,7 +321,7 @@ class DropIn:
         layer but the last is multiplied by ``noise = empty_like(out).bernoulli_(1 - p)
         .div_(1 - p)``, drawn from torch's default generator, layer by layer, over the
         output in (T, B, ·) order, or over the packed data (N, ·) for a PackedSequence
-        (``packed`` its :class:`_Layout`: each layer takes and gives packed data); p = 1
+        (``packed`` its :class:`~rnncore._torch_rule.PackedLayout`: each layer takes and gives packed data); p = 1
         draws nothing and multiplies by 0. Autograd differentiates the product with the
         same noise.
         """

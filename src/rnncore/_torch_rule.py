@@ -78,32 +78,103 @@ def _index(t, n) -> np.ndarray | None:
     return t.numpy()
 
 
-def _well_formed(packed: PackedSequence) -> bool:
-    """Whether a PackedSequence is what ``pack_padded_sequence`` makes.
+class PackedLayout:
+    """Where each row of a PackedSequence's data sits in the padded (T, B) batch.
 
-    ``batch_sizes`` is non-empty, positive and non-increasing and sums to the rows of
-    ``data``; ``sorted_indices`` and ``unsorted_indices`` are both None, or a
-    permutation of range(B) and its inverse.
+    Attributes
+    ----------
+    T, B : int
+    index : ndarray of int64, shape (N,), or None
+        ``padded.reshape(T * B, -1)[index]`` is the packed data (N = sum of lengths);
+        None when the packed data is the padded batch itself, row for row (nothing
+        padded, the batch in its own order: one sequence, or equal lengths unsorted).
+    lengths : ndarray of int64, shape (B,), or None
+        Each sequence's length, in the original (unsorted) batch order; None when every
+        sequence is T long.
     """
+
+    __slots__ = ("T", "B", "index", "lengths")
+
+    def __init__(self, T, B, index, lengths):
+        self.T, self.B, self.index, self.lengths = T, B, index, lengths
+
+    def pad(self, data):
+        """(N, W) packed rows → (T, B, W), zero at the padding."""
+        if self.index is None:
+            return data.reshape(self.T, self.B, -1)
+        padded = np.zeros((self.T * self.B, data.shape[1]), data.dtype)
+        padded[self.index] = data
+        return padded.reshape(self.T, self.B, -1)
+
+    def unpad(self, padded):
+        """(T, B, W) → the (N, W) packed rows, in the packed order."""
+        if self.index is None:
+            return padded.reshape(self.T * self.B, -1)
+        return np.take(padded.reshape(self.T * self.B, -1), self.index, axis=0)
+
+
+# The last PackedSequence laid out, by its three index tensors (held, so that their ids
+# stay theirs) and their version counters: the rule lays out a call's input, and the
+# drop-in then runs the call with that layout.
+_last_layout: tuple = ((), None)
+
+
+def packed_layout(packed: PackedSequence) -> PackedLayout | None:
+    """The layout of a PackedSequence, or None if it is not what ``pack_padded_sequence``
+    makes.
+
+    Well formed: ``batch_sizes`` is non-empty, positive and non-increasing and sums to
+    the rows of ``data``; ``sorted_indices`` and ``unsorted_indices`` are both None, or
+    a permutation of range(B) and its inverse. The layout of the last PackedSequence
+    is kept while its index tensors are the same objects, unchanged.
+    """
+    global _last_layout
+    tensors = (packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+    try:
+        key = tuple((t, None if t is None else t._version) for t in tensors)
+    except RuntimeError:                 # inference tensors count no versions
+        return _new_layout(packed)
+    last, layout = _last_layout
+    if len(last) == 3 and all(t is k and v == w for (t, v), (k, w) in zip(key, last)):
+        return layout
+    layout = _new_layout(packed)
+    _last_layout = (key, layout)
+    return layout
+
+
+def _new_layout(packed: PackedSequence) -> PackedLayout | None:
+    """:func:`packed_layout`, computed."""
     sizes = packed.batch_sizes
     if (not isinstance(sizes, torch.Tensor) or sizes.dtype != torch.int64
             or not sizes.is_cpu or sizes.layout != torch.strided or sizes.dim() != 1
             or len(sizes) == 0):
-        return False
+        return None
     sizes = sizes.numpy()
+    T, B = len(sizes), int(sizes[0])
     if sizes[-1] < 1 or (sizes[1:] > sizes[:-1]).any() \
             or sizes.sum() != packed.data.shape[0]:
-        return False
+        return None
     order, inverse = packed.sorted_indices, packed.unsorted_indices
-    if order is None and inverse is None:
-        return True
-    B = int(sizes[0])
-    order, inverse = _index(order, B), _index(inverse, B)
-    if order is None or inverse is None:
-        return False
-    every = np.arange(B)
-    return (np.array_equal(np.sort(order), every)
-            and np.array_equal(inverse[order], every))
+    in_order = order is None and inverse is None
+    if not in_order:
+        order, inverse = _index(order, B), _index(inverse, B)
+        if order is None or inverse is None:
+            return None
+        every = np.arange(B)
+        if not (np.array_equal(np.sort(order), every)
+                and np.array_equal(inverse[order], every)):
+            return None
+        in_order = np.array_equal(order, every)
+    full = sizes[-1] == B                              # nothing padded
+    if full and in_order:
+        return PackedLayout(T, B, None, None)
+    present = np.arange(B)[None, :] < sizes[:, None]   # (T, B) over the sorted batch
+    t, j = np.nonzero(present)                         # row-major: the packed order
+    lengths = present.sum(axis=0)
+    if not in_order:
+        j = order[j]
+        lengths = lengths[inverse]
+    return PackedLayout(T, B, t * B + j, None if full else lengths)
 
 
 def _states(rnn: "DropIn", hx) -> tuple | None:
@@ -298,7 +369,7 @@ def _torch_reason(rnn: "DropIn", input, hx, weights, plan: _Plan | None = None
         return plan.module_reason
     K, H, LD, P = rnn.input_size, rnn.hidden_size, plan.LD, plan.P
     if packed:
-        if x.dim() != 2 or not _well_formed(input):
+        if x.dim() != 2 or packed_layout(input) is None:
             return "a PackedSequence not made by pack_padded_sequence or pack_sequence"
         T, B = len(input.batch_sizes), int(input.batch_sizes[0])
         batch = (B,)
