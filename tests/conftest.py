@@ -74,6 +74,16 @@ def assert_close(got, want, rtol, what=""):
     assert err <= rtol, f"{what}: relative difference {err:.3g} > {rtol:.1g}"
 
 
+def assert_raises_as_stock(call, ours, stock):
+    """``call(stock)`` raises; ``call(ours)`` raises the same type with the same text."""
+    with pytest.raises(Exception) as want:
+        call(stock)
+    with pytest.raises(Exception) as got:
+        call(ours)
+    assert type(got.value) is type(want.value)
+    assert str(got.value) == str(want.value)
+
+
 def over_all_steps(a, record, state=False):
     """A time-major (T, B, ·) array of the steps a forward ran, over the caller's steps
     (``record.full_T``, which may be more: steps after the longest sequence are not

@@ -45,11 +45,11 @@ class _CellFunction(torch.autograd.Function):
     ``call`` is ``(names, cell, nonlinearity, batch_first, lengths, backend, arrays,
     packed)``, ``names`` the parameter keys of ``weights``, ``arrays`` the weights as
     NumPy views by those keys (kept by the module's plan between calls) and ``packed``
-    None, or a PackedSequence's :class:`~rnncore._torch_rule.PackedLayout`: then ``x`` is its data (N, K) and the
-    output is (N, ·) in the same order, the padding done here, in NumPy, around the
-    computation. Returns ``(output, h_n)``, or ``(output, h_n, c_n)`` for an LSTM;
-    backward receives one gradient per output, None for an output that did not
-    contribute to the loss.
+    None, or a PackedSequence's :class:`~rnncore._torch_rule.PackedLayout`: then ``x``
+    is its data (N, K) and the output is (N, ·) in the same order, the padding done
+    here, in NumPy, around the computation. Returns ``(output, h_n)``, or ``(output,
+    h_n, c_n)`` for an LSTM; backward receives one gradient per output, None for an
+    output that did not contribute to the loss.
     """
 
     @staticmethod
@@ -283,8 +283,8 @@ class DropIn:
               packed):
         """One call of rnncore over the layers whose parameters ``names`` lists
         (``weights`` the tensors, ``arrays`` their NumPy views by name, ``plan`` the
-        module's); ``packed`` a :class:`~rnncore._torch_rule.PackedLayout` when ``x`` is a PackedSequence's data
-        (the output is then packed data too).
+        module's); ``packed`` a :class:`~rnncore._torch_rule.PackedLayout` when ``x`` is
+        a PackedSequence's data (the output is then packed data too).
 
         Through :class:`_CellFunction` when autograd records the call, else straight
         to :func:`rnncore.functional.forward`. Returns ``(output, [h_n])``, or
@@ -321,9 +321,9 @@ class DropIn:
         layer but the last is multiplied by ``noise = empty_like(out).bernoulli_(1 - p)
         .div_(1 - p)``, drawn from torch's default generator, layer by layer, over the
         output in (T, B, ·) order, or over the packed data (N, ·) for a PackedSequence
-        (``packed`` its :class:`~rnncore._torch_rule.PackedLayout`: each layer takes and gives packed data); p = 1
-        draws nothing and multiplies by 0. Autograd differentiates the product with the
-        same noise.
+        (``packed`` its :class:`~rnncore._torch_rule.PackedLayout`: each layer takes and
+        gives packed data); p = 1 draws nothing and multiplies by 0. Autograd
+        differentiates the product with the same noise.
         """
         L, D = self.num_layers, 2 if self.bidirectional else 1
         per = len(weights) // L

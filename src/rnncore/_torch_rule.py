@@ -369,9 +369,10 @@ def _torch_reason(rnn: "DropIn", input, hx, weights, plan: _Plan | None = None
         return plan.module_reason
     K, H, LD, P = rnn.input_size, rnn.hidden_size, plan.LD, plan.P
     if packed:
-        if x.dim() != 2 or packed_layout(input) is None:
+        layout = packed_layout(input) if x.dim() == 2 else None
+        if layout is None:
             return "a PackedSequence not made by pack_padded_sequence or pack_sequence"
-        T, B = len(input.batch_sizes), int(input.batch_sizes[0])
+        T, B = layout.T, layout.B
         batch = (B,)
     elif x.dim() == 3:
         B, T = x.shape[:2] if rnn.batch_first else x.shape[1::-1]
