@@ -126,7 +126,10 @@ class _Counter:
 
 # With the GIL held for a whole call, the counter cannot tick at all (the control test
 # below); released, it counts for as long as it gets a CPU. No timing threshold: a
-# loaded machine only needs more attempts.
+# loaded machine only needs more attempts. A tick sleeps for Linux's timer slack (here
+# 80-100 µs a tick), so the call is made long enough (a million steps, 30-60 ms) that
+# ENOUGH sits well below what one released call counts (300-700 here; 200k steps
+# counted 90-110, and a loaded CI host once stopped at 49 in 20 attempts).
 ENOUGH = 50
 
 
@@ -135,7 +138,7 @@ def test_a_long_kernel_call_lets_other_threads_run(dtype, step):
     if "cython" not in rnncore.backends():
         pytest.skip("needs the compiled kernels")
     from rnncore import _kernels
-    T, H, K = 200_000, 8, 4
+    T, H, K = 1_000_000, 8, 4
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, 1, K)).astype(dtype)
     w_ih = (rng.standard_normal((H, K)) / 4).astype(dtype)
