@@ -248,6 +248,62 @@ def test_the_divisors_blocks_run_right_after_rnncore_own(monkeypatch):
         assert keys[i + 1:i + 3] == [(ONE_THREAD, mode), (PADDED, mode)]
 
 
+@pytest.mark.parametrize("environment", [{}, {"OPENBLAS_CORETYPE": "Haswell"}])
+def test_two_thread_cases_time_each_gemm_probe_on_one_thread_right_after_it(
+        environment, monkeypatch):
+    import rnncore.bench.timing as timing
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    orders, real = [], timing.measure
+
+    def measure(fns, *args, **kwargs):
+        orders.append(list(fns))
+        return real(fns, *args, **kwargs)
+    monkeypatch.setattr(timing, "measure", measure)
+    two, one = (next(c for c in QUICK if c.name == n) for n in ("medium-2t", "medium"))
+    results = timing.run([two, one], ["numpy"], forward_only=True, budget=0.001,
+                         rounds=1, gemm_n=32)
+    probes = [k for k, _ in orders[0] if k.startswith("gemm")]
+    expected = ["gemm", "gemm-1t"] + (["gemm-native", "gemm-native-1t"]
+                                      if environment else [])
+    assert probes == expected
+    assert [k for k, _ in orders[1] if k.startswith("gemm")] == expected[::2]
+    assert set(results[0].one_thread_gemm) == ({"gemm", "native"} if environment
+                                               else {"gemm"})
+    assert all(v > 0 for v in results[0].one_thread_gemm.values())
+    assert results[1].one_thread_gemm == {} and np.isnan(results[1].gemm_scaling)
+
+
+def test_in_process_gemm_probe_on_one_thread_narrows_numpys_blas_for_the_call():
+    from threadpoolctl import threadpool_limits
+    from rnncore.bench.timing import _on_one_blas_thread
+
+    def numpy_blas_threads():
+        from rnncore import _parallel
+        return [c.num_threads for c in _parallel._numpy_blas()]
+    if not numpy_blas_threads():
+        pytest.skip("threadpoolctl finds no BLAS of NumPy's")
+    seen = []
+    with threadpool_limits(2, user_api="blas"):
+        before = numpy_blas_threads()
+        if max(before) < 2:
+            pytest.skip("NumPy's BLAS has one thread on this machine")
+        _on_one_blas_thread(lambda: seen.append(numpy_blas_threads()))()
+        assert seen == [[1] * len(before)] and numpy_blas_threads() == before
+
+
+@pytest.mark.parametrize("isa_core, divisor", [(None, 100.0), ("Haswell", 80.0)])
+def test_two_thread_row_shows_the_gemm_scaling_of_the_probe_gemm_divides_by(
+        isa_core, divisor):
+    r = Result(GRID["medium-2t"], {("cython", "fb"): np.array([1.0])},
+               gemm_gflops=170.0, isa_gemm_gflops=150.0, isa_blas_core=isa_core,
+               one_thread_gemm={"gemm": 100.0, "isa": 80.0})
+    assert r.gemm_rate / r.gemm_scaling == pytest.approx(divisor)
+    assert [c[:2] for c in comparisons(r, {}, "fb")] == [
+        ("GEMM 1-thread ÷ 2-thread", pytest.approx(r.gemm_rate / divisor))]
+
+
 def test_one_thread_runner_runs_rnncore_on_one_thread_and_restores_the_cases():
     seen = []
     call = _on_one_thread(lambda: seen.append(get_num_threads()), 2)

@@ -405,8 +405,10 @@ def comparisons(result, by_name: dict, mode: str) -> list[tuple[str, float, str]
         reference's: rnncore's kernels flush denormals to zero). For a case with
         lengths: each other implementation's time over its own time at the case padded
         (rnncore's is a target). For a gated cell's 2-thread case: rnncore's 1-thread
-        time over its 2-thread time. Empty for other cases, or when the case compared
-        with was not run.
+        time over its 2-thread time. For any case on several threads: the same ratio of
+        the GEMM probe %GEMM divides by (``Result.gemm_scaling``), what the machine
+        gave a GEMM's threads in the same rounds. Empty for other cases, or when the
+        case compared with was not run.
     """
     out = []
     case = result.case
@@ -419,6 +421,9 @@ def comparisons(result, by_name: dict, mode: str) -> list[tuple[str, float, str]
         r = _one_thread_ratio(result, by_name, mode)
         if r is not None:
             out.append(("1-thread ÷ 2-thread", r, "{:.2f}×"))
+    if case.threads > 1 and np.isfinite(result.gemm_scaling):
+        out.append((f"GEMM 1-thread ÷ {case.threads}-thread", result.gemm_scaling,
+                    "{:.2f}×"))
     if case.name not in COMPARISONS or case.cell != "rnn":
         return out
     other, _ = COMPARISONS[case.name]

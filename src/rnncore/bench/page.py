@@ -44,7 +44,9 @@ def legend(cells=("rnn",)) -> str:
             "a target (long-denormal: its time over long's, and the share of its states "
             "that are denormal in IEEE arithmetic, computed with the NumPy reference: "
             "rnncore's kernels flush denormals to zero; -len rows: each implementation's "
-            "time over its own at the same case padded")
+            "time over its own at the same case padded; -2t rows: GEMM 1-thread ÷ "
+            "2-thread, the same ratio for the GEMM %GEMM divides by, timed in the row's "
+            "rounds: what the machine gave a second thread)")
     if gated:
         text += ("; LSTM/GRU -2t rows: rnncore's 1-thread time over its 2-thread time"
                  "); torch: nn.LSTM / nn.GRU (with lengths, through "
@@ -185,7 +187,12 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "divide by the padded row.",
         "- Two-thread rows need both CPUs free of other work: with other load on the "
         "machine (the header gives the load average) they show contention, not scaling, "
-        "NumPy's 2-thread OpenBLAS most of all.",
+        "NumPy's 2-thread OpenBLAS most of all. Each also gives, without a target, the "
+        "GEMM probe's own 1-thread ÷ 2-thread ratio: the probe %GEMM divides by, timed "
+        "on one thread too in the row's rounds, each block right after its 2-thread "
+        "block. On a virtual machine whose two CPUs do not share a cache, OpenBLAS's "
+        "second thread may add much less than a second core's worth, and a GEMM-bound "
+        "row cannot scale beyond what the GEMM does.",
     ]
     if blas_vars:
         parts.append(

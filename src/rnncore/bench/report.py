@@ -341,7 +341,10 @@ def to_json(results, env: dict) -> dict:
         ``gemm_gflops`` (in this process), ``native_gemm_gflops`` and
         ``isa_gemm_gflops`` (the child processes' rates, None where not run),
         ``native_rate_gflops`` (this CPU's native-kernel rate), ``gemm_rate_gflops``
-        (what ``%GEMM`` divides by), ``isa_blas_core``, ``memory_ratio``,
+        (what ``%GEMM`` divides by), ``isa_blas_core``, ``one_thread_gemm_gflops``
+        (in a case on several threads, each probe's rate on one thread, in the same
+        rounds: "gemm", "native", "isa"), ``gemm_scaling`` (the rate %GEMM divides by
+        over its probe's one-thread rate; None on one thread), ``memory_ratio``,
         ``denormal_share`` (in IEEE arithmetic, from the NumPy reference), ``targets``
         and ``comparisons`` (ratios shown without a target, e.g. long-denormal over
         long).
@@ -375,6 +378,8 @@ def to_json(results, env: dict) -> dict:
             "native_rate_gflops": finite(r.native_gemm_rate),
             "gemm_rate_gflops": finite(r.gemm_rate),
             "isa_blas_core": r.isa_blas_core,
+            "one_thread_gemm_gflops": r.one_thread_gemm,
+            "gemm_scaling": finite(r.gemm_scaling),
             "memory_ratio": finite(r.memory),
             "denormal_share": finite(r.denormals),
             "targets": {m: [{"target": label, "value": v, "met": ok}

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import functional, set_num_threads
+from .. import _parallel, functional, set_num_threads
 from .runners import NUMPY_IMPLS, ONE_THREAD, PADDED, _inputs, make_runners
 
 __all__ = ["Limits", "Result", "measure", "wait_until_quiet", "gemm_probe", "GemmChild", "forced_isa",
@@ -479,6 +479,10 @@ class Result:
         kernels ran this CPU's best instruction set.
     gemm_cores : dict of str to str
         The core each child's OpenBLAS reported, by probe ("native", "isa").
+    one_thread_gemm : dict of str to float
+        In a case on several threads, each probe's rate on one thread, timed in the
+        same rounds, its block right after the probe's own: by probe, "gemm" (in this
+        process), "native", "isa". Empty on one thread.
     memory : float
         :func:`memory_ratio` of the case (NaN if not measured).
     denormals : float
@@ -503,6 +507,7 @@ class Result:
     isa_gemm_gflops: float = float("nan")
     isa_blas_core: str | None = None
     gemm_cores: dict = field(default_factory=dict)
+    one_thread_gemm: dict = field(default_factory=dict)
 
     @property
     def times(self) -> dict:
@@ -557,6 +562,19 @@ class Result:
             return float(self.isa_gemm_gflops)
         return self.native_gemm_rate
 
+    @property
+    def gemm_scaling(self) -> float:
+        """The GEMM rate :attr:`gemm_rate` is taken from over the same probe's rate on
+        one thread (:attr:`one_thread_gemm`): how much faster the case's threads ran a
+        GEMM than one thread did, in the same rounds. NaN on one thread."""
+        if self.isa_blas_core is not None:
+            probe, rate = "isa", self.isa_gemm_gflops
+        elif self.native_gemm_gflops > self.gemm_gflops:     # False when NaN
+            probe, rate = "native", self.native_gemm_gflops
+        else:
+            probe, rate = "gemm", self.gemm_gflops
+        return float(rate / self.one_thread_gemm.get(probe, float("nan")))
+
     def gemm_fraction(self, impl: str, mode: str) -> float:
         """GFLOP/s of ``impl`` as a fraction of :attr:`gemm_rate`."""
         return self.gflops(impl, mode) / self.gemm_rate
@@ -577,6 +595,18 @@ def _load_before_pinning(impls) -> None:
             import torch  # noqa: F401
         except ImportError:
             pass
+
+
+# The suffix of a GEMM probe's one-thread twin in a case on several threads
+GEMM_ONE_THREAD = "-1t"
+
+
+def _on_one_blas_thread(fn):
+    """``fn`` with NumPy's BLAS on one thread for each call, then the case's again."""
+    def call():
+        with _parallel._NUMPY_BLAS.held():
+            return fn()
+    return call
 
 
 def _on_one_thread(fn, threads: int):
@@ -652,7 +682,6 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
             fns = {k: f for key, fn in fns.items()
                    for k, f in [(key, fn), *after.get(key, {}).items()]}
             probe, probe_flops = gemm_probe(case.dtype, gemm_n)
-            fns[("gemm", "")] = probe
             # The GEMM of the instruction set the kernels run when it is not this CPU's
             # best, whatever the environment pins; this CPU's own where the environment
             # pins other kernels (the in-process probe runs those).
@@ -662,8 +691,18 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                 children["isa"] = GemmChild(case.dtype, gemm_n, case.threads, core)
             if GemmChild.wanted():
                 children["native"] = GemmChild(case.dtype, gemm_n, case.threads)
-            for name, child in children.items():
-                fns[(f"gemm-{name}", "")] = child
+            # On several threads, each probe on one thread too, its block right after
+            # the probe's own: what the machine gives a GEMM's second thread in the
+            # same seconds (docs/perf-notes.md §78)
+            if case.threads > 1:
+                children.update({f"{name}{GEMM_ONE_THREAD}":
+                                 GemmChild(case.dtype, gemm_n, 1, child.coretype)
+                                 for name, child in list(children.items())})
+            probes = {"gemm": probe, **{f"gemm-{n}": c for n, c in children.items()}}
+            if case.threads > 1:
+                probes["gemm" + GEMM_ONE_THREAD] = _on_one_blas_thread(probe)
+            for name in sorted(probes, key=lambda n: n.removesuffix(GEMM_ONE_THREAD)):
+                fns[(name, "")] = probes[name]
             show = (lambda text: progress(f"{case.name}: {text}")) if progress else None
             try:
                 samples = measure(fns, budget, rounds, show,
@@ -676,11 +715,15 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                 return probe_flops / float(np.median(samples.pop((key, "")))) / 1e9
             result = Result(case, samples, rate("gemm"), cpus=limits.cpus, gemm_n=gemm_n,
                             pools=limits.pools, isa_blas_core=core,
-                            gemm_cores={k: c.core for k, c in children.items()})
+                            gemm_cores={k: c.core for k, c in children.items()
+                                        if not k.endswith(GEMM_ONE_THREAD)})
             if "native" in children:
                 result.native_gemm_gflops = rate("gemm-native")
             if "isa" in children:
                 result.isa_gemm_gflops = rate("gemm-isa")
+            result.one_thread_gemm = {
+                name.removesuffix(GEMM_ONE_THREAD).removeprefix("gemm-"): rate(name)
+                for name in probes if name.endswith(GEMM_ONE_THREAD)}
             if not forward_only:
                 result.memory = memory_ratio(case)
             result.denormals = denormal_share(case)
