@@ -293,6 +293,23 @@ def test_in_process_gemm_probe_on_one_thread_narrows_numpys_blas_for_the_call():
         assert seen == [[1] * len(before)] and numpy_blas_threads() == before
 
 
+def test_no_one_thread_gemm_probe_where_numpys_blas_stays_on_its_threads(monkeypatch):
+    from rnncore import _parallel
+    from rnncore.bench.timing import _on_one_blas_thread
+
+    def stays():
+        raise RuntimeError("NumPy's BLAS stays on 2 threads")
+    monkeypatch.setattr(_parallel._NUMPY_BLAS, "_narrow", stays)
+    assert _on_one_blas_thread(lambda: None) is None
+
+
+def test_no_one_thread_gemm_probe_where_no_blas_of_numpys_is_found(monkeypatch):
+    from rnncore import _parallel
+    from rnncore.bench.timing import _on_one_blas_thread
+    monkeypatch.setattr(_parallel, "_numpy_blas", lambda: [])
+    assert _on_one_blas_thread(lambda: None) is None
+
+
 @pytest.mark.parametrize("isa_core, divisor", [(None, 100.0), ("Haswell", 80.0)])
 def test_two_thread_row_shows_the_gemm_scaling_of_the_probe_gemm_divides_by(
         isa_core, divisor):

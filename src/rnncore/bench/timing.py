@@ -602,7 +602,17 @@ GEMM_ONE_THREAD = "-1t"
 
 
 def _on_one_blas_thread(fn):
-    """``fn`` with NumPy's BLAS on one thread for each call, then the case's again."""
+    """``fn`` with NumPy's BLAS on one thread for each call, then the case's again; None
+    where that BLAS cannot be narrowed (threadpoolctl finds none, or it stays on its
+    threads), whose one-thread rate could not be told from its own."""
+    try:
+        with _parallel._NUMPY_BLAS.held():
+            pass
+    except RuntimeError:
+        return None
+    if not _parallel._numpy_blas():
+        return None
+
     def call():
         with _parallel._NUMPY_BLAS.held():
             return fn()
@@ -699,8 +709,9 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                                  GemmChild(case.dtype, gemm_n, 1, child.coretype)
                                  for name, child in list(children.items())})
             probes = {"gemm": probe, **{f"gemm-{n}": c for n, c in children.items()}}
-            if case.threads > 1:
-                probes["gemm" + GEMM_ONE_THREAD] = _on_one_blas_thread(probe)
+            one_thread_probe = _on_one_blas_thread(probe) if case.threads > 1 else None
+            if one_thread_probe is not None:
+                probes["gemm" + GEMM_ONE_THREAD] = one_thread_probe
             for name in sorted(probes, key=lambda n: n.removesuffix(GEMM_ONE_THREAD)):
                 fns[(name, "")] = probes[name]
             show = (lambda text: progress(f"{case.name}: {text}")) if progress else None
