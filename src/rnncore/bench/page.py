@@ -190,9 +190,10 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "NumPy's 2-thread OpenBLAS most of all. Each also gives, without a target, the "
         "GEMM probe's own 1-thread ÷ 2-thread ratio: the probe %GEMM divides by, timed "
         "on one thread too in the row's rounds, each block right after its 2-thread "
-        "block. On a virtual machine whose two CPUs do not share a cache, OpenBLAS's "
-        "second thread may add much less than a second core's worth, and a GEMM-bound "
-        "row cannot scale beyond what the GEMM does.",
+        "block: what the machine gave a GEMM's second thread in those seconds. On a "
+        "virtual machine whose two CPUs do not share a cache it may be well under 2×; "
+        "a row can still exceed it (two directions on their own threads share no data, "
+        "where OpenBLAS's threads share the panels they pack).",
     ]
     if blas_vars:
         parts.append(
