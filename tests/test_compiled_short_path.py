@@ -333,3 +333,20 @@ def test_a_shape_declined_under_a_changed_threshold_is_taken_once_it_is_forgotte
     _short.forget_kept()
     F.forward(x, params)
     assert taken["forward"] == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lengths_that_pad_nothing_take_the_compiled_path_with_the_padded_calls_bits(
+        taken, dtype):
+    x, params = make_call(np.random.default_rng(3), dtype)
+    want = F.forward(x, params)
+    got = F.forward(x, params, lengths=[x.shape[0]] * x.shape[1])
+    assert taken["forward"] == 2
+    for g, w in zip(got[:2], want[:2]):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_lengths_that_pad_something_keep_the_python_path(taken):
+    x, params = make_call(np.random.default_rng(3), np.float32)
+    F.forward(x, params, lengths=[x.shape[0]] * (x.shape[1] - 1) + [x.shape[0] - 1])
+    assert taken["forward"] == 0

@@ -236,10 +236,12 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
             and (backend is None
                  or type(backend) is str and backend == _CYTHON and _short is not None)):
         # the defaults (or the kernels named, which the defaults pick): all valid
-        if h0 is None and lengths is None and not batch_first and _short is not None:
+        if (h0 is None and not batch_first and _short is not None
+                and (lengths is None or _pads_nothing(lengths, x))):
             done = _short.forward(x, params, snapshot_weights)   # the short path, compiled
             if done is not None:
                 return done
+            lengths = None
         cell_type, module, relu = _ELMAN, _FASTEST if backend is None else _kernels, False
     else:
         cell_type, module, relu = _checked_options(cell, nonlinearity, backend, merge_mode,
@@ -288,6 +290,16 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     finally:
         if cache is not None:
             _memory.leave(cache)
+
+
+def _pads_nothing(lengths, x) -> bool:
+    """Whether ``lengths`` give every sequence of ``x``, a (T, B, K) ndarray, all T
+    steps: the padded call's results, which the compiled short path may give (§75, §83
+    of docs/perf-notes.md). False for any other ``x``, whose checks come first."""
+    if type(x) is not np.ndarray or x.ndim != 3:
+        return False
+    T, B = x.shape[:2]
+    return bool(read_lengths(lengths, B, T).min(initial=T) == T)
 
 
 def _checked_options(cell, nonlinearity, backend, merge_mode, deterministic, checkpoint):
