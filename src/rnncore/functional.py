@@ -231,17 +231,21 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     record : Record
         What :func:`backward` needs.
     """
+    lengths_read = False
     if (cell is _RNN and nonlinearity is _TANH and merge_mode is _CONCAT
             and deterministic is True and checkpoint is _NO_CHECKPOINT
             and (backend is None
                  or type(backend) is str and backend == _CYTHON and _short is not None)):
         # the defaults (or the kernels named, which the defaults pick): all valid
-        if (h0 is None and not batch_first and _short is not None
-                and (lengths is None or _pads_nothing(lengths, x))):
-            done = _short.forward(x, params, snapshot_weights)   # the short path, compiled
-            if done is not None:
-                return done
-            lengths = None
+        if h0 is None and not batch_first and _short is not None:
+            if lengths is not None and type(x) is np.ndarray and x.ndim == 3:
+                # read here, once: lengths that pad nothing take the compiled path too
+                T, B = x.shape[:2]
+                lengths, lengths_read = _lengths_to_run(lengths, B, T), True
+            if lengths is None:
+                done = _short.forward(x, params, snapshot_weights)   # the short path, compiled
+                if done is not None:
+                    return done
         cell_type, module, relu = _ELMAN, _FASTEST if backend is None else _kernels, False
     else:
         cell_type, module, relu = _checked_options(cell, nonlinearity, backend, merge_mode,
@@ -263,12 +267,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         raise ValueError(f"x must have {cfg.input_size} features in its last axis "
                          f"(input_size of params['weight_ih_l0']); got shape "
                          f"{x.shape if not batch_first or unbatched else (B, T, K)}")
-    if lengths is not None:
-        lengths = read_lengths(lengths, B, T)
-        if lengths.min(initial=T) == T:
-            # nothing padded (a PackedSequence of one sequence, a batch bucketed by
-            # length): the padded call, whose results are the same, without the masks
-            lengths = None
+    if lengths is not None and not lengths_read:
+        lengths = _lengths_to_run(lengths, B, T)
     if module is _kernels:               # before anything is copied or allocated
         _kernels.check_sizes(T, B, *plan.widths)
     cache = _memory.enter() if _large(T * B, K, cfg.hidden_size) else None
@@ -292,14 +292,13 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
             _memory.leave(cache)
 
 
-def _pads_nothing(lengths, x) -> bool:
-    """Whether ``lengths`` give every sequence of ``x``, a (T, B, K) ndarray, all T
-    steps: the padded call's results, which the compiled short path may give (§75, §83
-    of docs/perf-notes.md). False for any other ``x``, whose checks come first."""
-    if type(x) is not np.ndarray or x.ndim != 3:
-        return False
-    T, B = x.shape[:2]
-    return bool(read_lengths(lengths, B, T).min(initial=T) == T)
+def _lengths_to_run(lengths, B: int, T: int):
+    """The caller's ``lengths`` checked (:func:`read_lengths`), or None when they pad
+    nothing (a PackedSequence of one sequence, a batch bucketed by length): the padded
+    call, whose results are the same, runs without the masks and may take the short
+    paths (§75, §83 of docs/perf-notes.md)."""
+    lengths = read_lengths(lengths, B, T)
+    return None if lengths.min(initial=T) == T else lengths
 
 
 def _checked_options(cell, nonlinearity, backend, merge_mode, deterministic, checkpoint):
