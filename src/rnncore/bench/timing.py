@@ -701,40 +701,41 @@ def run(cases, impls, forward_only: bool = False, budget: float = 0.4, rounds: i
                 children["isa"] = GemmChild(case.dtype, gemm_n, case.threads, core)
             if GemmChild.wanted():
                 children["native"] = GemmChild(case.dtype, gemm_n, case.threads)
+            probes = {"gemm": probe, **{f"gemm-{n}": c for n, c in children.items()}}
             # On several threads, each probe on one thread too, its block right after
             # the probe's own: what the machine gives a GEMM's second thread in the
             # same seconds (docs/perf-notes.md §78)
+            one_thread = {}
             if case.threads > 1:
-                children.update({f"{name}{GEMM_ONE_THREAD}":
-                                 GemmChild(case.dtype, gemm_n, 1, child.coretype)
-                                 for name, child in list(children.items())})
-            probes = {"gemm": probe, **{f"gemm-{n}": c for n, c in children.items()}}
-            one_thread_probe = _on_one_blas_thread(probe) if case.threads > 1 else None
-            if one_thread_probe is not None:
-                probes["gemm" + GEMM_ONE_THREAD] = one_thread_probe
-            for name in sorted(probes, key=lambda n: n.removesuffix(GEMM_ONE_THREAD)):
-                fns[(name, "")] = probes[name]
+                one_thread = {f"gemm-{n}": GemmChild(case.dtype, gemm_n, 1, c.coretype)
+                              for n, c in children.items()}
+                in_process = _on_one_blas_thread(probe)
+                if in_process is not None:
+                    one_thread["gemm"] = in_process
+            for name, fn in probes.items():
+                fns[(name, "")] = fn
+                if name in one_thread:
+                    fns[(name + GEMM_ONE_THREAD, "")] = one_thread[name]
             show = (lambda text: progress(f"{case.name}: {text}")) if progress else None
             try:
                 samples = measure(fns, budget, rounds, show,
                                   settle=0.15 if case.threads > 1 else 0.0)
             finally:
-                for child in children.values():
-                    child.close()
+                for child in [*children.values(), *one_thread.values()]:
+                    if isinstance(child, GemmChild):
+                        child.close()
 
             def rate(key):
                 return probe_flops / float(np.median(samples.pop((key, "")))) / 1e9
             result = Result(case, samples, rate("gemm"), cpus=limits.cpus, gemm_n=gemm_n,
                             pools=limits.pools, isa_blas_core=core,
-                            gemm_cores={k: c.core for k, c in children.items()
-                                        if not k.endswith(GEMM_ONE_THREAD)})
+                            gemm_cores={k: c.core for k, c in children.items()})
             if "native" in children:
                 result.native_gemm_gflops = rate("gemm-native")
             if "isa" in children:
                 result.isa_gemm_gflops = rate("gemm-isa")
-            result.one_thread_gemm = {
-                name.removesuffix(GEMM_ONE_THREAD).removeprefix("gemm-"): rate(name)
-                for name in probes if name.endswith(GEMM_ONE_THREAD)}
+            result.one_thread_gemm = {name.removeprefix("gemm-"):
+                                      rate(name + GEMM_ONE_THREAD) for name in one_thread}
             if not forward_only:
                 result.memory = memory_ratio(case)
             result.denormals = denormal_share(case)
