@@ -1,9 +1,9 @@
 """The compiled short call (``rnncore._short``).
 
 ``functional.forward`` (every option at its default, or ``backend="cython"``, which the
-default picks) and ``backward`` hand a call whose arguments are exactly what the short path takes (a dict of native ndarrays, ``x`` a
-C-contiguous (T, B, K) ndarray of their dtype, no h0, lengths or ∂L/∂h_n) to compiled
-code. These tests pin that it takes those calls (counted, so that a bitwise match cannot
+default picks) and ``backward`` hand a call whose arguments are exactly what the short
+path takes (a dict of native ndarrays, ``x`` a C-contiguous (T, B, K) ndarray of their
+dtype, no h0 or ∂L/∂h_n, lengths none or in a usual form) to compiled code. These tests pin that it takes those calls (counted, so that a bitwise match cannot
 come from a call it declined), that it gives functional's bits and record, and that it
 declines everything else, so that functional checks it and raises as it always did.
 """
@@ -234,16 +234,23 @@ BACKWARD_DECLINED = {
     "dy not contiguous": lambda record, dy: (record, np.asfortranarray(dy)),
     "dy of another shape": lambda record, dy: (record, dy[:-1].copy()),
     "dy of another dtype": lambda record, dy: (record, dy.astype(np.float64)),
-    "a record with lengths": lambda record, dy: (
-        F.forward(*record, lengths=[20, 19, 20])[2], dy),
+    "a record of the walker with lengths whose lengths were replaced": lambda record, dy: (
+        _with_lengths(F.forward(*record, np.zeros((1, 3, 7), np.float32),
+                                lengths=[20, 19, 20])[2], [20, 19, 20]), dy),
     "not a record": lambda record, dy: ("record", dy),
 }
+
+
+def _with_lengths(record, lengths):
+    """The record with its lengths replaced by a list (not the int64 array it reads)."""
+    record.lengths = lengths
+    return record
 
 
 @pytest.mark.parametrize("case", list(BACKWARD_DECLINED))
 def test_the_compiled_backward_declines_a_call_it_does_not_take(rng, case, taken):
     x, params = make_call(rng, np.float32)
-    record = F.forward(x, params)[2] if case != "a record with lengths" else (x, params)
+    record = F.forward(x, params)[2] if "lengths" not in case else (x, params)
     dy = rng.standard_normal((20, 3, 7)).astype(np.float32)
     record, dy = BACKWARD_DECLINED[case](record, dy)
     assert _short.backward(record, dy, True, True) is None
@@ -346,7 +353,163 @@ def test_lengths_that_pad_nothing_take_the_compiled_path_with_the_padded_calls_b
         np.testing.assert_array_equal(g, w)
 
 
-def test_lengths_that_pad_something_keep_the_python_path(taken):
-    x, params = make_call(np.random.default_rng(3), np.float32)
-    F.forward(x, params, lengths=[x.shape[0]] * (x.shape[1] - 1) + [x.shape[0] - 1])
-    assert taken["forward"] == 0
+# lengths that pad something (T = 20, B = 3), each a case of the walker's steps
+PADDED = {
+    "one row shorter": [20, 17, 20],
+    "rows of every length": [1, 20, 9],
+    "every row shorter": [18, 11, 15],      # the steps after the longest not run
+    "every row as short": [13, 13, 13],     # not run, and nothing padded before it
+}
+
+# the forms of lengths the compiled path reads itself
+LENGTHS_FORMS = {
+    "list": list,
+    "tuple": tuple,
+    "int64 array": lambda v: np.array(v, np.int64),
+    "int32 array": lambda v: np.array(v, np.int32),
+    "strided array": lambda v: np.repeat(np.array(v, np.int64), 2)[::2],
+}
+
+
+def walker_with_lengths(monkeypatch, x, params, dy, lengths):
+    """forward and backward with lengths through functional's layer walker, in Python
+    and NumPy alone: no compiled short path, and the Python one (which takes every
+    one-thread call of one Elman direction) turned away."""
+    with monkeypatch.context() as patch:
+        patch.setattr(F, "_short", None)
+        patch.setattr(F, "_one_part_each", lambda *args: False)
+        y, h_n, record = F.forward(x, params, lengths=lengths)
+        return (y, h_n, record), F.backward(record, dy)
+
+
+@pytest.mark.parametrize("case", list(PADDED))
+@pytest.mark.parametrize("form", list(LENGTHS_FORMS))
+@pytest.mark.parametrize("layers", [1, 3])
+def test_lengths_that_pad_something_take_the_compiled_path_with_the_walkers_bits(
+        dtype, rng, taken, monkeypatch, case, form, layers):
+    x, params = make_call(rng, dtype, layers=layers)
+    dy = rng.standard_normal((20, 3, 7)).astype(dtype)
+    lengths = LENGTHS_FORMS[form](PADDED[case])
+    y, h_n, record = F.forward(x, params, lengths=lengths)
+    dx, dh0, grads = F.backward(record, dy)
+    assert taken == {"forward": 1, "backward": 1}
+    (want_y, want_h_n, want_record), (want_dx, want_dh0, want_grads) = \
+        walker_with_lengths(monkeypatch, x, params, dy, lengths)
+    assert taken == {"forward": 1, "backward": 1}
+    for name, got, want in [("y", y, want_y), ("h_n", h_n, want_h_n), ("dx", dx, want_dx),
+                            ("dh0", dh0, want_dh0)]:
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    for key in want_grads:
+        np.testing.assert_array_equal(grads[key], want_grads[key], err_msg=key)
+    for name in type(record).__slots__:
+        got, want = getattr(record, name), getattr(want_record, name)
+        if name in ("lengths", "padded"):
+            assert (got is None) == (want is None), name
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        elif name == "inputs":
+            for got_x, want_x in zip(got, want):
+                np.testing.assert_array_equal(got_x, want_x)
+        elif name not in ("weights", "states", "saved", "plan"):
+            assert got == want, name
+
+
+def test_padded_steps_of_x_and_dy_are_ignored_by_the_compiled_path(rng, taken):
+    x, params = make_call(rng, np.float32)
+    dy = rng.standard_normal((20, 3, 7)).astype(np.float32)
+    lengths = [20, 12, 17]
+    want_y, want_h_n, record = F.forward(x, params, lengths=lengths)
+    want = F.backward(record, dy)
+    for i, n in enumerate(lengths):
+        x[n:, i], dy[n:, i] = np.inf, np.nan
+    y, h_n, record = F.forward(x, params, lengths=lengths)
+    dx, dh0, grads = F.backward(record, dy)
+    assert taken == {"forward": 2, "backward": 2}
+    for got, expected in [(y, want_y), (h_n, want_h_n), (dx, want[0]), (dh0, want[1]),
+                          *[(grads[k], want[2][k]) for k in grads]]:
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_the_compiled_padded_path_leaves_the_callers_arrays_alone(rng, taken):
+    x, params = make_call(rng, np.float32, layers=2)
+    lengths = np.array([20, 12, 17])
+    before = [x.copy(), lengths.copy()] + [p.copy() for p in params.values()]
+    y, h_n, record = F.forward(x, params, lengths=lengths)
+    dy = np.ones_like(y)
+    dx, dh0, grads = F.backward(record, dy)
+    assert taken == {"forward": 1, "backward": 1}
+    for got, want in zip([x, lengths, *params.values()], before):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(dy, np.ones_like(y))
+    assert not np.shares_memory(record.lengths, lengths)
+    for result in [y, h_n, dx, dh0, *grads.values()]:
+        assert result.flags.writeable and result.flags.c_contiguous
+        assert not np.shares_memory(result, x)
+
+
+def test_a_padded_record_gives_the_same_gradients_after_the_callers_lengths_change(
+        rng):
+    x, params = make_call(rng, np.float32)
+    lengths = np.array([20, 12, 17])
+    _, _, record = F.forward(x, params, lengths=lengths)
+    dy = rng.standard_normal((20, 3, 7)).astype(np.float32)
+    want = F.backward(record, dy)
+    lengths[:] = 5
+    got = F.backward(record, dy)
+    np.testing.assert_array_equal(got[0], want[0])
+    for key in want[2]:
+        np.testing.assert_array_equal(got[2][key], want[2][key])
+
+
+# (name, lengths the compiled path leaves to functional, which reads or rejects them)
+LENGTHS_DECLINED = {
+    "floats": [20.0, 12.0, 17.0],
+    "bools": [True, True, True],
+    "numpy ints in a list": [np.int64(20), np.int64(12), np.int64(17)],
+    "int16 array": np.array([20, 12, 17], np.int16),
+    "uint64 array": np.array([20, 12, 17], np.uint64),
+    "2-D array": np.array([[20, 12, 17]]),
+    "too few": [20, 12],
+    "too many": [20, 12, 17, 3],
+    "zero": [20, 0, 17],
+    "past T": [20, 21, 17],
+    "negative": np.array([20, -1, 17]),
+    "huge": [20, 2 ** 70, 17],
+    "a string": "20",
+}
+
+
+@pytest.mark.parametrize("case", list(LENGTHS_DECLINED))
+def test_lengths_in_another_form_are_left_to_functional(rng, case, taken):
+    x, params = make_call(rng, np.float32)
+    lengths = LENGTHS_DECLINED[case]
+    assert _short.forward(x, params, True, lengths) is None
+    try:
+        want = F.forward(x, params, h0=np.zeros((1, 3, 7), np.float32), lengths=lengths)
+    except (TypeError, ValueError) as error:
+        with pytest.raises(type(error)) as raised:
+            F.forward(x, params, lengths=lengths)
+        assert str(raised.value) == str(error)
+        return
+    got = F.forward(x, params, lengths=lengths)
+    for g, w in zip(got[:2], want[:2]):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("lengths", [[20, 17, 20], [1, 20, 9], [18, 11, 15], [13, 13, 13],
+                                     [20, 20, 20]])
+def test_the_compiled_steps_to_run_are_numpys(rng, monkeypatch, lengths):
+    x = rng.standard_normal((20, 3, 5)).astype(np.float32)
+    for i, n in enumerate(lengths):
+        x[n:, i] = np.inf
+    lengths = np.array(lengths, np.int64)
+    got_x, got_mask = _short.steps_to_run(x, lengths)
+    monkeypatch.setattr(F, "_short", None)
+    want_x, want_mask = F._steps_to_run(x, lengths)
+    assert got_x.flags.c_contiguous and got_x.dtype == want_x.dtype
+    np.testing.assert_array_equal(got_x, want_x)
+    assert (got_x is x) == (want_x is x)
+    assert (got_mask is None) == (want_mask is None)
+    if want_mask is not None:
+        assert got_mask.dtype == want_mask.dtype
+        np.testing.assert_array_equal(got_mask, want_mask)

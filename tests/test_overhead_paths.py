@@ -188,13 +188,39 @@ def test_the_one_direction_short_path_gives_the_bits_of_the_layer_walker(
 
 def test_lengths_that_pad_nothing_take_the_short_path(backend, rng, short_paths):
     """Every sequence T long: the padded call's path (one layer-direction: the short
-    path), not the walker's with masks; one padded row takes the walker."""
+    path), not the walker's with masks."""
     params = one_direction_params(rng, np.float32, True)
     x = rng.standard_normal((T, B, K)).astype(np.float32)
     F.forward(x, params, lengths=[T] * B, backend=backend)
     assert short_paths["forward"] == 1
-    F.forward(x, params, lengths=[T] * (B - 1) + [T - 1], backend=backend)
-    assert short_paths["forward"] == 1
+
+
+# lengths that pad something (B = 2 rows of T steps), each a case of the walker's steps
+PADDED = {
+    "one row shorter": [T, T - 3],
+    "every row shorter": [T - 2, T - 1],       # the last step not run
+    "every row as short": [T - 2] * B,         # ... and no mask
+}
+
+
+@pytest.mark.parametrize("case", list(PADDED))
+@pytest.mark.parametrize("h0", [False, True], ids=["zero h0", "h0"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_lengths_that_pad_something_take_the_short_path_with_the_walkers_bits(
+        backend, dtype, rng, case, h0, layers, short_paths):
+    params = one_direction_params(rng, dtype, True, layers)
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((layers, B, H)).astype(dtype)
+    common = dict(backend=backend, lengths=PADDED[case],
+                  h0=rng.standard_normal((layers, B, H)).astype(dtype) if h0 else None)
+    got, _ = one_direction_call(x, params, dy, dh_n, **common)
+    assert short_paths == {"forward": 1, "backward": 1}
+    want, keys = one_direction_call(x, params, dy, dh_n, **common, checkpoint=1)
+    assert short_paths["forward"] == 1            # the walker ran the second call
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *keys], got, want):
+        assert g.shape == w.shape, name
+        np.testing.assert_array_equal(g, w, err_msg=name)
 
 
 @pytest.mark.parametrize("layout", ["batch_first", "unbatched"])

@@ -623,7 +623,8 @@ def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
         b = b_ih + b_hh; ``b_hh`` None: b = b_ih (the zero bias of a layer without
         bias).
     h_n : ndarray, shape (B, H), C-contiguous, optional
-        Receives hs[T], the final state.
+        Receives each row's final state, hs[lengths[i], i] (hs[T] where nothing is
+        padded).
     output : bool
         Also return hs[1:] copied into an array of its own.
 
@@ -649,8 +650,7 @@ def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
         hs = layer_forward(x, w_ih, w_hh, b, h0, lengths, False, relu, y=y)
     if output and y is None:             # sizes layer_sizes could not read off x, w_hh
         y = hs[1:].copy()
-    cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = hs.shape[2]
-    cdef size_t step_bytes = B * H * hs.itemsize
+    cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2]
     cdef cnp.ndarray dst
     if h_n is not None:
         dst = h_n
@@ -659,9 +659,27 @@ def layer_forward_owned(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, bint relu,
                 or not cnp.PyArray_IS_C_CONTIGUOUS(dst)):
             raise ValueError(f"h_n must be a C-contiguous ({B}, {H}) array of {hs.dtype}; "
                              f"got {dst.dtype} {h_n.shape}")
-        memcpy(cnp.PyArray_DATA(dst), <char *>cnp.PyArray_DATA(hs) + T * step_bytes,
-               step_bytes)
+        if not is_c_array(lengths, cnp.NPY_INT64, 1, B, 0, 0):
+            lengths = np.ascontiguousarray(lengths, np.int64)   # (checked by the kernel)
+        final_states(hs, <const int64_t *>data_of(lengths), dst)
     return hs, (w_ih, w_hh, b), y
+
+
+cdef void final_states(cnp.ndarray hs, const int64_t *lengths, cnp.ndarray h_n) noexcept:
+    """Row i of h_n (B, W) = hs[lengths[i], i] of hs (T+1, B, W), both C-contiguous of
+    one dtype, lengths in [0, T]: one copy of hs[T] where every row is T long."""
+    cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], i
+    cdef size_t row_bytes = hs.shape[2] * hs.itemsize
+    cdef char *src = <char *>cnp.PyArray_DATA(hs)
+    cdef char *dst = <char *>cnp.PyArray_DATA(h_n)
+    for i in range(B):
+        if lengths[i] != T:
+            break
+    else:
+        memcpy(dst, src + T * B * row_bytes, B * row_bytes)
+        return
+    for i in range(B):
+        memcpy(dst + i * row_bytes, src + (lengths[i] * B + i) * row_bytes, row_bytes)
 
 
 cdef inline bint is_c_array(object a, int typenum, int ndim, Py_ssize_t d0, Py_ssize_t d1,

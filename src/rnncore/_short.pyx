@@ -13,9 +13,10 @@ written once, in two layers:
 - :func:`forward` and :func:`backward` are :func:`rnncore.functional.forward` and
   :func:`~rnncore.functional.backward` for a call whose arguments are exactly what
   that path takes, every option at its default (a dict of native ndarrays or a
-  ``CheckedParams``, ``x`` a C-contiguous (T, B, K) ndarray of their dtype, no h0 and
-  no lengths; ``dy`` of the output's shape and layout, no ∂L/∂h_n), or None for any
-  other call. They accept, never reject: a call they decline, a bad one included,
+  ``CheckedParams``, ``x`` a C-contiguous (T, B, K) ndarray of their dtype, no h0,
+  lengths none or a list, tuple or integer ndarray of them; ``dy`` of the output's
+  shape and layout, no ∂L/∂h_n), or None for any other call. Lengths that pad
+  something run the walker's steps for them here too (§85 of docs/perf-notes.md). They accept, never reject: a call they decline, a bad one included,
   goes through functional, which checks it and raises. The results, the record and
   the bits are functional's.
 """
@@ -23,12 +24,12 @@ cimport numpy as cnp
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.string cimport memcpy
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from rnncore import _chunks, _kernels
-from rnncore._inputs import zero_padded
 from rnncore._params import CheckedParams, _plan_for
 
 from rnncore._checks cimport Sizes, check_sizes_c
@@ -140,6 +141,159 @@ def forget_kept():
         None, -1, -1, False, None, None)
 
 
+cdef object _read_lengths(object lengths, Py_ssize_t B, Py_ssize_t T, int64_t *least,
+                          int64_t *most):
+    """The caller's ``lengths`` in one of the usual forms (a list or tuple of ints, a
+    1-D ndarray of 32- or 64-bit signed integers) as a new (B,) int64 array, their
+    least and greatest in ``least`` and ``most``; None for any other form, and for
+    values functional's check rejects (the wrong count, outside [1, T]): functional
+    then reads them itself, and raises. ``B`` ≥ 1."""
+    cdef cnp.npy_intp dims[1]
+    dims[0] = B
+    cdef cnp.ndarray out, a
+    cdef int64_t *o
+    cdef int64_t v
+    cdef Py_ssize_t i, stride, size
+    cdef char *p
+    if type(lengths) is list or type(lengths) is tuple:
+        if len(lengths) != B:
+            return None
+        out = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        o = <int64_t *>cnp.PyArray_DATA(out)
+        for i in range(B):
+            item = lengths[i]
+            if type(item) is not int:    # (nor bool, a subclass)
+                return None
+            try:
+                o[i] = item
+            except OverflowError:
+                return None
+    elif type(lengths) is _ndarray:
+        a = <cnp.ndarray>lengths
+        size = cnp.PyArray_ITEMSIZE(a)
+        if (cnp.PyArray_NDIM(a) != 1 or cnp.PyArray_DIM(a, 0) != B
+                or not cnp.PyArray_ISSIGNED(a) or not cnp.PyArray_ISALIGNED(a)
+                or not cnp.PyArray_ISNOTSWAPPED(a) or (size != 8 and size != 4)):
+            return None
+        out = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        o = <int64_t *>cnp.PyArray_DATA(out)
+        p, stride = <char *>cnp.PyArray_DATA(a), cnp.PyArray_STRIDE(a, 0)
+        for i in range(B):
+            o[i] = (<int64_t *>(p + i * stride))[0] if size == 8 \
+                else (<int32_t *>(p + i * stride))[0]
+    else:
+        return None
+    least[0] = most[0] = o[0]
+    for i in range(1, B):
+        v = o[i]
+        if v < least[0]:
+            least[0] = v
+        elif v > most[0]:
+            most[0] = v
+    if least[0] < 1 or most[0] > T:
+        return None
+    return out
+
+
+cdef void _zero_padded(cnp.ndarray a, cnp.ndarray lengths) noexcept:
+    """Zero a C-contiguous (T, B, W) array at each row's padded steps, t ≥ lengths[i]
+    (lengths a C-contiguous (B,) int64 array): ``a[padded] = 0`` in place."""
+    cdef Py_ssize_t T = cnp.PyArray_DIM(a, 0), B = cnp.PyArray_DIM(a, 1), i, t
+    cdef size_t row_bytes = cnp.PyArray_DIM(a, 2) * cnp.PyArray_ITEMSIZE(a)
+    cdef char *data = <char *>cnp.PyArray_DATA(a)
+    cdef const int64_t *steps = <const int64_t *>cnp.PyArray_DATA(lengths)
+    for i in range(B):
+        for t in range(max(steps[i], 0), T):
+            memset(data + (t * B + i) * row_bytes, 0, row_bytes)
+
+
+cdef cnp.ndarray _unpadded_copy(cnp.ndarray a, Py_ssize_t T, cnp.ndarray lengths):
+    """A new C-contiguous copy of the first T steps of a C-contiguous (≥ T, B, W) array,
+    zero at each row's padded steps (t ≥ lengths[i]): what functional makes of x and
+    of dy for a call whose lengths pad something. Each step whose rows all run is one
+    copy."""
+    cdef Py_ssize_t B = cnp.PyArray_DIM(a, 1), i, t, least = T
+    cdef size_t row_bytes = cnp.PyArray_DIM(a, 2) * cnp.PyArray_ITEMSIZE(a)
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = T, B, cnp.PyArray_DIM(a, 2)
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(3, dims, cnp.PyArray_TYPE(a), 0)
+    cdef const int64_t *steps = <const int64_t *>cnp.PyArray_DATA(lengths)
+    cdef char *src = <char *>cnp.PyArray_DATA(a)
+    cdef char *dst = <char *>cnp.PyArray_DATA(out)
+    for i in range(B):
+        if steps[i] < least:
+            least = max(steps[i], 0)
+    memcpy(dst, src, least * B * row_bytes)
+    for t in range(least, T):
+        for i in range(B):
+            if t < steps[i]:
+                memcpy(dst + (t * B + i) * row_bytes, src + (t * B + i) * row_bytes,
+                       row_bytes)
+            else:
+                memset(dst + (t * B + i) * row_bytes, 0, row_bytes)
+    return out
+
+
+cdef cnp.ndarray _padded_mask(cnp.ndarray lengths, Py_ssize_t T):
+    """(T, B) bool, True at padded steps (t ≥ lengths[i]): functional's ``padded``."""
+    cdef Py_ssize_t B = cnp.PyArray_DIM(lengths, 0), i, t
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = T, B
+    cdef cnp.ndarray mask = cnp.PyArray_EMPTY(2, dims, cnp.NPY_BOOL, 0)
+    cdef char *m = <char *>cnp.PyArray_DATA(mask)
+    cdef const int64_t *steps = <const int64_t *>cnp.PyArray_DATA(lengths)
+    for t in range(T):
+        for i in range(B):
+            m[t * B + i] = t >= steps[i]
+    return mask
+
+
+def steps_to_run(x, lengths):
+    """:func:`rnncore.functional._steps_to_run` of a C-contiguous (T, B, K) ndarray
+    ``x`` (B ≥ 1) and read ``lengths`` (a (B,) int64 ndarray, values in [1, T]): the
+    same arrays, x copied and zeroed in one pass.
+
+    Returns
+    -------
+    x : ndarray, shape (T', B, K)
+        T' the longest length: a view of x where no row is shorter, else a copy
+        zeroed at the padded steps.
+    padded : ndarray of bool, shape (T', B), or None
+    """
+    if not _c_array_of(lengths, cnp.NPY_INT64, 1) or len(lengths) != x.shape[1]:
+        raise ValueError("lengths must be a (B,) int64 array")
+    cdef cnp.ndarray steps = <cnp.ndarray>lengths
+    cdef const int64_t *v = <const int64_t *>cnp.PyArray_DATA(steps)
+    cdef int64_t least = v[0], most = v[0]
+    cdef Py_ssize_t i
+    for i in range(1, cnp.PyArray_DIM(steps, 0)):
+        least, most = min(least, v[i]), max(most, v[i])
+    if least < 1 or most > x.shape[0]:
+        raise ValueError(f"lengths must lie in [1, {x.shape[0]}]")
+    return _steps_to_run(x, steps, least, most)
+
+
+cdef tuple _steps_to_run(cnp.ndarray x, cnp.ndarray lengths, int64_t least,
+                         int64_t most):
+    """:func:`steps_to_run` with the lengths' least and greatest known."""
+    if least == most:                    # every row as long as the longest: no mask
+        return (x if most == cnp.PyArray_DIM(x, 0) else x[:most]), None
+    return _unpadded_copy(x, most, lengths), _padded_mask(lengths, most)
+
+
+cdef object _zero_after(cnp.ndarray a, Py_ssize_t full_T):
+    """A time-major ``a`` (T, B, W) of the steps run, over the caller's ``full_T`` ≥ T
+    steps: zero after step T (functional's ``_all_steps``)."""
+    cdef Py_ssize_t T = cnp.PyArray_DIM(a, 0)
+    if T == full_T:
+        return a
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = full_T, cnp.PyArray_DIM(a, 1), cnp.PyArray_DIM(a, 2)
+    cdef cnp.ndarray out = cnp.PyArray_ZEROS(3, dims, cnp.PyArray_TYPE(a), 0)
+    memcpy(cnp.PyArray_DATA(out), cnp.PyArray_DATA(a), cnp.PyArray_NBYTES(a))
+    return out
+
+
 cpdef tuple stacked_forward(plan, list arrays, x, s0, steps, bint relu, bint snapshot):
     """The layers of a one-direction Elman network back to back on the kernels, each
     one ``layer_forward_owned`` call.
@@ -189,11 +343,19 @@ cpdef tuple stacked_forward(plan, list arrays, x, s0, steps, bint relu, bint sna
     return output, h_n, weights, inputs, states
 
 
-def forward(x, params, bint snapshot=True):
-    """:func:`rnncore.functional.forward` ``(x, params, snapshot_weights=snapshot)``
-    with every other option at its default, for a dict of native-order ndarrays (or a ``CheckedParams`` of "rnn") and
-    a C-contiguous (T, B, K) ``x`` of their dtype whose call takes the short path; None
-    for any other call.
+def forward(x, params, bint snapshot=True, lengths=None):
+    """:func:`rnncore.functional.forward` ``(x, params, lengths=lengths,
+    snapshot_weights=snapshot)`` with every other option at its default, for a dict of
+    native-order ndarrays (or a ``CheckedParams`` of "rnn"), a C-contiguous (T, B, K)
+    ``x`` of their dtype and ``lengths`` None or in a form :func:`_read_lengths` reads,
+    whose call takes the short path; None for any other call.
+
+    Lengths that pad nothing run the call without them, as functional does. Lengths
+    that pad something run what functional's walker runs for them: the steps after
+    the longest sequence dropped, x copied with its padded steps zeroed (none copied
+    where every row is as long as the longest), the same kernels given the lengths,
+    each row's h_n read at its last step, the output zero at padded steps and after
+    the longest; the walker's record.
 
     Returns
     -------
@@ -220,7 +382,14 @@ def forward(x, params, bint snapshot=True):
     cdef Py_ssize_t K = cnp.PyArray_DIM(xa, 2), H = cfg.hidden_size
     if K != cfg.input_size:
         return None
+    cdef int64_t least = T, most = T
+    if lengths is not None:
+        lengths = _read_lengths(lengths, B, T, &least, &most)
+        if lengths is None:
+            return None
     check_sizes_c(Sizes(T, B, K, H))     # raises as functional would, before any copy
+    if least < T:
+        return _padded_forward(plan, arrays, xa, lengths, least, most, snapshot)
     F = _functional()
     global _kept_call_plan, _kept_T, _kept_B, _kept_fits, _kept_steps, _kept_s0
     cdef bint fits
@@ -243,6 +412,29 @@ def forward(x, params, bint snapshot=True):
                       [F._NOTHING_SAVED] * cfg.num_layers, steps, None, T, B, False,
                       False, "concat", True)
     return output, h_n, record
+
+
+cdef object _padded_forward(plan, list arrays, cnp.ndarray x, cnp.ndarray lengths,
+                            int64_t least, int64_t most, bint snapshot):
+    """:func:`forward` of a call whose ``lengths`` (read, least < T) pad something:
+    the walker's steps for it (see there), or None where the walker would split the
+    call over threads, run it in chunks or through the block cache, or hold a BLAS of
+    several threads at one."""
+    cfg = plan.cfg
+    cdef Py_ssize_t T = cnp.PyArray_DIM(x, 0), B = cnp.PyArray_DIM(x, 1)
+    cdef Py_ssize_t K = cnp.PyArray_DIM(x, 2), H = cfg.hidden_size, ran = most
+    F = _functional()
+    if (F._large(T * B, K, H) or ran > _chunks.chunk_steps(B, ran)
+            or _kernels.blas_threads() > 1 or not F._one_part_each(_kernels, ran, B, cfg)):
+        return None
+    x_run, padded = _steps_to_run(x, lengths, least, most)
+    output, h_n, weights, inputs, states = stacked_forward(
+        plan, arrays, x_run, (plan.zero_state(B),) * cfg.num_layers, lengths, False,
+        snapshot)
+    record = F.Record(plan, _kernels, False, weights, inputs, states,
+                      [F._NOTHING_SAVED] * cfg.num_layers, lengths, padded, ran, B, False,
+                      False, "concat", True, 0, None, T)
+    return _zero_after(output, T), h_n, record
 
 
 cpdef tuple stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
@@ -288,7 +480,7 @@ cpdef tuple stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
             need_dh0)
         if dx is not None and record.padded is not None:
             # δ is 0 there, but 0 · inf in W_ih is NaN
-            zero_padded(dx, lengths, record.padded)
+            _zero_padded(dx, lengths)
         if need_dh0:                     # dh0: a new C-ordered (B, H) array
             memcpy(<char *>cnp.PyArray_DATA(ds0) + layer * state_bytes,
                    cnp.PyArray_DATA(<cnp.ndarray>dh0), state_bytes)
@@ -305,9 +497,10 @@ cpdef tuple stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
 def backward(record, dy, bint need_dx, bint need_dh0):
     """:func:`rnncore.functional.backward` ``(record, dy, need_dx=, need_dh0=)`` with
     no ∂L/∂h_n, for a record of :func:`forward` (or of functional's short path with
-    every option at its default) and ``dy`` a C-contiguous ndarray of the output's
-    shape and dtype, when the kernels' BLAS runs on one thread; None for any other
-    call.
+    every option at its default, lengths included) and ``dy`` a C-contiguous ndarray
+    of the output's shape and dtype, when the kernels' BLAS runs on one thread; None
+    for any other call. With lengths that pad something, dy is read as functional
+    reads it: zero at padded steps and after the longest sequence, as ∂x is.
 
     Returns
     -------
@@ -316,18 +509,19 @@ def backward(record, dy, bint need_dx, bint need_dh0):
     F = _functional()
     if type(record) is not F.Record or type(dy) is not _ndarray:
         return None
-    if (record.backend is not _kernels or record.chunk or record.padded is not None
-            or record.batch_first or record.unbatched or record.merge_mode != "concat"):
+    if (record.backend is not _kernels or record.chunk or record.batch_first
+            or record.unbatched or record.merge_mode != "concat"):
         return None
     plan = record.plan
     if not plan.stacked:
         return None
     cfg = plan.cfg
     cdef Py_ssize_t T = record.T, B = record.B, H = cfg.hidden_size
-    if record.full_T != T or not _c_array_of(dy, cfg.dtype.num, 3):
+    cdef Py_ssize_t full_T = record.full_T
+    if not _c_array_of(dy, cfg.dtype.num, 3):
         return None
     cdef cnp.ndarray dya = <cnp.ndarray>dy
-    if (cnp.PyArray_DIM(dya, 0) != T or cnp.PyArray_DIM(dya, 1) != B
+    if (cnp.PyArray_DIM(dya, 0) != full_T or cnp.PyArray_DIM(dya, 1) != B
             or cnp.PyArray_DIM(dya, 2) != H):
         return None
     cdef bint fits
@@ -339,7 +533,15 @@ def backward(record, dy, bint need_dx, bint need_dh0):
     if (not fits or _kernels.blas_threads() > 1
             or not F._one_part_each(_kernels, T, B, cfg)):
         return None
+    if record.padded is not None:        # (a private copy: padded steps are ignored)
+        if not _c_array_of(record.lengths, cnp.NPY_INT64, 1) or len(record.lengths) != B:
+            return None
+        dy = _unpadded_copy(dya, T, record.lengths)
+    elif full_T != T:                    # the steps after the longest: ignored
+        dy = dy[:T]
     dx, ds0, grads = stacked_backward(record, dy, zeros, need_dx, need_dh0)
+    if dx is not None:
+        dx = _zero_after(dx, full_T)
     cdef tuple keys = plan.grad_keys
     cdef dict named = {}
     cdef Py_ssize_t i

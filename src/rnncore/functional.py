@@ -231,21 +231,16 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     record : Record
         What :func:`backward` needs.
     """
-    lengths_read = False
     if (cell is _RNN and nonlinearity is _TANH and merge_mode is _CONCAT
             and deterministic is True and checkpoint is _NO_CHECKPOINT
             and (backend is None
                  or type(backend) is str and backend == _CYTHON and _short is not None)):
         # the defaults (or the kernels named, which the defaults pick): all valid
         if h0 is None and not batch_first and _short is not None:
-            if lengths is not None and type(x) is np.ndarray and x.ndim == 3:
-                # read here, once: lengths that pad nothing take the compiled path too
-                T, B = x.shape[:2]
-                lengths, lengths_read = _lengths_to_run(lengths, B, T), True
-            if lengths is None:
-                done = _short.forward(x, params, snapshot_weights)   # the short path, compiled
-                if done is not None:
-                    return done
+            # the short path, compiled (lengths too: §83, §85 of docs/perf-notes.md)
+            done = _short.forward(x, params, snapshot_weights, lengths)
+            if done is not None:
+                return done
         cell_type, module, relu = _ELMAN, _FASTEST if backend is None else _kernels, False
     else:
         cell_type, module, relu = _checked_options(cell, nonlinearity, backend, merge_mode,
@@ -267,22 +262,21 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
         raise ValueError(f"x must have {cfg.input_size} features in its last axis "
                          f"(input_size of params['weight_ih_l0']); got shape "
                          f"{x.shape if not batch_first or unbatched else (B, T, K)}")
-    if lengths is not None and not lengths_read:
+    if lengths is not None:
         lengths = _lengths_to_run(lengths, B, T)
     if module is _kernels:               # before anything is copied or allocated
         _kernels.check_sizes(T, B, *plan.widths)
     cache = _memory.enter() if _large(T * B, K, cfg.hidden_size) else None
     try:
         with _parallel.exact_blas(module, deterministic):
-            if (plan.stacked and lengths is None and not checkpoint
-                    and T <= _chunks.chunk_steps(B, T)
-                    and _one_part_each(module, T, B, cfg)):
+            ran = T if lengths is None or not B else int(lengths.max())   # (see _steps_to_run)
+            if (plan.stacked and not checkpoint and ran <= _chunks.chunk_steps(B, ran)
+                    and _one_part_each(module, ran, B, cfg)):
                 # One Elman direction, each layer in one call (one chunk, as the walker
                 # would run it) on one thread: a short call's path, what the walker
                 # below does for it without what it does not need.
-                return _stacked_forward(module, relu, plan, arrays,
-                                        np.ascontiguousarray(x), h0, T, B, unbatched,
-                                        batch_first, snapshot_weights,
+                return _stacked_forward(module, relu, plan, arrays, x, h0, lengths, B,
+                                        unbatched, batch_first, snapshot_weights,
                                         deterministic is True or bool(deterministic))
             return _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths,
                                  T, B, unbatched, batch_first, snapshot_weights,
@@ -338,21 +332,26 @@ def _one_part_each(module, T: int, B: int, cfg: Config) -> bool:
     return True
 
 
-def _stacked_forward(module, relu, plan, arrays, x, h0, T, B, unbatched, batch_first,
-                     snapshot_weights, deterministic):
+def _stacked_forward(module, relu, plan, arrays, x, h0, lengths, B, unbatched,
+                     batch_first, snapshot_weights, deterministic):
     """:func:`forward` of a one-direction Elman network whose layers each run in one
     call on one thread (a short call's path): the layers back to back, each one kernel
-    call, without the walker's lists of directions, chunks and padding, and with no
-    zeroed h_n to start from, so that the Python layer costs a few µs per layer. The
-    record is the walker's for the same call, and so are the bits.
+    call, without the walker's lists of directions and chunks, and with no zeroed h_n
+    to start from, so that the Python layer costs a few µs per layer. The record is
+    the walker's for the same call, and so are the bits.
 
-    ``x`` is (T, B, K), C-contiguous; ``h0`` as the caller gave it (or None).
+    ``x`` is (T, B, K) time-major; ``h0`` as the caller gave it (or None); ``lengths``
+    None or read (:func:`_lengths_to_run`), run as the walker runs them
+    (:func:`_steps_to_run`).
     """
     cfg = plan.cfg
     L = cfg.num_layers
     s0 = ((plan.zero_state(B),) * L if h0 is None
           else check_state("h0", h0, cfg, B, unbatched))
-    steps = _full_lengths(B, T)
+    full_T = x.shape[0]
+    x, padded = _steps_to_run(x, lengths)
+    T = x.shape[0]
+    steps = _full_lengths(B, T) if lengths is None else lengths
     if module is _kernels:
         output, h_n, weights, inputs, states = _short.stacked_forward(
             plan, arrays, x, s0, steps, relu, snapshot_weights)
@@ -363,14 +362,16 @@ def _stacked_forward(module, relu, plan, arrays, x, h0, T, B, unbatched, batch_f
         for layer, (positions,) in enumerate(plan.layers):
             w = _ELMAN.direction_weights(plan, arrays, positions, snapshot_weights)
             hs = module.layer_forward(layer_in, *w, s0[layer], steps, False, relu)
-            h_n[layer] = hs[T]
+            h_n[layer] = hs[T] if padded is None else hs[steps, np.arange(B)]
             weights.append([w])
             inputs.append(layer_in)
             states.append([hs])
             layer_in = hs[1:]
         output = layer_in.copy()
+    output = _all_steps(output, full_T)
     record = Record(plan, module, relu, weights, inputs, states, [_NOTHING_SAVED] * L,
-                    steps, None, T, B, batch_first, unbatched, _CONCAT, deterministic)
+                    steps, padded, T, B, batch_first, unbatched, _CONCAT, deterministic,
+                    0, None, full_T)
     if unbatched:
         return output[:, 0], h_n[:, 0], record
     return (output.transpose(1, 0, 2) if batch_first else output), h_n, record
@@ -392,16 +393,8 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
     states0 = finals if h0 is None else read_states(("h0", "c0"), h0, cfg, B, unbatched,
                                                      allow_none=False)
     full_T = T
-    if lengths is not None and B and lengths.max() < T:
-        # the steps after the longest sequence are padding in every row: not run
-        T = int(lengths.max())
-        x = x[:T]
-    padded = None if lengths is None else padded_mask(lengths, T)
-    if padded is not None:
-        x = np.array(x, order="C")       # a private copy: padded steps are zeroed
-        zero_padded(x, lengths, padded)
-    else:
-        x = np.ascontiguousarray(x)
+    x, padded = _steps_to_run(x, lengths)
+    T = x.shape[0]
     steps = lengths if lengths is not None else _full_lengths(B, T)
 
     # a long call runs in chunks of steps (_chunks), which checkpointing keeps
@@ -479,6 +472,27 @@ def _walk_forward(cell_type, module, relu, plan, arrays, x, h0, lengths, T, B, u
         finals = [f[:, 0] for f in finals]
     return _to_user_layout(_all_steps(output, full_T), batch_first, unbatched), \
         (finals[0] if len(finals) == 1 else tuple(finals)), record
+
+
+def _steps_to_run(x, lengths):
+    """The input ``x`` (T, B, K) as the kernels run it with ``lengths`` (None or read),
+    and the (T', B) mask of its padded steps (None where none): C-contiguous, without
+    the steps after the longest sequence (padding in every row: not run), and where
+    the lengths pad something within the rest a private copy zeroed at the padded
+    steps (their values may be anything, and δ = 0 there times inf is NaN in ∂W_ih).
+    Compiled (:func:`rnncore._short.steps_to_run`, one pass over x) for a C-contiguous
+    ndarray."""
+    if (lengths is not None and _short is not None and type(x) is np.ndarray
+            and x.flags.c_contiguous and x.shape[1]):
+        return _short.steps_to_run(x, lengths)
+    if lengths is not None and x.shape[1] and lengths.max() < x.shape[0]:
+        x = x[:int(lengths.max())]
+    padded = None if lengths is None else padded_mask(lengths, x.shape[0])
+    if padded is None:
+        return np.ascontiguousarray(x), None
+    x = np.array(x, order="C")
+    zero_padded(x, lengths, padded)
+    return x, padded
 
 
 def _forward_layer(cell_type, module, parts, layer_in, ws, states0, first, steps, relu,
