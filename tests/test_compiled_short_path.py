@@ -513,3 +513,16 @@ def test_the_compiled_steps_to_run_are_numpys(rng, monkeypatch, lengths):
     if want_mask is not None:
         assert got_mask.dtype == want_mask.dtype
         np.testing.assert_array_equal(got_mask, want_mask)
+
+
+@pytest.mark.parametrize("lengths, words", [
+    (np.array([20, 12, 17], np.int32), "int64 array"),
+    (np.array([20, 12], np.int64), "(3,) int64"),
+    (np.array([20, 0, 17], np.int64), "from 0 to 20"),
+    (np.array([21, 12, 17], np.int64), "from 12 to 21"),
+])
+def test_the_compiled_steps_to_run_refuse_lengths_they_cannot_read(rng, lengths, words):
+    x = rng.standard_normal((20, 3, 5)).astype(np.float32)
+    with pytest.raises(ValueError, match="lengths") as raised:
+        _short.steps_to_run(x, lengths)
+    assert words in str(raised.value)

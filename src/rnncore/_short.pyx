@@ -261,7 +261,8 @@ def steps_to_run(x, lengths):
     padded : ndarray of bool, shape (T', B), or None
     """
     if not _c_array_of(lengths, cnp.NPY_INT64, 1) or len(lengths) != x.shape[1]:
-        raise ValueError("lengths must be a (B,) int64 array")
+        raise ValueError(f"lengths must be a C-contiguous ({x.shape[1]},) int64 array; "
+                         f"got {lengths!r}")
     cdef cnp.ndarray steps = <cnp.ndarray>lengths
     cdef const int64_t *v = <const int64_t *>cnp.PyArray_DATA(steps)
     cdef int64_t least = v[0], most = v[0]
@@ -269,7 +270,8 @@ def steps_to_run(x, lengths):
     for i in range(1, cnp.PyArray_DIM(steps, 0)):
         least, most = min(least, v[i]), max(most, v[i])
     if least < 1 or most > x.shape[0]:
-        raise ValueError(f"lengths must lie in [1, {x.shape[0]}]")
+        raise ValueError(f"lengths must lie in [1, {x.shape[0]}]; got values from {least} "
+                         f"to {most}")
     return _steps_to_run(x, steps, least, most)
 
 
