@@ -526,3 +526,52 @@ def test_the_compiled_steps_to_run_refuse_lengths_they_cannot_read(rng, lengths,
     with pytest.raises(ValueError, match="lengths") as raised:
         _short.steps_to_run(x, lengths)
     assert words in str(raised.value)
+
+
+def _zero_padded_x(rng, lengths, dtype=np.float32):
+    x = rng.standard_normal((20, len(lengths), 5)).astype(dtype)
+    for i, n in enumerate(lengths):
+        x[n:, i] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_x_already_zero_at_its_padded_steps_is_run_in_place(rng, dtype):
+    lengths = np.array([20, 12, 17], np.int64)
+    x = _zero_padded_x(rng, lengths, dtype)
+    got_x, got_mask = _short.steps_to_run(x, lengths)
+    assert got_x is x and got_mask is not None
+    shorter = np.array([15, 12, 9], np.int64)          # and its steps after the longest
+    got_x, _ = _short.steps_to_run(_zero_padded_x(rng, shorter, dtype), shorter)
+    assert got_x.base is not None and got_x.shape[0] == 15 and got_x.flags.c_contiguous
+
+
+@pytest.mark.parametrize("value", [-0.0, 1e-45, np.nan], ids=["-0", "denormal", "nan"])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_an_x_with_anything_but_plus_zero_at_a_padded_step_is_copied_and_zeroed(
+        rng, value, where):
+    lengths = np.array([20, 12, 17], np.int64)
+    x = _zero_padded_x(rng, lengths)
+    x[(12, 1, 0) if where == "first" else (19, 2, 4)] = value
+    got_x, _ = _short.steps_to_run(x, lengths)
+    assert not np.shares_memory(got_x, x)
+    assert not np.signbit(got_x[12:, 1]).any() and not got_x[12:, 1].any()
+    assert not np.signbit(got_x[17:, 2]).any() and not got_x[17:, 2].any()
+
+
+def test_a_zero_padded_call_keeps_x_by_reference_with_the_walkers_bits(rng, taken,
+                                                                       monkeypatch):
+    x, params = make_call(rng, np.float32, layers=2)
+    lengths = [20, 12, 17]
+    for i, n in enumerate(lengths):
+        x[n:, i] = 0.0
+    dy = rng.standard_normal((20, 3, 7)).astype(np.float32)
+    y, h_n, record = F.forward(x, params, lengths=lengths)
+    dx, dh0, grads = F.backward(record, dy)
+    assert taken == {"forward": 1, "backward": 1}
+    assert record.inputs[0] is x
+    (want_y, want_h_n, _), (want_dx, want_dh0, want_grads) = walker_with_lengths(
+        monkeypatch, x, params, dy, lengths)
+    for got, want in [(y, want_y), (h_n, want_h_n), (dx, want_dx), (dh0, want_dh0),
+                      *[(grads[k], want_grads[k]) for k in want_grads]]:
+        np.testing.assert_array_equal(got, want)

@@ -24,7 +24,7 @@ cimport numpy as cnp
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -256,8 +256,8 @@ def steps_to_run(x, lengths):
     Returns
     -------
     x : ndarray, shape (T', B, K)
-        T' the longest length: a view of x where no row is shorter, else a copy
-        zeroed at the padded steps.
+        T' the longest length: a view of x where no row is shorter or x is already
+        +0.0 at every padded step, else a copy zeroed at the padded steps.
     padded : ndarray of bool, shape (T', B), or None
     """
     if not _c_array_of(lengths, cnp.NPY_INT64, 1) or len(lengths) != x.shape[1]:
@@ -277,10 +277,36 @@ def steps_to_run(x, lengths):
 
 cdef tuple _steps_to_run(cnp.ndarray x, cnp.ndarray lengths, int64_t least,
                          int64_t most):
-    """:func:`steps_to_run` with the lengths' least and greatest known."""
+    """:func:`steps_to_run` with the lengths' least and greatest known. Where x is
+    already +0.0 at every padded step (a batch padded with zeros: ``pad_sequence``'s,
+    the torch drop-in's) the zeroed copy would be x itself, bit for bit: x is run in
+    place, as an unpadded one is."""
+    ran = x if most == cnp.PyArray_DIM(x, 0) else x[:most]
     if least == most:                    # every row as long as the longest: no mask
-        return (x if most == cnp.PyArray_DIM(x, 0) else x[:most]), None
+        return ran, None
+    if _zero_at_padded_steps(x, most, lengths):
+        return ran, _padded_mask(lengths, most)
     return _unpadded_copy(x, most, lengths), _padded_mask(lengths, most)
+
+
+cdef bint _zero_at_padded_steps(cnp.ndarray a, Py_ssize_t T, cnp.ndarray lengths):
+    """Whether every element of a C-contiguous (≥ T, B, W) float array is +0.0 (all bits
+    zero) at each row's padded steps t < T, t ≥ lengths[i]: one read of those rows."""
+    cdef Py_ssize_t B = cnp.PyArray_DIM(a, 1), i, t, j
+    cdef Py_ssize_t words = cnp.PyArray_DIM(a, 2) * cnp.PyArray_ITEMSIZE(a) // 4
+    cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(a)
+    cdef const int64_t *steps = <const int64_t *>cnp.PyArray_DATA(lengths)
+    cdef const uint32_t *row
+    cdef uint32_t bits
+    for i in range(B):
+        for t in range(max(steps[i], 0), T):
+            row = data + (t * B + i) * words
+            bits = 0
+            for j in range(words):
+                bits |= row[j]
+            if bits:
+                return False
+    return True
 
 
 cdef object _zero_after(cnp.ndarray a, Py_ssize_t full_T):

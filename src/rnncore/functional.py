@@ -119,7 +119,8 @@ class Record:
     change what backward differentiates, unless forward was called with
     ``snapshot_weights=False``: the record then shares the caller's C-contiguous weight
     arrays. The input ``x`` is kept by reference when it was already C-contiguous and
-    unpadded (a copy would double the memory of the call): changing its values in place
+    unpadded, or (on the compiled kernels) zero at every padded step, as a batch padded
+    with zeros is (a copy would double the memory of the call): changing its values in place
     before backward changes ∂W_ih of the first layer accordingly, as it would in any
     framework that does not copy its inputs. A tampered record cannot make the kernels
     read or write out of bounds: they check that the shapes agree.
@@ -480,8 +481,8 @@ def _steps_to_run(x, lengths):
     the steps after the longest sequence (padding in every row: not run), and where
     the lengths pad something within the rest a private copy zeroed at the padded
     steps (their values may be anything, and δ = 0 there times inf is NaN in ∂W_ih).
-    Compiled (:func:`rnncore._short.steps_to_run`, one pass over x) for a C-contiguous
-    ndarray."""
+    Compiled (:func:`rnncore._short.steps_to_run`, one pass over x, and none where x
+    is already +0.0 at every padded step) for a C-contiguous ndarray."""
     if (lengths is not None and _short is not None and type(x) is np.ndarray
             and x.flags.c_contiguous and x.shape[1]):
         return _short.steps_to_run(x, lengths)
