@@ -87,3 +87,35 @@ def test_layer_forward_owned_rejects_an_h_n_of_the_wrong_shape():
     with pytest.raises(ValueError, match="h_n must be a C-contiguous"):
         _kernels.layer_forward_owned(x, w_ih, w_hh, b, b, h0, lengths, False, True,
                                      np.zeros((3, 31), np.float32))
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_layer_backward_ignores_dy_at_padded_steps(isa, dtype, reverse, relu):
+    """δ is zero past each row's length, whatever dy holds there, and the gradients are
+    those of a dy zeroed there."""
+    T, B, K, H = 20, 5, 4, 16
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((T, B, K)).astype(dtype)
+    lengths = np.array([20, 3, 11, 20, 1], np.int64)
+    for i, n in enumerate(lengths):
+        x[n:, i] = 0.0                               # as functional hands it over
+    w_ih = (rng.standard_normal((H, K)) / 3).astype(dtype)
+    w_hh = (rng.standard_normal((H, H)) / 5).astype(dtype)
+    b = rng.standard_normal(H).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    hs = _kernels.layer_forward(x, w_ih, w_hh, b, h0, lengths, reverse, relu)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((B, H)).astype(dtype)
+    zeroed = dy.copy()
+    for i, n in enumerate(lengths):
+        zeroed[n:, i] = 0.0
+    got = _kernels.layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu)
+    want = _kernels.layer_backward(x, w_ih, w_hh, hs, zeroed, dh_n, lengths, reverse,
+                                   relu)
+    delta = got[4]
+    for i, n in enumerate(lengths):
+        assert not delta[n:, i].any(), i
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
