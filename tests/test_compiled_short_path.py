@@ -3,9 +3,10 @@
 ``functional.forward`` (every option at its default, or ``backend="cython"``, which the
 default picks) and ``backward`` hand a call whose arguments are exactly what the short
 path takes (a dict of native ndarrays, ``x`` a C-contiguous (T, B, K) ndarray of their
-dtype, no h0 or ∂L/∂h_n, lengths none or in a usual form) to compiled code. These tests pin that it takes those calls (counted, so that a bitwise match cannot
-come from a call it declined), that it gives functional's bits and record, and that it
-declines everything else, so that functional checks it and raises as it always did.
+dtype, no h0 or ∂L/∂h_n, lengths none or in a usual form) to compiled code. These
+tests pin that it takes those calls (counted, so that a bitwise match cannot come from
+a call it declined), that it gives functional's bits and record, and that it declines
+everything else, so that functional checks it and raises as it always did.
 """
 import numpy as np
 import pytest

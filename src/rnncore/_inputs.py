@@ -84,7 +84,7 @@ def read_states(names: tuple[str, ...], value, cfg: Config, B: int, unbatched: b
             for name, v, width in zip(names, value, widths)]
 
 
-_FEW_ROWS = 8                            # padded rows zeroed (or marked) a slice each, at most
+_FEW_ROWS = 8                  # padded rows zeroed (or marked) a slice each, at most
 
 
 def padded_mask(lengths: np.ndarray, T: int) -> np.ndarray | None:

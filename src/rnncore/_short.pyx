@@ -16,9 +16,10 @@ written once, in two layers:
   ``CheckedParams``, ``x`` a C-contiguous (T, B, K) ndarray of their dtype, no h0,
   lengths none or a list, tuple or integer ndarray of them; ``dy`` of the output's
   shape and layout, no ∂L/∂h_n), or None for any other call. Lengths that pad
-  something run the walker's steps for them here too (§85 of docs/perf-notes.md). They accept, never reject: a call they decline, a bad one included,
-  goes through functional, which checks it and raises. The results, the record and
-  the bits are functional's.
+  something run the walker's steps for them here too (§85 of docs/perf-notes.md).
+  They accept, never reject: a call they decline, a bad one included, goes through
+  functional, which checks it and raises. The results, the record and the bits are
+  functional's.
 """
 cimport numpy as cnp
 from cpython.dict cimport PyDict_Next

@@ -120,9 +120,9 @@ class Record:
     ``snapshot_weights=False``: the record then shares the caller's C-contiguous weight
     arrays. The input ``x`` is kept by reference when it was already C-contiguous and
     unpadded, or (on the compiled kernels) zero at every padded step, as a batch padded
-    with zeros is (a copy would double the memory of the call): changing its values in place
-    before backward changes ∂W_ih of the first layer accordingly, as it would in any
-    framework that does not copy its inputs. A tampered record cannot make the kernels
+    with zeros is (a copy would double the memory of the call): changing its values in
+    place before backward changes ∂W_ih of the first layer accordingly, as it would in
+    any framework that does not copy its inputs. A tampered record cannot make the kernels
     read or write out of bounds: they check that the shapes agree.
 
     A record of ``forward(..., checkpoint=k)`` holds no state sequence: ``states`` has
@@ -270,7 +270,8 @@ def forward(x, params: Mapping[str, Any], h0=None, lengths=None, *, cell: str = 
     cache = _memory.enter() if _large(T * B, K, cfg.hidden_size) else None
     try:
         with _parallel.exact_blas(module, deterministic):
-            ran = T if lengths is None or not B else int(lengths.max())   # (see _steps_to_run)
+            # the steps run: up to the longest sequence (see _steps_to_run)
+            ran = T if lengths is None or not B else int(lengths.max())
             if (plan.stacked and not checkpoint and ran <= _chunks.chunk_steps(B, ran)
                     and _one_part_each(module, ran, B, cfg)):
                 # One Elman direction, each layer in one call (one chunk, as the walker
