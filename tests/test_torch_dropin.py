@@ -625,3 +625,24 @@ def test_rnncore_torch_without_torch_says_what_to_install():
     """)
     assert result.returncode == 0, result.stderr
     assert "pip install torch" in result.stdout and "cpu" in result.stdout
+
+
+@pytest.mark.parametrize("lengths", [[5, 3, 3, 1], [1, 5, 2, 5, 4], [7], [4, 4, 2],
+                                     [2, 2, 2]])
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+def test_a_packed_layout_places_each_packed_row_where_the_padded_batch_has_it(
+        lengths, enforce_sorted):
+    from rnncore._torch_rule import packed_layout
+    if enforce_sorted:
+        lengths = sorted(lengths, reverse=True)
+    T, B = max(lengths), len(lengths)
+    rows = torch.arange(T * B, dtype=torch.float64).reshape(T, B, 1)   # row t·B + b
+    packed = pack_padded_sequence(rows, torch.tensor(lengths),
+                                  enforce_sorted=enforce_sorted)
+    layout = packed_layout(packed)
+    index = (np.arange(T * B) if layout.index is None else layout.index)
+    np.testing.assert_array_equal(index, packed.data[:, 0].numpy().astype(np.int64))
+    if layout.lengths is None:
+        assert lengths == [T] * B
+    else:
+        np.testing.assert_array_equal(layout.lengths, lengths)

@@ -168,9 +168,13 @@ def _new_layout(packed: PackedSequence) -> PackedLayout | None:
     full = sizes[-1] == B                              # nothing padded
     if full and in_order:
         return PackedLayout(T, B, None, None)
-    present = np.arange(B)[None, :] < sizes[:, None]   # (T, B) over the sorted batch
-    t, j = np.nonzero(present)                         # row-major: the packed order
-    lengths = present.sum(axis=0)
+    # packed row r is sequence j of the sorted batch at step t: the rows of each step
+    # lie together, j = 0, 1, ... sizes[t] - 1 (as np.nonzero of the (T, B) mask
+    # j < sizes[t] gives them, without the mask: T·B of it at T = 2000 cost 0.2 ms)
+    t = np.repeat(np.arange(T), sizes)
+    j = np.arange(len(t)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    # sequence j is as long as the number of steps whose size exceeds j
+    lengths = T - np.searchsorted(sizes[::-1], np.arange(B), side="right")
     if not in_order:
         j = order[j]
         lengths = lengths[inverse]
