@@ -366,3 +366,30 @@ def test_checked_params_are_read_only_and_checked_when_made():
     del params["bias_hh_l0"]
     with pytest.raises(ValueError, match="missing"):
         CheckedParams(params, "rnn")
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["compiled", "block cache"])
+def test_the_short_paths_ignore_dy_at_padded_steps(backend, rng, monkeypatch, cached,
+                                                   short_paths):
+    """dy's values at padded steps (NaN here) are not read, on either short path (the
+    compiled one, and functional's Python one that calls through the block cache
+    take): the results of a dy zeroed there, and the caller's dy unchanged."""
+    if cached:
+        monkeypatch.setattr(F, "_CACHED_ELEMENTS", 1)
+    if F._short is not None:
+        F._short.forget_kept()
+    params = one_direction_params(rng, np.float32, True, 2)
+    x = rng.standard_normal((T, B, K)).astype(np.float32)
+    lengths = [T, T - 3]
+    y, _, record = F.forward(x, params, lengths=lengths, backend=backend)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy[T - 3:, 1] = np.nan
+    zeroed = np.nan_to_num(dy, nan=0.0)
+    before = dy.copy()
+    got = F.backward(record, dy)
+    want = F.backward(record, zeroed)
+    assert short_paths == {"forward": 1, "backward": 2}
+    np.testing.assert_array_equal(dy, before)
+    for g, w in zip([got[0], got[1], *got[2].values()], [want[0], want[1], *want[2].values()]):
+        assert np.isfinite(g).all()
+        np.testing.assert_array_equal(g, w)

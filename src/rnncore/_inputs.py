@@ -117,9 +117,11 @@ def zero_padded(a: np.ndarray, lengths: np.ndarray, padded: np.ndarray) -> None:
         a[lengths[i]:, i] = 0
 
 
-def read_dy(dy, record, shape_tm) -> np.ndarray:
+def read_dy(dy, record, shape_tm, zeroed: bool = True) -> np.ndarray:
     """Validate ∂L/∂output against the forward ``record``; returns it time-major, with
-    padded steps zeroed."""
+    padded steps zeroed (a private copy), or without ``zeroed`` as they are: for a
+    one-direction Elman layer on the kernels, which read dy only at each row's own
+    steps (``tests/test_kernel_entries.py`` pins that)."""
     cfg = record.cfg
     if dy is None:
         return np.zeros(shape_tm, dtype=cfg.dtype)
@@ -140,7 +142,7 @@ def read_dy(dy, record, shape_tm) -> np.ndarray:
     elif record.batch_first:
         a = a.transpose(1, 0, 2)
     a = a[:shape_tm[0]]                  # the steps after the longest sequence: ignored
-    if record.padded is not None:
+    if record.padded is not None and zeroed:
         a = np.array(a, order="C")       # a private copy: padded steps are ignored
         zero_padded(a, record.lengths, record.padded)
     elif a.strides[-1] != a.itemsize:

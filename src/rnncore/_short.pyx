@@ -475,8 +475,9 @@ cpdef tuple stacked_backward(record, dy, ds_n, bint need_dx, bint need_dh0):
     record : rnncore.functional.Record
         Of a one-direction Elman call run in one call per layer.
     dy : ndarray, shape (T, B, H)
-        ∂L/∂output, time-major, rows contiguous, zero at padded steps (∂x is zeroed
-        there too, layer by layer).
+        ∂L/∂output, time-major, rows contiguous; its values at padded steps are not
+        read (the kernels' δ is zero there whatever dy holds), and ∂x is zeroed there,
+        layer by layer.
     ds_n : sequence of ndarray, shape (B, H)
         ∂L/∂h_n of each layer.
     need_dx, need_dh0 : bool
@@ -528,8 +529,8 @@ def backward(record, dy, bint need_dx, bint need_dh0):
     no ∂L/∂h_n, for a record of :func:`forward` (or of functional's short path with
     every option at its default, lengths included) and ``dy`` a C-contiguous ndarray
     of the output's shape and dtype, when the kernels' BLAS runs on one thread; None
-    for any other call. With lengths that pad something, dy is read as functional
-    reads it: zero at padded steps and after the longest sequence, as ∂x is.
+    for any other call. With lengths that pad something, dy's values at padded steps
+    and after the longest sequence are not read; ∂x is zero there.
 
     Returns
     -------
@@ -562,12 +563,11 @@ def backward(record, dy, bint need_dx, bint need_dh0):
     if (not fits or _kernels.blas_threads() > 1
             or not F._one_part_each(_kernels, T, B, cfg)):
         return None
-    if record.padded is not None:        # (a private copy: padded steps are ignored)
-        if not _c_array_of(record.lengths, cnp.NPY_INT64, 1) or len(record.lengths) != B:
-            return None
-        dy = _unpadded_copy(dya, T, record.lengths)
-    elif full_T != T:                    # the steps after the longest: ignored
-        dy = dy[:T]
+    if record.padded is not None and (not _c_array_of(record.lengths, cnp.NPY_INT64, 1)
+                                      or len(record.lengths) != B):
+        return None
+    if full_T != T:                      # the steps after the longest: ignored
+        dy = dy[:T]                      # (and the kernels ignore the padded ones, §89)
     dx, ds0, grads = stacked_backward(record, dy, zeros, need_dx, need_dh0)
     if dx is not None:
         dx = _zero_after(dx, full_T)

@@ -763,7 +763,8 @@ def _backward_stacked(record, dy, dh_n, need_dx, need_dh0):
     plan, T, B, module = record.plan, record.T, record.B, record.backend
     cfg = plan.cfg
     L = cfg.num_layers
-    dy = read_dy(dy, record, (T, B, cfg.hidden_size))
+    # (the kernels ignore dy at padded steps: no zeroed copy of it, §89)
+    dy = read_dy(dy, record, (T, B, cfg.hidden_size), zeroed=module is not _kernels)
     ds_n = ((plan.zero_state(B),) * L if dh_n is None
             else check_state("dh_n", dh_n, cfg, B, record.unbatched))
     if module is _kernels:
