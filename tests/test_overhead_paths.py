@@ -390,6 +390,7 @@ def test_the_short_paths_ignore_dy_at_padded_steps(backend, rng, monkeypatch, ca
     want = F.backward(record, zeroed)
     assert short_paths == {"forward": 1, "backward": 2}
     np.testing.assert_array_equal(dy, before)
-    for g, w in zip([got[0], got[1], *got[2].values()], [want[0], want[1], *want[2].values()]):
+    for g, w in zip([got[0], got[1], *got[2].values()],
+                    [want[0], want[1], *want[2].values()]):
         assert np.isfinite(g).all()
         np.testing.assert_array_equal(g, w)
