@@ -75,7 +75,10 @@ had an element finite in both backends that the value rule compared — as compa
 (``COUNTS``); after the Hypothesis run, the test asserts that every class drawn at least
 ``MIN_DRAWN`` times was compared in at least ``MIN_COMPARED_SHARE`` of its examples, and
 that at least ``MIN_TOTAL_SHARE`` of all examples were compared. So the fuzzer cannot
-quietly stop comparing. ``--hypothesis-show-statistics`` also reports the classes.
+quietly stop comparing. One example in four is drawn as a call the compiled short path
+(``rnncore._short``) takes: one Elman direction, tanh, time-major, x and dy
+C-contiguous, no h0 or ∂L/∂h_n, lengths of any form. The test counts the calls that path
+took and asserts at least ``MIN_COMPILED_SHARE`` of the examples, forward and backward. ``--hypothesis-show-statistics`` also reports the classes.
 
 Profiles: ``ci`` (the default: 400 derandomised examples) and ``long``
 (``RNNCORE_FUZZ_PROFILE=long``: 20,000 random examples, or ``RNNCORE_FUZZ_EXAMPLES``);
@@ -122,23 +125,33 @@ MIN_DRAWN = 20               # classes drawn fewer times are too few to judge a 
 # state or gradient overflows, in every row, as would their products in any backend
 MIN_COMPARED_SHARE = {"nan": 0.6, "huge": 0.5, "max": 0.5, "mixed": 0.5}
 MIN_TOTAL_SHARE = 0.75       # of all examples: 300 of the ci profile's 400
+MIN_COMPILED_SHARE = 0.08    # of all examples taken by rnncore._short (1 in 4 is drawn
+                             # for it; T = 0, B = 0 and lengths given as floats, which
+                             # functional reads, are declined)
 
 
 @st.composite
 def configs(draw):
-    unbatched = draw(st.booleans()) and draw(st.booleans())          # 1 in 4
+    # 1 in 4: a call the compiled short path takes (rnncore._short: one Elman direction,
+    # tanh, time-major, x C-contiguous, no h0 or ∂L/∂h_n), lengths of any form included
+    short = draw(st.booleans()) and draw(st.booleans())
+    unbatched = not short and draw(st.booleans()) and draw(st.booleans())   # 1 in 4
     T = draw(st.integers(0, 9))
     B = 1 if unbatched else draw(st.integers(0, 5))
     lengths = draw(st.sampled_from(["none", "none", "random", "all_T", "ones",
                                     "list", "int32", "float"])) if T else "none"
     special = draw(st.sampled_from(["none"] * 4 + SPECIALS + ["nan", "inf", "huge"]))
+    layouts = {name: draw(st.sampled_from(LAYOUTS)) for name in ARRAYS}
+    if short:
+        layouts["x"] = layouts["dy"] = "c"
     return dict(
         T=T, B=B, K=draw(st.integers(1, 7)), H=draw(st.integers(1, 40)),
-        L=draw(st.integers(1, 3)), bidirectional=draw(st.booleans()),
-        nonlinearity=draw(st.sampled_from(["tanh", "relu"])), bias=draw(st.booleans()),
+        L=draw(st.integers(1, 3)), bidirectional=not short and draw(st.booleans()),
+        nonlinearity="tanh" if short else draw(st.sampled_from(["tanh", "relu"])),
+        bias=draw(st.booleans()),
         dtype=np.dtype(draw(st.sampled_from([np.float32, np.float64]))),
-        batch_first=draw(st.booleans()), unbatched=unbatched, lengths=lengths,
-        layouts={name: draw(st.sampled_from(LAYOUTS)) for name in ARRAYS},
+        batch_first=not short and draw(st.booleans()), unbatched=unbatched,
+        lengths=lengths, layouts=layouts, default_states=short,
         special=special,
         special_in=(draw(st.permutations(ARRAYS))[:draw(st.integers(1, 3))]
                     if special != "none" else []),
@@ -226,6 +239,8 @@ def _inputs(cfg):
         state = (L * D, B, H)
     x, h0 = make("x", x_shape), make("h0", state)
     dy, dh_n = make("dy", x_shape[:-1] + (D * H,)), make("dh_n", state)
+    if cfg["default_states"]:
+        h0 = dh_n = None                 # zeros, as the compiled short path takes them
     return x, h0, params, dy, dh_n, _lengths(rng, cfg["lengths"], T, B)
 
 
@@ -434,12 +449,41 @@ def assert_agree(got, want, what, *, scale, safe, kappa, forward):
 
 
 def _run(backend, cfg, x, h0, params, dy, dh_n, lengths):
-    with _calls_packed(backend, cfg):
+    with _calls_packed(backend, cfg), _compiled_calls_counted(backend):
         y, h_n, record = F.forward(x, params, h0, lengths,
                                    nonlinearity=cfg["nonlinearity"],
                                    batch_first=cfg["batch_first"], backend=backend)
         dx, dh0, grads = F.backward(record, dy, dh_n)
     return {"y": y, "h_n": h_n, "dx": dx, "dh0": dh0, **grads}, record
+
+
+# calls the compiled short path took (returned a result), by kind, over a fuzz run
+COMPILED = Counter()
+
+
+@contextlib.contextmanager
+def _compiled_calls_counted(backend):
+    """Count, in COMPILED, the cython calls rnncore._short took."""
+    short = F._short
+    if backend != "cython" or short is None:
+        yield
+        return
+    real = {kind: getattr(short, kind) for kind in ("forward", "backward")}
+
+    def counted(kind):
+        def call(*args):
+            result = real[kind](*args)
+            COMPILED[kind] += result is not None
+            return result
+        return call
+
+    try:
+        for kind in real:
+            setattr(short, kind, counted(kind))
+        yield
+    finally:
+        for kind, fn in real.items():
+            setattr(short, kind, fn)
 
 
 @contextlib.contextmanager
@@ -485,7 +529,8 @@ def _cython_matches_reference(cfg):
         y = got["y"]
         assert (np.abs(y[~np.isnan(y)]) <= 1).all()
 
-    kappa, scales, safe = _error_scales(record, dy, dh_n)
+    kappa, scales, safe = _error_scales(
+        record, dy, np.zeros(got["h_n"].shape, dt) if dh_n is None else dh_n)
     assert 2.5 * kappa <= RTOL[dt] / 4       # the bound is tighter than SPEC's figure
     compared = [key for key in want
                 if assert_agree(got[key], want[key], key, scale=scales[key],
@@ -498,6 +543,7 @@ def _cython_matches_reference(cfg):
 def test_cython_matches_reference_and_compares_values():
     """Every class of values reaches a value comparison in most of its examples."""
     COUNTS.clear()
+    COMPILED.clear()
     _cython_matches_reference()
     drawn = sum(c["drawn"] for c in COUNTS.values())
     compared = sum(c["compared"] for c in COUNTS.values())
@@ -509,6 +555,11 @@ def test_cython_matches_reference_and_compares_values():
             share = MIN_COMPARED_SHARE.get(value_class, 0.8)
             assert c["compared"] >= share * c["drawn"], (value_class, summary)
     assert compared >= MIN_TOTAL_SHARE * settings.default.max_examples, summary
+    # the compiled short path, with and without lengths, took its share of the calls
+    print(f"fuzz: the compiled short path took {COMPILED['forward']} forwards and "
+          f"{COMPILED['backward']} backwards of {drawn} examples")
+    for kind in ("forward", "backward"):
+        assert COMPILED[kind] >= MIN_COMPILED_SHARE * drawn, (kind, COMPILED, drawn)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
