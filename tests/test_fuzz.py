@@ -253,6 +253,14 @@ def _mag(a):
     return a
 
 
+def _flushed(a, normal, tiny):
+    """E of an input's elements: ``tiny`` where the kernels read a denormal as 0 (they
+    flush denormals, inputs included), an error of up to the smallest ``normal``
+    number; 0 elsewhere (the input is exact)."""
+    a = np.abs(np.asarray(a, dtype=np.float64))
+    return np.where((a > 0) & (a < normal), tiny, 0.0)
+
+
 def _kappa(rec):
     """γ_N for the longest sum of the example (see the module docstring)."""
     cfg = rec.cfg
@@ -309,7 +317,8 @@ def _error_scales(rec, dy, dh_n):
     fwd_over = np.zeros(B, bool)         # batch rows where a forward sum could overflow
     bwd_over = np.zeros(B, bool)         # ... a backward one
     rows = np.arange(B)
-    E_in = np.zeros(rec.inputs[0].shape)
+    normal = float(np.finfo(cfg.dtype).tiny)
+    E_in = _flushed(rec.inputs[0], normal, tiny)
     E_h, ambiguous, E_inputs = [], [], []
     E_hn = np.zeros((L * D, B, H))
     for layer in range(L):
@@ -323,7 +332,7 @@ def _error_scales(rec, dy, dh_n):
             hs = rec.states[layer][d]
             Wi, Wh, hm = _mag(w_ih), _mag(w_hh), _mag(hs)
             prev, out = (1, 0) if d else (0, 1)
-            Eh = np.zeros(hs.shape)      # h0 is exact
+            Eh = _flushed(hs, normal, tiny)   # h0's slot: exact but for a flush
             amb = np.zeros((T, B, H), bool)
             for t in (range(T - 1, -1, -1) if d else range(T)):
                 valid = t < lengths
