@@ -142,6 +142,18 @@ def forget_kept():
         None, -1, -1, False, None, None)
 
 
+cdef inline void _extent(const int64_t *v, Py_ssize_t B, int64_t *least,
+                         int64_t *most) noexcept:
+    """The least and the greatest of v[0:B], B ≥ 1, into ``least`` and ``most``."""
+    least[0] = most[0] = v[0]
+    cdef Py_ssize_t i
+    for i in range(1, B):
+        if v[i] < least[0]:
+            least[0] = v[i]
+        elif v[i] > most[0]:
+            most[0] = v[i]
+
+
 cdef object _read_lengths(object lengths, Py_ssize_t B, Py_ssize_t T, int64_t *least,
                           int64_t *most):
     """The caller's ``lengths`` in one of the usual forms (a list or tuple of ints, a
@@ -153,7 +165,6 @@ cdef object _read_lengths(object lengths, Py_ssize_t B, Py_ssize_t T, int64_t *l
     dims[0] = B
     cdef cnp.ndarray out, a
     cdef int64_t *o
-    cdef int64_t v
     cdef Py_ssize_t i, stride, size
     cdef char *p
     if type(lengths) is list or type(lengths) is tuple:
@@ -184,13 +195,7 @@ cdef object _read_lengths(object lengths, Py_ssize_t B, Py_ssize_t T, int64_t *l
                 else (<int32_t *>(p + i * stride))[0]
     else:
         return None
-    least[0] = most[0] = o[0]
-    for i in range(1, B):
-        v = o[i]
-        if v < least[0]:
-            least[0] = v
-        elif v > most[0]:
-            most[0] = v
+    _extent(o, B, least, most)
     if least[0] < 1 or most[0] > T:
         return None
     return out
@@ -208,12 +213,13 @@ cdef void _zero_padded(cnp.ndarray a, cnp.ndarray lengths) noexcept:
             memset(data + (t * B + i) * row_bytes, 0, row_bytes)
 
 
-cdef cnp.ndarray _unpadded_copy(cnp.ndarray a, Py_ssize_t T, cnp.ndarray lengths):
+cdef cnp.ndarray _unpadded_copy(cnp.ndarray a, Py_ssize_t T, cnp.ndarray lengths,
+                                Py_ssize_t least):
     """A new C-contiguous copy of the first T steps of a C-contiguous (≥ T, B, W) array,
-    zero at each row's padded steps (t ≥ lengths[i]): what functional makes of x and
-    of dy for a call whose lengths pad something. Each step whose rows all run is one
-    copy."""
-    cdef Py_ssize_t B = cnp.PyArray_DIM(a, 1), i, t, least = T
+    zero at each row's padded steps (t ≥ lengths[i]): what functional makes of x for a
+    call whose lengths pad something. The steps below ``least``, the shortest length
+    (≥ 0), which every row runs, are one copy."""
+    cdef Py_ssize_t B = cnp.PyArray_DIM(a, 1), i, t
     cdef size_t row_bytes = cnp.PyArray_DIM(a, 2) * cnp.PyArray_ITEMSIZE(a)
     cdef cnp.npy_intp dims[3]
     dims[0], dims[1], dims[2] = T, B, cnp.PyArray_DIM(a, 2)
@@ -221,9 +227,6 @@ cdef cnp.ndarray _unpadded_copy(cnp.ndarray a, Py_ssize_t T, cnp.ndarray lengths
     cdef const int64_t *steps = <const int64_t *>cnp.PyArray_DATA(lengths)
     cdef char *src = <char *>cnp.PyArray_DATA(a)
     cdef char *dst = <char *>cnp.PyArray_DATA(out)
-    for i in range(B):
-        if steps[i] < least:
-            least = max(steps[i], 0)
     memcpy(dst, src, least * B * row_bytes)
     for t in range(least, T):
         for i in range(B):
@@ -265,11 +268,9 @@ def steps_to_run(x, lengths):
         raise ValueError(f"lengths must be a C-contiguous ({x.shape[1]},) int64 array; "
                          f"got {lengths!r}")
     cdef cnp.ndarray steps = <cnp.ndarray>lengths
-    cdef const int64_t *v = <const int64_t *>cnp.PyArray_DATA(steps)
-    cdef int64_t least = v[0], most = v[0]
-    cdef Py_ssize_t i
-    for i in range(1, cnp.PyArray_DIM(steps, 0)):
-        least, most = min(least, v[i]), max(most, v[i])
+    cdef int64_t least, most
+    _extent(<const int64_t *>cnp.PyArray_DATA(steps), cnp.PyArray_DIM(steps, 0), &least,
+            &most)
     if least < 1 or most > x.shape[0]:
         raise ValueError(f"lengths must lie in [1, {x.shape[0]}]; got values from {least} "
                          f"to {most}")
@@ -287,7 +288,7 @@ cdef tuple _steps_to_run(cnp.ndarray x, cnp.ndarray lengths, int64_t least,
         return ran, None
     if _zero_at_padded_steps(x, most, lengths):
         return ran, _padded_mask(lengths, most)
-    return _unpadded_copy(x, most, lengths), _padded_mask(lengths, most)
+    return _unpadded_copy(x, most, lengths, least), _padded_mask(lengths, most)
 
 
 cdef bint _zero_at_padded_steps(cnp.ndarray a, Py_ssize_t T, cnp.ndarray lengths):
