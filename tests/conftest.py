@@ -93,3 +93,26 @@ def over_all_steps(a, record, state=False):
     full = np.full((record.full_T,) + a.shape[1:], a.dtype == bool, a.dtype)
     full[:a.shape[0]] = a
     return full
+
+
+@pytest.fixture
+def gnu_openmp(monkeypatch):
+    """GNU OpenMP loaded as a user's process loads it (through torch if installed,
+    else the libgomp GCC's OpenMP programs link), and rnncore's split calls allowed to
+    join its pool: the :mod:`rnncore._openmp` module."""
+    import ctypes
+    import ctypes.util
+
+    from rnncore import _parallel
+    _openmp = pytest.importorskip("rnncore._openmp")
+    try:
+        import torch  # noqa: F401 - loads torch/lib/libgomp.so.1
+    except ImportError:
+        name = ctypes.util.find_library("gomp")
+        if name is None:
+            pytest.skip("neither torch nor GNU OpenMP (libgomp) is installed")
+        ctypes.CDLL(name)
+    monkeypatch.setattr(_parallel, "_join_openmp", True)
+    monkeypatch.setattr(_parallel, "_modules_when_looked", -1)   # look again
+    assert _parallel._openmp_pool() is _openmp
+    return _openmp

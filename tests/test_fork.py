@@ -33,8 +33,12 @@ T, B, K, H = 64, 8, 64, 64
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(monkeypatch):
+    """Two rnncore threads, the second one of rnncore's own workers (not a loaded GNU
+    OpenMP runtime's, which ``test_fork_child_after_a_region_of_gnu_openmp_...``
+    covers)."""
     assert T * B * (K * H + H * H) >= _parallel._MIN_PARALLEL_WORK
+    monkeypatch.setattr(_parallel, "_join_openmp", False)
     rnncore.set_num_threads(2)
     yield
     rnncore.set_num_threads(None)
@@ -133,6 +137,24 @@ def test_fork_child_after_a_parallel_call_computes_what_the_parent_does(backend,
     assert _parallel._pool is not None, "the parent's call did not use the worker thread"
     got = _in_fork_child(lambda: _fwd_bwd(params, x, dy, backend))
     assert len(got) == len(want)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fork_child_after_a_region_of_gnu_openmp_runs_its_split_calls_on_workers(
+        gnu_openmp):
+    """GNU OpenMP's pool, copied into the child without its threads, would wait for
+    them for ever: the child's split calls run on rnncore's own workers."""
+    rnncore.set_num_threads(2)
+    try:
+        params, x, dy = _case()
+        before = gnu_openmp.regions()
+        want = _fwd_bwd(params, x, dy)
+        assert gnu_openmp.regions() > before, \
+            "the parent's call did not run a region of the runtime's pool"
+        got = _in_fork_child(lambda: _fwd_bwd(params, x, dy))
+    finally:
+        rnncore.set_num_threads(None)
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a, b)
 

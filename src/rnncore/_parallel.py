@@ -7,6 +7,10 @@ projection and of ∂x, and ranges of rows of the weight gradients. A direction 
 only where every row of every product is computed alone (``splits_are_exact``: the
 packed kernels of AVX2 and AVX-512), so that the result has the bits of one thread.
 
+The other threads are those of the GNU OpenMP runtime another library of the process
+has loaded (torch's CPU wheels), whose spinning worker takes a split call's parts as
+one parallel region (:func:`_openmp_pool`); without one, rnncore's own workers.
+
 The thread count follows the usual conventions: :func:`set_num_threads`, else
 ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of CPUs this process
 may use (its affinity, capped by a control group's CPU quota: a container's ``--cpus``),
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import threading
 
 import numpy as np
@@ -466,26 +471,85 @@ def _worth_it(work: int) -> bool:
 
 
 def _run_parts(calls):
-    """Run the callables at once, the first here and the others on worker threads;
+    """Run the callables at once, the first here and the others on other threads;
     their results in order. Every call has finished when this returns or raises (the
-    first exception, this thread's call's first)."""
+    first exception, this thread's call's first).
+
+    The other threads are those of a GNU OpenMP runtime the process has loaded, if
+    any (:func:`_openmp_pool`), else rnncore's own workers.
+    """
     if len(calls) == 1:
         return [calls[0]()]
     with _single_threaded_blas():
-        workers = _take_workers(len(calls) - 1)
-        for worker, call in zip(workers, calls[1:]):
-            worker.start(call)
-        try:
-            outcomes = [(calls[0](), None)]
-        except BaseException as error:
-            outcomes = [(None, error)]
-        # an interrupt while waiting leaves the workers out of the pool, still running
-        outcomes += [worker.finish() for worker in workers]
-        _give_back(workers)
+        pool = _openmp_pool()
+        outcomes = None if pool is None else pool.run(calls)
+        if outcomes is None:
+            outcomes = _on_workers(calls)
+            dispatched["workers"] += 1
+        else:
+            dispatched["openmp"] += 1
     for _, error in outcomes:
         if error is not None:
             raise error
     return [result for result, _ in outcomes]
+
+
+# How many calls of _run_parts ran their parts on rnncore's own workers and how many as
+# a region of a loaded GNU OpenMP runtime (the benchmark's header reports them).
+dispatched = {"workers": 0, "openmp": 0}
+
+
+def _on_workers(calls):
+    """The first callable here, the others on rnncore's worker threads: each one's
+    (result, None) or (None, the exception it raised), in order."""
+    workers = _take_workers(len(calls) - 1)
+    for worker, call in zip(workers, calls[1:]):
+        worker.start(call)
+    try:
+        outcomes = [(calls[0](), None)]
+    except BaseException as error:
+        outcomes = [(None, error)]
+    # an interrupt while waiting leaves the workers out of the pool, still running
+    outcomes += [worker.finish() for worker in workers]
+    _give_back(workers)
+    return outcomes
+
+
+# Whether the parts may run on a loaded GNU OpenMP runtime (RNNCORE_OPENMP_POOL=0: never;
+# False in a child of fork, whose copy of the runtime's pool has no threads).
+_join_openmp = os.environ.get("RNNCORE_OPENMP_POOL", "").strip() != "0"
+_openmp_module = []            # [the _openmp module, or None without a build]
+_openmp_loaded = False         # a runtime was found (then it stays loaded)
+_modules_when_looked = -1      # len(sys.modules) at the last lookup that found none
+
+
+def _openmp_pool():
+    """The module that runs parts as a region of the GNU OpenMP runtime the process has
+    loaded (:mod:`rnncore._openmp`), or None: none loaded, no build, or not allowed.
+
+    torch's CPU wheels load that runtime, and its worker, spinning for milliseconds
+    after each of torch's parallel ops, would share a CPU with rnncore's own worker.
+    Called from the same thread, a region is taken by that worker itself: a training
+    step on two threads went from level with stock torch to 1.7× faster
+    (docs/perf-notes.md §86, §90). Nothing is linked or loaded for this. A lookup
+    that finds none costs ~50 µs (the loader searches its paths), so it is repeated
+    only after a module was imported since the last (torch imported after rnncore).
+    """
+    global _openmp_loaded, _modules_when_looked
+    if not _join_openmp:
+        return None
+    if not _openmp_module:
+        try:
+            from . import _openmp as module
+        except ImportError:  # pragma: no cover - a source tree that was never built
+            module = None
+        _openmp_module.append(module)
+    if not _openmp_loaded:
+        if _openmp_module[0] is None or len(sys.modules) == _modules_when_looked:
+            return None
+        _modules_when_looked = len(sys.modules)
+        _openmp_loaded = _openmp_module[0].find()
+    return _openmp_module[0] if _openmp_loaded else None
 
 
 class _OneThread:
@@ -706,13 +770,16 @@ def _after_fork_in_child() -> None:
     """Start the child without the parent's threads and the state they held.
 
     The child has only the forking thread: the pool's worker is gone (a job submitted
-    to the inherited pool would wait forever), and so are the calls in flight, whose
+    to the inherited pool would wait forever, and so would a region of GNU OpenMP's
+    pool, which the child no longer joins), and so are the calls in flight, whose
     count of BLAS users and one-thread OpenBLAS setting the child must not inherit.
     The thread count of :func:`set_num_threads` is kept.
     """
-    global _lock, _pool
+    global _lock, _pool, _join_openmp
     _lock = threading.Lock()
     _pool = None
+    # GNU OpenMP's pool, copied without its threads, would wait for them forever
+    _join_openmp = False
     _NUMPY_BLAS.after_fork_in_child()
     _KERNEL_BLAS.after_fork_in_child()
 

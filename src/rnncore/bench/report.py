@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, _parallel
 from .cases import comparisons, targets
 from .isa_env import ISA_ENV_MARK, library_isas
 from .runners import IMPLS, NUMPY_IMPLS
@@ -147,6 +147,7 @@ def environment(results) -> dict:
                       for p in r.pools if p["filepath"] == info.get("filepath")}}
                  for info in threadpool_info()],
         "threads": sorted({r.case.threads for r in results}),
+        "dispatched": dict(_parallel.dispatched),
         "cpus": {r.case.name: r.cpus for r in results},
         **{name: {k: float(np.median(v)) for k, v in by_key.items()}
            for name, by_key in rates.items()},
@@ -160,6 +161,13 @@ def environment(results) -> dict:
         "libraries_isa": os.environ.get(ISA_ENV_MARK),
         "library_isas": library_isas(),
     }
+
+
+def _dispatched_text(dispatched: dict) -> str:
+    """Where rnncore's split calls ran their parts during the run."""
+    return (f"rnncore's split calls in this process: {dispatched.get('openmp', 0)} ran "
+            f"their parts as a region of the GNU OpenMP pool another library loaded "
+            f"(torch's), {dispatched.get('workers', 0)} on rnncore's own worker threads")
 
 
 def format_header(env: dict) -> str:
@@ -192,6 +200,8 @@ def format_header(env: dict) -> str:
         + (f"pinned to CPU(s) {', '.join(pinned)}" if pinned else "not pinned"),
         f"GEMM {env['gemm_n']}³ np.matmul, median during the cases: {gemm}",
     ]
+    if env.get("dispatched"):
+        lines.append(_dispatched_text(env["dispatched"]))
     cores = env.get("gemm_cores", {})
 
     def reported(name):

@@ -1,0 +1,109 @@
+"""The parts of a split call as one parallel region of a GNU OpenMP runtime already
+loaded in the process.
+
+torch's CPU wheels load GNU OpenMP, and after each parallel op their worker threads
+spin for milliseconds, waiting for the master's next region. A worker thread of
+rnncore's own then shares its CPU with a spinning one. Run as a region of that runtime
+from the same thread, the parts are taken by the spinning worker itself (docs/
+perf-notes.md §86, §90). rnncore links no OpenMP: :func:`find` asks the dynamic loader
+for a runtime that is already there.
+"""
+from cpython.ref cimport PyObject
+
+cdef extern from "_openmp.h" nogil:
+    ctypedef void (*rnn_omp_body)(void *) noexcept nogil
+    ctypedef struct rnn_omp:
+        void (*parallel)(rnn_omp_body, void *, unsigned, unsigned) noexcept nogil
+        int (*num_threads)() noexcept nogil
+        int (*thread_num)() noexcept nogil
+    int rnn_omp_find(rnn_omp *omp, const char *soname)
+
+cdef rnn_omp _omp
+cdef bint _found = False
+cdef unsigned long long _regions = 0
+
+# The runtime's soname: the one GCC's OpenMP programs and torch's wheels load.
+SONAME = "libgomp.so.1"
+
+
+def find():
+    """Whether the process has loaded GNU OpenMP (``libgomp.so.1``); looked up until
+    found, then kept (the runtime is never unloaded after that).
+
+    Returns
+    -------
+    bool
+    """
+    global _found
+    if not _found:
+        _found = rnn_omp_find(&_omp, SONAME.encode())
+    return bool(_found)
+
+
+def regions():
+    """How many calls of :func:`run` ran as a region of the runtime (for tests).
+
+    Returns
+    -------
+    int
+    """
+    return _regions
+
+
+cdef struct region:
+    PyObject *calls        # list of callables, one per thread
+    PyObject *outcomes     # list, a (result, exception) pair per call
+    int parts
+    int ran                # set by thread 0 when the team had `parts` threads
+
+
+cdef void _part(void *data) noexcept nogil:
+    cdef region *r = <region *>data
+    # A team of fewer threads (inside another region, or a thread limit) runs none:
+    # a split call's parts wait for each other at a barrier, all must run at once.
+    if _omp.num_threads() != r.parts:
+        return
+    cdef int i = _omp.thread_num()
+    with gil:
+        try:
+            outcome = ((<object>r.calls)[i](), None)
+        except BaseException as error:
+            outcome = (None, error)
+        (<list>r.outcomes)[i] = outcome
+    if i == 0:
+        r.ran = 1
+
+
+def run(list calls):
+    """Call ``calls[i]()`` on thread i of a region of ``len(calls)`` threads, this
+    thread being thread 0.
+
+    Parameters
+    ----------
+    calls : list of callable
+        At least one; each called exactly once if the region runs.
+
+    Returns
+    -------
+    list of tuple or None
+        Each call's ``(result, None)`` or ``(None, the exception it raised)``, in the
+        order of ``calls``; None, with nothing called, if no runtime was found
+        (:func:`find`) or the runtime gave the region fewer threads than calls.
+    """
+    global _regions
+    if not calls:
+        raise ValueError("calls must hold at least one callable; got none")
+    if not find():
+        return None
+    cdef list outcomes = [None] * len(calls)
+    cdef region r
+    r.calls = <PyObject *>calls
+    r.outcomes = <PyObject *>outcomes
+    r.parts = len(calls)
+    r.ran = 0
+    with nogil:
+        _omp.parallel(_part, &r, <unsigned>r.parts, 0)
+    if not r.ran:
+        return None
+    _regions += 1
+    return outcomes
