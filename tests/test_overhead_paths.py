@@ -394,3 +394,73 @@ def test_the_short_paths_ignore_dy_at_padded_steps(backend, rng, monkeypatch, ca
                     [want[0], want[1], *want[2].values()]):
         assert np.isfinite(g).all()
         np.testing.assert_array_equal(g, w)
+
+
+# The walker's configurations: what takes a call off the short paths.
+WALKER = {
+    "one direction": dict(),
+    "bidirectional": dict(bidirectional=True),
+    "bidirectional, merged by sum": dict(bidirectional=True, merge_mode="sum"),
+    "split over two threads": dict(threads=2),
+    "chunked": dict(chunked=True),
+    "checkpointed": dict(checkpoint=2),
+}
+
+
+def _backends_and_isas():
+    """("numpy", None), then ("cython", isa) for each instruction set the kernels run
+    here."""
+    try:
+        from rnncore import _kernels
+    except ImportError:
+        return [("numpy", None)]
+    return [("numpy", None)] + [("cython", isa) for isa in _kernels.supported_isas()]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("config", list(WALKER))
+@pytest.mark.parametrize("backend, isa", _backends_and_isas())
+def test_every_path_ignores_dy_at_padded_steps(backend, isa, rng, monkeypatch, config,
+                                               cell):
+    """dy's values at padded steps (NaN here) are not read, by any configuration, cell
+    or instruction set (the kernels pass the caller's dy as it is): the results of a
+    dy zeroed there, and the caller's dy unchanged."""
+    import rnncore
+    from rnncore import _chunks, _parallel
+    if isa is not None:
+        from rnncore import _kernels
+        _kernels.set_isa(isa)
+    options = dict(WALKER[config])
+    D = 2 if options.pop("bidirectional", False) else 1
+    if options.pop("threads", 1) > 1:
+        for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
+            monkeypatch.setattr(_parallel, name, 1)
+        rnncore.set_num_threads(2)
+    if options.pop("chunked", False):
+        monkeypatch.setattr(_chunks, "WHOLE_CALL_ROWS", 1)
+        monkeypatch.setattr(_chunks, "MIN_CHUNK_ROWS", 1)
+    try:
+        Tw, Bw = 9, 6
+        shapes = F.param_shapes(K, H, 2, bias=True, bidirectional=D == 2, cell=cell)
+        params = {key: rng.uniform(-0.5, 0.5, s).astype(np.float32)
+                  for key, s in shapes.items()}
+        x = rng.standard_normal((Tw, Bw, K)).astype(np.float32)
+        lengths = [Tw, 2, 7, Tw, 1, 5]
+        y, _, record = F.forward(x, params, lengths=lengths, cell=cell, backend=backend,
+                                 **options)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        for i, n in enumerate(lengths):
+            dy[n:, i] = np.nan
+        zeroed = np.nan_to_num(dy, nan=0.0)
+        before = dy.copy()
+        got = F.backward(record, dy)
+        want = F.backward(record, zeroed)
+    finally:
+        rnncore.set_num_threads(None)
+        if isa is not None:
+            _kernels.set_isa(None)
+    np.testing.assert_array_equal(dy, before)
+    for g, w in zip([got[0], *np.atleast_1d(got[1]), *got[2].values()],
+                    [want[0], *np.atleast_1d(want[1]), *want[2].values()]):
+        assert np.isfinite(g).all()
+        np.testing.assert_array_equal(g, w)

@@ -119,9 +119,9 @@ def zero_padded(a: np.ndarray, lengths: np.ndarray, padded: np.ndarray) -> None:
 
 def read_dy(dy, record, shape_tm, zeroed: bool = True) -> np.ndarray:
     """Validate ∂L/∂output against the forward ``record``; returns it time-major, with
-    padded steps zeroed (a private copy), or without ``zeroed`` as they are: for a
-    one-direction Elman layer on the kernels, which read dy only at each row's own
-    steps (``tests/test_kernel_entries.py`` pins that)."""
+    padded steps zeroed (a private copy), or without ``zeroed`` as they are: for the
+    kernels, which read dy only at each row's own steps
+    (``tests/test_kernel_entries.py`` and ``tests/test_overhead_paths.py`` pin that)."""
     cfg = record.cfg
     if dy is None:
         return np.zeros(shape_tm, dtype=cfg.dtype)

@@ -669,7 +669,10 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
     cell_type = CELL_TYPES[cfg.cell]
     P, D, L = cfg.out_size, cfg.D, cfg.num_layers
     merged = record.merge_mode != "concat"
-    dy = read_dy(dy, record, (T, B, P if merged else D * P))
+    # the kernels read dy only at each row's own steps: no zeroed copy of it
+    # (docs/perf-notes.md §89, §91)
+    dy = read_dy(dy, record, (T, B, P if merged else D * P),
+                 zeroed=not _reads_only_own_steps(module))
     if merged:
         dy = _unmerged_dy(dy, record)
     if cell_type is _ELMAN:
@@ -755,6 +758,15 @@ def _backward(record, dy, dh_n, need_dx, need_dh0):
     return dx_user, (states0 if need_dh0 else None), dict(zip(plan.grad_keys, grads))
 
 
+def _reads_only_own_steps(module) -> bool:
+    """Whether ``module``'s backward (every cell's) reads ∂L/∂output only at each row's
+    own steps, so that dy needs no copy zeroed at the padded ones: the kernels, on
+    every instruction set (``tests/test_kernel_entries.py`` and
+    ``tests/test_overhead_paths.py`` pin it); not the NumPy reference, whose masked
+    sums would carry a NaN there."""
+    return module is _kernels
+
+
 def _backward_stacked(record, dy, dh_n, need_dx, need_dh0):
     """:func:`backward` of a one-direction Elman network whose layers each run in one
     call on one thread (a short call's path): the layers back to back from the last,
@@ -764,7 +776,8 @@ def _backward_stacked(record, dy, dh_n, need_dx, need_dh0):
     cfg = plan.cfg
     L = cfg.num_layers
     # (the kernels ignore dy at padded steps: no zeroed copy of it, §89)
-    dy = read_dy(dy, record, (T, B, cfg.hidden_size), zeroed=module is not _kernels)
+    dy = read_dy(dy, record, (T, B, cfg.hidden_size),
+                 zeroed=not _reads_only_own_steps(module))
     ds_n = ((plan.zero_state(B),) * L if dh_n is None
             else check_state("dh_n", dh_n, cfg, B, record.unbatched))
     if module is _kernels:
