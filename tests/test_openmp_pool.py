@@ -1,9 +1,10 @@
-"""Split calls on the GNU OpenMP runtime another library of the process has loaded
-(torch's CPU wheels load one): the parts run as one parallel region of that runtime's
+"""Split calls on the OpenMP runtime another library of the process has loaded
+(torch's CPU wheels load GNU's): the parts run as one parallel region of that runtime's
 pool, whose worker is already running, with the bits of one thread. Where the runtime
 gives the region fewer threads than parts, they run on rnncore's own workers; with no
 runtime loaded, or ``RNNCORE_OPENMP_POOL=0``, always there.
 """
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -152,3 +153,40 @@ def test_a_runtime_loaded_after_rnncore_is_found_at_the_next_split_call():
 def test_RNNCORE_OPENMP_POOL_0_keeps_the_parts_on_rnncores_workers():
     pytest.importorskip("torch")
     assert _python("import torch; " + _FOUND, RNNCORE_OPENMP_POOL="0") == ["False"]
+
+
+_LLVM_SPLIT = """
+import ctypes, sys
+ctypes.CDLL(sys.argv[1])
+import numpy as np, rnncore
+from rnncore import _openmp, _parallel, functional as F
+for name in ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS"):
+    setattr(_parallel, name, 1)
+rng = np.random.default_rng(3)
+params = {k: (rng.standard_normal(s) / 6).astype(np.float32)
+          for k, s in F.param_shapes(24, 40).items()}
+x = rng.standard_normal((20, 12, 24)).astype(np.float32)
+dy = rng.standard_normal((20, 12, 40)).astype(np.float32)
+def run(n):
+    rnncore.set_num_threads(n)
+    y, h, record = F.forward(x, params)
+    return [y, h, *F.backward(record, dy)[:2]]
+want, got = run(1), run(2)
+print(_openmp.runtime(), _openmp.regions(),
+      all(np.array_equal(a, b) for a, b in zip(want, got)))
+"""
+
+
+def test_llvms_openmp_runtime_is_joined_as_gnus_is():
+    """LLVM's runtime (conda-forge's torch; Intel's is built from it) serves GCC's entry
+    point with the same meaning: a process that has loaded only it runs its split
+    calls as regions of its pool, with the bits of one thread."""
+    name = ctypes.util.find_library("omp")
+    if name is None:
+        pytest.skip("LLVM's OpenMP runtime (libomp) is not installed")
+    if not _kernels.splits_are_exact(12, 40, True, 20 * 12):
+        pytest.skip("this ISA's products are not split (no packed kernels)")
+    runtime, regions, same = _python(_LLVM_SPLIT.replace("sys.argv[1]", repr(name)))
+    assert runtime == name
+    assert int(regions) == 2                        # the forward's and the backward's
+    assert same == "True"

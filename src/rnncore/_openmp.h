@@ -1,10 +1,11 @@
-/* GNU OpenMP's parallel region, looked up in a runtime some other library of the
- * process has already loaded (torch's CPU wheels load libgomp.so.1). rnncore does not
- * link OpenMP: it joins the pool that is there (_openmp.pyx, docs/perf-notes.md §90).
+/* An OpenMP parallel region, looked up in a runtime some other library of the process
+ * has already loaded (torch's CPU wheels load libgomp.so.1). rnncore does not link
+ * OpenMP: it joins the pool that is there (_openmp.pyx, docs/perf-notes.md §90).
  *
  * GOMP_parallel(fn, data, n, 0) runs fn(data) on a team of up to n threads, the caller
  * being thread 0, and returns when all have returned: the entry point GCC (4.9 and
- * later) compiles `#pragma omp parallel num_threads(n)` into.
+ * later) compiles `#pragma omp parallel num_threads(n)` into, which LLVM's and Intel's
+ * runtimes serve too.
  */
 #ifndef RNNCORE_OPENMP_H
 #define RNNCORE_OPENMP_H

@@ -1,4 +1,4 @@
-"""The parts of a split call as one parallel region of a GNU OpenMP runtime already
+"""The parts of a split call as one parallel region of an OpenMP runtime already
 loaded in the process.
 
 torch's CPU wheels load GNU OpenMP, and after each parallel op their worker threads
@@ -6,7 +6,9 @@ spin for milliseconds, waiting for the master's next region. A worker thread of
 rnncore's own then shares its CPU with a spinning one. Run as a region of that runtime
 from the same thread, the parts are taken by the spinning worker itself (docs/
 perf-notes.md §86, §90). rnncore links no OpenMP: :func:`find` asks the dynamic loader
-for a runtime that is already there.
+for a runtime that is already there: GNU's, or LLVM's and Intel's (torch builds of
+other distributions), which serve GCC's entry point, ``GOMP_parallel``, with the same
+meaning.
 """
 from cpython.ref cimport PyObject
 
@@ -22,22 +24,37 @@ cdef rnn_omp _omp
 cdef bint _found = False
 cdef unsigned long long _regions = 0
 
-# The runtime's soname: the one GCC's OpenMP programs and torch's wheels load.
-SONAME = "libgomp.so.1"
+# The runtimes looked for, by soname, in this order: GNU's (GCC's OpenMP programs,
+# torch's wheels), LLVM's (as Debian and conda-forge name it) and Intel's.
+SONAMES = ("libgomp.so.1", "libomp.so.5", "libomp.so", "libiomp5.so")
+_runtime = None
 
 
 def find():
-    """Whether the process has loaded GNU OpenMP (``libgomp.so.1``); looked up until
-    found, then kept (the runtime is never unloaded after that).
+    """Whether the process has loaded one of the OpenMP runtimes of :data:`SONAMES`;
+    looked up until found, then kept (the runtime is never unloaded after that).
 
     Returns
     -------
     bool
     """
-    global _found
+    global _found, _runtime
     if not _found:
-        _found = rnn_omp_find(&_omp, SONAME.encode())
+        for soname in SONAMES:
+            if rnn_omp_find(&_omp, soname.encode()):
+                _found, _runtime = True, soname
+                break
     return bool(_found)
+
+
+def runtime():
+    """The soname of the runtime :func:`find` found, or None.
+
+    Returns
+    -------
+    str or None
+    """
+    return _runtime
 
 
 def regions():

@@ -7,9 +7,9 @@ projection and of ∂x, and ranges of rows of the weight gradients. A direction 
 only where every row of every product is computed alone (``splits_are_exact``: the
 packed kernels of AVX2 and AVX-512), so that the result has the bits of one thread.
 
-The other threads are those of the GNU OpenMP runtime another library of the process
-has loaded (torch's CPU wheels), whose spinning worker takes a split call's parts as
-one parallel region (:func:`_openmp_pool`); without one, rnncore's own workers.
+The other threads are those of the OpenMP runtime another library of the process has
+loaded (torch's CPU wheels load GNU's), whose spinning worker takes a split call's parts
+as one parallel region (:func:`_openmp_pool`); without one, rnncore's own workers.
 
 The thread count follows the usual conventions: :func:`set_num_threads`, else
 ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of CPUs this process
@@ -475,8 +475,8 @@ def _run_parts(calls):
     their results in order. Every call has finished when this returns or raises (the
     first exception, this thread's call's first).
 
-    The other threads are those of a GNU OpenMP runtime the process has loaded, if
-    any (:func:`_openmp_pool`), else rnncore's own workers.
+    The other threads are those of an OpenMP runtime the process has loaded, if any
+    (:func:`_openmp_pool`), else rnncore's own workers.
     """
     if len(calls) == 1:
         return [calls[0]()]
@@ -495,7 +495,7 @@ def _run_parts(calls):
 
 
 # How many calls of _run_parts ran their parts on rnncore's own workers and how many as
-# a region of a loaded GNU OpenMP runtime (the benchmark's header reports them).
+# a region of a loaded OpenMP runtime (the benchmark's header reports them).
 dispatched = {"workers": 0, "openmp": 0}
 
 
@@ -515,7 +515,7 @@ def _on_workers(calls):
     return outcomes
 
 
-# Whether the parts may run on a loaded GNU OpenMP runtime (RNNCORE_OPENMP_POOL=0: never;
+# Whether the parts may run on a loaded OpenMP runtime (RNNCORE_OPENMP_POOL=0: never;
 # False in a child of fork, whose copy of the runtime's pool has no threads).
 _join_openmp = os.environ.get("RNNCORE_OPENMP_POOL", "").strip() != "0"
 _openmp_module = []            # [the _openmp module, or None without a build]
@@ -524,16 +524,17 @@ _modules_when_looked = -1      # len(sys.modules) at the last lookup that found 
 
 
 def _openmp_pool():
-    """The module that runs parts as a region of the GNU OpenMP runtime the process has
+    """The module that runs parts as a region of the OpenMP runtime the process has
     loaded (:mod:`rnncore._openmp`), or None: none loaded, no build, or not allowed.
 
-    torch's CPU wheels load that runtime, and its worker, spinning for milliseconds
+    torch's CPU wheels load GNU's, and its worker, spinning for milliseconds
     after each of torch's parallel ops, would share a CPU with rnncore's own worker.
     Called from the same thread, a region is taken by that worker itself: a training
     step on two threads went from level with stock torch to 1.7× faster
     (docs/perf-notes.md §86, §90). Nothing is linked or loaded for this. A lookup
-    that finds none costs ~50 µs (the loader searches its paths), so it is repeated
-    only after a module was imported since the last (torch imported after rnncore).
+    that finds none costs ~50 µs per soname (the loader searches its paths), so it is
+    repeated only after a module was imported since the last (torch imported after
+    rnncore).
     """
     global _openmp_loaded, _modules_when_looked
     if not _join_openmp:
@@ -770,15 +771,15 @@ def _after_fork_in_child() -> None:
     """Start the child without the parent's threads and the state they held.
 
     The child has only the forking thread: the pool's worker is gone (a job submitted
-    to the inherited pool would wait forever, and so would a region of GNU OpenMP's
-    pool, which the child no longer joins), and so are the calls in flight, whose
+    to the inherited pool would wait forever, and so would a region of an OpenMP
+    runtime's pool, which the child no longer joins), and so are the calls in flight, whose
     count of BLAS users and one-thread OpenBLAS setting the child must not inherit.
     The thread count of :func:`set_num_threads` is kept.
     """
     global _lock, _pool, _join_openmp
     _lock = threading.Lock()
     _pool = None
-    # GNU OpenMP's pool, copied without its threads, would wait for them forever
+    # an OpenMP runtime's pool, copied without its threads, would wait for them forever
     _join_openmp = False
     _NUMPY_BLAS.after_fork_in_child()
     _KERNEL_BLAS.after_fork_in_child()

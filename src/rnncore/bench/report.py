@@ -148,6 +148,7 @@ def environment(results) -> dict:
                  for info in threadpool_info()],
         "threads": sorted({r.case.threads for r in results}),
         "dispatched": dict(_parallel.dispatched),
+        "openmp_runtime": _openmp_runtime(),
         "cpus": {r.case.name: r.cpus for r in results},
         **{name: {k: float(np.median(v)) for k, v in by_key.items()}
            for name, by_key in rates.items()},
@@ -163,11 +164,18 @@ def environment(results) -> dict:
     }
 
 
-def _dispatched_text(dispatched: dict) -> str:
+def _openmp_runtime():
+    """The soname of the OpenMP runtime rnncore's split calls join, or None."""
+    pool = _parallel._openmp_pool()
+    return None if pool is None else pool.runtime()
+
+
+def _dispatched_text(dispatched: dict, runtime) -> str:
     """Where rnncore's split calls ran their parts during the run."""
     return (f"rnncore's split calls in this process: {dispatched.get('openmp', 0)} ran "
-            f"their parts as a region of the GNU OpenMP pool another library loaded "
-            f"(torch's), {dispatched.get('workers', 0)} on rnncore's own worker threads")
+            f"their parts as a region of the pool of the OpenMP runtime another library "
+            f"loaded ({runtime or 'none loaded'}), {dispatched.get('workers', 0)} on "
+            f"rnncore's own worker threads")
 
 
 def format_header(env: dict) -> str:
@@ -201,7 +209,7 @@ def format_header(env: dict) -> str:
         f"GEMM {env['gemm_n']}³ np.matmul, median during the cases: {gemm}",
     ]
     if env.get("dispatched"):
-        lines.append(_dispatched_text(env["dispatched"]))
+        lines.append(_dispatched_text(env["dispatched"], env.get("openmp_runtime")))
     cores = env.get("gemm_cores", {})
 
     def reported(name):
