@@ -28,10 +28,16 @@ def isa(request):
     rnncore.set_num_threads(None)
 
 
-@pytest.fixture
-def split_calls(monkeypatch):
+@pytest.fixture(params=["workers", "openmp"], ids=["rnncore's workers", "OpenMP pool"])
+def split_calls(request, monkeypatch):
     """Counts the thread-split sections that ran, by how many parts they had; with
-    the per-section thresholds lowered, so that small cases split every section."""
+    the per-section thresholds lowered, so that small cases split every section. The
+    parts run on rnncore's own workers, or on the pool of a loaded OpenMP runtime
+    (torch's, as a process that imported torch runs them)."""
+    if request.param == "openmp":
+        request.getfixturevalue("gnu_openmp")
+    else:
+        monkeypatch.setattr(_parallel, "_join_openmp", False)
     monkeypatch.setattr(_parallel, "_MIN_PART_WORK", 1)
     monkeypatch.setattr(_parallel, "_MIN_PART_ROWS", 1)
     counts = {}
@@ -42,7 +48,10 @@ def split_calls(monkeypatch):
         return run_parts(calls)
 
     monkeypatch.setattr(_parallel, "_run_parts", counting)
-    return counts
+    before = dict(_parallel.dispatched)
+    yield counts
+    if any(parts > 1 for parts in counts):          # they ran where the param says
+        assert _parallel.dispatched[request.param] > before[request.param]
 
 
 # (cell, proj_size)
