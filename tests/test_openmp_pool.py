@@ -155,7 +155,7 @@ def test_RNNCORE_OPENMP_POOL_0_keeps_the_parts_on_rnncores_workers():
     assert _python("import torch; " + _FOUND, RNNCORE_OPENMP_POOL="0") == ["False"]
 
 
-_LLVM_SPLIT = """
+_SPLIT_IN_A_PROCESS_WITH = """
 import ctypes, sys
 ctypes.CDLL(sys.argv[1])
 import numpy as np, rnncore
@@ -177,16 +177,31 @@ print(_openmp.runtime(), _openmp.regions(),
 """
 
 
-def test_llvms_openmp_runtime_is_joined_as_gnus_is():
-    """LLVM's runtime (conda-forge's torch; Intel's is built from it) serves GCC's entry
-    point with the same meaning: a process that has loaded only it runs its split
-    calls as regions of its pool, with the bits of one thread."""
-    name = ctypes.util.find_library("omp")
-    if name is None:
-        pytest.skip("LLVM's OpenMP runtime (libomp) is not installed")
+def _runtime_file(name):
+    """The file of the OpenMP runtime ``name`` ("omp": LLVM's, "iomp5": Intel's) the
+    loader finds, or the one the intel-openmp wheel puts in this environment's lib/;
+    None if neither is there."""
+    found = ctypes.util.find_library(name)
+    if found is not None:
+        return found
+    wheel = os.path.join(sys.prefix, "lib", f"lib{name}.so")
+    return wheel if os.path.exists(wheel) else None
+
+
+@pytest.mark.parametrize("name, soname", [("omp", "libomp.so.5"), ("iomp5", "libiomp5.so")],
+                         ids=["LLVM's", "Intel's"])
+def test_llvms_and_intels_openmp_runtimes_are_joined_as_gnus_is(name, soname):
+    """LLVM's runtime (conda-forge's torch) and Intel's (built from it; some conda
+    channels' torch) serve GCC's entry point with the same meaning: a process that has
+    loaded only one of them runs its split calls as regions of its pool, with the
+    bits of one thread."""
+    path = _runtime_file(name)
+    if path is None:
+        pytest.skip(f"the OpenMP runtime lib{name} is not installed")
     if not _kernels.splits_are_exact(12, 40, True, 20 * 12):
         pytest.skip("this ISA's products are not split (no packed kernels)")
-    runtime, regions, same = _python(_LLVM_SPLIT.replace("sys.argv[1]", repr(name)))
-    assert runtime == name
+    code = _SPLIT_IN_A_PROCESS_WITH.replace("sys.argv[1]", repr(path))
+    runtime, regions, same = _python(code)
+    assert runtime in (soname, "libomp.so")         # the soname the lookup matched
     assert int(regions) == 2                        # the forward's and the backward's
     assert same == "True"
