@@ -182,6 +182,9 @@ def set_num_threads(n: int | None) -> None:
         1 runs everything on the calling thread; 2 or more run the directions of a
         bidirectional layer at once, or split one direction's work over ``n`` threads
         (batch rows, steps, rows of the weight gradients) with the bits of one thread.
+        The other threads are the pool of an OpenMP runtime the process has loaded
+        (torch loads GNU's), else rnncore's own; ``RNNCORE_OPENMP_POOL=0`` keeps
+        rnncore's.
         None: ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this
         process may use (its affinity, capped by a control group's CPU quota such as
         a container's ``--cpus``), read now (after a change of the environment or of the
