@@ -20,14 +20,13 @@ cdef extern from "_openmp.h" nogil:
         int (*thread_num)() noexcept nogil
     int rnn_omp_find(rnn_omp *omp, const char *soname)
 
-cdef rnn_omp _omp
-cdef bint _found = False
+cdef rnn_omp _omp              # filled by find(), once it finds a runtime
 cdef unsigned long long _regions = 0
 
 # The runtimes looked for, by soname, in this order: GNU's (GCC's OpenMP programs,
 # torch's wheels), LLVM's (as Debian and conda-forge name it) and Intel's.
 SONAMES = ("libgomp.so.1", "libomp.so.5", "libomp.so", "libiomp5.so")
-_runtime = None
+_runtime = None                # the soname find() found
 
 
 def find():
@@ -38,13 +37,13 @@ def find():
     -------
     bool
     """
-    global _found, _runtime
-    if not _found:
+    global _runtime
+    if _runtime is None:
         for soname in SONAMES:
             if rnn_omp_find(&_omp, soname.encode()):
-                _found, _runtime = True, soname
+                _runtime = soname
                 break
-    return bool(_found)
+    return _runtime is not None
 
 
 def runtime():

@@ -28,6 +28,12 @@ import threading
 
 import numpy as np
 
+try:
+    # links nothing but the C library: imported with rnncore, it loads no OpenMP
+    from . import _openmp
+except ImportError:  # pragma: no cover - a source tree that was never built
+    _openmp = None
+
 __all__ = ["set_num_threads", "get_num_threads", "map_directions", "direction_parts",
            "forward_direction", "backward_direction", "split_steps", "exact_blas",
            "step_parts_are_exact"]
@@ -521,8 +527,6 @@ def _on_workers(calls):
 # Whether the parts may run on a loaded OpenMP runtime (RNNCORE_OPENMP_POOL=0: never;
 # False in a child of fork, whose copy of the runtime's pool has no threads).
 _join_openmp = os.environ.get("RNNCORE_OPENMP_POOL", "").strip() != "0"
-_openmp_module = []            # [the _openmp module, or None without a build]
-_openmp_loaded = False         # a runtime was found (then it stays loaded)
 _modules_when_looked = -1      # len(sys.modules) at the last lookup that found none
 
 
@@ -539,21 +543,16 @@ def _openmp_pool():
     repeated only after a module was imported since the last (torch imported after
     rnncore).
     """
-    global _openmp_loaded, _modules_when_looked
-    if not _join_openmp:
+    global _modules_when_looked
+    if not _join_openmp or _openmp is None:
         return None
-    if not _openmp_module:
-        try:
-            from . import _openmp as module
-        except ImportError:  # pragma: no cover - a source tree that was never built
-            module = None
-        _openmp_module.append(module)
-    if not _openmp_loaded:
-        if _openmp_module[0] is None or len(sys.modules) == _modules_when_looked:
+    if _openmp.runtime() is None:        # none found yet (once found, it stays loaded)
+        if len(sys.modules) == _modules_when_looked:
             return None
         _modules_when_looked = len(sys.modules)
-        _openmp_loaded = _openmp_module[0].find()
-    return _openmp_module[0] if _openmp_loaded else None
+        if not _openmp.find():
+            return None
+    return _openmp
 
 
 class _OneThread:
