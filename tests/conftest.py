@@ -20,6 +20,16 @@ def _short_path_values_forgotten():
     _short.forget_kept()
 
 
+@pytest.fixture(autouse=True)
+def _threads_start_equal():
+    """Each test starts with no measured thread speeds: the split calls it makes cut
+    their sections equally until its own calls have measured otherwise."""
+    from rnncore import _parallel
+    _parallel._speeds.clear()
+    yield
+    _parallel._speeds.clear()
+
+
 @pytest.fixture(params=rnncore.backends())
 def backend(request):
     """Each available backend ("cython" when built, and "numpy")."""

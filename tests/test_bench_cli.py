@@ -66,6 +66,16 @@ def test_header_names_the_cpu_and_the_kernels_code_paths(quick_run):
     assert page.count("comes from one CPU and one set of code paths: " + env["cpu"]) == 1
 
 
+def test_header_gives_the_speeds_the_split_calls_threads_were_last_measured_at():
+    from rnncore.bench.report import _dispatched_text
+    text = _dispatched_text({"openmp": 3, "workers": 1}, "libgomp.so.1",
+                            {"2": [1.2, 0.8], "3": [1.1, 1.0, 0.9]})
+    assert text.startswith("rnncore's split calls in this process: 3 ran")
+    assert text.endswith("their threads' speeds at the end, relative to their mean: "
+                         "1.20 / 0.80, 1.10 / 1.00 / 0.90")
+    assert "speeds" not in _dispatched_text({"workers": 1}, None, {})
+
+
 @pytest.mark.parametrize("isa", ["baseline", "avx2"])
 def test_isa_runs_the_kernels_on_that_isa_and_says_so(isa, tmp_path, capsys):
     from rnncore import _kernels

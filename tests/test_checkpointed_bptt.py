@@ -227,16 +227,26 @@ def test_chunks_split_over_threads_keep_the_bits_of_one_thread(
         np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("unequal", [False, True], ids=["equal threads", "unequal threads"])
 @pytest.mark.parametrize("threads", [2, 4])
 @pytest.mark.parametrize("cell", CELLS)
 def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_one_dispatch(
-        short_chunks, every_section_splits, monkeypatch, cell, threads):
+        short_chunks, every_section_splits, monkeypatch, cell, threads, unequal):
     """Where every chunk splits, the forward projects every step first, then each
     thread takes a range of rows through every chunk; the backward takes each range of
     rows back through every chunk, then every chunk's weight gradients in parts: the
     outputs and gradients are bitwise those of one thread and of the checkpointed call
-    (chunk by chunk)."""
+    (chunk by chunk). So too where the threads were measured at unequal speeds, and
+    the rows, steps and weight gradients are cut in proportion to them."""
     pytest.importorskip("rnncore._kernels")
+    from rnncore import _parallel
+    monkeypatch.setattr(_parallel, "_SPEED_STEP", 0.0)          # nothing learnt
+    if unequal:
+        _parallel._speeds.update({2: (1.5, 0.5), 4: (2.0, 1.0, 0.6, 0.4)})
+    weight_parts = _parallel._weight_parts
+    cut = []
+    monkeypatch.setattr(_parallel, "_weight_parts",
+                        lambda n: cut.append(weight_parts(n)) or cut[-1])
     ahead = []
     from rnncore import _chunk_threads
     for name in ("forward_direction", "backward_direction"):
@@ -254,6 +264,8 @@ def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_o
             rnncore.set_num_threads(None)
         assert sorted(set(ahead)) == (["backward_direction", "forward_direction"]
                                       if n > 1 and checkpoint == 0 else [])
+    # the weight gradients' parts: (lo, hi, den) only where cut unequally
+    assert cut and all((len(part) == 3) == unequal for parts in cut for part in parts)
     for run in runs[1:]:
         for g, w in zip(run, runs[0]):
             np.testing.assert_array_equal(g, w)

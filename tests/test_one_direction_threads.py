@@ -7,6 +7,8 @@ packed kernels of AVX2 and AVX-512); the tests check that it did run, so that a 
 match cannot come from a call that never split. Every cell splits the same way: the
 Elman RNN, LSTM (with and without a projection) and GRU.
 """
+import functools
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,41 @@ def split_calls(request, monkeypatch):
         assert _parallel.dispatched[request.param] > before[request.param]
 
 
+@pytest.fixture(params=["equal", "unequal"], ids=["equal threads", "unequal threads"])
+def speeds(request, monkeypatch):
+    """The threads' speeds the sections are cut by: none measured (equal parts), or a
+    split's threads measured at unequal speeds; held there (nothing is learnt), so
+    that the rows, steps and weight gradients are cut into unequal parts. Yields
+    the param and the sizes of the parts of every cut made (rows or steps, by
+    ``_by_speed``; the weight gradients' shares, by ``_weight_parts``)."""
+    sizes = []
+    monkeypatch.setattr(_parallel, "_SPEED_STEP", 0.0)
+    if request.param == "unequal":
+        _parallel._speeds.update({2: (1.5, 0.5), 3: (1.6, 0.9, 0.5),
+                                  4: (2.0, 1.0, 0.6, 0.4)})
+    by_speed, weight_parts = _parallel._by_speed, _parallel._weight_parts
+
+    def cut(*args):
+        ranges = by_speed(*args)
+        sizes.append([stop - start for start, stop in ranges])
+        return ranges
+
+    def parts(n):
+        got = weight_parts(n)
+        sizes.append([p[1] - p[0] if len(p) == 3 else 1 for p in got])
+        return got
+
+    monkeypatch.setattr(_parallel, "_by_speed", cut)
+    monkeypatch.setattr(_parallel, "_weight_parts", parts)
+    yield request.param, sizes
+
+
+def _unequal_cuts(sizes) -> int:
+    """How many cuts had parts of unequal sizes (beyond the one unit an equal cut's
+    rounding leaves)."""
+    return sum(max(s) - min(s) > 1 for s in sizes)
+
+
 # (cell, proj_size)
 CELLS = {"rnn": ("rnn", 0), "lstm": ("lstm", 0), "lstm-proj": ("lstm", 16),
          "gru": ("gru", 0)}
@@ -94,7 +131,10 @@ def _case(dtype, bidirectional, padded, T=30, B=13, K=40, H=72, layers=2,
 @pytest.mark.parametrize("threads", [2, 3, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_one_direction_split_over_threads_keeps_the_bits_of_one_thread(
-        isa, split_calls, cell, dtype, threads, padded):
+        isa, split_calls, speeds, cell, dtype, threads, padded):
+    """Whatever the cut: equal parts, or parts in proportion to unequal thread speeds
+    (every section: rows of the recurrences, steps of the projection and of ∂x,
+    shares of the weight gradients)."""
     case = _case(dtype, bidirectional=False, padded=padded, cell=cell)
     want = _run(*case, threads=1)
     assert not split_calls
@@ -102,6 +142,8 @@ def test_one_direction_split_over_threads_keeps_the_bits_of_one_thread(
     # per layer: the forward in one dispatch, the backward with its ∂x in one
     assert sum(n for parts, n in split_calls.items() if parts > 1) == 2 * 2
     assert threads in split_calls                    # some section ran on every thread
+    kind, sizes = speeds
+    assert sizes and _unequal_cuts(sizes) == (len(sizes) if kind == "unequal" else 0)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
 
@@ -280,3 +322,78 @@ def test_a_worker_keeps_nothing_of_the_parts_it_ran():
     _parallel._run_parts([functools.partial(id, held), functools.partial(id, held)])
     del held
     assert gone() is None
+
+
+# The cut by the threads' measured speeds (docs/perf-notes.md §94).
+
+def test_until_the_threads_differ_a_section_is_cut_equally():
+    assert _parallel._by_speed(100, 2) == [(0, 50), (50, 100)]
+    _parallel._speeds[2] = (1.06, 0.94)            # within _SPEED_SPREAD of each other
+    assert _parallel._by_speed(100, 2) == [(0, 50), (50, 100)]
+    assert _parallel._weight_parts(2) == [(0, 2), (1, 2)]
+
+
+def test_a_section_is_cut_in_proportion_to_its_threads_speeds():
+    _parallel._speeds[3] = (1.5, 1.0, 0.5)
+    assert _parallel._by_speed(120, 3) == [(0, 60), (60, 100), (100, 120)]
+    den = _parallel._SHARE_DEN
+    assert _parallel._weight_parts(3) == [(0, den // 2, den), (den // 2, den * 5 // 6, den),
+                                          (den * 5 // 6, den, den)]
+
+
+def test_a_slow_threads_part_keeps_the_least_rows_a_part_may_have():
+    _parallel._speeds[2] = (1.9, 0.1)
+    assert _parallel._by_speed(32, 2, 6) == [(0, 26), (26, 32)]
+    assert _parallel._by_speed(32, 2) == [(0, 30), (30, 32)]
+    assert _parallel._by_speed(10, 2, 6) == [(0, 5), (5, 10)]  # too few rows: equal
+
+
+def test_a_reading_moves_a_threads_speed_a_fifth_of_the_way():
+    _parallel._learn_speeds([(0, 50), (50, 100)], [0.010, 0.030])   # 3× slower
+    # readings 1.5 and 0.5 (their mean 1), each speed 0.8·1 + 0.2·reading
+    np.testing.assert_allclose(_parallel._speeds[2], (1.1, 0.9))
+
+
+def test_a_reading_beyond_the_limit_counts_as_the_limit():
+    _parallel._learn_speeds([(0, 50), (50, 100)], [0.001, 1.0])     # 1000× slower
+    # readings 2·1000/1001 and 2/1001 of their mean, the second clamped to 1/2
+    speeds = np.array([0.8 + 0.2 * 2000 / 1001, 0.8 + 0.2 * 0.5])
+    np.testing.assert_allclose(_parallel._speeds[2], speeds / speeds.mean())
+
+
+@pytest.mark.parametrize("seconds", [[5e-5, 9e-5], [0.0, 0.01]],
+                         ids=["too short to read", "a part that did not run"])
+def test_a_section_that_says_nothing_of_its_threads_speeds_is_not_read(seconds):
+    _parallel._learn_speeds([(0, 50), (50, 100)], seconds)
+    assert 2 not in _parallel._speeds
+
+
+def test_the_thread_that_ran_slower_gets_the_smaller_part_of_the_next_calls(split_calls):
+    """A real dispatch whose part 1 takes twice as long per unit as part 0 (each
+    sleeps, releasing the GIL, for its range's length): after a few calls the ranges
+    follow, on rnncore's workers and on the OpenMP pool alike."""
+    import time
+
+    def sleeper(per_unit, ranges, i):
+        start, stop = ranges[i]
+        time.sleep((stop - start) * per_unit)
+
+    for _ in range(12):
+        ranges = _parallel._by_speed(100, 2)
+        _parallel._in_one_dispatch(
+            _kernels, [functools.partial(sleeper, u, ranges, i)
+                       for i, u in enumerate((1e-4, 2e-4))], [], (ranges, None))
+    (_, cut), _ = _parallel._by_speed(100, 2)
+    assert 58 <= cut <= 72                           # 2/3 of the steps to thread 0
+
+
+def test_each_part_of_a_split_runs_on_the_same_thread_call_after_call(monkeypatch):
+    """Part i's speed is measured on one thread and used for the same thread's next
+    part: rnncore's workers are taken in the same order every call."""
+    import threading
+    monkeypatch.setattr(_parallel, "_join_openmp", False)
+    seen = []
+    for _ in range(4):
+        seen.append(_parallel._run_parts([threading.get_ident] * 4))
+    assert all(idents == seen[0] for idents in seen)
+    assert len(set(seen[0])) == 4

@@ -92,10 +92,21 @@ def test_backward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cuts
     np.testing.assert_array_equal(got_dh0, dh0)
 
 
+def _equal(n):
+    return [(i, n) for i in range(n)]
+
+
+def _thousandths(*cuts):
+    return [(lo, hi, 1000) for lo, hi in zip(cuts, cuts[1:])]
+
+
 # H = 70 splits the weight gradients by columns; H = 600 (float32 rows of 2.4 KB) or 300
-# (float64) by rows, because the products then pack blocks of Δᵀ
+# (float64) by rows, because the products then pack blocks of Δᵀ. Equal parts (i, n), and
+# unequal ones (lo, hi, den) from the fraction lo/den to hi/den: a slower thread's less.
 @pytest.mark.parametrize("wide", [False, True], ids=["columns", "rows"])
-@pytest.mark.parametrize("parts", [2, 3, 5])
+@pytest.mark.parametrize("parts", [_equal(2), _equal(3), _equal(5), _thousandths(0, 300, 1000),
+                                   _thousandths(0, 610, 1000),
+                                   _thousandths(0, 150, 500, 1000)], ids=str)
 def test_weight_gradients_computed_in_parts_give_the_whole_bits(path, dtype, parts, wide):
     H = (600 if dtype == np.float32 else 300) if wide else 70
     a = layer(dtype, T=3, B=5, K=37, H=H)
@@ -104,10 +115,24 @@ def test_weight_gradients_computed_in_parts_give_the_whole_bits(path, dtype, par
     _, dw_ih, dw_hh, db, delta = _kernels.layer_backward(
         a["x"], a["w_ih"], a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], False, False)
     got = [np.full_like(g, np.nan) for g in (dw_ih, dw_hh, db)]
-    for i in range(parts):
-        _kernels.backward_weights(a["x"], hs, delta, False, *got, part=(i, parts))
+    for part in parts:
+        _kernels.backward_weights(a["x"], hs, delta, False, *got, part=part)
     for g, want in zip(got, (dw_ih, dw_hh, db)):
         np.testing.assert_array_equal(g, want)
+
+
+def test_an_unequal_part_of_the_weight_gradients_is_its_share_of_them(path, dtype):
+    """(0, 3, 4) computes the first three quarters of the columns of [∂W_ih | ∂W_hh]
+    (on the widest panel's multiples) and leaves the rest unwritten."""
+    a = layer(dtype, K=64, H=64)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    got = {k: np.full((64, 64), np.nan, dtype) for k in ("dw_ih", "dw_hh")}
+    _kernels.backward_weights(a["x"], hs, np.ones((7, 13, 64), dtype), False,
+                              got["dw_ih"], got["dw_hh"], np.empty(64, dtype),
+                              part=(0, 3, 4))
+    written = np.hstack([got["dw_ih"], got["dw_hh"]])
+    assert not np.isnan(written[:, :96]).any() and np.isnan(written[:, 96:]).all()
 
 
 def test_two_parts_of_weight_gradients_with_k_equal_to_h_are_one_whole_product_each(
@@ -179,14 +204,22 @@ def test_a_barrier_of_no_parts_is_rejected():
         _kernels.Barrier(0)
 
 
-@pytest.mark.parametrize("part", [(2, 2), (-1, 2), (0, 0)])
-def test_a_part_that_is_not_one_of_n_is_rejected(part):
+_OUT_OF_RANGE = (r"part must be \(i, n\) with 0 <= i < n, or \(lo, hi, den\) with "
+                 r"0 <= lo < hi <= den")
+
+
+@pytest.mark.parametrize("part, message", [
+    *[(p, _OUT_OF_RANGE) for p in [(2, 2), (-1, 2), (0, 0), (3, 3, 4), (2, 1, 4), (0, 5, 4),
+                                   (-1, 1, 4)]],
+    ((0, 1, 2, 3), r"part must be \(i, n\) or \(lo, hi, den\); got \(0, 1, 2, 3\)")],
+    ids=str)
+def test_a_part_that_is_not_a_part_of_the_whole_is_rejected(part, message):
     a = layer(np.float32)
     hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
                                 a["lengths"], False, False)
     grads = [np.empty((70, 37), np.float32), np.empty((70, 70), np.float32),
              np.empty(70, np.float32)]
-    with pytest.raises(ValueError, match=r"part must be \(i, n\) with 0 <= i < n"):
+    with pytest.raises(ValueError, match=message):
         _kernels.backward_weights(a["x"], hs, np.zeros((7, 13, 70), np.float32), False,
                                   *grads, part=part)
 

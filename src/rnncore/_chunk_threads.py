@@ -52,15 +52,17 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
     (independent recurrences) through every chunk in turn. The same calls of the
     kernels per row as chunk by chunk: the same bits."""
     T, B = x.shape[:2]
+    steps = _parallel._by_speed(T, _parallel._section_parts(parts, T * B * w[0].size))
+    rows = _parallel._by_speed(B, _parallel._recurrence_parts(parts, T, B,
+                                                              cell_type.step_work(w)),
+                               _parallel._MIN_PART_ROWS)
     _parallel._in_one_dispatch(
         module,
-        [functools.partial(cell_type.project, module, x, w, whole, reverse, steps)
-         for steps in _parallel._ranges(T, _parallel._section_parts(parts,
-                                                                    T * B * w[0].size))],
+        [functools.partial(cell_type.project, module, x, w, whole, reverse, s)
+         for s in steps],
         [functools.partial(_chunk_rows, cell_type, module, x, w, s0, lengths, reverse,
-                           relu, bounds, whole, output, r)
-         for r in _parallel._ranges(B, _parallel._recurrence_parts(
-             parts, T, B, cell_type.step_work(w)))])
+                           relu, bounds, whole, output, r) for r in rows],
+        (steps, rows))
     hs_all, saved_all = whole[0], list(whole[1:])
     rows = np.arange(B)
     finals = []
@@ -113,15 +115,16 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, dy, ds_n, leng
     d_states0 = [np.zeros_like(a) for a in ds_n]
     row_work = cell_type.step_work(w)
     n = _parallel._section_parts(parts, T * B * (w[0].size + row_work))
+    rows = _parallel._by_speed(B, _parallel._recurrence_parts(parts, T, B, row_work),
+                               _parallel._MIN_PART_ROWS)
     _parallel._in_one_dispatch(
         module,
         [functools.partial(_chunk_rows_back, cell_type, module, x, w, dy, ds_n, lengths,
-                           reverse, relu, chunks, gs, d_states0, r)
-         for r in _parallel._ranges(B, _parallel._recurrence_parts(parts, T, B,
-                                                                  row_work))],
+                           reverse, relu, chunks, gs, d_states0, r) for r in rows],
         [functools.partial(_chunk_weights, cell_type, module, x, w, reverse, chunks, gs,
-                           dx, (i, n))
-         for i in range(n)])
+                           dx, i, n, part)
+         for i, part in enumerate(_parallel._weight_parts(n))],
+        (rows, None))
     dws_sum = None
     for g in gs:
         dws_sum = _chunks._summed(dws_sum, cell_type.backward_result(g)[1])
@@ -152,10 +155,10 @@ def _chunk_rows_back(cell_type, module, x, w, dy, ds_n, lengths, reverse, relu, 
             result[r0:r1] = d
 
 
-def _chunk_weights(cell_type, module, x, w, reverse, chunks, gs, dx, part) -> None:
-    """Part ``(i, n)`` of every chunk's weight gradients, and ∂x = δ W_ih of every
-    n-th chunk from the i-th (see :func:`backward_direction`)."""
-    i, n = part
+def _chunk_weights(cell_type, module, x, w, reverse, chunks, gs, dx, i, n, part) -> None:
+    """Part ``part`` (the kernels' ``backward_weights``' argument), the i-th of n, of
+    every chunk's weight gradients, and ∂x = δ W_ih of every n-th chunk from the i-th
+    (see :func:`backward_direction`)."""
     for j, ((t0, t1, hs_c, _), g) in enumerate(zip(chunks, gs)):
         cell_type.backward_weights(module, x[t0:t1], hs_c, reverse, g, part)
         if dx is not None and j % n == i:

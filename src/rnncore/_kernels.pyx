@@ -1132,7 +1132,7 @@ cdef int backward_layer_c(const floating *x, const floating *w_ih, const floatin
                      reverse, relu, need_dh0)
     weight_products_c(x, hs + B * H if reverse and T * B else hs,     # H_prev
                       delta, delta, dw_ih, dw_hh, db, db, False, False, NULL, NULL, NULL,
-                      T, B, K, H, H, 0, 0, 1)
+                      T, B, K, H, H, 0, 0, 1, 1)
     if want_dx:
         input_grad_c(delta, w_ih, dx, T * B, B, K, H, False, T * B)
     return 0

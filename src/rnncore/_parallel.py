@@ -6,6 +6,8 @@ direction, ranges of batch rows of the recurrence, ranges of steps of the input
 projection and of ∂x, and ranges of rows of the weight gradients. A direction is split
 only where every row of every product is computed alone (``splits_are_exact``: the
 packed kernels of AVX2 and AVX-512), so that the result has the bits of one thread.
+The parts are cut in proportion to the threads' speeds on the previous calls
+(:func:`_by_speed`): a slower core gets less of the work, with the same bits.
 
 The other threads are those of the OpenMP runtime another library of the process has
 loaded (torch's CPU wheels load GNU's), whose spinning worker takes a split call's parts
@@ -25,6 +27,7 @@ import functools
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -51,6 +54,22 @@ _MIN_PARALLEL_WORK = 1 << 18
 # fewer rows per step take as long as a tile, the step being bound by its latency.
 _MIN_PART_WORK = 1 << 21
 _MIN_PART_ROWS = 6
+
+# The threads' speeds, by which the sections of rows and steps are cut (§94 of
+# docs/perf-notes.md): for a split into n parts, part i's speed (it runs on thread i,
+# on rnncore's workers and on an OpenMP pool alike) relative to the mean of the n, from
+# the previous split calls. Each call's reading of a speed is clamped to
+# [1 / _SPEED_LIMIT, _SPEED_LIMIT] and moves the speed by _SPEED_STEP of the way to
+# it; a section of parts shorter than _SPEED_LEAST_SECONDS is not read. The cut stays
+# equal while the fastest is less than _SPEED_SPREAD times the slowest: on equal CPUs
+# the readings wander by a few percent, and following them would cost the row or two
+# they move more than it would gain.
+_speeds: dict[int, tuple[float, ...]] = {}
+_SPEED_STEP = 0.2
+_SPEED_LIMIT = 2.0
+_SPEED_LEAST_SECONDS = 1e-4
+_SPEED_SPREAD = 1.15
+_SHARE_DEN = 1 << 16           # the weight gradients' parts are cut in these units
 
 
 _default: int | None = None    # _default_threads() as first read; set_num_threads(None)
@@ -187,7 +206,8 @@ def set_num_threads(n: int | None) -> None:
     n : int or None
         1 runs everything on the calling thread; 2 or more run the directions of a
         bidirectional layer at once, or split one direction's work over ``n`` threads
-        (batch rows, steps, rows of the weight gradients) with the bits of one thread.
+        (batch rows, steps, rows of the weight gradients) with the bits of one thread,
+        each thread's part in proportion to its speed on the previous calls.
         The other threads are the pool of an OpenMP runtime the process has loaded
         (torch loads GNU's), else rnncore's own; ``RNNCORE_OPENMP_POOL=0`` keeps
         rnncore's.
@@ -270,7 +290,9 @@ def _take_workers(n: int) -> list:
 def _give_back(workers: list) -> None:
     with _lock:
         if _pool is not None:            # None: a fork reset it; these threads stay
-            _pool.extend(workers)
+            # in the order _take_workers found them: the next split call's part i
+            # runs on the same thread as this one's (its speed is that thread's, §94)
+            _pool.extend(reversed(workers))
 
 
 def map_directions(fn, jobs, work: int):
@@ -332,13 +354,14 @@ def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
     T, B, K = x.shape
     if out is None:
         out = cell.forward_arrays(x, w)
+    steps = _by_speed(T, _section_parts(parts, T * B * w[0].size))
+    rows = _by_speed(B, _recurrence_parts(parts, T, B, cell.step_work(w)), _MIN_PART_ROWS)
     _in_one_dispatch(
         module,
-        [functools.partial(cell.project, module, x, w, out, reverse, s)
-         for s in _ranges(T, _section_parts(parts, T * B * w[0].size))],
+        [functools.partial(cell.project, module, x, w, out, reverse, s) for s in steps],
         [functools.partial(_recurrence_rows, cell, module, x, w, s0, lengths, reverse,
-                           relu, out, r, output)
-         for r in _ranges(B, _recurrence_parts(parts, T, B, cell.step_work(w)))])
+                           relu, out, r, output) for r in rows],
+        (steps, rows))
     return out[0], tuple(out[1:])
 
 
@@ -372,10 +395,9 @@ def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, 
     T, B, K = x.shape
     g = cell.backward_arrays(x, w, hs)
     row_work = cell.step_work(w)
-    weight_parts = _section_parts(parts, T * B * (w[0].size + row_work))
-    second = [functools.partial(cell.backward_weights, module, x, hs, reverse, g,
-                                (i, weight_parts))
-              for i in range(weight_parts)]
+    weight_parts = _weight_parts(_section_parts(parts, T * B * (w[0].size + row_work)))
+    second = [functools.partial(cell.backward_weights, module, x, hs, reverse, g, part)
+              for part in weight_parts]
     if dx is not None:
         steps = _step_ranges(T, T * B * w[0].size, parts)
         second = [functools.partial(_after, second[i] if i < len(second) else None,
@@ -383,12 +405,12 @@ def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, 
                                                       w[0], dx, steps[i])
                                     if i < len(steps) else None)
                   for i in range(max(len(second), len(steps)))]
+    rows = _by_speed(B, _recurrence_parts(parts, T, B, row_work), _MIN_PART_ROWS)
     _in_one_dispatch(
         module,
         [functools.partial(cell.backward_rows, module, w, hs, saved, dy, ds_n, lengths,
-                           reverse, relu, g, r)
-         for r in _ranges(B, _recurrence_parts(parts, T, B, row_work))],
-        second)
+                           reverse, relu, g, r) for r in rows],
+        second, (rows, None))
     return cell.backward_result(g)
 
 
@@ -408,29 +430,98 @@ def _input_grad_steps(module, delta, w_ih, dx, steps) -> None:
     module.input_grad(delta[t0:t1], w_ih, dx[t0:t1], False, T * B)
 
 
-def _in_one_dispatch(module, first, second) -> None:
+def _in_one_dispatch(module, first, second, ranges=(None, None)) -> None:
     """Call every one of ``first``, then every one of ``second``, on as many threads as
     the longer list: thread i calls ``first[i]``, waits at a barrier (the kernels'
     ``Barrier``, which spins without the GIL) until every thread has called its part
     of ``first``, then calls ``second[i]``. One handing out of work instead of two:
     each wakes a sleeping thread, and the GIL after it (20-50 µs each in a VM).
 
+    ``ranges``, for ``first`` and for ``second``: the (start, stop) ranges of rows or
+    steps their parts ran, if each part's work is in proportion to its range's length,
+    else None. The parts' times over those lengths are the threads' speeds that
+    :func:`_by_speed` cuts the next calls by.
+
     A part of ``first`` that raises lets the others go past the barrier, where they
     skip ``second``; the call then raises its error (:func:`_run_parts`).
     """
     barrier = module.Barrier(max(len(first), len(second)))
+    times = [[0.0, 0.0] for _ in range(barrier.parts)]
 
     def part(i):
         try:
             if i < len(first):
+                start = time.perf_counter()
                 first[i]()
+                times[i][0] = time.perf_counter() - start
         except BaseException:
             barrier.abort()
             raise
         if barrier.wait() and i < len(second):
+            start = time.perf_counter()
             second[i]()
+            times[i][1] = time.perf_counter() - start
 
     _run_parts([functools.partial(part, i) for i in range(barrier.parts)])
+    for section, these in enumerate(ranges):
+        if these is not None:
+            _learn_speeds(these, [t[section] for t in times[:len(these)]])
+
+
+def _by_speed(n: int, parts: int, least: int = 1) -> list[tuple[int, int]]:
+    """[0, n) in at most ``parts`` contiguous, non-empty ranges, range i in proportion
+    to the measured speed of the thread that runs part i (:data:`_speeds`), each at
+    least ``least`` long where ``n`` allows it; :func:`_ranges`' equal cut until the
+    threads were seen to differ by _SPEED_SPREAD. Any cut of rows or steps gives the same bits: each
+    row of a recurrence and each step of a product is computed alone."""
+    parts = max(1, min(parts, n))
+    speeds = _unequal_speeds(parts)
+    if speeds is None or parts * least > n:
+        return _ranges(n, parts)
+    total, reached, cuts = sum(speeds), 0.0, [0]
+    for i in range(parts - 1):
+        reached += speeds[i]
+        cut = max(int(n * reached / total), cuts[-1] + least)
+        cuts.append(min(cut, n - (parts - 1 - i) * least))
+    cuts.append(n)
+    return list(zip(cuts, cuts[1:]))
+
+
+def _weight_parts(parts: int) -> list[tuple[int, ...]]:
+    """The ``part`` arguments of the kernels' ``backward_weights`` for ``parts``
+    threads: (i, parts), equal parts, until the threads were seen to differ; then
+    (lo, hi, den), part i from lo / den of the work to hi / den, in proportion to
+    the speed of thread i (as :func:`_by_speed` cuts rows and steps)."""
+    if _unequal_speeds(parts) is None:
+        return [(i, parts) for i in range(parts)]
+    return [(lo, hi, _SHARE_DEN) for lo, hi in _by_speed(_SHARE_DEN, parts)]
+
+
+def _unequal_speeds(parts: int) -> tuple[float, ...] | None:
+    """The speeds of a split into ``parts``, if the fastest thread was seen to be at
+    least _SPEED_SPREAD times the slowest; else None (cut equally)."""
+    speeds = _speeds.get(parts)
+    if speeds is None or max(speeds) < _SPEED_SPREAD * min(speeds):
+        return None
+    return speeds
+
+
+def _learn_speeds(ranges, seconds) -> None:
+    """Move the speeds of a split into ``len(ranges)`` parts towards this call's: part
+    i ran ``ranges[i]`` (start, stop) in ``seconds[i]``. Nothing is learnt from a
+    section whose parts all took under _SPEED_LEAST_SECONDS (timer and wake-up noise)
+    or one that did not run whole (a part that raised: its time is 0)."""
+    n = len(ranges)
+    if n < 2 or min(seconds) <= 0 or max(seconds) < _SPEED_LEAST_SECONDS:
+        return
+    rates = [(stop - start) / t for (start, stop), t in zip(ranges, seconds)]
+    mean = sum(rates) / n
+    old = _speeds.get(n, (1.0,) * n)
+    new = [(1 - _SPEED_STEP) * s
+           + _SPEED_STEP * min(max(r / mean, 1 / _SPEED_LIMIT), _SPEED_LIMIT)
+           for s, r in zip(old, rates)]
+    mean = sum(new) / n
+    _speeds[n] = tuple(s / mean for s in new)
 
 
 def split_steps(fn, T: int, work: int, parts: int) -> None:
@@ -454,7 +545,7 @@ def _step_ranges(T: int, work: int, parts: int) -> list[tuple[int, int]]:
     multiply-adds: one, [0, T), where splitting is not worth it."""
     if parts < 2 or T < 2 or not _worth_it(work):
         return [(0, T)]
-    return _ranges(T, _section_parts(parts, work))
+    return _by_speed(T, _section_parts(parts, work))
 
 
 def _section_parts(parts: int, work: int) -> int:

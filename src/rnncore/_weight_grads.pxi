@@ -11,7 +11,8 @@ DEF ROWS_CUT_BYTES = 2048
 
 cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
                            Py_ssize_t align) noexcept nogil:
-    """The start of part i of [0, n) in ``parts``, on a multiple of ``align``."""
+    """Where [0, n) is cut at the fraction i / parts (the start of part i of ``parts``
+    equal ones), on a multiple of ``align``; n for i ≥ parts."""
     if i >= parts:
         return n
     cdef Py_ssize_t c = (n * i // parts + align // 2) // align * align
@@ -21,7 +22,7 @@ cdef inline Py_ssize_t cut(Py_ssize_t n, Py_ssize_t i, Py_ssize_t parts,
 cdef inline Py_ssize_t column_cut(Py_ssize_t i, Py_ssize_t n, Py_ssize_t offset,
                                    Py_ssize_t width, Py_ssize_t total,
                                    Py_ssize_t itemsize) noexcept nogil:
-    """Where cut i of n of ``total`` columns falls in a product occupying columns
+    """Where the cut at i / n of ``total`` columns falls in a product occupying columns
     [offset, offset + width) of them, on a multiple of the widest panel (AVX-512's,
     128 bytes) from the product's first column; 0 before it, ``width`` after it."""
     if i >= n:
@@ -34,13 +35,15 @@ cdef inline Py_ssize_t column_cut(Py_ssize_t i, Py_ssize_t n, Py_ssize_t offset,
     return c if c < width else width
 
 
-cdef inline void product_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_ssize_t N,
-                              Py_ssize_t Nb, Py_ssize_t M, const floating *a,
+cdef inline void product_part(const Plan *plan, Py_ssize_t lo, Py_ssize_t hi,
+                              Py_ssize_t den, Py_ssize_t N, Py_ssize_t Nb, Py_ssize_t M,
+                              const floating *a,
                               Py_ssize_t lda, const floating *b, Py_ssize_t ldb,
                               floating *c, floating *work, Py_ssize_t offset,
                               Py_ssize_t total) noexcept nogil:
-    """Part i of n of C (N × Nb, rows contiguous) = Aᵀ B = Σ over M rows, A (M × N)
-    and B (M × Nb) with rows at strides lda and ldb; nothing if C is empty.
+    """The part [lo / den, hi / den) of C (N × Nb, rows contiguous) = Aᵀ B = Σ over M
+    rows, A (M × N) and B (M × Nb) with rows at strides lda and ldb (part i of n equal
+    ones: lo = i, hi = i + 1, den = n); nothing if C is empty.
 
     A range of C's rows (on multiples of the micro-kernel's rows) where A's rows are
     ROWS_CUT_BYTES or more apart (the product packs blocks of Aᵀ), so that no part
@@ -54,20 +57,22 @@ cdef inline void product_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_s
     cdef Py_ssize_t rows = max(1, (plan.policy.vm.gemm_info_f if floating is float
                                    else plan.policy.vm.gemm_info_d).mr)
     if lda * sizeof(floating) >= ROWS_CUT_BYTES:
-        r0, r1 = cut(N, i, n, rows), cut(N, i + 1, n, rows)
+        r0, r1 = cut(N, lo, den, rows), cut(N, hi, den, rows)
     else:
-        c0 = column_cut(i, n, offset, Nb, total, sizeof(floating))
-        c1 = column_cut(i + 1, n, offset, Nb, total, sizeof(floating))
+        c0 = column_cut(lo, den, offset, Nb, total, sizeof(floating))
+        c1 = column_cut(hi, den, offset, Nb, total, sizeof(floating))
     if r1 > r0 and c1 > c0:
         # (R × C') = (M × R)ᵀ(M × C'): rows r0..r1, columns c0..c1
         seq_product(plan, r1 - r0, <int>(c1 - c0), M, a + r0 if a else NULL, 1, lda,
                     b + c0 if b else NULL, ldb, 1, c + r0 * Nb + c0, Nb, False, work)
 
 
-cdef inline void sum_part(const Plan *plan, Py_ssize_t i, Py_ssize_t n, Py_ssize_t N,
-                          Py_ssize_t M, floating *db, const floating *a) noexcept nogil:
-    """Part i of n (a range of columns) of db (N) = Σ over M rows of A (M × N)."""
-    cdef Py_ssize_t b0 = cut(N, i, n, 1), b1 = cut(N, i + 1, n, 1), j
+cdef inline void sum_part(const Plan *plan, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t den,
+                          Py_ssize_t N, Py_ssize_t M, floating *db,
+                          const floating *a) noexcept nogil:
+    """The part [lo / den, hi / den) (a range of columns) of db (N) = Σ over M rows of
+    A (M × N)."""
+    cdef Py_ssize_t b0 = cut(N, lo, den, 1), b1 = cut(N, hi, den, 1), j
     for j in range(b0, b1):
         db[j] = 0
     if b1 > b0 and M:
@@ -81,7 +86,7 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
                      floating[:, ::1] dw_ih,        # OUT (N, K)
                      floating[:, ::1] dw_hh,        # OUT (N, W)
                      floating[::1] db,              # OUT (N,)
-                     part=None,                     # (i, n): part i of n, optional
+                     part=None,                     # (i, n) or (lo, hi, den), optional
                      eps=None,                      # IN  (T, B, N) GRU's ε, or None: δ
                      db_hh=None,                    # OUT (N,) GRU's Σ ε, or None
                      dhs=None,                      # IN  (T, B, W) LSTM's ∂L/∂h_t ...
@@ -90,7 +95,9 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
     """The whole-sequence products of BPTT, for every cell: ∂W_ih = Σ_t δ_tᵀ x_t,
     ∂W_hh = Σ_t ε_tᵀ h_{t-1} (ε = δ but for GRU), ∂b = Σ_t δ_t (GRU's ∂b_hh = Σ_t ε_t)
     and, for LSTM's projection, ∂W_hr = Σ_t ∂h_tᵀ m_t; or with ``part = (i, n)`` the
-    i-th of n disjoint parts of them, so that n threads together compute all of it.
+    i-th of n disjoint parts of them, so that n threads together compute all of it, or
+    with ``part = (lo, hi, den)`` the part from the fraction lo / den of the work to
+    hi / den (parts of unequal sizes, for threads of unequal speeds).
     Each element is one sum over all T·B rows, in the same order whatever part it is
     computed in. See :func:`layer_backward`, :func:`lstm_layer_backward`,
     :func:`gru_layer_backward`.
@@ -120,23 +127,30 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
         expect_shape("dhs", 3, dh_s.shape, T, B, W, sz, "x and hs")
         expect_shape("ms", 3, m_s.shape, T, B, Hm, sz, "x and hs")
         expect_shape("dw_hr", 2, dw_r.shape, W, Hm, 0, sz, "hs and ms")
-    cdef Py_ssize_t i = 0 if part is None else part[0]
-    cdef Py_ssize_t n = 1 if part is None else part[1]
-    if not 0 <= i < n:
-        raise ValueError(f"part must be (i, n) with 0 <= i < n; got {part!r}")
-    run_weight_products(x, hs, delta, reverse, dw_ih, dw_hh, db, i, n, e, db2,
+    cdef Py_ssize_t lo = 0, hi = 1, den = 1
+    if part is not None:
+        if len(part) == 2:
+            lo, den = part
+            hi = lo + 1
+        elif len(part) == 3:
+            lo, hi, den = part
+        else:
+            raise ValueError(f"part must be (i, n) or (lo, hi, den); got {part!r}")
+    run_weight_products(x, hs, delta, reverse, dw_ih, dw_hh, db, lo, hi, den, e, db2,
                         db_hh is not None, proj, dh_s, m_s, dw_r)
 
 
 cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
                              const floating[:, :, ::1] delta, bint reverse,
                              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                             floating[::1] db, Py_ssize_t i, Py_ssize_t n,
-                             const floating[:, :, ::1] e, floating[::1] db2,
+                             floating[::1] db, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t den, const floating[:, :, ::1] e,
+                             floating[::1] db2,
                              bint two_biases, bint proj, const floating[:, :, ::1] dh_s,
                              const floating[:, :, ::1] m_s,
                              floating[:, ::1] dw_r) except -1:
-    """The products of :func:`backward_weights`, part i of n: ``e`` is ε (δ but for
+    """The products of :func:`backward_weights`, their part [lo / den, hi / den)
+    (0 ≤ lo < hi ≤ den, else ValueError): ``e`` is ε (δ but for
     GRU), ``db2`` GRU's Σ ε when ``two_biases``, and with ``proj`` LSTM's ∂W_hr =
     Σ_t ∂h_tᵀ m_t (``dh_s``, ``m_s``, ``dw_r``); the unused ones are placeholders."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = delta.shape[2]
@@ -148,8 +162,9 @@ cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, :
     expect_shape("dw_ih", 2, dw_ih.shape, N, K, 0, sz, "x and delta")
     expect_shape("dw_hh", 2, dw_hh.shape, N, W, 0, sz, "x, hs and delta")
     expect_shape("db", 1, db.shape, N, 0, 0, sz, "x and delta")
-    if not 0 <= i < n:
-        raise ValueError(f"part must be (i, n) with 0 <= i < n; got {(i, n)!r}")
+    if not 0 <= lo < hi <= den:
+        raise ValueError(f"part must be (i, n) with 0 <= i < n, or (lo, hi, den) with "
+                         f"0 <= lo < hi <= den; got (lo, hi, den) = {(lo, hi, den)!r}")
     cdef Py_ssize_t M = T * B
     return weight_products_c(&x[0, 0, 0] if M * K else NULL,
                              &hs[1 if reverse else 0, 0, 0] if M else NULL,   # H_prev
@@ -157,7 +172,8 @@ cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, :
                              &dw_ih[0, 0] if K else NULL, &dw_hh[0, 0], &db[0], &db2[0],
                              two_biases, proj, &dh_s[0, 0, 0] if proj and M else NULL,
                              &m_s[0, 0, 0] if proj and M else NULL,
-                             &dw_r[0, 0] if proj else NULL, T, B, K, N, W, Hm, i, n)
+                             &dw_r[0, 0] if proj else NULL, T, B, K, N, W, Hm, lo, hi,
+                             den)
 
 
 cdef int weight_products_c(const floating *x_p, const floating *h_p,
@@ -166,7 +182,8 @@ cdef int weight_products_c(const floating *x_p, const floating *h_p,
                            bint two_biases, bint proj, const floating *dh_p,
                            const floating *m_p, floating *dw_r, Py_ssize_t T,
                            Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, Py_ssize_t W,
-                           Py_ssize_t Hm, Py_ssize_t i, Py_ssize_t n) except -1:
+                           Py_ssize_t Hm, Py_ssize_t lo, Py_ssize_t hi,
+                           Py_ssize_t den) except -1:
     """:func:`run_weight_products` on C arrays given by their first elements, checked
     by the caller: x (T·B, K), H_prev (T·B, W) (rows 0..T-1 of the forward's hs, or
     1..T in reverse), δ and ε (T·B, N), the gradients (N, K), (N, W), (N,), (N,) and
@@ -181,16 +198,19 @@ cdef int weight_products_c(const floating *x_p, const floating *h_p,
             csr = rnn_flush_denormals()       # given back below; nothing raises
             # (N × K) = (T·B × N)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
             # (the parts cut the columns of [∂W_ih | ∂W_hh] together)
-            product_part(&plan, i, n, N, K, M, delta_p, N, x_p, K, dw_ih, work, 0, K + W)
+            product_part(&plan, lo, hi, den, N, K, M, delta_p, N, x_p, K, dw_ih, work, 0,
+                         K + W)
             # (N × W) = (T·B × N)ᵀ(T·B × W): ∂W_hh = Σ_t ε_tᵀ h_{t-1}
-            product_part(&plan, i, n, N, W, M, eps_p, N, h_p, W, dw_hh, work, K, K + W)
+            product_part(&plan, lo, hi, den, N, W, M, eps_p, N, h_p, W, dw_hh, work, K,
+                         K + W)
             if proj:
                 # (W × H) = (T·B × W)ᵀ(T·B × H): ∂W_hr = Σ_t ∂h_tᵀ m_t
-                product_part(&plan, i, n, W, Hm, M, dh_p, W, m_p, Hm, dw_r, work, 0, Hm)
+                product_part(&plan, lo, hi, den, W, Hm, M, dh_p, W, m_p, Hm, dw_r, work,
+                             0, Hm)
             # ∂b = Σ_t Σ_b δ_t (and GRU's Σ ε_t)
-            sum_part(&plan, i, n, N, M, db, delta_p)
+            sum_part(&plan, lo, hi, den, N, M, db, delta_p)
             if two_biases:
-                sum_part(&plan, i, n, N, M, db2, eps_p)
+                sum_part(&plan, lo, hi, den, N, M, db2, eps_p)
             rnn_restore_mxcsr(csr)
     finally:
         release(work)

@@ -148,6 +148,7 @@ def environment(results) -> dict:
                  for info in threadpool_info()],
         "threads": sorted({r.case.threads for r in results}),
         "dispatched": dict(_parallel.dispatched),
+        "thread_speeds": {str(n): list(v) for n, v in sorted(_parallel._speeds.items())},
         "openmp_runtime": _openmp_runtime(),
         "cpus": {r.case.name: r.cpus for r in results},
         **{name: {k: float(np.median(v)) for k, v in by_key.items()}
@@ -170,12 +171,19 @@ def _openmp_runtime():
     return None if pool is None else pool.runtime()
 
 
-def _dispatched_text(dispatched: dict, runtime) -> str:
-    """Where rnncore's split calls ran their parts during the run."""
-    return (f"rnncore's split calls in this process: {dispatched.get('openmp', 0)} ran "
+def _dispatched_text(dispatched: dict, runtime, speeds=None) -> str:
+    """Where rnncore's split calls ran their parts during the run, and the speeds
+    their threads were last measured at (each relative to their mean; the parts are
+    cut in proportion to them, equally while they are within 15% of each other)."""
+    text = (f"rnncore's split calls in this process: {dispatched.get('openmp', 0)} ran "
             f"their parts as a region of the pool of the OpenMP runtime another library "
             f"loaded ({runtime or 'none loaded'}), {dispatched.get('workers', 0)} on "
             f"rnncore's own worker threads")
+    if speeds:
+        text += ("; their threads' speeds at the end, relative to their mean: "
+                 + ", ".join(" / ".join(f"{v:.2f}" for v in values)
+                             for _, values in sorted(speeds.items())))
+    return text
 
 
 def format_header(env: dict) -> str:
@@ -209,7 +217,8 @@ def format_header(env: dict) -> str:
         f"GEMM {env['gemm_n']}³ np.matmul, median during the cases: {gemm}",
     ]
     if env.get("dispatched"):
-        lines.append(_dispatched_text(env["dispatched"], env.get("openmp_runtime")))
+        lines.append(_dispatched_text(env["dispatched"], env.get("openmp_runtime"),
+                                      env.get("thread_speeds")))
     cores = env.get("gemm_cores", {})
 
     def reported(name):
