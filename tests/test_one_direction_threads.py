@@ -348,16 +348,16 @@ def test_a_slow_threads_part_keeps_the_least_rows_a_part_may_have():
     assert _parallel._by_speed(10, 2, 6) == [(0, 5), (5, 10)]  # too few rows: equal
 
 
-def test_a_reading_moves_a_threads_speed_a_fifth_of_the_way():
+def test_a_reading_moves_a_threads_speed_a_tenth_of_the_way():
     _parallel._learn_speeds([(0, 50), (50, 100)], [0.010, 0.030])   # 3× slower
-    # readings 1.5 and 0.5 (their mean 1), each speed 0.8·1 + 0.2·reading
-    np.testing.assert_allclose(_parallel._speeds[2], (1.1, 0.9))
+    # readings 1.5 and 0.5 (their mean 1), each speed 0.9·1 + 0.1·reading
+    np.testing.assert_allclose(_parallel._speeds[2], (1.05, 0.95))
 
 
 def test_a_reading_beyond_the_limit_counts_as_the_limit():
     _parallel._learn_speeds([(0, 50), (50, 100)], [0.001, 1.0])     # 1000× slower
     # readings 2·1000/1001 and 2/1001 of their mean, the second clamped to 1/2
-    speeds = np.array([0.8 + 0.2 * 2000 / 1001, 0.8 + 0.2 * 0.5])
+    speeds = np.array([0.9 + 0.1 * 2000 / 1001, 0.9 + 0.1 * 0.5])
     np.testing.assert_allclose(_parallel._speeds[2], speeds / speeds.mean())
 
 

@@ -65,7 +65,7 @@ _MIN_PART_ROWS = 6
 # the readings wander by a few percent, and following them would cost the row or two
 # they move more than it would gain.
 _speeds: dict[int, tuple[float, ...]] = {}
-_SPEED_STEP = 0.2
+_SPEED_STEP = 0.1
 _SPEED_LIMIT = 2.0
 _SPEED_LEAST_SECONDS = 1e-4
 _SPEED_SPREAD = 1.15
