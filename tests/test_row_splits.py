@@ -104,8 +104,8 @@ def _thousandths(*cuts):
 # (float64) by rows, because the products then pack blocks of Δᵀ. Equal parts (i, n), and
 # unequal ones (lo, hi, den) from the fraction lo/den to hi/den: a slower thread's less.
 @pytest.mark.parametrize("wide", [False, True], ids=["columns", "rows"])
-@pytest.mark.parametrize("parts", [_equal(2), _equal(3), _equal(5), _thousandths(0, 300, 1000),
-                                   _thousandths(0, 610, 1000),
+@pytest.mark.parametrize("parts", [_equal(2), _equal(3), _equal(5),
+                                   _thousandths(0, 300, 1000), _thousandths(0, 610, 1000),
                                    _thousandths(0, 150, 500, 1000)], ids=str)
 def test_weight_gradients_computed_in_parts_give_the_whole_bits(path, dtype, parts, wide):
     H = (600 if dtype == np.float32 else 300) if wide else 70

@@ -55,15 +55,15 @@ _MIN_PARALLEL_WORK = 1 << 18
 _MIN_PART_WORK = 1 << 21
 _MIN_PART_ROWS = 6
 
-# The threads' speeds, by which the sections of rows and steps are cut (§94 of
-# docs/perf-notes.md): for a split into n parts, part i's speed (it runs on thread i,
-# on rnncore's workers and on an OpenMP pool alike) relative to the mean of the n, from
-# the previous split calls. Each call's reading of a speed is clamped to
-# [1 / _SPEED_LIMIT, _SPEED_LIMIT] and moves the speed by _SPEED_STEP of the way to
-# it; a section of parts shorter than _SPEED_LEAST_SECONDS is not read. The cut stays
-# equal while the fastest is less than _SPEED_SPREAD times the slowest: on equal CPUs
-# the readings wander by a few percent, and following them would cost the row or two
-# they move more than it would gain.
+# The threads' speeds, by which every section of a split call is cut (§94 of
+# docs/perf-notes.md), read from its sections of rows and steps: for a split into n
+# parts, part i's speed (it runs on thread i, on rnncore's workers and on an OpenMP pool
+# alike) relative to the mean of the n, from the previous split calls. Each call's
+# reading of a speed is clamped to [1 / _SPEED_LIMIT, _SPEED_LIMIT] and moves the speed
+# by _SPEED_STEP of the way to it; a section of parts shorter than _SPEED_LEAST_SECONDS
+# is not read. The cut stays equal while the fastest is less than _SPEED_SPREAD times
+# the slowest: on equal CPUs the readings wander by a few percent, and following them
+# would cost the row or two they move more than it would gain.
 _speeds: dict[int, tuple[float, ...]] = {}
 _SPEED_STEP = 0.1
 _SPEED_LIMIT = 2.0
@@ -472,8 +472,8 @@ def _by_speed(n: int, parts: int, least: int = 1) -> list[tuple[int, int]]:
     """[0, n) in at most ``parts`` contiguous, non-empty ranges, range i in proportion
     to the measured speed of the thread that runs part i (:data:`_speeds`), each at
     least ``least`` long where ``n`` allows it; :func:`_ranges`' equal cut until the
-    threads were seen to differ by _SPEED_SPREAD. Any cut of rows or steps gives the same bits: each
-    row of a recurrence and each step of a product is computed alone."""
+    threads were seen to differ by _SPEED_SPREAD. Any cut of rows or steps gives the
+    same bits: each row of a recurrence and each step of a product is computed alone."""
     parts = max(1, min(parts, n))
     speeds = _unequal_speeds(parts)
     if speeds is None or parts * least > n:
