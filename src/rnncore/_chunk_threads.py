@@ -52,17 +52,17 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
     (independent recurrences) through every chunk in turn. The same calls of the
     kernels per row as chunk by chunk: the same bits."""
     T, B = x.shape[:2]
-    steps = _parallel._by_speed(T, _parallel._section_parts(parts, T * B * w[0].size))
-    rows = _parallel._by_speed(B, _parallel._recurrence_parts(parts, T, B,
-                                                              cell_type.step_work(w)),
-                               _parallel._MIN_PART_ROWS)
+    step_ranges = _parallel._by_speed(T, _parallel._section_parts(parts,
+                                                                  T * B * w[0].size))
+    row_ranges = _parallel._by_speed(B, _parallel._recurrence_parts(
+        parts, T, B, cell_type.step_work(w)), _parallel._MIN_PART_ROWS)
     _parallel._in_one_dispatch(
         module,
         [functools.partial(cell_type.project, module, x, w, whole, reverse, s)
-         for s in steps],
+         for s in step_ranges],
         [functools.partial(_chunk_rows, cell_type, module, x, w, s0, lengths, reverse,
-                           relu, bounds, whole, output, r) for r in rows],
-        (steps, rows))
+                           relu, bounds, whole, output, r) for r in row_ranges],
+        (step_ranges, row_ranges))
     hs_all, saved_all = whole[0], list(whole[1:])
     rows = np.arange(B)
     finals = []
