@@ -397,3 +397,61 @@ def test_each_part_of_a_split_runs_on_the_same_thread_call_after_call(monkeypatc
         seen.append(_parallel._run_parts([threading.get_ident] * 4))
     assert all(idents == seen[0] for idents in seen)
     assert len(set(seen[0])) == 4
+
+
+def test_any_cut_by_any_speeds_keeps_the_bits_of_one_thread():
+    """Drawn shapes, cells, thread counts and thread speeds (held through the call):
+    forward+backward split by those speeds equals one thread's, bit for bit. Counts
+    the examples whose call did split, so that the check cannot pass on calls that
+    all ran whole."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    saved = {name: getattr(_parallel, name) for name in
+             ("_MIN_PARALLEL_WORK", "_MIN_PART_WORK", "_MIN_PART_ROWS", "_SPEED_STEP",
+              "_join_openmp")}
+    split, compared = [], []
+    dispatch = _parallel._in_one_dispatch
+
+    def counting(*args):
+        split.append(1)
+        return dispatch(*args)
+
+    @hypothesis.settings(max_examples=80, deadline=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(data=st.data())
+    def check(data):
+        name = data.draw(st.sampled_from(sorted(CELLS)), label="cell")
+        threads = data.draw(st.integers(2, 4), label="threads")
+        speeds = data.draw(st.lists(st.floats(0.3, 3.0), min_size=threads,
+                                    max_size=threads), label="speeds")
+        T = data.draw(st.integers(2, 24), label="T")
+        B = data.draw(st.integers(2, 20), label="B")
+        K = data.draw(st.integers(1, 40), label="K")
+        H = data.draw(st.integers(2, 70), label="H")
+        dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+        padded = data.draw(st.booleans(), label="padded")
+        case = _case(dtype, bidirectional=False, padded=padded, T=T, B=B, K=K, H=H,
+                     cell=CELLS[name])
+        _parallel._speeds.clear()
+        want = _run(*case, threads=1)
+        _parallel._speeds.update({threads: tuple(speeds)})
+        before = len(split)
+        got = _run(*case, threads=threads)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        if len(split) > before:
+            compared.append(1)
+
+    try:
+        _parallel._MIN_PARALLEL_WORK = _parallel._MIN_PART_WORK = 1
+        _parallel._MIN_PART_ROWS = 1
+        _parallel._SPEED_STEP = 0.0
+        _parallel._join_openmp = False
+        _parallel._in_one_dispatch = counting
+        check()
+    finally:
+        for name, value in saved.items():
+            setattr(_parallel, name, value)
+        _parallel._in_one_dispatch = dispatch
+        rnncore.set_num_threads(None)
+    assert len(compared) >= 40, f"only {len(compared)} of 80 examples split"
