@@ -455,3 +455,26 @@ def test_any_cut_by_any_speeds_keeps_the_bits_of_one_thread():
         _parallel._in_one_dispatch = dispatch
         rnncore.set_num_threads(None)
     assert len(compared) >= 40, f"only {len(compared)} of 80 examples split"
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["rows alike", "rows of unequal lengths"])
+def test_a_recurrences_rows_are_read_for_speed_only_where_they_run_alike(
+        isa, split_calls, padded, monkeypatch):
+    """The projection's ranges of steps are read in every split call; the recurrences'
+    ranges of rows only where every row runs as many steps. Rows sorted longest first
+    (a PackedSequence's) would read as a slower first thread, and the cut learnt from
+    them would be wrong for the next call's rows."""
+    read = []
+    learn = _parallel._learn_speeds
+    monkeypatch.setattr(_parallel, "_SPEED_LEAST_SECONDS", 0.0)     # small parts read too
+    monkeypatch.setattr(_parallel, "_learn_speeds",
+                        lambda ranges, seconds: (read.append(ranges), learn(ranges, seconds)))
+    case = _case(np.float32, bidirectional=False, padded=padded)
+    if padded:                                  # sorted longest first, the longest T
+        lengths = np.sort(case[4])[::-1].copy()
+        lengths[0] = case[2].shape[0]
+        case = (*case[:4], lengths)
+    _run(*case, threads=2)
+    steps = [r for r in read if r[-1][1] == case[2].shape[0]]     # ranges of the T steps
+    assert len(steps) == 2                      # each layer's projection
+    assert len(read) == (2 if padded else 2 * 3)  # and its two recurrences, if alike

@@ -62,7 +62,7 @@ def forward_direction(cell_type, module, parts, x, w, s0, lengths, reverse, relu
          for s in step_ranges],
         [functools.partial(_chunk_rows, cell_type, module, x, w, s0, lengths, reverse,
                            relu, bounds, whole, output, r) for r in row_ranges],
-        (step_ranges, row_ranges))
+        (step_ranges, _parallel._if_alike(row_ranges, lengths)))
     hs_all, saved_all = whole[0], list(whole[1:])
     rows = np.arange(B)
     finals = []
@@ -124,7 +124,7 @@ def backward_direction(cell_type, module, parts, x, w, hs, saved, dy, ds_n, leng
         [functools.partial(_chunk_weights, cell_type, module, x, w, reverse, chunks, gs,
                            dx, i, n, part)
          for i, part in enumerate(_parallel._weight_parts(n))],
-        (rows, None))
+        (_parallel._if_alike(rows, lengths), None))
     dws_sum = None
     for g in gs:
         dws_sum = _chunks._summed(dws_sum, cell_type.backward_result(g)[1])

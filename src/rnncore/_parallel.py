@@ -56,14 +56,15 @@ _MIN_PART_WORK = 1 << 21
 _MIN_PART_ROWS = 6
 
 # The threads' speeds, by which every section of a split call is cut (§94 of
-# docs/perf-notes.md), read from its sections of rows and steps: for a split into n
-# parts, part i's speed (it runs on thread i, on rnncore's workers and on an OpenMP pool
-# alike) relative to the mean of the n, from the previous split calls. Each call's
-# reading of a speed is clamped to [1 / _SPEED_LIMIT, _SPEED_LIMIT] and moves the speed
-# by _SPEED_STEP of the way to it; a section of parts shorter than _SPEED_LEAST_SECONDS
-# is not read. The cut stays equal while the fastest is less than _SPEED_SPREAD times
-# the slowest: on equal CPUs the readings wander by a few percent, and following them
-# would cost the row or two they move more than it would gain.
+# docs/perf-notes.md), read from its sections of steps and, where every row runs as
+# many steps, of rows: for a split into n parts, part i's speed (it runs on thread i,
+# on rnncore's workers and on an OpenMP pool alike) relative to the mean of the n, from
+# the previous split calls. Each call's reading of a speed is clamped to
+# [1 / _SPEED_LIMIT, _SPEED_LIMIT] and moves the speed by _SPEED_STEP of the way to
+# it; a section of parts shorter than _SPEED_LEAST_SECONDS is not read. The cut stays
+# equal while the fastest is less than _SPEED_SPREAD times the slowest: on equal CPUs
+# the readings wander by a few percent, and following them would cost the row or two
+# they move more than it would gain.
 _speeds: dict[int, tuple[float, ...]] = {}
 _SPEED_STEP = 0.1
 _SPEED_LIMIT = 2.0
@@ -361,7 +362,7 @@ def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
         [functools.partial(cell.project, module, x, w, out, reverse, s) for s in steps],
         [functools.partial(_recurrence_rows, cell, module, x, w, s0, lengths, reverse,
                            relu, out, r, output) for r in rows],
-        (steps, rows))
+        (steps, _if_alike(rows, lengths)))
     return out[0], tuple(out[1:])
 
 
@@ -410,7 +411,7 @@ def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, 
         module,
         [functools.partial(cell.backward_rows, module, w, hs, saved, dy, ds_n, lengths,
                            reverse, relu, g, r) for r in rows],
-        second, (rows, None))
+        second, (_if_alike(rows, lengths), None))
     return cell.backward_result(g)
 
 
@@ -437,8 +438,8 @@ def _in_one_dispatch(module, first, second, ranges=(None, None)) -> None:
     of ``first``, then calls ``second[i]``. One handing out of work instead of two:
     each wakes a sleeping thread, and the GIL after it (20-50 µs each in a VM).
 
-    ``ranges``, for ``first`` and for ``second``: the (start, stop) ranges of rows or
-    steps their parts ran, if each part's work is in proportion to its range's length,
+    ``ranges``, for ``first`` and for ``second``: the (start, stop) ranges of steps or
+    rows their parts ran, if each part's work is in proportion to its range's length,
     else None. The parts' times over those lengths are the threads' speeds that
     :func:`_by_speed` cuts the next calls by.
 
@@ -466,6 +467,14 @@ def _in_one_dispatch(module, first, second, ranges=(None, None)) -> None:
     for section, these in enumerate(ranges):
         if these is not None:
             _learn_speeds(these, [t[section] for t in times[:len(these)]])
+
+
+def _if_alike(rows, lengths):
+    """``rows``, the ranges of a recurrence's rows, if every row runs as many steps
+    (its work then in proportion to its rows), else None: rows of unequal lengths,
+    sorted longest first by a PackedSequence, would read as a slower thread, and the
+    cut learnt from them would be wrong for the next call's rows."""
+    return rows if len(lengths) and lengths.min() == lengths.max() else None
 
 
 def _by_speed(n: int, parts: int, least: int = 1) -> list[tuple[int, int]]:
