@@ -874,8 +874,9 @@ def _after_fork_in_child() -> None:
 
     The child has only the forking thread: the pool's worker is gone (a job submitted
     to the inherited pool would wait forever, and so would a region of an OpenMP
-    runtime's pool, which the child no longer joins), and so are the calls in flight, whose
-    count of BLAS users and one-thread OpenBLAS setting the child must not inherit.
+    runtime's pool, which the child no longer joins), and so are the calls in flight,
+    whose count of BLAS users and one-thread OpenBLAS setting the child must not
+    inherit.
     The thread count of :func:`set_num_threads` is kept.
     """
     global _lock, _pool, _join_openmp

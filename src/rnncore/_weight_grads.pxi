@@ -37,10 +37,9 @@ cdef inline Py_ssize_t column_cut(Py_ssize_t i, Py_ssize_t n, Py_ssize_t offset,
 
 cdef inline void product_part(const Plan *plan, Py_ssize_t lo, Py_ssize_t hi,
                               Py_ssize_t den, Py_ssize_t N, Py_ssize_t Nb, Py_ssize_t M,
-                              const floating *a,
-                              Py_ssize_t lda, const floating *b, Py_ssize_t ldb,
-                              floating *c, floating *work, Py_ssize_t offset,
-                              Py_ssize_t total) noexcept nogil:
+                              const floating *a, Py_ssize_t lda, const floating *b,
+                              Py_ssize_t ldb, floating *c, floating *work,
+                              Py_ssize_t offset, Py_ssize_t total) noexcept nogil:
     """The part [lo / den, hi / den) of C (N × Nb, rows contiguous) = Aᵀ B = Σ over M
     rows, A (M × N) and B (M × Nb) with rows at strides lda and ldb (part i of n equal
     ones: lo = i, hi = i + 1, den = n); nothing if C is empty.
@@ -145,14 +144,14 @@ cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, :
                              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
                              floating[::1] db, Py_ssize_t lo, Py_ssize_t hi,
                              Py_ssize_t den, const floating[:, :, ::1] e,
-                             floating[::1] db2,
-                             bint two_biases, bint proj, const floating[:, :, ::1] dh_s,
+                             floating[::1] db2, bint two_biases, bint proj,
+                             const floating[:, :, ::1] dh_s,
                              const floating[:, :, ::1] m_s,
                              floating[:, ::1] dw_r) except -1:
     """The products of :func:`backward_weights`, their part [lo / den, hi / den)
-    (0 ≤ lo < hi ≤ den, else ValueError): ``e`` is ε (δ but for
-    GRU), ``db2`` GRU's Σ ε when ``two_biases``, and with ``proj`` LSTM's ∂W_hr =
-    Σ_t ∂h_tᵀ m_t (``dh_s``, ``m_s``, ``dw_r``); the unused ones are placeholders."""
+    (0 ≤ lo < hi ≤ den, else ValueError): ``e`` is ε (δ but for GRU), ``db2`` GRU's
+    Σ ε when ``two_biases``, and with ``proj`` LSTM's ∂W_hr = Σ_t ∂h_tᵀ m_t (``dh_s``,
+    ``m_s``, ``dw_r``); the unused ones are placeholders."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = delta.shape[2]
     cdef Py_ssize_t W = hs.shape[2], Hm = m_s.shape[2] if proj else 0
     cdef Sizes sz = Sizes(T, B, K, N)
