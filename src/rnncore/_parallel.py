@@ -14,8 +14,9 @@ loaded (torch's CPU wheels load GNU's), whose spinning worker takes a split call
 as one parallel region (:func:`_openmp_pool`); without one, rnncore's own workers.
 
 The thread count follows the usual conventions: :func:`set_num_threads`, else
-``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of CPUs this process
-may use (its affinity, capped by a control group's CPU quota: a container's ``--cpus``),
+``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of cores this process
+may use (the cores of its affinity's CPUs, one per core where SMT gives a core two or more
+CPUs, as torch counts; capped by a control group's CPU quota: a container's ``--cpus``),
 read at the first call that needs it and again after ``set_num_threads(None)``
 (not per call: that costs microseconds a tiny call cannot spare). A child made by ``fork`` starts with no worker thread and a fresh lock (see
 ``_after_fork_in_child``).
@@ -90,11 +91,40 @@ def _read_default_threads() -> int:
         if value.strip().isdigit() and int(value) > 0:
             return int(value)
     try:
-        cpus = len(os.sched_getaffinity(0))
+        affinity = os.sched_getaffinity(0)
     except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
+        affinity = range(os.cpu_count() or 1)
+    cores = _cores(affinity) or len(affinity)
     quota = _cpu_quota()
-    return cpus if quota is None else max(1, min(cpus, quota))
+    return cores if quota is None else max(1, min(cores, quota))
+
+
+# Where the CPUs' topology is read (Linux); tests point it at a tree of their own.
+_SYS_CPU = "/sys/devices/system/cpu"
+
+
+def _cores(cpus) -> int | None:
+    """The number of cores the logical CPUs ``cpus`` belong to, or None where the
+    topology cannot be read for one of them.
+
+    With SMT (Intel's Hyper-Threading, AMD's SMT) a core runs two or more logical CPUs,
+    which share its FMA units: rnncore's kernels are FMA-bound, so a second thread on a
+    core adds little but another part to wait for at each barrier. Torch's default
+    intra-op thread count is the physical cores too (c10's ``defaultNumThreads``).
+    Two CPUs are on one core when they list the same ``core_cpus_list`` (older kernels:
+    ``thread_siblings_list``).
+    """
+    cores = set()
+    for cpu in cpus:
+        topology = os.path.join(_SYS_CPU, f"cpu{cpu}", "topology")
+        for name in ("core_cpus_list", "thread_siblings_list"):
+            siblings = _read_fields(os.path.join(topology, name))
+            if siblings:
+                cores.add(siblings[0])
+                break
+        else:
+            return None
+    return len(cores) or None
 
 
 # Where the CPU quota of this process's control group is read (Linux); tests point them
@@ -212,9 +242,10 @@ def set_num_threads(n: int | None) -> None:
         The other threads are the pool of an OpenMP runtime the process has loaded
         (torch loads GNU's), else rnncore's own; ``RNNCORE_OPENMP_POOL=0`` keeps
         rnncore's.
-        None: ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this
-        process may use (its affinity, capped by a control group's CPU quota such as
-        a container's ``--cpus``), read now (after a change of the environment or of the
+        None: ``RNNCORE_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the cores this
+        process may use (the cores of the CPUs in its affinity: one thread per core,
+        not per SMT sibling; capped by a control group's CPU quota such as a
+        container's ``--cpus``), read now (after a change of the environment or of the
         process's CPU affinity, call it again).
     """
     global _num_threads, _default
