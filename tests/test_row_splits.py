@@ -204,6 +204,17 @@ def test_a_barrier_of_no_parts_is_rejected():
         _kernels.Barrier(0)
 
 
+def weight_gradients_part(part):
+    """The kernels' weight gradients of a small layer, their part ``part``."""
+    a = layer(np.float32)
+    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
+                                a["lengths"], False, False)
+    grads = [np.empty((70, 37), np.float32), np.empty((70, 70), np.float32),
+             np.empty(70, np.float32)]
+    _kernels.backward_weights(a["x"], hs, np.zeros((7, 13, 70), np.float32), False,
+                              *grads, part=part)
+
+
 _OUT_OF_RANGE = (r"part must be \(i, n\) with 0 <= i < n, or \(lo, hi, den\) with "
                  r"0 <= lo < hi <= den")
 
@@ -214,14 +225,15 @@ _OUT_OF_RANGE = (r"part must be \(i, n\) with 0 <= i < n, or \(lo, hi, den\) wit
     ((0, 1, 2, 3), r"part must be \(i, n\) or \(lo, hi, den\); got \(0, 1, 2, 3\)")],
     ids=str)
 def test_a_part_that_is_not_a_part_of_the_whole_is_rejected(part, message):
-    a = layer(np.float32)
-    hs = _kernels.layer_forward(a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"],
-                                a["lengths"], False, False)
-    grads = [np.empty((70, 37), np.float32), np.empty((70, 70), np.float32),
-             np.empty(70, np.float32)]
     with pytest.raises(ValueError, match=message):
-        _kernels.backward_weights(a["x"], hs, np.zeros((7, 13, 70), np.float32), False,
-                                  *grads, part=part)
+        weight_gradients_part(part)
+
+
+@pytest.mark.parametrize("part", [3, "02", (0.5, 2), (0, None), (0, 1, 2.0)], ids=str)
+def test_a_part_that_is_not_integers_is_a_type_error_naming_part(part):
+    with pytest.raises(TypeError, match=r"part must be None, \(i, n\) or \(lo, hi, den\) "
+                                        r"of integers; got "):
+        weight_gradients_part(part)
 
 
 def test_projected_without_out_is_rejected():

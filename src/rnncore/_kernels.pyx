@@ -24,6 +24,7 @@ one value that :func:`set_isa` and :func:`set_whole_sequence_gemm` swap whole; e
 reads it once, at its start, into the plan its loops receive (``_plan.pxd``). The
 preconditions are in ``_checks.pxd``.
 """
+import operator
 import os
 
 import numpy as np

@@ -78,6 +78,24 @@ cdef inline void sum_part(const Plan *plan, Py_ssize_t lo, Py_ssize_t hi, Py_ssi
         sum_rows(plan, M, <int>(b1 - b0), N, db + b0, a + b0)
 
 
+cdef tuple part_fractions(part):
+    """(lo, hi, den) of ``backward_weights``' ``part``: None (the whole, (0, 1, 1)),
+    (i, n) (i, i + 1, n) or (lo, hi, den), of integers; TypeError for what is not a
+    sequence of integers, ValueError for another length (the range is checked later)."""
+    if part is None:
+        return 0, 1, 1
+    try:
+        values = tuple(operator.index(v) for v in part)
+    except TypeError:
+        raise TypeError(f"part must be None, (i, n) or (lo, hi, den) of integers; "
+                        f"got {part!r}") from None
+    if len(values) == 2:
+        return values[0], values[0] + 1, values[1]
+    if len(values) == 3:
+        return values
+    raise ValueError(f"part must be (i, n) or (lo, hi, den); got {part!r}")
+
+
 def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
                      const floating[:, :, ::1] hs,  # IN  (T+1, B, W) the forward's
                      const floating[:, :, ::1] delta,  # IN  (T, B, N) δ, N = G·H
@@ -126,15 +144,8 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
         expect_shape("dhs", 3, dh_s.shape, T, B, W, sz, "x and hs")
         expect_shape("ms", 3, m_s.shape, T, B, Hm, sz, "x and hs")
         expect_shape("dw_hr", 2, dw_r.shape, W, Hm, 0, sz, "hs and ms")
-    cdef Py_ssize_t lo = 0, hi = 1, den = 1
-    if part is not None:
-        if len(part) == 2:
-            lo, den = part
-            hi = lo + 1
-        elif len(part) == 3:
-            lo, hi, den = part
-        else:
-            raise ValueError(f"part must be (i, n) or (lo, hi, den); got {part!r}")
+    cdef Py_ssize_t lo, hi, den
+    lo, hi, den = part_fractions(part)
     run_weight_products(x, hs, delta, reverse, dw_ih, dw_hh, db, lo, hi, den, e, db2,
                         db_hh is not None, proj, dh_s, m_s, dw_r)
 

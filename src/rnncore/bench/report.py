@@ -174,7 +174,8 @@ def _openmp_runtime():
 def _dispatched_text(dispatched: dict, runtime, speeds=None) -> str:
     """Where rnncore's split calls ran their parts during the run, and the speeds
     their threads were last measured at (each relative to their mean; the parts are
-    cut in proportion to them, equally while they are within 15% of each other)."""
+    cut in proportion to them, equally while the fastest is within
+    ``_parallel._SPEED_SPREAD`` times the slowest)."""
     text = (f"rnncore's split calls in this process: {dispatched.get('openmp', 0)} ran "
             f"their parts as a region of the pool of the OpenMP runtime another library "
             f"loaded ({runtime or 'none loaded'}), {dispatched.get('workers', 0)} on "
