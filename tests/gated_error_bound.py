@@ -327,7 +327,7 @@ def error_scales(rec, dy, d_states_n):
             fwd = (_lstm_forward if lstm else _gru_forward)(w, rec, layer, d, x, e_x)
             fwds[layer].append(fwd)
             seqs = fwd[:2] if lstm else fwd[:1]
-            for final, e_seq in zip(finals, seqs):
+            for final, e_seq in zip(finals, seqs, strict=True):
                 final[layer * D + d] = e_seq[0] if d else e_seq[lengths, rows]
         e_x = np.concatenate([fwds[layer][0][0][1:]]
                              + ([fwds[layer][1][0][:T]] if D == 2 else []), axis=2)
@@ -335,7 +335,7 @@ def error_scales(rec, dy, d_states_n):
             e_x[rec.padded] = 0
 
     scales = {"y": _user(e_x, rec)}
-    for name, final in zip(("h_n", "c_n"), finals):
+    for name, final in zip(("h_n", "c_n")[:len(finals)], finals, strict=True):
         scales[name] = _user(final, rec, state=True)
     dy_l = (_time_major(dy, rec, D * P), np.zeros((T, B, D * P)))
     ds_n = [_f64(a)[:, None] if rec.unbatched else _f64(a) for a in d_states_n]
@@ -348,7 +348,7 @@ def error_scales(rec, dy, d_states_n):
             step = _lstm_backward if lstm else _gru_backward
             delta, d0_d = step(w, rec, layer, d, x, e_in, fwds[layer][d], dy_d,
                                [s[layer * D + d] for s in ds_n], scales)
-            for array, value in zip(d0, d0_d):
+            for array, value in zip(d0, d0_d, strict=True):
                 array[layer * D + d] = value
             dx = w.add(dx, w.matmul(delta, rec.weights[layer][d][0]))
         if rec.padded is not None:
@@ -356,6 +356,6 @@ def error_scales(rec, dy, d_states_n):
                 a[rec.padded] = 0
         dy_l = dx
     scales["dx"] = _user(dy_l[1], rec)
-    for name, array in zip(("dh0", "dc0"), d0):
+    for name, array in zip(("dh0", "dc0")[:len(d0)], d0, strict=True):
         scales[name] = _user(array, rec, state=True)
     return k, scales

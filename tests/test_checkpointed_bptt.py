@@ -70,7 +70,7 @@ def test_gradients_are_bitwise_those_of_full_bptt(short_chunks, backend, dtype, 
     want, _ = _run(cell, backend, case, lengths, 0)   # before chunk boundaries
     got, record = _run(cell, backend, case, lengths, checkpoint)
     assert isinstance(record.saved[0][0], _chunks.Checkpoints)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert np.array_equal(g, w, equal_nan=True)
 
 
@@ -82,7 +82,7 @@ def test_lengths_on_chunk_boundaries_keep_the_bits(short_chunks, backend, length
     cell = "gru" if backend == "numpy" else "lstm"
     want, _ = _run(cell, backend, case, lengths, 0)
     got, _ = _run(cell, backend, case, lengths, 4)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -99,7 +99,7 @@ def test_a_call_in_chunks_agrees_with_one_call(short_chunks, monkeypatch, backen
     monkeypatch.setattr(_chunks, "chunk_steps", lambda B, T: max(1, T))
     want, record = _run(cell, backend, case, [23, 5, 12], 0)
     assert record.chunk == 0
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert_close(g, w, RTOL[dtype])
 
 
@@ -112,7 +112,7 @@ def test_default_chunks_keep_the_bits(backend):
     assert record.chunk == _chunks.chunk_steps(4, T) == 142
     got, record = _run("rnn", backend, case, lengths, "auto")
     assert len(record.saved[0][0].segments) == 141
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -126,7 +126,7 @@ def test_merge_modes_checkpoint_bitwise(short_chunks, backend, mode):
                                    merge_mode=mode, checkpoint=checkpoint)
         runs.append([y, h_n, *F.backward(record, dy, dh_n)[:2],
                      *F.backward(record, dy, dh_n)[2].values()])
-    for g, w in zip(*runs):
+    for g, w in zip(*runs, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -223,7 +223,7 @@ def test_chunks_split_over_threads_keep_the_bits_of_one_thread(
             runs.append(_run("rnn", "cython", case, [9, 4, 5, 1, 9, 8], checkpoint)[0])
         finally:
             rnncore.set_num_threads(None)
-    for g, w in zip(*runs):
+    for g, w in zip(*runs, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -267,7 +267,7 @@ def test_a_long_call_on_threads_runs_each_range_of_rows_through_every_chunk_in_o
     # the weight gradients' parts: (lo, hi, den) only where cut unequally
     assert cut and all((len(part) == 3) == unequal for parts in cut for part in parts)
     for run in runs[1:]:
-        for g, w in zip(run, runs[0]):
+        for g, w in zip(run, runs[0], strict=True):
             np.testing.assert_array_equal(g, w)
 
 
@@ -299,7 +299,7 @@ def test_the_directions_of_a_long_bidirectional_call_run_at_once_with_the_bits_o
             runs.append(_run(cell, backend, case, [11, 4, 5, 1, 11, 8], checkpoint)[0])
         finally:
             rnncore.set_num_threads(None)
-    for g, w in zip(*runs):
+    for g, w in zip(*runs, strict=True):
         np.testing.assert_array_equal(g, w)
     if threads == 2:
         for name in ("forward_direction", "backward_direction"):
@@ -328,5 +328,5 @@ def test_the_output_of_a_long_call_is_the_callers_own(short_chunks, backend, cel
         want, got = gradients(False), gradients(True)
     finally:
         rnncore.set_num_threads(None)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)

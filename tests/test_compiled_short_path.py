@@ -129,7 +129,7 @@ def test_the_compiled_paths_results_are_the_callers_own_and_its_inputs_unchanged
     dy_before = dy.copy()
     dx, dh0, grads = F.backward(record, dy)
     assert taken == {"forward": 1, "backward": 1}
-    for got, want in zip([x, *params.values()], before):
+    for got, want in zip([x, *params.values()], before, strict=True):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(dy, dy_before)
     kept = [a for layer in record.states for a in layer]
@@ -322,7 +322,7 @@ def test_a_dict_changed_between_calls_is_read_again(rng, change):
         x = x.astype(np.float64)
     got, want = same_outcome(x, params, lambda: python_forward(x, params))
     if want is not None:
-        for g, w in zip(got[:2], want[:2]):
+        for g, w in zip(got[:2], want[:2], strict=True):
             assert g.dtype == w.dtype
             np.testing.assert_array_equal(g, w)
         assert got[2].plan is want[2].plan
@@ -350,7 +350,7 @@ def test_lengths_that_pad_nothing_take_the_compiled_path_with_the_padded_calls_b
     want = F.forward(x, params)
     got = F.forward(x, params, lengths=[x.shape[0]] * x.shape[1])
     assert taken["forward"] == 2
-    for g, w in zip(got[:2], want[:2]):
+    for g, w in zip(got[:2], want[:2], strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -409,7 +409,7 @@ def test_lengths_that_pad_something_take_the_compiled_path_with_the_walkers_bits
             assert (got is None) == (want is None), name
             np.testing.assert_array_equal(got, want, err_msg=name)
         elif name == "inputs":
-            for got_x, want_x in zip(got, want):
+            for got_x, want_x in zip(got, want, strict=True):
                 np.testing.assert_array_equal(got_x, want_x)
         elif name not in ("weights", "states", "saved", "plan"):
             assert got == want, name
@@ -439,7 +439,7 @@ def test_the_compiled_padded_path_leaves_the_callers_arrays_alone(rng, taken):
     dy = np.ones_like(y)
     dx, dh0, grads = F.backward(record, dy)
     assert taken == {"forward": 1, "backward": 1}
-    for got, want in zip([x, lengths, *params.values()], before):
+    for got, want in zip([x, lengths, *params.values()], before, strict=True):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(dy, np.ones_like(y))
     assert not np.shares_memory(record.lengths, lengths)
@@ -493,7 +493,7 @@ def test_lengths_in_another_form_are_left_to_functional(rng, case, taken):
         assert str(raised.value) == str(error)
         return
     got = F.forward(x, params, lengths=lengths)
-    for g, w in zip(got[:2], want[:2]):
+    for g, w in zip(got[:2], want[:2], strict=True):
         np.testing.assert_array_equal(g, w)
 
 

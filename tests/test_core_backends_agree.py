@@ -3,7 +3,6 @@
 Norm-wise relative difference of every output and gradient: 1e-10 in float64, 1e-4 in
 float32, on shapes larger than the other tests use.
 """
-import numpy as np
 import pytest
 
 import rnncore

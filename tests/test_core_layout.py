@@ -63,7 +63,7 @@ def test_any_layout_gives_the_contiguous_result(backend, dtype, setup, layout, l
     if layout != "readonly":
         assert not args[0].flags.c_contiguous    # the case really is another layout
     got = run(params, args[0], args[1], lengths, args[2], args[3], backend)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert_close(a, b, RTOL[dtype] / 100)
 
 
@@ -94,7 +94,7 @@ def test_inputs_are_never_modified(backend, dtype, setup, call):
     given = [x, h0, dy, dh_n, *rnn.params.values()] + ([] if lengths is None else [lengths])
     before = [a.copy() for a in given]
     run(rnn.params, x, h0, lengths, dy, dh_n, backend, batch_first=batch_first)
-    for a, b in zip(given, before):
+    for a, b in zip(given, before, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -117,7 +117,7 @@ def test_class_inputs_are_never_modified(backend, dtype, setup):
     before = [a.copy() for a in given]
     rnn(x, h0, [8, 2, 5])
     rnn.backward(dy, dh_n)
-    for a, b in zip(given, before):
+    for a, b in zip(given, before, strict=True):
         np.testing.assert_array_equal(a, b)
     for key, value in rnn.params.items():
         np.testing.assert_array_equal(value, params_before[key])
@@ -196,7 +196,7 @@ def test_padded_values_do_not_matter(backend, dtype, setup):
         x2[n:, b] = np.nan
         dy2[n:, b] = 1e30
     got = run(rnn.params, x2, h0, lengths, dy2, dh_n, backend)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -231,8 +231,9 @@ def test_steps_after_the_longest_sequence_are_not_run(backend, dtype, rng, cell,
     _, (y_short, dx_short), rest_short = call(x[:longest], dy[:longest])
     np.testing.assert_array_equal(y.take(range(longest), time), y_short)
     np.testing.assert_array_equal(dx.take(range(longest), time), dx_short)
-    for got, want in zip(rest, rest_short):
-        for g, w in zip(*(a if isinstance(a, tuple) else (a,) for a in (got, want))):
+    for got, want in zip(rest, rest_short, strict=True):
+        for g, w in zip(*(a if isinstance(a, tuple) else (a,) for a in (got, want)),
+                        strict=True):
             np.testing.assert_array_equal(g, w)
 
 

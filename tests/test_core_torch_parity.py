@@ -59,7 +59,8 @@ def make_case(rng, dtype, num_layers, bidirectional, nonlinearity, bias, batch_f
 
 def compare(ours, theirs, dtype):
     tol = TOL[dtype]
-    for name, a, b in zip(["output", "h_n", "dx", "dh0"], ours[:4], theirs[:4]):
+    for name, a, b in zip(["output", "h_n", "dx", "dh0"], ours[:4], theirs[:4],
+                          strict=True):
         assert a.dtype == dtype, f"{name} is {a.dtype}"
         assert_close(a, b, tol, name)
     assert list(ours[4]) == list(theirs[4])

@@ -6,7 +6,6 @@ backend in its own terms: the two backends round differently, each always the sa
 ``deterministic=False`` lets the BLAS sum the weight gradients in its own threaded order:
 results then agree to rounding only."""
 import contextlib
-import itertools
 import os
 import subprocess
 import sys
@@ -167,7 +166,7 @@ def test_every_thread_count_and_split_gives_the_bits_of_one_thread(backend, dtyp
             for threads, blas, split in THREADINGS:
                 with _threading(threads, blas, split):
                     got = _forward_backward(cell, backend, case)
-                for g, w in zip(got, want):
+                for g, w in zip(got, want, strict=True):
                     assert np.array_equal(g, w, equal_nan=True), (isa, threads, blas, split)
 
 
@@ -194,7 +193,7 @@ def test_same_results_across_calls(backend, dtype):
         got = [y, h_n, dx, dh0, *g.values()]
         if first is None:
             first = got
-        for a, b in zip(first, got):
+        for a, b in zip(first, got, strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -216,7 +215,7 @@ def test_not_deterministic_still_agrees_to_rounding(backend, dtype):
         want = _forward_backward("rnn", backend, case)
     with _threading(2, 2, True):
         got = _forward_backward("rnn", backend, case, deterministic=False)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert_close(g, w, RTOL[dtype])
 
 
@@ -234,7 +233,7 @@ def test_not_deterministic_lets_numpy_sum_weight_gradients_on_its_blas_threads()
         want = _forward_backward("rnn", "numpy", case, deterministic=False)
     with _threading(1, 2, False):
         got = _forward_backward("rnn", "numpy", case, deterministic=False)
-    assert any(not np.array_equal(g, w) for g, w in zip(got, want))
+    assert any(not np.array_equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("bad", [None, "yes", 1.5])

@@ -137,7 +137,7 @@ def test_fork_child_after_a_parallel_call_computes_what_the_parent_does(backend,
     assert _parallel._pool is not None, "the parent's call did not use the worker thread"
     got = _in_fork_child(lambda: _fwd_bwd(params, x, dy, backend))
     assert len(got) == len(want)
-    for a, b in zip(want, got):
+    for a, b in zip(want, got, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -155,7 +155,7 @@ def test_fork_child_after_a_region_of_gnu_openmp_runs_its_split_calls_on_workers
         got = _in_fork_child(lambda: _fwd_bwd(params, x, dy))
     finally:
         rnncore.set_num_threads(None)
-    for a, b in zip(want, got):
+    for a, b in zip(want, got, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -168,7 +168,7 @@ def test_fork_while_another_thread_is_in_rnncore_leaves_a_child_that_computes(
     want = _fwd_bwd(params, x, dy)
     with another_thread():
         got = _in_fork_child(lambda: _fwd_bwd(params, x, dy))
-    for a, b in zip(want, got):
+    for a, b in zip(want, got, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -214,5 +214,5 @@ def test_dataloader_fork_workers_run_the_bidirectional_dropin(two_threads):
     except RuntimeError as e:
         pytest.fail(f"the DataLoader's fork workers did not answer: {e}")
     assert len(got) == len(want)
-    for a, b in zip(want, got):
+    for a, b in zip(want, got, strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0)

@@ -147,8 +147,8 @@ def _run(backend, cfg, x, h0, params, dy, dh_n, lengths):
             _kernels.set_short_call_rows(None)
     if cfg["cell"] == "gru":
         finals, d0 = (finals,), (d0,)
-    return {"y": y, **dict(zip(("h_n", "c_n"), finals)), "dx": dx,
-            **dict(zip(("dh0", "dc0"), d0)), **grads}, record
+    return {"y": y, **dict(zip(("h_n", "c_n")[:len(finals)], finals, strict=True)),
+            "dx": dx, **dict(zip(("dh0", "dc0")[:len(d0)], d0, strict=True)), **grads}, record
 
 
 def _batch_axis(key, cfg):

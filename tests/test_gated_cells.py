@@ -66,7 +66,7 @@ def _torch_run(theirs, cell, x, states0, R, R_states, lengths=None, batch_first=
         y, finals = theirs(xt, hx)
     finals = finals if cell == "lstm" else (finals,)
     loss = (y * torch.tensor(R)).sum() + sum((f * torch.tensor(r)).sum()
-                                             for f, r in zip(finals, R_states))
+                                             for f, r in zip(finals, R_states, strict=True))
     loss.backward()
     return (y.detach().numpy(), [f.detach().numpy() for f in finals], xt.grad.numpy(),
             [s.grad.numpy() for s in st],
@@ -85,9 +85,10 @@ def _ours_run(ours, cell, x, states0, R, R_states, lengths=None):
 
 def _compare(ours, theirs, dtype):
     tol = TOL[dtype]
-    for name, a, b in zip(("output", "final states", "dx", "d states0"), ours, theirs):
+    for name, a, b in zip(("output", "final states", "dx", "d states0"), ours[:4],
+                          theirs[:4], strict=True):
         if isinstance(a, list):
-            for i, (u, v) in enumerate(zip(a, b)):
+            for i, (u, v) in enumerate(zip(a, b, strict=True)):
                 assert_close(u, v, tol, f"{name}[{i}]")
         else:
             assert_close(a, b, tol, name)
@@ -156,8 +157,9 @@ def test_read_only_and_strided_inputs_give_the_contiguous_results(cell_backend, 
     for s in frozen:
         s.setflags(write=False)
     got = _ours_run(ours, cell, strided, frozen, R, R_states)
-    for a, b in zip(got[:4], want[:4]):
-        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+    for a, b in zip(got[:4], want[:4], strict=True):
+        for u, v in zip(a if isinstance(a, list) else [a],
+                        b if isinstance(b, list) else [b], strict=True):
             np.testing.assert_array_equal(u, v)
 
 

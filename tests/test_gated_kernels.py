@@ -102,7 +102,7 @@ LENGTHS = pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"
 
 def assert_all_close(got, want, names, dtype):
     assert len(got) == len(want) == len(names)
-    for g, w, name in zip(got, want, names):
+    for g, w, name in zip(got, want, names, strict=True):
         if w is None:
             assert g is None, name
             continue
@@ -343,8 +343,8 @@ def test_functional_runs_the_kernels_as_the_reference_does(cell, options, dtype,
         results[backend] = (y, finals, dx, d0, grads)
     tol = RTOL[np.dtype(dtype)]
     got, want = results["cython"], results["numpy"]
-    for name, g, w in zip(("y", "finals", "dx", "d0"), got[:4], want[:4]):
-        for i, (a, b) in enumerate(zip(as_list(g), as_list(w))):
+    for name, g, w in zip(("y", "finals", "dx", "d0"), got[:4], want[:4], strict=True):
+        for i, (a, b) in enumerate(zip(as_list(g), as_list(w), strict=True)):
             assert_close(a, b, tol, f"{name}[{i}]")
     assert got[4].keys() == want[4].keys()
     for key in want[4]:

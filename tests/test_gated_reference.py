@@ -63,12 +63,13 @@ def backward(spec, v, lengths, reverse, seqs, saved, ct):
         dh0, dc0, dw_ih, dw_hh, db, dw_hr, delta = lstm.layer_backward(
             v["x"], v["weight_ih_l0"], v["weight_hh_l0"], v.get("weight_hr_l0"), *seqs,
             saved, ct["y"], ct["h_n"], ct["c_n"], lengths, reverse)
-        grads = dict(zip(PARAMS, (dw_ih, dw_hh, db, db, dw_hr)), h0=dh0, c0=dc0)
+        grads = dict(zip(PARAMS, (dw_ih, dw_hh, db, db, dw_hr), strict=True), h0=dh0,
+                     c0=dc0)
     else:
         dh0, dw_ih, dw_hh, db_ih, db_hh, delta = gru.layer_backward(
             v["x"], v["weight_ih_l0"], v["weight_hh_l0"], *seqs, saved, ct["y"], ct["h_n"],
             lengths, reverse)
-        grads = dict(zip(PARAMS, (dw_ih, dw_hh, db_ih, db_hh)), h0=dh0)
+        grads = dict(zip(PARAMS[:4], (dw_ih, dw_hh, db_ih, db_hh), strict=True), h0=dh0)
     return {k: g for k, g in grads.items() if g is not None}, delta
 
 
@@ -79,7 +80,7 @@ def outputs(spec, v, lengths, reverse):
     y = (seqs[0][:-1] if reverse else seqs[0][1:]).copy()
     y[np.arange(len(y))[:, None] >= lengths] = 0   # reverse: the slot of h_0 is no output
     outs = {"y": y}
-    for name, s in zip(STATES[SPECS[spec][0]], seqs):
+    for name, s in zip(STATES[SPECS[spec][0]], seqs, strict=True):
         outs[FINAL[name]] = s[0] if reverse else s[lengths, rows]
     return outs, seqs, saved
 
@@ -125,17 +126,18 @@ def run_torch(spec, v, lengths, reverse, ct):
         y, _ = pad_packed_sequence(y, total_length=T_)
     s_n = s_n if cell == "lstm" else (s_n,)
     outs = {"y": y[..., -ct["y"].shape[2]:]}
-    for name, s in zip(STATES[cell], s_n):
+    for name, s in zip(STATES[cell], s_n, strict=True):
         outs[FINAL[name]] = s[-1]
     sum(o.mul(ct[k]).sum() for k, o in outs.items()).backward()
     grads = {k: p.grad.numpy() for k, p in params.items()}
-    grads.update({s: t.grad[-1].numpy() for s, t in zip(STATES[cell], states)}, x=x.grad.numpy())
+    grads.update({s: t.grad[-1].numpy() for s, t in zip(STATES[cell], states,
+                                                        strict=True)}, x=x.grad.numpy())
     return {k: o.detach().numpy() for k, o in outs.items()}, grads
 
 
 def compare(ours, theirs, rtol, dtype=np.float64):
     """The same outputs and gradients, ours in ``dtype``, within ``rtol`` norm-wise."""
-    for got, want in zip(ours, theirs):
+    for got, want in zip(ours, theirs, strict=True):
         assert sorted(got) == sorted(want)
         for k in want:
             assert got[k].dtype == dtype, f"{k} is {got[k].dtype}"
@@ -173,7 +175,7 @@ def test_length_zero_row_passes_states_and_gradients_through(rng, spec, reverse)
     rows = {k: a.take(keep, ROW_AXIS[k]) if k in ROW_AXIS else a for k, a in v.items()}
     want = run_torch(spec, rows, lengths[keep], reverse,
                      {k: a.take(keep, ROW_AXIS[k]) for k, a in ct.items()})
-    for got, wanted in zip((outs, grads), want):
+    for got, wanted in zip((outs, grads), want, strict=True):
         for k in wanted:
             g = got[k].take(keep, ROW_AXIS[k]) if k in ROW_AXIS else got[k]
             assert_close(g, wanted[k], 1e-9, k)

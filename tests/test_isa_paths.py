@@ -108,7 +108,7 @@ def _agrees_with_the_reference(B, H, nonlinearity, dtype, T):
                                    nonlinearity=nonlinearity, backend=backend)
         dx, dh0, grads = F.backward(record, dy)
         results[backend] = [y, h_n, dx, dh0, *grads.values()]
-    for got, want in zip(results["cython"], results["numpy"]):
+    for got, want in zip(results["cython"], results["numpy"], strict=True):
         tol = 1e-5 if dtype == np.float32 else 1e-12
         assert np.linalg.norm(got - want) <= tol * max(np.linalg.norm(want), 1)
 

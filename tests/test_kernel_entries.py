@@ -44,7 +44,7 @@ def test_layer_backward_given_dx_writes_input_grads_bits(isa, dtype, T, B):
     want_dx = np.full_like(x, np.nan)
     _kernels.input_grad(want[4], w_ih, want_dx, False, T * B)
     np.testing.assert_array_equal(dx, want_dx)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -117,5 +117,5 @@ def test_layer_backward_ignores_dy_at_padded_steps(isa, dtype, reverse, relu):
     delta = got[4]
     for i, n in enumerate(lengths):
         assert not delta[n:, i].any(), i
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)

@@ -195,7 +195,7 @@ def rnn_and_data(backend, dtype):
 
 
 def assert_same_grads(got, want):
-    for g, w in zip(got[:2], want[:2]):
+    for g, w in zip(got[:2], want[:2], strict=True):
         np.testing.assert_array_equal(g, w)
     for key in want[2]:
         np.testing.assert_array_equal(got[2][key], want[2][key], err_msg=key)

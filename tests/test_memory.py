@@ -137,7 +137,7 @@ def test_rnn_class_outputs_are_its_own(backend):
             assert not np.shares_memory(a, other)
     rnn(2 * x)
     rnn.backward(np.full_like(y, 3))
-    for a, b in zip((y, h_n, dx, dh0), kept):
+    for a, b in zip((y, h_n, dx, dh0), kept, strict=True):
         np.testing.assert_array_equal(a, b)
     state = rnn.state_dict()
     for key, value in state.items():

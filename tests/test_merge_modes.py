@@ -56,7 +56,8 @@ def test_forward_output_is_the_concat_output_merged(backend, dtype, cell, mode, 
                           merge_mode=mode)
     assert y.shape == x.shape[:2] + (6,)
     np.testing.assert_array_equal(y, _merge_by_hand(y_cat, mode))
-    for a, b in zip(h_n if cell == "lstm" else [h_n], h_cat if cell == "lstm" else [h_cat]):
+    for a, b in zip(h_n if cell == "lstm" else [h_n], h_cat if cell == "lstm" else [h_cat],
+                    strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -87,7 +88,7 @@ def test_backward_is_the_concat_backward_through_the_chain_rule(backend, dtype, 
     dx, dh0, grads = F.backward(rec, dy)
     assert_close(dx, want_dx, RTOL[dtype], "dx")
     for a, b in zip(dh0 if cell == "lstm" else [dh0],
-                    want_dh0 if cell == "lstm" else [want_dh0]):
+                    want_dh0 if cell == "lstm" else [want_dh0], strict=True):
         assert_close(a, b, RTOL[dtype], "dh0")
     for key in want:
         assert_close(grads[key], want[key], RTOL[dtype], key)
@@ -146,7 +147,7 @@ def test_unidirectional_output_is_unchanged_by_every_mode(backend, dtype, mode):
     y, _, rec = F.forward(x, params, backend=backend, merge_mode=mode)
     np.testing.assert_array_equal(y, want)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    for a, b in zip(F.backward(rec, dy)[:2], F.backward(rec_want, dy)[:2]):
+    for a, b in zip(F.backward(rec, dy)[:2], F.backward(rec_want, dy)[:2], strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -53,7 +53,7 @@ def random_state(model, rng):
 def assert_states_equal(got, want):
     if isinstance(want, tuple):
         assert isinstance(got, tuple) and len(got) == len(want)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, w)
     else:
         np.testing.assert_array_equal(got, want)
@@ -207,7 +207,7 @@ def test_truncated_bptt_equals_the_chunks_called_by_hand_with_the_carried_state(
     got = list(truncated_bptt(model, x, y, 4, SGD(model.params, lr=0.1), h0=h0))
     assert len(got) == 3                                      # chunks of 4, 4 and 2 steps
     opt, state = SGD(by_hand.params, lr=0.1), h0
-    for start, (loss, norm) in zip((0, 4, 8), got):
+    for start, (loss, norm) in zip((0, 4, 8), got, strict=True):
         want_loss, grads, state = by_hand.loss_and_grads(
             x[start:start + 4], y[start:start + 4], h0=state, return_h_n=True)
         assert loss == want_loss
@@ -242,7 +242,8 @@ def test_chunks_with_the_carried_state_equal_one_forward_over_the_whole(backend,
         assert isinstance(h_mid, tuple) and len(h_mid) == 2
     np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-12)
     for got, want in zip(np.atleast_1d(h_end) if cell != "lstm" else h_end,
-                         np.atleast_1d(h_whole) if cell != "lstm" else h_whole):
+                         np.atleast_1d(h_whole) if cell != "lstm" else h_whole,
+   strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 

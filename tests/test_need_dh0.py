@@ -54,7 +54,7 @@ def test_the_kernel_without_dh0_returns_none_and_the_same_gradients(rng):
         part = module.layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, False, False,
                                      need_dh0=False)
         assert part[0] is None
-        for a, b in zip(part[1:], full[1:]):
+        for a, b in zip(part[1:], full[1:], strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -85,7 +85,7 @@ def test_the_drop_in_asks_for_dh0_only_when_hx_needs_a_gradient(monkeypatch, cel
         h.grad = None
     stock(x, hx)[0].sum().backward()
     assert asked == [hx_grad]
-    for a, b in zip(got[0], [p.grad for p in stock.parameters()]):
+    for a, b in zip(got[0], [p.grad for p in stock.parameters()], strict=True):
         torch.testing.assert_close(a, b)
     if hx_grad:
         torch.testing.assert_close(got[1], h.grad)

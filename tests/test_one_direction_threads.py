@@ -144,7 +144,7 @@ def test_one_direction_split_over_threads_keeps_the_bits_of_one_thread(
     assert threads in split_calls                    # some section ran on every thread
     kind, sizes = speeds
     assert sizes and _unequal_cuts(sizes) == (len(sizes) if kind == "unequal" else 0)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -165,7 +165,7 @@ def test_the_output_of_a_split_forward_is_the_callers_own(isa, split_calls, cell
     want = gradients(overwrite=False)
     got = gradients(overwrite=True)
     assert split_calls.get(2)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -178,7 +178,7 @@ def test_bidirectional_layers_split_over_four_threads_keep_the_bits_of_one_threa
     # per layer: each direction's forward and backward in one dispatch each, then ∂x
     assert sum(n for parts, n in split_calls.items() if parts > 1) >= 2 * (2 * 2 + 1)
     assert 4 in split_calls
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -188,7 +188,7 @@ def test_two_threads_run_the_directions_of_a_bidirectional_layer_at_once(isa, sp
     want = _run(*case, threads=1)
     got = _run(*case, threads=2)
     assert split_calls.get(2, 0) >= 2 * 2            # both layers' forward and backward
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -437,7 +437,7 @@ def test_any_cut_by_any_speeds_keeps_the_bits_of_one_thread():
         _parallel._speeds.update({threads: tuple(speeds)})
         before = len(split)
         got = _run(*case, threads=threads)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, w)
         if len(split) > before:
             compared.append(1)

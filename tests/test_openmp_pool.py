@@ -61,7 +61,7 @@ def test_a_split_call_runs_as_regions_of_the_loaded_runtime_with_the_bits_of_one
     before = _openmp.regions()
     got = _forward_backward(cell, params, x, dy, threads=2)
     assert _openmp.regions() - before == 2          # the forward's and the backward's
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 

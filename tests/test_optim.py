@@ -49,12 +49,12 @@ def test_clip_grad_norm_matches_torch(norm_type):
     grads = {"a": rng.standard_normal((3, 4)) * 10, "b": rng.standard_normal(5)}
     tp = [torch.zeros(3, 4, dtype=torch.float64, requires_grad=True),
           torch.zeros(5, dtype=torch.float64, requires_grad=True)]
-    for p, g in zip(tp, grads.values()):
+    for p, g in zip(tp, grads.values(), strict=True):
         p.grad = torch.tensor(g.copy())
     want = torch.nn.utils.clip_grad_norm_(tp, 2.0, norm_type=norm_type)
     total = clip_grad_norm(grads, 2.0, norm_type=norm_type)
     assert total == pytest.approx(want.item(), rel=1e-12)
-    for p, g in zip(tp, grads.values()):
+    for p, g in zip(tp, grads.values(), strict=True):
         np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-12)
 
 
@@ -80,11 +80,11 @@ def test_clip_grad_norm_with_infinite_max_norm_returns_the_norm_and_clips_nothin
     grads = {"a": np.array([[30.0, -40.0]]), "b": np.array([120.0])}
     tp = [torch.zeros(1, 2, dtype=torch.float64, requires_grad=True),
           torch.zeros(1, dtype=torch.float64, requires_grad=True)]
-    for p, g in zip(tp, grads.values()):
+    for p, g in zip(tp, grads.values(), strict=True):
         p.grad = torch.tensor(g.copy())
     want = torch.nn.utils.clip_grad_norm_(tp, float("inf"))
     assert clip_grad_norm(grads, float("inf")) == want.item() == 130.0
-    for p, g in zip(tp, grads.values()):
+    for p, g in zip(tp, grads.values(), strict=True):
         np.testing.assert_array_equal(g, p.grad.numpy())
 
 

@@ -36,7 +36,7 @@ def oracle(x, params, dy):
 def assert_same_call(got, want, dtype):
     (got, got_keys), (want, want_keys) = got, want
     assert got_keys == want_keys
-    for name, g, w in zip(["y", "h_n", "dx", "dh0", *want_keys], got, want):
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *want_keys], got, want, strict=True):
         assert_close(g, w, 1e-4 if dtype == np.float32 else 1e-10, name)
 
 
@@ -103,7 +103,7 @@ def test_omitted_h0_gives_what_explicit_zeros_give_in_every_layer_and_direction(
     zeros = np.zeros((2 * L, B, H), dtype)
     got = run(x, params, dy, lengths=lengths, backend=backend)
     want = run(x, params, dy, h0=zeros, lengths=lengths, backend=backend)
-    for name, g, w in zip(["y", "h_n", "dx", "dh0", *got[1]], got[0], want[0]):
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *got[1]], got[0], want[0], strict=True):
         np.testing.assert_array_equal(g, w, err_msg=name)
 
 
@@ -117,9 +117,9 @@ def test_lengths_that_pad_nothing_give_the_padded_calls_bits(backend, dtype, rng
     dy = rng.standard_normal((T, B, (1 + bidirectional) * H)).astype(dtype)
     got = run(x, params, dy, lengths=np.full(B, T), cell=cell, backend=backend)
     want = run(x, params, dy, cell=cell, backend=backend)
-    for name, g, w in zip(["y", "h_n", "dx", "dh0", *got[1]], got[0], want[0]):
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *got[1]], got[0], want[0], strict=True):
         pair = isinstance(g, tuple)               # an LSTM's h_n and dh0: (h, c)
-        for g_part, w_part in zip(g if pair else [g], w if pair else [w]):
+        for g_part, w_part in zip(g if pair else [g], w if pair else [w], strict=True):
             np.testing.assert_array_equal(g_part, w_part, err_msg=name)
 
 
@@ -181,7 +181,7 @@ def test_the_one_direction_short_path_gives_the_bits_of_the_layer_walker(
                                          **ROUTES_AROUND[route])
     assert short_paths["forward"] == 1            # the walker ran the second call
     assert got_keys == want_keys == list(params)
-    for name, g, w in zip(["y", "h_n", "dx", "dh0", *want_keys], got, want):
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *want_keys], got, want, strict=True):
         assert g.shape == w.shape, name
         np.testing.assert_array_equal(g, w, err_msg=name)
 
@@ -218,7 +218,7 @@ def test_lengths_that_pad_something_take_the_short_path_with_the_walkers_bits(
     assert short_paths == {"forward": 1, "backward": 1}
     want, keys = one_direction_call(x, params, dy, dh_n, **common, checkpoint=1)
     assert short_paths["forward"] == 1            # the walker ran the second call
-    for name, g, w in zip(["y", "h_n", "dx", "dh0", *keys], got, want):
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *keys], got, want, strict=True):
         assert g.shape == w.shape, name
         np.testing.assert_array_equal(g, w, err_msg=name)
 
@@ -236,10 +236,10 @@ def test_the_short_path_gives_the_walkers_bits_in_every_layout(backend, dtype, r
     else:
         x, dy = x.transpose(1, 0, 2), dy.transpose(1, 0, 2)
         kwargs = dict(batch_first=True)
-    got, _ = one_direction_call(x, params, dy, dh_n, backend=backend, **kwargs)
+    got, grad_names = one_direction_call(x, params, dy, dh_n, backend=backend, **kwargs)
     want, _ = one_direction_call(x, params, dy, dh_n, backend=backend, checkpoint=1,
                                  **kwargs)
-    for name, g, w in zip(["y", "h_n", "dx", "dh0"], got, want):
+    for name, g, w in zip(["y", "h_n", "dx", "dh0", *grad_names], got, want, strict=True):
         assert g.shape == w.shape, name
         np.testing.assert_array_equal(g, w, err_msg=name)
 
@@ -258,7 +258,7 @@ def test_default_options_given_as_other_objects_give_the_same_results(rng, optio
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
     got, _ = one_direction_call(x, params, dy, None, **{option: value})
     want, _ = one_direction_call(x, params, dy, None)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -281,10 +281,11 @@ def test_the_short_paths_results_are_the_callers_own(backend, dtype, rng):
         a[...] = np.nan
     again = F.backward(record, dy)
     for name, g, w in zip(["dx", "dh0", *grads], [again[0], again[1],
-                                                 *again[2].values()], first[2:]):
+                                                 *again[2].values()], first[2:],
+   strict=True):
         np.testing.assert_array_equal(g, w, err_msg=name)
     second, _ = one_direction_call(x, params, dy, None, backend=backend)
-    for g, w in zip(second, first):
+    for g, w in zip(second, first, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -351,7 +352,7 @@ def test_checked_params_give_the_bits_of_the_plain_mapping_and_see_in_place_chan
     got, got_keys = one_direction_call(x, checked, dy, None, backend=backend)
     want, want_keys = one_direction_call(x, params, dy, None, backend=backend)
     assert got_keys == want_keys
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -391,7 +392,7 @@ def test_the_short_paths_ignore_dy_at_padded_steps(backend, rng, monkeypatch, ca
     assert short_paths == {"forward": 1, "backward": 2}
     np.testing.assert_array_equal(dy, before)
     for g, w in zip([got[0], got[1], *got[2].values()],
-                    [want[0], want[1], *want[2].values()]):
+                    [want[0], want[1], *want[2].values()], strict=True):
         assert np.isfinite(g).all()
         np.testing.assert_array_equal(g, w)
 
@@ -461,6 +462,6 @@ def test_every_path_ignores_dy_at_padded_steps(backend, isa, rng, monkeypatch, c
             _kernels.set_isa(None)
     np.testing.assert_array_equal(dy, before)
     for g, w in zip([got[0], *np.atleast_1d(got[1]), *got[2].values()],
-                    [want[0], *np.atleast_1d(want[1]), *want[2].values()]):
+                    [want[0], *np.atleast_1d(want[1]), *want[2].values()], strict=True):
         assert np.isfinite(g).all()
         np.testing.assert_array_equal(g, w)

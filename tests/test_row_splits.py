@@ -9,6 +9,8 @@ set with packed kernels. (OpenBLAS does not promise it: a product split by rows 
 round differently, which is why those instruction sets compute the whole-sequence
 products on the packed kernels by default.)
 """
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,7 @@ def test_forward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cuts,
     args = (a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"], a["lengths"], reverse, False)
     whole = _kernels.layer_forward(*args)
     out = np.full_like(whole, np.nan)
-    for row0, row1 in zip(cuts, cuts[1:]):
+    for row0, row1 in pairwise(cuts):
         _kernels.layer_forward(*args, out=out, rows=(row0, row1))
     np.testing.assert_array_equal(out, whole)
 
@@ -85,7 +87,7 @@ def test_backward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype, cuts
                                                   a["dy"], a["dh_n"], a["lengths"],
                                                   reverse, True)
     got_delta, got_dh0 = np.full_like(delta, np.nan), np.full_like(dh0, np.nan)
-    for row0, row1 in zip(cuts, cuts[1:]):
+    for row0, row1 in pairwise(cuts):
         _kernels.backward_steps(a["w_hh"], hs, a["dy"], a["dh_n"], a["lengths"], reverse,
                                 True, got_delta, got_dh0, rows=(row0, row1))
     np.testing.assert_array_equal(got_delta, delta)
@@ -97,7 +99,7 @@ def _equal(n):
 
 
 def _thousandths(*cuts):
-    return [(lo, hi, 1000) for lo, hi in zip(cuts, cuts[1:])]
+    return [(lo, hi, 1000) for lo, hi in pairwise(cuts)]
 
 
 # H = 70 splits the weight gradients by columns; H = 600 (float32 rows of 2.4 KB) or 300
@@ -117,7 +119,7 @@ def test_weight_gradients_computed_in_parts_give_the_whole_bits(path, dtype, par
     got = [np.full_like(g, np.nan) for g in (dw_ih, dw_hh, db)]
     for part in parts:
         _kernels.backward_weights(a["x"], hs, delta, False, *got, part=part)
-    for g, want in zip(got, (dw_ih, dw_hh, db)):
+    for g, want in zip(got, (dw_ih, dw_hh, db), strict=True):
         np.testing.assert_array_equal(g, want)
 
 
@@ -159,7 +161,7 @@ def test_input_projection_in_ranges_of_steps_then_the_recurrence_gives_the_whole
     args = (a["x"], a["w_ih"], a["w_hh"], a["b"], a["h0"], a["lengths"], reverse, False)
     whole = _kernels.layer_forward(*args)
     out = np.full_like(whole, np.nan)
-    for t0, t1 in zip(cuts, cuts[1:]):
+    for t0, t1 in pairwise(cuts):
         _kernels.input_projection(a["x"], a["w_ih"], out, reverse, steps=(t0, t1))
     _kernels.layer_forward(*args, out=out, projected=True)
     np.testing.assert_array_equal(out, whole)
@@ -281,12 +283,12 @@ def test_weight_gradients_read_one_panel_in_place_and_match_the_reference(path, 
     d = delta.reshape(-1, H).astype(np.float64)      # Σ_t δ_tᵀ x_t, δ_tᵀ h_{t-1}, δ_t
     want = [d.T @ a["x"].reshape(-1, H), d.T @ hs[:-1].reshape(-1, H), d.sum(axis=0)]
     rtol = 1e-5 if dtype == np.float32 else 1e-12
-    for g, w in zip((dw_ih, dw_hh, db), want):
+    for g, w in zip((dw_ih, dw_hh, db), want, strict=True):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * np.abs(w).max())
     got = [np.full_like(g, np.nan) for g in (dw_ih, dw_hh, db)]
     for i in range(2):
         _kernels.backward_weights(a["x"], hs, delta, False, *got, part=(i, 2))
-    for g, want_bits in zip(got, (dw_ih, dw_hh, db)):
+    for g, want_bits in zip(got, (dw_ih, dw_hh, db), strict=True):
         np.testing.assert_array_equal(g, want_bits)
 
 
@@ -397,11 +399,11 @@ def test_gated_forward_projected_by_steps_and_run_by_rows_gives_the_whole_bits(
     g = gated(cell, dtype)
     whole = g["forward"](reverse)
     out = tuple(np.full_like(a, np.nan) for a in whole)
-    for t0, t1 in zip([0, 2, 3], [2, 3, 7]):
+    for t0, t1 in zip([0, 2, 3], [2, 3, 7], strict=True):
         _kernels.input_projection(g["x"], g["w_ih"], out[-1], reverse, steps=(t0, t1))
-    for row0, row1 in zip([0, 1, 7], [1, 7, 13]):
+    for row0, row1 in zip([0, 1, 7], [1, 7, 13], strict=True):
         g["forward"](reverse, out=out, rows=(row0, row1), projected=True)
-    for got, want in zip(out, whole):
+    for got, want in zip(out, whole, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -413,9 +415,9 @@ def test_gated_forward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype,
     g = gated(cell, dtype)
     whole = g["forward"](reverse)
     out = tuple(np.full_like(a, np.nan) for a in whole)
-    for row0, row1 in zip(cuts, cuts[1:]):
+    for row0, row1 in pairwise(cuts):
         g["forward"](reverse, out=out, rows=(row0, row1))
-    for got, want in zip(out, whole):
+    for got, want in zip(out, whole, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -430,7 +432,7 @@ def test_gated_backward_rows_run_in_ranges_give_the_whole_batch_bits(path, dtype
     want = _filled(g["arrays"], dtype)
     g["steps"](reverse, hs, saved, want)
     got = _filled(g["arrays"], dtype)
-    for row0, row1 in zip(cuts, cuts[1:]):
+    for row0, row1 in pairwise(cuts):
         g["steps"](reverse, hs, saved, got, rows=(row0, row1))
     np.testing.assert_array_equal(want["delta"], whole[-1])       # the whole call's δ
     np.testing.assert_array_equal(want["dh0"], whole[0])

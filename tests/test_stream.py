@@ -66,7 +66,7 @@ def test_chunked_calls_equal_one_forward(model, backend, dtype, tol, rng, cuts):
     y, h_n = rnn.forward(x)
     stream = rnn.stream(batch_size=3)
     assert_close(through_stream(stream, x, cuts), y, tol, "outputs")
-    for got, want in zip(states(stream.state), states(h_n)):
+    for got, want in zip(states(stream.state), states(h_n), strict=True):
         assert_close(got, want, tol, "final state")
 
 
@@ -84,7 +84,7 @@ def test_stream_is_bit_for_bit_the_cython_forward(model, dtype, rng, input_size)
     y, h_n = rnn.forward(x)
     stream = rnn.stream(batch_size=2)
     assert np.array_equal(through_stream(stream, x, [2, 3, 7]), y)
-    for got, want in zip(states(stream.state), states(h_n)):
+    for got, want in zip(states(stream.state), states(h_n), strict=True):
         assert np.array_equal(got, want)
 
 
@@ -164,7 +164,7 @@ def test_empty_chunk_returns_no_steps_and_keeps_the_state(model, rng):
     before = states(stream.state)
     out = stream.run(np.empty((0, 2, K), np.float32))
     assert out.shape == (0, 2, rnn.proj_size or H)
-    for got, want in zip(states(stream.state), before):
+    for got, want in zip(states(stream.state), before, strict=True):
         assert np.array_equal(got, want)
 
 
@@ -204,7 +204,7 @@ def test_reset_with_an_empty_list_zeroes_no_row(model, rng):
     stream.run(inputs(rng, (3, 2, K), np.float32))
     before = [s.copy() for s in states(stream.state)]
     stream.reset([])
-    for s, kept in zip(states(stream.state), before):
+    for s, kept in zip(states(stream.state), before, strict=True):
         np.testing.assert_array_equal(s, kept)
         assert s.any()
 
@@ -231,7 +231,7 @@ def test_state_is_a_copy(model, rng):
     before = [s.copy() for s in states(stream.state)]
     for s in states(stream.state):
         s[...] = 7
-    for got, want in zip(states(stream.state), before):
+    for got, want in zip(states(stream.state), before, strict=True):
         assert np.array_equal(got, want)
 
 
@@ -266,7 +266,7 @@ def test_streams_in_two_threads_give_their_own_outputs(rng):
         t.start()
     for t in threads:
         t.join()
-    for x, out in zip(xs, outs):
+    for x, out in zip(xs, outs, strict=True):
         assert_close(out, rnn.forward(x)[0], F32, "outputs")
 
 

@@ -21,7 +21,7 @@ def _case(dtype, bidirectional):
     xs = [rng.standard_normal((30, 5, 16)).astype(dtype) for _ in range(8)]
     dys = [rng.standard_normal((30, 5, D * 48)).astype(dtype) for _ in range(8)]
     dh_ns = [rng.standard_normal((2 * D, 5, 48)).astype(dtype) for _ in range(8)]
-    return rnn.params, list(zip(xs, dys, dh_ns))
+    return rnn.params, list(zip(xs, dys, dh_ns, strict=True))
 
 
 def _fwd_bwd(params, x, dy, dh_n, backend):
@@ -45,8 +45,8 @@ def test_eight_threads_on_shared_weights_equal_serial_calls_bitwise(backend, dty
             with ThreadPoolExecutor(max_workers=8) as pool:
                 parallel = list(pool.map(lambda case: _fwd_bwd(params, *case, backend),
                                          cases))
-            for s, p in zip(serial, parallel):
-                for a, b in zip(s, p):
+            for s, p in zip(serial, parallel, strict=True):
+                for a, b in zip(s, p, strict=True):
                     np.testing.assert_array_equal(a, b)
     finally:
         rnncore.set_num_threads(None)
@@ -76,8 +76,8 @@ def test_threads_with_different_configurations_at_once(backend):
     random.Random(0).shuffle(shuffled)
     with ThreadPoolExecutor(max_workers=8) as pool:
         parallel = list(pool.map(run, shuffled))
-    for job, got in zip(shuffled, parallel):
-        for a, b in zip(serial[jobs.index(job)], got):
+    for job, got in zip(shuffled, parallel, strict=True):
+        for a, b in zip(serial[jobs.index(job)], got, strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -250,7 +250,7 @@ def test_policy_flips_while_other_threads_compute_give_correct_results(restore_p
             t.join()
     assert not errors, errors
     assert sum(flips) > len(order), "the policy hardly changed while the calls ran"
-    for i, got in zip(order, results):
+    for i, got in zip(order, results, strict=True):
         dtype, B, H, bi = cases[i]
-        for k, (a, b) in enumerate(zip(got, serial[i])):
+        for k, (a, b) in enumerate(zip(got, serial[i], strict=True)):
             assert_close(a, b, RTOL[dtype], what=f"{cases[i]} result {k}")

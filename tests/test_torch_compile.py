@@ -71,7 +71,7 @@ def test_compiled_model_runs_the_drop_in_eagerly_on_rnncore(cell, forwards):
     for call in range(1, 3):
         got = loss_and_grads(compiled, x)
         assert forwards[0] == call
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             assert_close(g.numpy(), w.numpy(), 5e-5)
 
 
@@ -83,7 +83,7 @@ def test_allow_rnn_compiles_torchs_implementation_into_the_graph(cell, forwards)
     with torch._dynamo.config.patch(allow_rnn=True):
         got = loss_and_grads(torch.compile(ours, backend="eager"), x)
     assert forwards[0] == 0
-    for g, w in zip(got, loss_and_grads(stock, x)):
+    for g, w in zip(got, loss_and_grads(stock, x), strict=True):
         assert_close(g.numpy(), w.numpy(), 1e-6)
     ours(x)                                   # eager calls still run on rnncore
     assert forwards[0] == 1
@@ -106,6 +106,7 @@ def test_jit_script_warns_that_it_puts_a_stock_module_in_the_eager_model(cell, f
                           f"implementation of rnncore.torch.{type(drop_in).__name__}"):
             scripted = torch.jit.script(ours)
     assert type(ours.rnn) is STOCK[cell]                     # what the warning says
-    assert all(a is b for a, b in zip(ours.rnn.parameters(), drop_in.parameters()))
+    assert all(a is b for a, b in zip(ours.rnn.parameters(), drop_in.parameters(),
+                                      strict=True))
     assert torch.equal(scripted(x), stock(x))
     assert forwards[0] == 0

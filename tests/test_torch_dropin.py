@@ -282,7 +282,7 @@ def test_gradcheck_of_input_state_and_weights(backend, spy, config):
     weights = [p.detach().clone() for p in rnn.parameters()]
 
     def fn(x, h0, *ws):
-        params = dict(zip(names, ws))
+        params = dict(zip(names, ws, strict=True))
         if lengths is None:
             return torch.func.functional_call(rnn, params, (x, h0))
         packed = pack_padded_sequence(x, torch.tensor(lengths), rnn.batch_first,
@@ -329,7 +329,7 @@ def test_strided_inputs_and_gradients_match_stock(backend, dtype, spy):
         (y.sum() + hn.sum()).backward()
         results.append([y.detach(), hn.detach(), xt.grad,
                         *[p.grad for p in m.parameters()]])
-    for got, want in zip(*results):
+    for got, want in zip(*results, strict=True):
         assert_close(got.numpy(), want.numpy(), TOL[dtype])
     assert spy.forwards == 1 and spy.backwards == 1
     assert torch.equal(results[0][0], torch.from_numpy(spy.returned["forward"][0][0]))
@@ -338,7 +338,7 @@ def test_strided_inputs_and_gradients_match_stock(backend, dtype, spy):
 def test_negative_view_input_runs_stock(spy):
     ours, stock = make_pair(None, torch.float64, K, H)
     x = torch.randn(T, B, K, dtype=torch.float64)._neg_view()
-    assert all(torch.equal(a, b) for a, b in zip(ours(x), stock(x)))
+    assert all(torch.equal(a, b) for a, b in zip(ours(x), stock(x), strict=True))
     assert spy.entered["forward"] == 0
 
 
@@ -385,7 +385,7 @@ def test_backward_twice_with_retain_graph_accumulates_like_stock(backend, spy):
         loss = (y * R).sum() + (hn * Rh).sum()
         loss.backward(retain_graph=True)
         loss.backward()
-    for (key, a), b in zip(ours.named_parameters(), stock.parameters()):
+    for (key, a), b in zip(ours.named_parameters(), stock.parameters(), strict=True):
         assert_close(a.grad.numpy(), b.grad.numpy(), 1e-12, key)
     assert spy.backwards == 2
 
@@ -446,7 +446,7 @@ def test_dropout_in_training_runs_on_rnncore_as_stock_and_eval_turns_it_off(spy)
 def test_other_dtypes_run_stock(spy, tdtype):
     ours, stock = make_pair(None, tdtype, K, H, bidirectional=True)
     x = torch.randn(T, B, K, dtype=tdtype)
-    assert all(torch.equal(a, b) for a, b in zip(ours(x), stock(x)))
+    assert all(torch.equal(a, b) for a, b in zip(ours(x), stock(x), strict=True))
     assert spy.entered["forward"] == 0
 
 
@@ -507,7 +507,7 @@ def test_jit_script_and_trace_compile_torchs_implementation(spy):
     want = stock(x)
     traced = torch.jit.trace(ours, (x,))     # (its check_trace reruns ours eagerly)
     entered = spy.entered["forward"]
-    assert all(torch.equal(a, b) for a, b in zip(traced(x), want))
+    assert all(torch.equal(a, b) for a, b in zip(traced(x), want, strict=True))
     assert spy.entered["forward"] == entered
     ours(x)                                  # the eager module still runs on rnncore
     assert spy.entered["forward"] == entered + 1 == spy.forwards
@@ -516,7 +516,7 @@ def test_jit_script_and_trace_compile_torchs_implementation(spy):
         scripted = torch.jit.script(LastState(ours))
     assert torch.equal(scripted(x), want[1])
     assert spy.entered["forward"] == entered + 1
-    assert all(a is b for a, b in zip(scripted.rnn.parameters(), params))
+    assert all(a is b for a, b in zip(scripted.rnn.parameters(), params, strict=True))
 
 
 # ---- patch -------------------------------------------------------------------------------
@@ -546,7 +546,7 @@ def test_patch_converts_every_rnn_keeping_parameters_and_outputs(spy):
     assert rt.patch(model) is model
     assert isinstance(model.encoder[0], rt.RNN) and isinstance(model.decoder, rt.RNN)
     assert list(model.parameters()) == params and all(
-        a is b for a, b in zip(model.parameters(), params))
+        a is b for a, b in zip(model.parameters(), params, strict=True))
     assert_close(model(x).detach().numpy(), before.numpy(), 2e-5, "patched output")
     assert spy.forwards == 2
 
@@ -558,7 +558,8 @@ def test_patch_converts_every_rnn_keeping_parameters_and_outputs(spy):
         o.zero_grad()
         m(x).square().mean().backward()
         o.step()
-    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items(),
+                              strict=True):
         assert_close(a.numpy(), b.numpy(), 2e-5, k)
 
 

@@ -199,7 +199,7 @@ def test_a_tensor_kept_from_a_finished_torch_func_transform_runs_on_rnncore(ente
     assert torch._C._functorch.is_functorch_wrapped_tensor(x)
     outputs = [module(x) for module in (ours, stock)]
     assert len(entered) == 1
-    for (y, h_n), module in zip(outputs, (ours, stock)):
+    for y, h_n in outputs:
         (y.sum() + h_n.sum()).backward()
     torch.testing.assert_close(outputs[0][0], outputs[1][0])
     for name, w in stock.named_parameters():

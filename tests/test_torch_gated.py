@@ -114,7 +114,7 @@ def run(module, x, states, uses=("output", "h_n", "c_n"), lengths=None,
     loss.backward()
     result = {name: v.detach() for name, v in out.items() if v is not None}
     result["dx"] = xt.grad
-    result.update({f"d{name}0": s.grad for name, s in zip("hc", st)})
+    result.update({f"d{name}0": s.grad for name, s in zip("hc"[:len(st)], st, strict=True)})
     result.update({name: p.grad for name, p in module.named_parameters()})
     result["packed"] = packed_out
     return result
@@ -331,7 +331,7 @@ def test_gradcheck_of_input_states_and_weights(backend, spy, cell, config):
 
     def fn(x, *rest):
         hx = tuple(rest[:n]) if cell == "lstm" else rest[0]
-        params = dict(zip(names, rest[n:]))
+        params = dict(zip(names, rest[n:], strict=True))
         if lengths is not None:
             x = pack_padded_sequence(x, torch.tensor(lengths), rnn.batch_first,
                                      enforce_sorted=enforce_sorted)
@@ -361,7 +361,7 @@ def test_only_hx_requiring_grad_gets_its_gradient_from_rnncore(cell, backend, sp
         assert y.requires_grad
         y.square().sum().backward()
         grads.append([s.grad for s in st])
-    for got, want in zip(*grads):
+    for got, want in zip(*grads, strict=True):
         assert_close(got.numpy(), want.numpy(), 1e-12)
     assert spy.need_dx == [False]
     assert all(p.grad is None for p in ours.parameters())
@@ -412,7 +412,7 @@ def test_inference_without_autograd_matches_stock(cell, backend, tdtype, spy):
             (yo, ho), (ys, hs) = ours(x, hx), stock(x, hx)
         assert not yo.requires_grad
         assert_close(yo.numpy(), ys.numpy(), TOL[tdtype], "output")
-        for a, b in zip(*((h if cell == "lstm" else (h,)) for h in (ho, hs))):
+        for a, b in zip(*((h if cell == "lstm" else (h,)) for h in (ho, hs)), strict=True):
             assert_close(a.numpy(), b.numpy(), TOL[tdtype], "state")
     assert spy.entered == {"forward": 2, "backward": 0}
 
@@ -572,7 +572,7 @@ def test_an_input_with_no_sequences_gets_torchs_result(cell, spy):
     x = rand(T, 0, K, tdtype=torch.float32)
     (yo, ho), (ys, hs) = ours(x), stock(x)
     assert torch.equal(yo, ys)
-    for a, b in zip(*((h if cell == "lstm" else (h,)) for h in (ho, hs))):
+    for a, b in zip(*((h if cell == "lstm" else (h,)) for h in (ho, hs)), strict=True):
         assert torch.equal(a, b)
     assert spy.entered["forward"] == 0
 
@@ -655,7 +655,7 @@ def test_patch_converts_rnn_lstm_and_gru_keeping_parameters_and_training(spy):
     assert rt.patch(model) is model
     assert [type(m) for m in (model.rnn, model.encoder[0], model.gru)] == \
         [rt.RNN, rt.LSTM, rt.GRU]
-    assert all(a is b for a, b in zip(model.parameters(), params))
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
     assert_close(model(x).detach().numpy(), before.numpy(), 2e-5, "patched output")
     assert spy.entered["forward"] == 3
 
@@ -666,7 +666,8 @@ def test_patch_converts_rnn_lstm_and_gru_keeping_parameters_and_training(spy):
         o.zero_grad()
         m(x).square().mean().backward()
         o.step()
-    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items(),
+                              strict=True):
         assert_close(a.numpy(), b.numpy(), 2e-5, k)
 
 
@@ -732,6 +733,6 @@ def test_jit_script_compiles_torchs_implementation(cell, spy):
     x = torch.randn(T, B, K)
     assert torch.equal(scripted(x), stock(x)[0])
     assert spy.entered["forward"] == 0
-    assert all(a is b for a, b in zip(scripted.rnn.parameters(), params))
+    assert all(a is b for a, b in zip(scripted.rnn.parameters(), params, strict=True))
     ours(x)                                  # the eager module still runs on rnncore
     assert spy.entered["forward"] == 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 import operator
 import warnings
 
-import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence

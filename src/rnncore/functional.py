@@ -487,8 +487,9 @@ def _steps_to_run(x, lengths):
     if (lengths is not None and _short is not None and type(x) is np.ndarray
             and x.flags.c_contiguous and x.shape[1]):
         return _short.steps_to_run(x, lengths)
-    if lengths is not None and x.shape[1]:
-        x = x[:int(lengths.max())]           # the steps up to the longest sequence
+    longest = int(lengths.max()) if lengths is not None and x.shape[1] else x.shape[0]
+    if longest < x.shape[0]:
+        x = x[:longest]                      # the steps up to the longest sequence
     padded = None if lengths is None else padded_mask(lengths, x.shape[0])
     if padded is None:
         return np.ascontiguousarray(x), None

@@ -130,7 +130,6 @@ def layer_backward(x, w_ih, w_hh, hs, dy, dh_n, lengths, reverse, relu,
     """
     T, B, _ = x.shape
     H = w_hh.shape[0]
-    prev_slot = 1 if reverse else 0
     out_slot = 0 if reverse else 1
     delta = np.zeros((T, B, H), dtype=x.dtype)
     dh0 = dh_n.copy()                   # a sequence of length 0 passes dh_n through

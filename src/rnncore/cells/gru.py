@@ -123,7 +123,6 @@ def layer_backward(x, w_ih, w_hh, hs, saved, dy, dh_n, lengths, reverse):
     T, B, _ = x.shape
     H = hs.shape[2]
     prev_slot = 1 if reverse else 0
-    out_slot = 0 if reverse else 1
     delta = np.zeros((T, B, 3 * H), dtype=x.dtype)
     eps = np.zeros((T, B, 3 * H), dtype=x.dtype)              # ∂L/∂gh_t
     dh0 = dh_n.copy()                   # a sequence of length 0 passes dh_n through
