@@ -30,6 +30,25 @@ def _threads_start_equal():
     _parallel._speeds.clear()
 
 
+@pytest.fixture
+def cpu_topology(tmp_path, monkeypatch):
+    """A CPU-topology tree of the test's own, empty until written (the default thread
+    count and the benchmark's pinning read it instead of the machine's):
+    ``cpu_topology({cpu: "0,4"}, name)`` writes each CPU's list of the CPUs on its
+    core into the file ``name`` (``core_cpus_list``, or the older
+    ``thread_siblings_list``)."""
+    from rnncore import _parallel
+    root = tmp_path / "sys_cpu"
+    monkeypatch.setattr(_parallel, "_SYS_CPU", str(root))
+
+    def write(siblings, name="core_cpus_list"):
+        for cpu, cpus in siblings.items():
+            folder = root / f"cpu{cpu}" / "topology"
+            folder.mkdir(parents=True)
+            (folder / name).write_text(cpus + "\n")
+    return write
+
+
 @pytest.fixture(params=rnncore.backends())
 def backend(request):
     """Each available backend ("cython" when built, and "numpy")."""

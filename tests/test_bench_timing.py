@@ -1,9 +1,16 @@
 """How the benchmark times its calls: each block of calls starts once the threads the
-previous block left running have stopped (rnncore.bench.timing.wait_until_quiet)."""
+previous block left running have stopped (rnncore.bench.timing.wait_until_quiet), and a
+case of n threads is pinned to the n least busy CPUs on cores of their own
+(rnncore.bench.timing.pick_cpus)."""
 import threading
 import time
 
-from rnncore.bench.timing import measure, wait_until_quiet
+import pytest
+
+from rnncore.bench.timing import measure, pick_cpus, wait_until_quiet
+
+# 2 cores of two CPUs each, numbered as a VM may number them: 0 and 1 share core 0
+PAIRS = {0: "0-1", 1: "0-1", 2: "2-3", 3: "2-3"}
 
 
 def _burn(seconds: float) -> None:
@@ -74,3 +81,25 @@ def test_wait_gives_up_after_its_limit_when_a_thread_never_stops():
 
 def test_wait_returns_within_a_few_slices_when_nothing_else_runs():
     assert wait_until_quiet(limit=5.0) < 1.0
+
+
+def test_two_threads_are_pinned_to_two_cores_not_two_siblings(cpu_topology):
+    cpu_topology(PAIRS)
+    assert pick_cpus({0, 1, 2, 3}, {}, 2) == [0, 2]
+
+
+def test_the_least_busy_cpu_of_each_core_is_pinned(cpu_topology):
+    cpu_topology(PAIRS)
+    assert pick_cpus({0, 1, 2, 3}, {0: 0.9, 1: 0.1, 2: 0.2, 3: 0.5}, 2) == [1, 2]
+
+
+def test_siblings_are_pinned_once_every_core_has_a_thread(cpu_topology):
+    cpu_topology(PAIRS)
+    assert pick_cpus({0, 1, 2, 3}, {0: 0.9, 1: 0.1, 2: 0.2, 3: 0.5}, 3) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("topology", [{}, {cpu: str(cpu) for cpu in range(4)}],
+                         ids=["unreadable", "no-smt"])
+def test_without_smt_the_least_busy_cpus_are_pinned(cpu_topology, topology):
+    cpu_topology(topology)
+    assert pick_cpus({0, 1, 2, 3}, {0: 0.9, 1: 0.1, 2: 0.2, 3: 0.5}, 2) == [1, 2]

@@ -4,7 +4,8 @@ capped by its control group's CPU quota (a container's ``--cpus``), read afresh 
 ``set_num_threads(None)``.
 
 The control-group and topology files are read from a tree each test builds
-(``_PROC_CGROUP``, ``_CGROUP_ROOT`` and ``_SYS_CPU`` pointed at it), so the tests do not
+(``_PROC_CGROUP``, ``_CGROUP_ROOT`` and, with the ``cpu_topology`` fixture, ``_SYS_CPU``
+pointed at it), so the tests do not
 depend on the machine's own groups or cores. Without topology files, each CPU counts.
 """
 import os
@@ -18,7 +19,7 @@ AFFINITY = 8
 
 
 @pytest.fixture
-def machine(tmp_path, monkeypatch):
+def machine(tmp_path, monkeypatch, cpu_topology):
     """A process with 8 CPUs in its affinity, no thread variables, and a control-group
     tree and a CPU-topology tree (empty) under tmp_path: ``machine(proc_cgroup,
     {file: content})`` writes the control groups and returns the default thread count
@@ -32,7 +33,6 @@ def machine(tmp_path, monkeypatch):
     proc = tmp_path / "proc_self_cgroup"
     monkeypatch.setattr(_parallel, "_PROC_CGROUP", str(proc), raising=False)
     monkeypatch.setattr(_parallel, "_CGROUP_ROOT", str(root), raising=False)
-    monkeypatch.setattr(_parallel, "_SYS_CPU", str(tmp_path / "cpu"), raising=False)
 
     def read(proc_cgroup, files):
         proc.write_text(proc_cgroup)
@@ -114,45 +114,39 @@ def test_set_num_threads_outranks_the_default(machine):
     assert rnncore.get_num_threads() == 4
 
 
-def topology(tmp_path, siblings, name="core_cpus_list"):
-    """Write each CPU's list of the CPUs on its core, ``{cpu: "0,4"}``, into the
-    topology tree the ``machine`` fixture reads."""
-    for cpu, cpus in siblings.items():
-        folder = tmp_path / "cpu" / f"cpu{cpu}" / "topology"
-        folder.mkdir(parents=True)
-        (folder / name).write_text(cpus + "\n")
+# 4 cores, two CPUs each, numbered as Linux numbers them: i and i + 4 share core i
+SMT = {cpu: f"{cpu % 4},{cpu % 4 + 4}" for cpu in range(AFFINITY)}
 
 
 @pytest.mark.parametrize("name", ["core_cpus_list", "thread_siblings_list"])
-def test_smt_siblings_count_as_one_core(machine, tmp_path, name):
-    # 4 cores, two CPUs each, numbered as Linux numbers them: i and i + 4 share core i
-    topology(tmp_path, {cpu: f"{cpu % 4},{cpu % 4 + 4}" for cpu in range(AFFINITY)}, name)
+def test_smt_siblings_count_as_one_core(machine, cpu_topology, name):
+    cpu_topology(SMT, name)
     assert machine("0::/\n", {}) == 4
 
 
-def test_cores_without_smt_count_each_cpu(machine, tmp_path):
-    topology(tmp_path, {cpu: str(cpu) for cpu in range(AFFINITY)})
+def test_cores_without_smt_count_each_cpu(machine, cpu_topology):
+    cpu_topology({cpu: str(cpu) for cpu in range(AFFINITY)})
     assert machine("0::/\n", {}) == AFFINITY
 
 
-def test_only_the_cores_of_the_affinity_count(machine, tmp_path, monkeypatch):
+def test_only_the_cores_of_the_affinity_count(machine, cpu_topology, monkeypatch):
     # CPUs 0, 4 (one core) and 1 (half of another) of 8: two cores
-    topology(tmp_path, {cpu: f"{cpu % 4},{cpu % 4 + 4}" for cpu in range(AFFINITY)})
+    cpu_topology(SMT)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 4})
     assert machine("0::/\n", {}) == 2
 
 
-def test_a_cpu_without_topology_leaves_the_affinity(machine, tmp_path):
-    topology(tmp_path, {cpu: f"{cpu % 4},{cpu % 4 + 4}" for cpu in range(AFFINITY - 1)})
+def test_a_cpu_without_topology_leaves_the_affinity(machine, cpu_topology):
+    cpu_topology({cpu: SMT[cpu] for cpu in range(AFFINITY - 1)})
     assert machine("0::/\n", {}) == AFFINITY
 
 
-def test_a_quota_caps_the_cores(machine, tmp_path):
-    topology(tmp_path, {cpu: f"{cpu % 4},{cpu % 4 + 4}" for cpu in range(AFFINITY)})
+def test_a_quota_caps_the_cores(machine, cpu_topology):
+    cpu_topology(SMT)
     assert machine("0::/\n", {"cpu.max": "250000 100000\n"}) == 3
 
 
-def test_a_thread_variable_outranks_the_cores(machine, tmp_path, monkeypatch):
-    topology(tmp_path, {cpu: f"{cpu % 4},{cpu % 4 + 4}" for cpu in range(AFFINITY)})
+def test_a_thread_variable_outranks_the_cores(machine, cpu_topology, monkeypatch):
+    cpu_topology(SMT)
     monkeypatch.setenv("RNNCORE_NUM_THREADS", "8")
     assert machine("0::/\n", {}) == 8

@@ -114,17 +114,19 @@ def _cores(cpus) -> int | None:
     Two CPUs are on one core when they list the same ``core_cpus_list`` (older kernels:
     ``thread_siblings_list``).
     """
-    cores = set()
-    for cpu in cpus:
-        topology = os.path.join(_SYS_CPU, f"cpu{cpu}", "topology")
-        for name in ("core_cpus_list", "thread_siblings_list"):
-            siblings = _read_fields(os.path.join(topology, name))
-            if siblings:
-                cores.add(siblings[0])
-                break
-        else:
-            return None
-    return len(cores) or None
+    cores = {core_of(cpu) for cpu in cpus}
+    return None if None in cores else len(cores) or None
+
+
+def core_of(cpu: int) -> str | None:
+    """The core of the logical CPU ``cpu``: the list of the CPUs on it as Linux writes
+    it ("0,4", the same for each of them), or None where it cannot be read."""
+    topology = os.path.join(_SYS_CPU, f"cpu{cpu}", "topology")
+    for name in ("core_cpus_list", "thread_siblings_list"):
+        siblings = _read_fields(os.path.join(topology, name))
+        if siblings:
+            return siblings[0]
+    return None
 
 
 # Where the CPU quota of this process's control group is read (Linux); tests point them

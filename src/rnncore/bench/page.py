@@ -128,7 +128,7 @@ def markdown_page(results, env: dict, command: str, forward_only: bool = False,
         "(threadpoolctl; a pool already smaller, such as the one-thread OpenBLAS of "
         "rnncore's kernels, is left as it is; the header lists what each used), and "
         "every thread of the process pinned to that many CPUs (the least busy ones when "
-        "the case starts).",
+        "the case starts, one per core where SMT gives a core two).",
         "- Everything is called twice to warm up (JAX compiles there). Then the "
         "implementations take turns in interleaved rounds (5 by default), a block of "
         f"calls each, together with a {env['gemm_n']}³ `np.matmul` (the GEMM rate the "

@@ -4,7 +4,8 @@
   count, and every BLAS/OpenMP pool limited to it with threadpoolctl (lowered, never
   raised: the OpenBLAS rnncore's kernels link stays at its one thread by default).
 - CPUs: the process pinned to as many CPUs as the case has threads, the least busy ones
-  when the case starts. Linux sets affinity per thread, so every thread of the process is
+  when the case starts, each on a core of its own while there are cores enough (SMT
+  siblings share a core's FMA units: two threads on one core are not two cores). Linux sets affinity per thread, so every thread of the process is
   pinned (thread pools started earlier would escape a pin of the main thread alone).
   torch is imported before the first pin, as a user imports it: its OpenMP runtime
   counts the CPUs once, when loaded, and throttles its workers past that count.
@@ -91,6 +92,27 @@ def _set_affinity(cpus) -> bool:
     return True
 
 
+def pick_cpus(cpus, busy: dict, n: int) -> list[int]:
+    """The ``n`` CPUs of ``cpus`` to pin a case of ``n`` threads to: the least busy
+    (``busy``: CPU → busy share, :func:`_cpu_busy`), at most one per core while the
+    cores last, then their SMT siblings; sorted.
+
+    Two threads on the siblings of one core share its FMA units, so a 2-thread row
+    timed there would show one core's speed, not two (Linux often numbers the siblings
+    of core i as i and i + n/2, but a VM may number them 0 and 1). A CPU whose core
+    cannot be read counts as a core of its own."""
+    order = sorted(cpus, key=lambda c: (busy.get(c, 0.0), c))
+    picked, cores = [], set()
+    for cpu in order:
+        core = _parallel.core_of(cpu)
+        key = ("cpu", cpu) if core is None else core
+        if len(picked) < n and key not in cores:
+            picked.append(cpu)
+            cores.add(key)
+    picked += [cpu for cpu in order if cpu not in picked][:n - len(picked)]
+    return sorted(picked)
+
+
 class Limits:
     """Threads (and CPUs, when pinning) of one case; restores what it found on exit.
 
@@ -100,7 +122,8 @@ class Limits:
         rnncore's and torch's threads; the most threads any BLAS/OpenMP pool may use
         (threadpoolctl lowers pools above it, and leaves smaller ones as they are).
     pin : bool
-        Pin the process to ``threads`` CPUs, the least busy ones at entry.
+        Pin the process to ``threads`` CPUs, the least busy ones at entry, on cores of
+        their own where there are enough (:func:`pick_cpus`).
 
     Attributes
     ----------
@@ -118,9 +141,7 @@ class Limits:
         self._affinity = None
         if self.pin and hasattr(os, "sched_getaffinity"):
             self._affinity = os.sched_getaffinity(0)
-            busy = _cpu_busy(self._affinity)
-            cpus = sorted(self._affinity, key=lambda c: (busy.get(c, 0.0), c))
-            self.cpus = sorted(cpus[:self.threads])
+            self.cpus = pick_cpus(self._affinity, _cpu_busy(self._affinity), self.threads)
             if not _set_affinity(self.cpus):
                 self.cpus = self._affinity = None
         set_num_threads(self.threads)
