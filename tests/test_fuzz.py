@@ -25,12 +25,16 @@ weight gradients; tanh's "few ulps" of SPEC.md are within κ·|h| too):
 
     E(a_t)  = |W_ih||x_t| + |b| + |W_hh||h_{t-1}| + tiny       (the terms of the sum)
               + |W_ih| E(x_t) + |W_hh| E(h_{t-1})                (errors carried in)
+              + E(W_ih)|x_t| + E(W_hh)|h_{t-1}| + E(b)           (flushed weights)
     E(h_t)  = f'⁺(a_t) E(a_t) + |h_t|                            (f and its ulps)
     E(δ_t)  = (1 − h_t²) E(g_t) + |g_t| (2|h_t| E(h_t) + 1)       tanh: δ = g (1 − h²)
     E(δ_t)  = E(g_t) + |g_t| / κ                                  relu, |a_t| ≤ 2κE(a_t)
     E(g_t)  = |dy_t| + |δ_{t+1}||W_hh| + [|dh_n|] + tiny
-              + E(dy_t) + E(δ_{t+1})|W_hh|
-    E(∂W_ih) = Σ_t (|δ_t| + E(δ_t))ᵀ|x_t| + |δ_t|ᵀ E(x_t), likewise ∂W_hh, ∂b, ∂x, ∂h0
+              + E(dy_t) + E(δ_{t+1})|W_hh| + |δ_{t+1}| E(W_hh)
+    E(∂W_ih) = Σ_t (|δ_t| + E(δ_t))ᵀ|x_t| + |δ_t|ᵀ E(x_t), likewise ∂W_hh, ∂b, ∂h0
+    E(∂x_t)  = (|δ_t| + E(δ_t))|W_ih| + |δ_t| E(W_ih) + tiny
+
+(E of an input or a weight: tiny where it is denormal, which the kernels flush, else 0)
 
 with |·| of the reference's values (NaN and ±inf counted as 0: see below) and
 f'⁺ = min(1, f'(a) + κE(a)) for tanh, 1 for relu. A relu whose input lies within
@@ -64,7 +68,9 @@ a large one. The rules:
   inf − inf is NaN unfused while ``fma(1e30, −1e30, inf)`` is inf (the AVX2/AVX-512
   float32 step kernel uses FMA, NumPy does not): such a value is left out, and so is
   every value that depends on it (the rest of its batch row, forward and backward,
-  and every weight gradient, which sums over the batch).
+  and every weight gradient, which sums over the batch). So is a sum in which ±inf
+  multiplies a denormal: NumPy's product is ±inf, the kernels' (the denormal flushed
+  to 0) NaN.
 * **NaN and inf**: outside overflow, the output and h_n have NaN and ±inf in exactly
   the reference's places. Gradients are non-finite in exactly the same places, but
   NaN and inf may swap: an infinite gradient times f' is NaN where f' is 0 and inf
@@ -97,7 +103,7 @@ from rnncore import reference
 from conftest import RTOL, over_all_steps
 
 pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, note, settings  # noqa: E402
+from hypothesis import HealthCheck, event, example, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 pytestmark = [pytest.mark.skipif(len(rnncore.backends()) < 2, reason="needs both backends"),
@@ -261,6 +267,16 @@ def _flushed(a, normal, tiny):
     return np.where((a > 0) & (a < normal), tiny, 0.0)
 
 
+def _meets_denormal(a, w, normal):
+    """Rows of a @ w.T where a non-finite element of one factor meets a denormal of the
+    other: NumPy's ±inf·denormal is ±inf, the kernels' (the denormal flushed) NaN."""
+    a, w = np.asarray(a, np.float64), np.asarray(w, np.float64)
+    bad_a, bad_w = (~np.isfinite(a)).astype(float), (~np.isfinite(w)).astype(float)
+    tiny_a = ((np.abs(a) > 0) & (np.abs(a) < normal)).astype(float)
+    tiny_w = ((np.abs(w) > 0) & (np.abs(w) < normal)).astype(float)
+    return ((bad_a @ tiny_w.T + tiny_a @ bad_w.T) > 0).any(axis=1)
+
+
 def _kappa(rec):
     """γ_N for the longest sum of the example (see the module docstring)."""
     cfg = rec.cfg
@@ -331,14 +347,20 @@ def _error_scales(rec, dy, dh_n):
             w_ih, w_hh, b = rec.weights[layer][d]
             hs = rec.states[layer][d]
             Wi, Wh, hm = _mag(w_ih), _mag(w_hh), _mag(hs)
+            # the weights are exact but for a flush, as the inputs are
+            E_wi, E_wh, E_b = (_flushed(w, normal, tiny) for w in (w_ih, w_hh, b))
             prev, out = (1, 0) if d else (0, 1)
             Eh = _flushed(hs, normal, tiny)   # h0's slot: exact but for a flush
             amb = np.zeros((T, B, H), bool)
             for t in (range(T - 1, -1, -1) if d else range(T)):
                 valid = t < lengths
                 terms = xm[t] @ Wi.T + _mag(b) + hm[t + prev] @ Wh.T + tiny
-                Ea = terms + E_in[t] @ Wi.T + Eh[t + prev] @ Wh.T
+                Ea = (terms + E_in[t] @ Wi.T + Eh[t + prev] @ Wh.T
+                      + xm[t] @ E_wi.T + hm[t + prev] @ E_wh.T + E_b)
                 fwd_over |= (terms + kappa * Ea > limit).any(axis=1)
+                # inf times a flushed denormal: NaN in the kernels, inf in NumPy
+                fwd_over |= (_meets_denormal(x[t], w_ih, normal)
+                             | _meets_denormal(hs[t + prev], w_hh, normal))
                 if relu:
                     a = (x[t].astype(np.float64) @ w_ih.T.astype(np.float64) + b
                          + hs[t + prev].astype(np.float64) @ w_hh.T.astype(np.float64))
@@ -370,6 +392,7 @@ def _error_scales(rec, dy, dh_n):
             w_ih, w_hh, _ = rec.weights[layer][d]
             hs, Eh, amb = rec.states[layer][d], E_h[layer][d], ambiguous[layer][d]
             Wi, Wh, hm = _mag(w_ih), _mag(w_hh), _mag(hs)
+            E_wi, E_wh = _flushed(w_ih, normal, tiny), _flushed(w_hh, normal, tiny)
             prev, out = (1, 0) if d else (0, 1)
             dy_d = np.ascontiguousarray(dy_l[:, :, d * H:(d + 1) * H])
             E_dy_d = E_dy[:, :, d * H:(d + 1) * H]
@@ -394,7 +417,7 @@ def _error_scales(rec, dy, dh_n):
                     h = hm[t + out]
                     E_delta[t] = np.where(valid, (1 - h * h) * E_g
                                           + g * (2 * h * Eh[t + out] + 1), 0)
-                carry, E_carry = dm[t] @ Wh + tiny, E_delta[t] @ Wh
+                carry, E_carry = dm[t] @ Wh + tiny, E_delta[t] @ Wh + dm[t] @ E_wh
                 bwd_over |= (carry + kappa * E_carry > limit).any(axis=1)
                 start = t == t_initial
                 E_dh0[layer * D + d][start] = (carry + E_carry)[start]
@@ -417,7 +440,7 @@ def _error_scales(rec, dy, dh_n):
                 key = f"{name}_l{layer}{sfx}"
                 scales[key], safe[key] = E, terms + kappa * E <= limit
             dx_terms += dm @ Wi + tiny
-            E_dx += (dm + E_delta) @ Wi + tiny
+            E_dx += (dm + E_delta) @ Wi + dm @ E_wi + tiny
         bwd_over |= (dx_terms + kappa * E_dx > limit).any(axis=(0, 2))
         dy_l, E_dy = dx, E_dx
     bwd_over |= fwd_over
@@ -509,6 +532,27 @@ def _calls_packed(backend, cfg):
         _kernels.set_short_call_rows(None)
 
 
+def _found(**changes):
+    """A configuration the long profile failed on: float32, T = 1, K = 1, H = 2, one
+    tanh layer without bias, C layouts, "mixed" values at density 0.02, seed
+    292131120, with ``changes``."""
+    return dict({"T": 1, "B": 3, "K": 1, "H": 2, "L": 1, "bidirectional": False,
+                 "nonlinearity": "tanh", "bias": False, "dtype": np.dtype(np.float32),
+                 "batch_first": False, "unbatched": False, "lengths": "none",
+                 "layouts": dict.fromkeys(("x", "h0", "w", "dy", "dh_n"), "c"),
+                 "default_states": False, "special": "mixed", "density": 0.02,
+                 "seed": 292131120, "packed_always": False}, **changes)
+
+
+# Examples the long profile found, run by every profile. An inf in x times a denormal
+# weight: NumPy's inf·w = inf, the kernels' inf·0 = NaN (they flush the weight), so the
+# row is left out as an overflow is. A denormal weight times a gradient of 1e31: the
+# kernels' ∂x 0 against NumPy's 2e-7, an error of up to the smallest normal number per
+# flushed weight, which E carries (E(W) below).
+@example(cfg=_found(special_in=["x", "h0", "w"]))
+@example(cfg=_found(B=2, special_in=["x", "w", "dy"],
+                    layouts={**dict.fromkeys(("x", "h0", "dy", "dh_n"), "c"),
+                             "w": "broadcast"}))
 @given(configs())
 def _cython_matches_reference(cfg):
     note(repr(cfg))
