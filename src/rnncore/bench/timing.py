@@ -5,8 +5,9 @@
   raised: the OpenBLAS rnncore's kernels link stays at its one thread by default).
 - CPUs: the process pinned to as many CPUs as the case has threads, the least busy ones
   when the case starts, each on a core of its own while there are cores enough (SMT
-  siblings share a core's FMA units: two threads on one core are not two cores). Linux sets affinity per thread, so every thread of the process is
-  pinned (thread pools started earlier would escape a pin of the main thread alone).
+  siblings share a core's FMA units: two threads on one core are not two cores). Linux
+  sets affinity per thread, so every thread of the process is pinned (thread pools
+  started earlier would escape a pin of the main thread alone).
   torch is imported before the first pin, as a user imports it: its OpenMP runtime
   counts the CPUs once, when loaded, and throttles its workers past that count.
 - Warm-up: two calls of everything (the first compiles JAX's functions), the second timed
