@@ -16,7 +16,8 @@ by up to the smallest normal number, per term):
     y = σ(a)        E = s⁺ E(a) + |y| + tiny,    s⁺ = min(¼, y(1 − y) + κE(a))
     y = tanh(a)     E = s⁺ E(a) + |y| + tiny,    s⁺ = min(1, 1 − y² + κE(a))
 
-The weights and the caller's inputs are exact (E = 0). Each rounding is at most u times
+The weights and the caller's inputs are exact but for a flush: E = tiny where one is
+denormal (the kernels read it as 0), else 0. Each rounding is at most u times
 its result, which the terms bound, and κ ≥ (N ≥ 12)·u covers SPEC.md's "few ulps" of a
 fast σ or tanh (the |y| term); the mean value theorem bounds how far an error in a moves
 σ(a) or tanh(a) (s⁺ adds κE(a) times their second derivatives' bound, ≤ 1). Second-order
@@ -72,8 +73,13 @@ def kappa(rec) -> float:
 class _Walk:
     """The rules of the module docstring on (value, E) pairs of float64 arrays."""
 
-    def __init__(self, kappa_, tiny):
-        self.kappa, self.tiny = kappa_, tiny
+    def __init__(self, kappa_, tiny, normal):
+        self.kappa, self.tiny, self.normal = kappa_, tiny, normal
+
+    def flushed(self, a):
+        """E of an exact input or weight: tiny where it is denormal, else 0."""
+        a = np.abs(np.asarray(a, dtype=np.float64))
+        return np.where((a > 0) & (a < self.normal), self.tiny, 0.0)
 
     def add(self, a, b):
         return a[0] + b[0], np.abs(a[0]) + np.abs(b[0]) + a[1] + b[1]
@@ -89,10 +95,10 @@ class _Walk:
         return 1 - a[0], 1 + np.abs(a[0]) + a[1]
 
     def matmul(self, a, w):
-        """a (·, n) times an exact weight matrix w (n, m)."""
+        """a (·, n) times a weight matrix w (n, m), exact but for a flush."""
         wm = _mag(w)
         return (a[0] @ _f64(w), np.abs(a[0]) @ wm + a[1] @ wm
-                + a[0].shape[-1] * self.tiny)
+                + np.abs(a[0]) @ self.flushed(w) + a[0].shape[-1] * self.tiny)
 
     def sigmoid(self, y, e_a):
         y = _f64(y)
@@ -143,14 +149,14 @@ def _lstm_forward(w, rec, layer, d, x, e_x):
     w_ih, w_hh, b, w_hr = rec.weights[layer][d]
     hs, (cs, gates) = rec.states[layer][d], rec.saved[layer][d]
     hv, cv, gv = _f64(hs), _f64(cs), _f64(gates)
-    e_h, e_c = np.zeros(hv.shape), np.zeros(cv.shape)       # h0, c0 are exact
+    e_h, e_c = w.flushed(hv), w.flushed(cv)       # h0, c0: exact but for a flush
     e_g, e_m = np.zeros(gv.shape), np.zeros((T, B, H))
     prev, out = (1, 0) if d else (0, 1)
     for t in (range(T - 1, -1, -1) if d else range(T)):
         valid = t < lengths
         _, e_a = w.add(w.add(w.matmul((x[t], e_x[t]), w_ih.T),
                              w.matmul((hv[t + prev], e_h[t + prev]), w_hh.T)),
-                       (_f64(b), 0.0))
+                       (_f64(b), w.flushed(b)))
         i, f, g, o = (gv[t][:, k * H:(k + 1) * H] for k in range(4))
         ea = [e_a[:, k * H:(k + 1) * H] for k in range(4)]
         gi, gf = w.sigmoid(i, ea[0]), w.sigmoid(f, ea[1])
@@ -176,12 +182,13 @@ def _gru_forward(w, rec, layer, d, x, e_x):
     T, lengths, H = rec.T, rec.lengths, rec.cfg.hidden_size
     w_ih, w_hh, b_ih, b_hh = rec.weights[layer][d]
     hv, sv = _f64(rec.states[layer][d]), _f64(rec.saved[layer][d][0])
-    e_h, e_s = np.zeros(hv.shape), np.zeros(sv.shape)
+    e_h, e_s = w.flushed(hv), np.zeros(sv.shape)       # h0: exact but for a flush
     prev, out = (1, 0) if d else (0, 1)
     for t in (range(T - 1, -1, -1) if d else range(T)):
         valid = t < lengths
-        gi = w.add(w.matmul((x[t], e_x[t]), w_ih.T), (_f64(b_ih), 0.0))
-        gh = w.add(w.matmul((hv[t + prev], e_h[t + prev]), w_hh.T), (_f64(b_hh), 0.0))
+        gi = w.add(w.matmul((x[t], e_x[t]), w_ih.T), (_f64(b_ih), w.flushed(b_ih)))
+        gh = w.add(w.matmul((hv[t + prev], e_h[t + prev]), w_hh.T),
+                   (_f64(b_hh), w.flushed(b_hh)))
         r = w.sigmoid(sv[t][:, :H], w.add(_part(gi, 0, H), _part(gh, 0, H))[1])
         z = w.sigmoid(sv[t][:, H:2 * H], w.add(_part(gi, 1, H), _part(gh, 1, H))[1])
         gh_n = _part(gh, 2, H)
@@ -313,11 +320,12 @@ def error_scales(rec, dy, d_states_n):
     lstm = cfg.cell == "lstm"
     H, P, D, L = cfg.hidden_size, cfg.out_size, cfg.D, cfg.num_layers
     k = kappa(rec)
-    w = _Walk(k, float(np.finfo(cfg.dtype).tiny) / k)
+    normal = float(np.finfo(cfg.dtype).tiny)
+    w = _Walk(k, normal / k, normal)
     rows = np.arange(B)
     widths = (P, H) if lstm else (H,)
     finals = [np.zeros((L * D, B, width)) for width in widths]
-    e_x = np.zeros(rec.inputs[0].shape)
+    e_x = w.flushed(rec.inputs[0])
     fwds, e_inputs = [], []
     for layer in range(L):
         x = _f64(rec.inputs[layer])

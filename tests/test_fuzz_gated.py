@@ -9,7 +9,13 @@ strided, read-only and broadcast arrays), lengths, and a class of values:
   sit near 0 and ±1, where an approximation of σ or tanh errs most;
 * ``tiny``: inputs of scale 1e-30 (float32's denormals start at 1.2e-38: products of
   those with the weights fall into them, which the kernels flush to zero);
-* ``nan``: a NaN in one batch entry of x, which must stay in that entry.
+* ``nan``: a NaN in one batch entry of x, which must stay in that entry;
+* ``denormal``: about a fifth of the elements of x, the initial states and the weights
+  denormal (the kernels flush them: an error of up to the smallest normal number each)
+  and ∂L/∂y and ∂L/∂(final states) of scale 1e20, so that a flushed weight's error is
+  carried into ∂x and the backward's carries at 1e20 times its size, where the bound
+  holds it only through E of the weights (without it, the ci run fails at 1.6e4 times
+  the bound).
 
 Both backends run forward and backward; the caller's arrays are checked unmodified, and
 every output and gradient is compared element by element: |cython − numpy| ≤ 2.5κ·E(v),
@@ -60,7 +66,7 @@ settings.register_profile("gated-long", deadline=None, database=None, print_blob
 PROFILE = "gated-long" if os.environ.get("RNNCORE_FUZZ_PROFILE") == "long" else "gated-ci"
 
 TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-9}   # test_gated_cells.py
-CLASSES = ["ordinary", "ordinary", "saturating", "tiny", "nan"]
+CLASSES = ["ordinary", "ordinary", "saturating", "tiny", "nan", "denormal"]
 LAYOUTS = ["c", "c", "fortran", "step", "readonly", "broadcast"]
 COUNTS: dict[str, Counter] = {}
 WORST: dict[str, float] = {}     # per class, the largest |cython − numpy| / 2.5κE seen
@@ -123,6 +129,14 @@ def _inputs(cfg):
     states = [rng.standard_normal(state_lead + (w,)).astype(dt) for w in widths]
     dy = rng.standard_normal(lead + (D * P,)).astype(dt)
     d_states = [rng.standard_normal(state_lead + (w,)).astype(dt) for w in widths]
+    if cfg["values"] == "denormal":
+        # denormals in the inputs and weights, which the kernels flush, and gradients
+        # of 1e20 to multiply what a flush loses
+        for a in (x, *states, *params.values()):
+            _denormals(rng, a)
+        dy *= dt.type(1e20)
+        for a in d_states:
+            a *= dt.type(1e20)
     lengths = None
     if cfg["lengths"] != "none" and not cfg["unbatched"] and T > 0:
         lengths = {"random": rng.integers(1, T + 1, B), "ones": np.ones(B, np.int64),
@@ -132,6 +146,15 @@ def _inputs(cfg):
                 else cfg["layout"])
     pair = (lambda v: tuple(v)) if cfg["cell"] == "lstm" else (lambda v: v[0])
     return x, pair(states), params, dy, pair(d_states), lengths
+
+
+def _denormals(rng, a):
+    """Make about a fifth of ``a``'s elements denormal (either sign), in place; the
+    kernels read them as 0."""
+    where = rng.random(a.shape) < 0.2
+    small = np.finfo(a.dtype).smallest_subnormal
+    a[where] = (rng.choice([-1.0, 1.0], a.shape) * rng.integers(1, 1 << 20, a.shape)
+                * small)[where]
 
 
 def _run(backend, cfg, x, h0, params, dy, dh_n, lengths):
