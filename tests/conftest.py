@@ -30,6 +30,35 @@ def _threads_start_equal():
     _parallel._speeds.clear()
 
 
+def _kernel_paths():
+    """(instruction set, whole-sequence products) of every code path the kernels have
+    on this CPU: each supported instruction set on OpenBLAS, and those with packed
+    kernels on rnncore's own products too; none without the kernels."""
+    try:
+        from rnncore import _kernels
+    except ImportError:
+        return []
+    isas = _kernels.supported_isas()
+    return ([(isa, "blas") for isa in isas]
+            + [(isa, "rnncore") for isa in isas if isa != "baseline"])
+
+
+KERNEL_PATHS = _kernel_paths()
+
+
+@pytest.fixture(params=KERNEL_PATHS, ids=[f"{isa}-{gemm}" for isa, gemm in KERNEL_PATHS])
+def kernel_path(request):
+    """Each code path of the kernels on this CPU (:data:`KERNEL_PATHS`), forced for the
+    test (otherwise only the best runs: on an AVX-512 machine, never the AVX2 path most
+    laptops run); the instruction set's name. The default policy is restored after."""
+    from rnncore import _kernels
+    isa, gemm = request.param
+    _kernels.set_isa(isa)
+    _kernels.set_whole_sequence_gemm(gemm)
+    yield isa
+    _kernels.set_isa(None)
+
+
 @pytest.fixture
 def cpu_topology(tmp_path, monkeypatch):
     """A CPU-topology tree of the test's own, empty until written (the default thread

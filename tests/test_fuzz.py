@@ -593,8 +593,9 @@ def _cython_matches_reference(cfg):
     event(f"{value_class}: {'compared' if compared else 'no finite value to compare'}")
 
 
-def test_cython_matches_reference_and_compares_values():
-    """Every class of values reaches a value comparison in most of its examples."""
+def test_cython_matches_reference_and_compares_values(kernel_path):
+    """Every class of values reaches a value comparison in most of its examples, on
+    every code path of the kernels."""
     COUNTS.clear()
     COMPILED.clear()
     _cython_matches_reference()

@@ -216,6 +216,7 @@ def _agree(got, want, scale, key, cfg, kappa):
     return True
 
 
+@settings(settings.get_profile(PROFILE))
 @given(configs())
 def _kernels_match_reference(cfg):
     note(repr(cfg))
@@ -239,10 +240,10 @@ def _kernels_match_reference(cfg):
     event(f"{cfg['values']}: {'compared' if compared else 'nothing to compare'}")
 
 
-def test_gated_kernels_match_reference_and_compare_values():
+def test_gated_kernels_match_reference_and_compare_values(kernel_path):
     COUNTS.clear()
     WORST.clear()
-    settings(settings.get_profile(PROFILE))(_kernels_match_reference)()
+    _kernels_match_reference()
     summary = {k: (c["compared"], c["drawn"]) for k, c in sorted(COUNTS.items())}
     worst = {k: float(f"{v:.3g}") for k, v in sorted(WORST.items())}
     print(f"\ngated fuzz (compared, drawn) per class: {summary}; largest difference / "

@@ -18,9 +18,6 @@ from rnncore import reference
 from conftest import RTOL, assert_close
 
 _kernels = pytest.importorskip("rnncore._kernels")
-ISAS = _kernels.supported_isas()
-PATHS = [(isa, "blas") for isa in ISAS] + [(isa, "rnncore") for isa in ISAS
-                                          if isa != "baseline"]
 
 T, K = 6, 7
 # (B, H): one row (the single-row kernels); 8 = 6 + 2 and 13 = 2·6 + 1 rows (the tiles of
@@ -32,15 +29,11 @@ SPECS = {"lstm": ("lstm", 0, True), "lstm-zero-bias": ("lstm", 0, False),
          "gru-zero-bias": ("gru", 0, False)}
 
 
-@pytest.fixture(params=PATHS, ids=[f"{i}-{g}" for i, g in PATHS])
-def path(request):
+@pytest.fixture
+def path(kernel_path):
     """Each instruction set, and where it has packed kernels both ways of the
-    whole-sequence products; the default policy is restored afterwards."""
-    name, gemm = request.param
-    _kernels.set_isa(name)
-    _kernels.set_whole_sequence_gemm(gemm)
-    yield name
-    _kernels.set_isa(None)
+    whole-sequence products (conftest's ``kernel_path``)."""
+    return kernel_path
 
 
 def make_lengths(B, ragged):

@@ -11,22 +11,13 @@ import rnncore
 from rnncore import functional as F
 
 _kernels = pytest.importorskip("rnncore._kernels")
-ISAS = _kernels.supported_isas()
 
 
-PATHS = [(isa, "blas") for isa in ISAS] + [(isa, "rnncore") for isa in ISAS
-                                          if isa != "baseline"]
-
-
-@pytest.fixture(params=PATHS, ids=[f"{i}-{g}" for i, g in PATHS])
-def isa(request):
+@pytest.fixture
+def isa(kernel_path):
     """Each instruction set, and where it has packed kernels both ways of the
-    whole-sequence products."""
-    name, gemm = request.param
-    _kernels.set_isa(name)
-    _kernels.set_whole_sequence_gemm(gemm)
-    yield name
-    _kernels.set_isa(None)
+    whole-sequence products (conftest's ``kernel_path``)."""
+    return kernel_path
 
 
 def kernel_tanh(values, dtype):
