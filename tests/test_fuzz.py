@@ -87,7 +87,8 @@ C-contiguous, no h0 or ∂L/∂h_n, lengths of any form. The test counts the cal
 took and asserts at least ``MIN_COMPILED_SHARE`` of the examples, forward and backward. ``--hypothesis-show-statistics`` also reports the classes.
 
 Profiles: ``ci`` (the default: 400 derandomised examples) and ``long``
-(``RNNCORE_FUZZ_PROFILE=long``: 20,000 random examples, or ``RNNCORE_FUZZ_EXAMPLES``);
+(``RNNCORE_FUZZ_PROFILE=long``: 20,000 random examples, or ``RNNCORE_FUZZ_EXAMPLES``),
+each on every code path of the kernels on the CPU (conftest's ``kernel_path``);
 docs/reliability.md has the commands and the figures.
 """
 import contextlib

@@ -37,7 +37,8 @@ the ci run within its first examples, for each cell and in the saturating class 
 
 Each class must reach a value comparison in most of its examples; the counts and the
 largest difference / bound ratio per class are printed with ``pytest -s``.
-``RNNCORE_FUZZ_PROFILE=long`` runs 20,000 examples (``RNNCORE_FUZZ_EXAMPLES``).
+``RNNCORE_FUZZ_PROFILE=long`` runs 20,000 examples (``RNNCORE_FUZZ_EXAMPLES``), each
+profile on every code path of the kernels on the CPU (conftest's ``kernel_path``).
 """
 import os
 from collections import Counter
