@@ -142,6 +142,14 @@ def assert_raises_as_stock(call, ours, stock):
     assert str(got.value) == str(want.value)
 
 
+def flushed(a, normal, value):
+    """``value`` where an element of ``a`` is denormal (nonzero, below the smallest
+    ``normal`` number: the kernels read it as 0), 0.0 elsewhere; float64, a's shape.
+    With value = tiny/κ, the error scale of an exact input or weight (the fuzzers' E)."""
+    a = np.abs(np.asarray(a, dtype=np.float64))
+    return np.where((a > 0) & (a < normal), value, 0.0)
+
+
 def over_all_steps(a, record, state=False):
     """A time-major (T, B, ·) array of the steps a forward ran, over the caller's steps
     (``record.full_T``, which may be more: steps after the longest sequence are not

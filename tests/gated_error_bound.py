@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import over_all_steps
+from conftest import flushed, over_all_steps
 
 
 def _mag(a):
@@ -78,8 +78,7 @@ class _Walk:
 
     def flushed(self, a):
         """E of an exact input or weight: tiny where it is denormal, else 0."""
-        a = np.abs(np.asarray(a, dtype=np.float64))
-        return np.where((a > 0) & (a < self.normal), self.tiny, 0.0)
+        return flushed(a, self.normal, self.tiny)
 
     def add(self, a, b):
         return a[0] + b[0], np.abs(a[0]) + np.abs(b[0]) + a[1] + b[1]

@@ -101,7 +101,7 @@ import pytest
 import rnncore
 from rnncore import functional as F
 from rnncore import reference
-from conftest import RTOL, over_all_steps
+from conftest import RTOL, flushed, over_all_steps
 
 pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, example, given, note, settings  # noqa: E402
@@ -260,21 +260,12 @@ def _mag(a):
     return a
 
 
-def _flushed(a, normal, tiny):
-    """E of an input's elements: ``tiny`` where the kernels read a denormal as 0 (they
-    flush denormals, inputs included), an error of up to the smallest ``normal``
-    number; 0 elsewhere (the input is exact)."""
-    a = np.abs(np.asarray(a, dtype=np.float64))
-    return np.where((a > 0) & (a < normal), tiny, 0.0)
-
-
 def _meets_denormal(a, w, normal):
     """Rows of a @ w.T where a non-finite element of one factor meets a denormal of the
     other: NumPy's ±inf·denormal is ±inf, the kernels' (the denormal flushed) NaN."""
     a, w = np.asarray(a, np.float64), np.asarray(w, np.float64)
     bad_a, bad_w = (~np.isfinite(a)).astype(float), (~np.isfinite(w)).astype(float)
-    tiny_a = ((np.abs(a) > 0) & (np.abs(a) < normal)).astype(float)
-    tiny_w = ((np.abs(w) > 0) & (np.abs(w) < normal)).astype(float)
+    tiny_a, tiny_w = flushed(a, normal, 1.0), flushed(w, normal, 1.0)
     return ((bad_a @ tiny_w.T + tiny_a @ bad_w.T) > 0).any(axis=1)
 
 
@@ -335,7 +326,7 @@ def _error_scales(rec, dy, dh_n):
     bwd_over = np.zeros(B, bool)         # ... a backward one
     rows = np.arange(B)
     normal = float(np.finfo(cfg.dtype).tiny)
-    E_in = _flushed(rec.inputs[0], normal, tiny)
+    E_in = flushed(rec.inputs[0], normal, tiny)
     E_h, ambiguous, E_inputs = [], [], []
     E_hn = np.zeros((L * D, B, H))
     for layer in range(L):
@@ -349,9 +340,9 @@ def _error_scales(rec, dy, dh_n):
             hs = rec.states[layer][d]
             Wi, Wh, hm = _mag(w_ih), _mag(w_hh), _mag(hs)
             # the weights are exact but for a flush, as the inputs are
-            E_wi, E_wh, E_b = (_flushed(w, normal, tiny) for w in (w_ih, w_hh, b))
+            E_wi, E_wh, E_b = (flushed(w, normal, tiny) for w in (w_ih, w_hh, b))
             prev, out = (1, 0) if d else (0, 1)
-            Eh = _flushed(hs, normal, tiny)   # h0's slot: exact but for a flush
+            Eh = flushed(hs, normal, tiny)   # h0's slot: exact but for a flush
             amb = np.zeros((T, B, H), bool)
             for t in (range(T - 1, -1, -1) if d else range(T)):
                 valid = t < lengths
@@ -393,7 +384,7 @@ def _error_scales(rec, dy, dh_n):
             w_ih, w_hh, _ = rec.weights[layer][d]
             hs, Eh, amb = rec.states[layer][d], E_h[layer][d], ambiguous[layer][d]
             Wi, Wh, hm = _mag(w_ih), _mag(w_hh), _mag(hs)
-            E_wi, E_wh = _flushed(w_ih, normal, tiny), _flushed(w_hh, normal, tiny)
+            E_wi, E_wh = flushed(w_ih, normal, tiny), flushed(w_hh, normal, tiny)
             prev, out = (1, 0) if d else (0, 1)
             dy_d = np.ascontiguousarray(dy_l[:, :, d * H:(d + 1) * H])
             E_dy_d = E_dy[:, :, d * H:(d + 1) * H]

@@ -105,9 +105,11 @@ def pick_cpus(cpus, busy: dict, n: int) -> list[int]:
     order = sorted(cpus, key=lambda c: (busy.get(c, 0.0), c))
     picked, cores = [], set()
     for cpu in order:
+        if len(picked) == n:
+            break
         core = _parallel.core_of(cpu)
         key = ("cpu", cpu) if core is None else core
-        if len(picked) < n and key not in cores:
+        if key not in cores:
             picked.append(cpu)
             cores.add(key)
     picked += [cpu for cpu in order if cpu not in picked][:n - len(picked)]
