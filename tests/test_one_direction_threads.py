@@ -43,13 +43,23 @@ def split_calls(request, monkeypatch):
     monkeypatch.setattr(_parallel, "_MIN_PART_WORK", 1)
     monkeypatch.setattr(_parallel, "_MIN_PART_ROWS", 1)
     counts = {}
-    run_parts = _parallel._run_parts
+    run_parts, run_sections = _parallel._run_parts, _parallel._run_sections
+
+    def count(parts):
+        counts[parts] = counts.get(parts, 0) + 1
 
     def counting(calls):
-        counts[len(calls)] = counts.get(len(calls), 0) + 1
+        count(len(calls))
         return run_parts(calls)
 
+    def counting_sections(first, second):
+        times = run_sections(first, second)
+        if times is not None:
+            count(len(times))
+        return times
+
     monkeypatch.setattr(_parallel, "_run_parts", counting)
+    monkeypatch.setattr(_parallel, "_run_sections", counting_sections)
     before = dict(_parallel.dispatched)
     yield counts
     if any(parts > 1 for parts in counts):          # they ran where the param says
@@ -280,13 +290,17 @@ def test_a_split_call_whose_first_phase_part_raises_raises_and_returns(
     import threading
 
     from rnncore import _cells
-    name = "project" if direction == "forward" else "backward_rows"
+    name = "project" if direction == "forward" else "backward_rows_part"
     original = getattr(_cells._Elman, name)
 
-    def worker_part_fails(self, *args):
+    def worker_part_fails(self, *args, **kwargs):
+        part = original(self, *args, **kwargs)
         if args[-1][0] > 0:              # a range not starting at 0: a worker's part
-            raise ValueError("the worker's part failed")
-        return original(self, *args)
+
+            def fails():
+                raise ValueError("the worker's part failed")
+            return fails
+        return part
 
     monkeypatch.setattr(_cells._Elman, name, worker_part_fails)
     _, params, x, dy, _ = _case(np.float32, bidirectional=False, padded=False)
@@ -306,6 +320,41 @@ def test_a_split_call_whose_first_phase_part_raises_raises_and_returns(
     rnncore.set_num_threads(None)
     assert not thread.is_alive(), "the call still waits for the part that failed"
     assert raised == ["the worker's part failed"]
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_split_call_whose_part_cannot_allocate_raises_memory_error_and_returns(
+        split_calls, direction):
+    """A part run without the GIL that cannot allocate its buffers (the first buffer
+    any part asks for fails) releases the other threads from the barrier; the call
+    raises MemoryError, and the next call runs as usual."""
+    import threading
+    _, params, x, dy, _ = _case(np.float32, bidirectional=False, padded=False)
+    raised = []
+
+    def call():
+        rnncore.set_num_threads(2)
+        try:
+            if direction == "forward":
+                _kernels._fail_next_blocks(1)
+            _, _, record = F.forward(x, params, backend="cython")
+            _kernels._fail_next_blocks(1)
+            F.backward(record, dy)
+        except MemoryError as error:
+            raised.append(str(error))
+        finally:
+            _kernels._fail_next_blocks(0)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the call still waits for the part that failed"
+    assert raised == ["cannot allocate a kernel's buffers"]
+    want = _run(*_case(np.float32, False, False), threads=1)
+    got = _run(*_case(np.float32, False, False), threads=2)
+    rnncore.set_num_threads(None)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_worker_keeps_nothing_of_the_parts_it_ran():

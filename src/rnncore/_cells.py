@@ -24,6 +24,7 @@ first and W_hh second for every cell.
 """
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
 import numpy as np
@@ -110,15 +111,31 @@ class _Cell:
         """Multiply-adds of one batch row's step of the recurrence (its products)."""
         return w[1].size
 
-    def project(self, module, x, w, out, reverse, steps) -> None:
+    def project(self, module, x, w, out, reverse, steps, defer=False):
         """The input projection of steps [t0, t1) into the last of ``out``, the arrays
-        of :meth:`forward_arrays`."""
-        module.input_projection(x, w[0], out[-1], reverse, steps=steps)
+        of :meth:`forward_arrays`; with ``defer``, the kernels' ``Part`` that runs it."""
+        return module.input_projection(x, w[0], out[-1], reverse, steps=steps,
+                                       defer=defer)
 
-    def backward_weights(self, module, x, hs, reverse, g, part) -> None:
-        """Part ``(i, n)`` of the weight gradients into ``g`` (:meth:`backward_arrays`)."""
-        module.backward_weights(x, hs, g.delta, reverse, g.dw_ih, g.dw_hh, g.db,
-                                part=part, **self._weight_extras(g))
+    def forward_rows(self, module, x, w, s0, lengths, reverse, relu, out, rows, output):
+        """A callable that runs rows [rows[0], rows[1]) of the recurrence, its input
+        projection already in ``out``, their states copied into ``output`` if given
+        (:func:`rnncore._parallel.forward_direction`)."""
+        return functools.partial(self.run_forward_into, module, x, w, s0, lengths,
+                                 reverse, relu, output, out=out, rows=rows,
+                                 projected=True)
+
+    def backward_rows_part(self, module, w, hs, saved, dy, ds_n, lengths, reverse, relu,
+                           g, rows):
+        """A callable that runs :meth:`backward_rows`."""
+        return functools.partial(self.backward_rows, module, w, hs, saved, dy, ds_n,
+                                 lengths, reverse, relu, g, rows)
+
+    def backward_weights(self, module, x, hs, reverse, g, part, defer=False):
+        """Part ``(i, n)`` of the weight gradients into ``g`` (:meth:`backward_arrays`);
+        with ``defer``, the kernels' ``Part`` that computes it."""
+        return module.backward_weights(x, hs, g.delta, reverse, g.dw_ih, g.dw_hh, g.db,
+                                       part=part, defer=defer, **self._weight_extras(g))
 
     def _weight_extras(self, g) -> dict:
         return {}
@@ -181,9 +198,19 @@ class _Elman(_Cell):
         return SimpleNamespace(delta=delta, dh0=dh0, dw_ih=dw_ih, dw_hh=dw_hh, db=db)
 
     def backward_rows(self, module, w, hs, saved, dy, ds_n, lengths, reverse, relu, g,
-                      rows):
-        module.backward_steps(w[1], hs, dy, ds_n[0], lengths, reverse, relu, g.delta,
-                              g.dh0, rows=rows)
+                      rows, defer=False):
+        return module.backward_steps(w[1], hs, dy, ds_n[0], lengths, reverse, relu,
+                                     g.delta, g.dh0, rows=rows, defer=defer)
+
+    def forward_rows(self, module, x, w, s0, lengths, reverse, relu, out, rows, output):
+        # the kernels' deferred call, run without the GIL (_parallel._in_one_dispatch)
+        return module.layer_forward(x, *w, s0[0], lengths, reverse, relu, out=out[0],
+                                    rows=rows, projected=True, y=output, defer=True)
+
+    def backward_rows_part(self, module, w, hs, saved, dy, ds_n, lengths, reverse, relu,
+                           g, rows):
+        return self.backward_rows(module, w, hs, saved, dy, ds_n, lengths, reverse, relu,
+                                  g, rows, defer=True)
 
     def backward_result(self, g):
         return (g.dh0,), (g.dw_ih, g.dw_hh, g.db, None, None), g.delta

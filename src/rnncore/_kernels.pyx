@@ -67,9 +67,61 @@ cdef void *workspace(Py_ssize_t count, size_t itemsize) except NULL:
     return p
 
 
+cdef extern from *:
+    """
+    /* Tests: the next n blocks fail as if memory had run out (_fail_next_blocks). */
+    static int rnn_failing_blocks = 0;
+    static int rnn_block_fails(void) {
+        int n = __atomic_load_n(&rnn_failing_blocks, __ATOMIC_RELAXED);
+        while (n > 0 && !__atomic_compare_exchange_n(&rnn_failing_blocks, &n, n - 1, 0,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+        return n > 0;
+    }
+    """
+    int rnn_failing_blocks
+    int rnn_block_fails() noexcept nogil
+
+
+def _fail_next_blocks(int n):
+    """Make the next ``n`` buffers the kernels allocate without the GIL fail, as if
+    memory had run out (tests of the paths that must then raise MemoryError and
+    release every thread; 0 ends it). Returns how many were still to fail."""
+    global rnn_failing_blocks
+    cdef int left = rnn_failing_blocks
+    rnn_failing_blocks = max(n, 0)
+    return left
+
+
+cdef inline void *block(Py_ssize_t count, size_t itemsize) noexcept nogil:
+    """:func:`workspace` without the GIL: NULL where it cannot be allocated (the
+    caller returns -1, and the function that holds the GIL raises: :func:`allocated`)."""
+    if rnn_block_fails():
+        return NULL
+    return cache_alloc(<size_t>(count if count > 1 else 1) * itemsize)
+
+
 cdef inline void release(void *block) noexcept nogil:
-    """Give back a block of :func:`workspace` (NULL allowed)."""
+    """Give back a block of :func:`workspace` or :func:`block` (NULL allowed)."""
     cache_release(block)
+
+
+cdef inline void release_all(void *a, void *b, void *c, void *d=NULL,
+                             void *e=NULL) noexcept nogil:
+    """:func:`release` of each."""
+    release(a)
+    release(b)
+    release(c)
+    release(d)
+    release(e)
+
+
+cdef int allocated(int status) except -1:
+    """``status`` of a kernel that runs without the GIL; MemoryError for its -1 (a
+    buffer it could not allocate)."""
+    if status < 0:
+        raise MemoryError("cannot allocate a kernel's buffers")
+    return status
 
 cdef extern from *:
     """
@@ -237,47 +289,17 @@ cdef int check_rows(str name, Py_ssize_t row0, Py_ssize_t row1, Py_ssize_t n) ex
     return 0
 
 
-cdef extern from *:
-    """
-    #include <sched.h>
-    #if defined(__x86_64__) || defined(__i386__)
-    #include <immintrin.h>
-    #define RNN_CPU_RELAX() _mm_pause()
-    #else
-    #define RNN_CPU_RELAX() ((void)0)
-    #endif
-    /* A barrier of one use for the parts of one split call: each part arrives once
-       and waits, spinning (the parts run at once on threads of their own; the wait is
-       the parts' imbalance, tens of microseconds) for 2,000 pauses (45 us on Zen 5,
-       ~80 on Intel cores), then yielding the CPU: the part it waits for may be queued
-       on the same CPU (more parts than free CPUs, or a worker woken onto its caller's
-       CPU), and a yield with nothing else to run returns in under a microsecond
-       (perf-notes section 61). 1 when every part arrived, 0 when one gave up
-       (rnn_barrier_abort: it raised before arriving). */
-    #define RNN_BARRIER_SPINS 2000
-    typedef struct { int arrived; int aborted; } rnn_barrier;
-    static int rnn_barrier_wait(rnn_barrier *b, int parts) {
-        long spins = 0;
-        __atomic_fetch_add(&b->arrived, 1, __ATOMIC_ACQ_REL);
-        while (__atomic_load_n(&b->arrived, __ATOMIC_ACQUIRE) < parts) {
-            if (__atomic_load_n(&b->aborted, __ATOMIC_ACQUIRE))
-                return 0;
-            if (++spins < RNN_BARRIER_SPINS)
-                RNN_CPU_RELAX();
-            else
-                sched_yield();
-        }
-        return !__atomic_load_n(&b->aborted, __ATOMIC_ACQUIRE);
-    }
-    static void rnn_barrier_abort(rnn_barrier *b) {
-        __atomic_store_n(&b->aborted, 1, __ATOMIC_RELEASE);
-    }
-    """
+cdef extern from "_task.h" nogil:
+    ctypedef struct rnn_task:
+        int (*run)(void *) noexcept nogil
+        void *arg
+        rnn_task *next
+    int rnn_run_tasks(const rnn_task *t)
     ctypedef struct rnn_barrier:
         int arrived
         int aborted
-    int rnn_barrier_wait(rnn_barrier *b, int parts) noexcept nogil
-    void rnn_barrier_abort(rnn_barrier *b) noexcept nogil
+    int rnn_barrier_wait(rnn_barrier *b, int parts)
+    void rnn_barrier_abort(rnn_barrier *b)
 
 
 cdef class Barrier:
@@ -322,6 +344,196 @@ cdef class Barrier:
         return self.state.arrived
 
 
+# -- the pieces of a split call, checked with the GIL and run without it ----------------
+#
+# A kernel function called with ``defer=True`` checks its arguments as it always does
+# and returns a Part instead of computing: the call, ready to run on any thread
+# without the GIL. The threads of a split call run their parts one after another,
+# with the barrier between the sections in C (rnncore._openmp.run_sections): no thread
+# takes the GIL between the first part and the last, where each return to Python cost
+# a hand-over of the GIL, 30-100 µs in a VM (docs/perf-notes.md §99).
+
+ctypedef struct projection_args:      # projection_c
+    bint single
+    const void *x
+    const void *w_ih
+    void *out
+    Py_ssize_t M, N, K, ldo, B, rows
+
+ctypedef struct forward_args:         # forward_steps
+    bint single, reverse, relu, projected
+    const void *x
+    const void *w_ih
+    const void *w_hh
+    const void *b
+    const void *h0
+    const int64_t *lengths
+    void *hs
+    void *y
+    Py_ssize_t T, B, K, H, row0, row1, ldy
+
+ctypedef struct backward_args:        # backward_steps_c
+    bint single, reverse, relu, need_dh0
+    const void *w_hh
+    const void *hs
+    const void *dy
+    const void *dh_n
+    const int64_t *lengths
+    void *delta
+    void *dh0
+    Py_ssize_t dy_t, dy_b, T, B, H, row0, row1
+
+ctypedef struct weights_args:         # weight_products_c
+    bint single, two_biases, proj
+    const void *x
+    const void *h
+    const void *delta
+    const void *eps
+    const void *dh
+    const void *m
+    void *dw_ih
+    void *dw_hh
+    void *db
+    void *db2
+    void *dw_r
+    Py_ssize_t T, B, K, N, W, Hm, lo, hi, den
+
+ctypedef struct input_grad_args:      # input_grad_c
+    bint single, accumulate
+    const void *delta
+    const void *w_ih
+    void *dx
+    Py_ssize_t M, B, K, H, rows
+
+cdef union part_args:
+    projection_args projection
+    forward_args forward
+    backward_args backward
+    weights_args weights
+    input_grad_args input_grad
+
+
+cdef int part_projection(void *p) noexcept nogil:
+    cdef projection_args *a = <projection_args *>p
+    if a.single:
+        return projection_c(<const float *>a.x, <const float *>a.w_ih, <float *>a.out,
+                            a.M, a.N, a.K, a.ldo, a.B, a.rows)
+    return projection_c(<const double *>a.x, <const double *>a.w_ih, <double *>a.out,
+                        a.M, a.N, a.K, a.ldo, a.B, a.rows)
+
+
+cdef int part_forward(void *p) noexcept nogil:
+    cdef forward_args *a = <forward_args *>p
+    if a.single:
+        return forward_steps(<const float *>a.x, <const float *>a.w_ih,
+                             <const float *>a.w_hh, <const float *>a.b,
+                             <const float *>a.h0, a.lengths, <float *>a.hs, a.T, a.B,
+                             a.K, a.H, a.row0, a.row1, a.reverse, a.relu, a.projected,
+                             <float *>a.y, a.ldy)
+    return forward_steps(<const double *>a.x, <const double *>a.w_ih,
+                         <const double *>a.w_hh, <const double *>a.b,
+                         <const double *>a.h0, a.lengths, <double *>a.hs, a.T, a.B, a.K,
+                         a.H, a.row0, a.row1, a.reverse, a.relu, a.projected,
+                         <double *>a.y, a.ldy)
+
+
+cdef int part_backward(void *p) noexcept nogil:
+    cdef backward_args *a = <backward_args *>p
+    if a.single:
+        return backward_steps_c(<const float *>a.w_hh, <const float *>a.hs,
+                                <const float *>a.dy, a.dy_t, a.dy_b,
+                                <const float *>a.dh_n, a.lengths, <float *>a.delta,
+                                <float *>a.dh0, a.T, a.B, a.H, a.row0, a.row1, a.reverse,
+                                a.relu, a.need_dh0)
+    return backward_steps_c(<const double *>a.w_hh, <const double *>a.hs,
+                            <const double *>a.dy, a.dy_t, a.dy_b, <const double *>a.dh_n,
+                            a.lengths, <double *>a.delta, <double *>a.dh0, a.T, a.B, a.H,
+                            a.row0, a.row1, a.reverse, a.relu, a.need_dh0)
+
+
+cdef int part_weights(void *p) noexcept nogil:
+    cdef weights_args *a = <weights_args *>p
+    if a.single:
+        return weight_products_c(<const float *>a.x, <const float *>a.h,
+                                 <const float *>a.delta, <const float *>a.eps,
+                                 <float *>a.dw_ih, <float *>a.dw_hh, <float *>a.db,
+                                 <float *>a.db2, a.two_biases, a.proj,
+                                 <const float *>a.dh, <const float *>a.m, <float *>a.dw_r,
+                                 a.T, a.B, a.K, a.N, a.W, a.Hm, a.lo, a.hi, a.den)
+    return weight_products_c(<const double *>a.x, <const double *>a.h,
+                             <const double *>a.delta, <const double *>a.eps,
+                             <double *>a.dw_ih, <double *>a.dw_hh, <double *>a.db,
+                             <double *>a.db2, a.two_biases, a.proj, <const double *>a.dh,
+                             <const double *>a.m, <double *>a.dw_r, a.T, a.B, a.K, a.N,
+                             a.W, a.Hm, a.lo, a.hi, a.den)
+
+
+cdef int part_input_grad(void *p) noexcept nogil:
+    cdef input_grad_args *a = <input_grad_args *>p
+    if a.single:
+        return input_grad_c(<const float *>a.delta, <const float *>a.w_ih, <float *>a.dx,
+                            a.M, a.B, a.K, a.H, a.accumulate, a.rows)
+    return input_grad_c(<const double *>a.delta, <const double *>a.w_ih, <double *>a.dx,
+                        a.M, a.B, a.K, a.H, a.accumulate, a.rows)
+
+
+cdef class Part:
+    """One kernel call, its arguments checked, ready to run without the GIL: made by a
+    kernel function called with ``defer=True`` (:func:`input_projection`,
+    :func:`layer_forward`, :func:`backward_steps`, :func:`backward_weights`,
+    :func:`input_grad`). Calling it runs the call here (releasing the GIL);
+    rnncore._openmp.run_sections runs it as C, on a thread of a region, by
+    :attr:`address`. It holds the arrays the call reads and writes.
+    """
+    cdef rnn_task task
+    cdef part_args args
+    cdef object arrays        # what the call reads and writes, kept alive
+    cdef Part following       # the part :meth:`then` chained after this one
+
+    def __call__(self):
+        """Run the call (and those chained after it) here, without the GIL; MemoryError
+        where a call could not allocate its buffers."""
+        cdef int status
+        with nogil:
+            status = rnn_run_tasks(&self.task)
+        allocated(status)
+
+    def then(self, Part other not None):
+        """Chain ``other`` to run after this part (and after any chained already), on
+        the same thread; returns this part."""
+        cdef Part last = self
+        while last.following is not None:
+            last = last.following
+        last.following = other
+        last.task.next = &other.task
+        return self
+
+    @property
+    def address(self):
+        """The address of the part's C task (an ``rnn_task`` of _task.h), valid while
+        the part lives."""
+        return <size_t>&self.task
+
+
+cdef Part new_part(int (*run)(void *) noexcept nogil, arrays):
+    """A Part that runs ``run`` on its args (which the caller fills), holding
+    ``arrays``."""
+    cdef Part part = Part.__new__(Part)
+    part.task.run = run
+    part.task.arg = &part.args
+    part.task.next = NULL
+    part.arrays = arrays
+    return part
+
+
+cdef object done(Part part, bint defer):
+    """``part`` if ``defer``, else None once the part has run here."""
+    if defer:
+        return part
+    part()
+    return None
+
+
 # layer_forward copies the states into an output array as it goes (``y``)
 FORWARD_WRITES_OUTPUT = True
 
@@ -336,7 +548,8 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
                   out=None,                         # OUT (T+1, B, H), optional
                   rows=None,                        # (row0, row1), optional
                   bint projected=False,
-                  y=None):                          # OUT (T, B, H), optional
+                  y=None,                           # OUT (T, B, H), optional
+                  bint defer=False):
     """Run one layer in one direction; see ``reference.layer_forward``.
 
     The rows of a batch are independent recurrences: with ``out`` and ``rows`` the
@@ -351,11 +564,15 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     of the states of steps 0..T-1 of the rows run (``hs[t+1]``, in reverse ``hs[t]``),
     each step's rows copied as soon as they are computed, while they are in cache.
 
+    With ``defer`` (and ``out``), nothing is computed: the call, checked, is returned
+    as a :class:`Part` to run later, on any thread.
+
     Returns
     -------
     hs : ndarray, shape (T+1, B, H)
         ``out`` if given. Forward: ``hs[0] = h0``, ``hs[t+1] = h_t``. Reverse:
         ``hs[t] = h_t`` and ``hs[lengths[b], b] = h0[b]``. Zero at padded steps.
+        With ``defer``, the :class:`Part` instead.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], H = w_hh.shape[0]
     cdef Sizes sz = Sizes(T, B, K, H)
@@ -371,12 +588,21 @@ def layer_forward(const floating[:, :, ::1] x,      # IN  (T, B, K), 0 at padded
     cdef floating[:, :, ::1] hs = hs_arr
     expect_shape("out", 3, hs.shape, T + 1, B, H, sz, "x and w_hh")
     cdef Py_ssize_t ldy = 0 if y is None else output_row_stride(y, hs_arr, T, B, H)
-    forward_steps(&x[0, 0, 0] if T * B * K else NULL, &w_ih[0, 0] if K else NULL,
-                  &w_hh[0, 0], &b[0], &h0[0, 0] if B else NULL,
-                  &lengths[0] if B else NULL, &hs[0, 0, 0] if B else NULL, T, B, K, H,
-                  row0, row1, reverse, relu, projected,
-                  <floating *>cnp.PyArray_DATA(<cnp.ndarray>y) if ldy else NULL, ldy)
-    return hs_arr
+    if defer and out is None:
+        raise ValueError("defer=True needs out, which the part writes")
+    cdef Part part = new_part(part_forward, (x, w_ih, w_hh, b, h0, lengths, out, y)
+                              if defer else None)
+    cdef forward_args *a = &part.args.forward
+    a.single, a.reverse, a.relu, a.projected = floating is float, reverse, relu, projected
+    a.x = &x[0, 0, 0] if T * B * K else NULL
+    a.w_ih = &w_ih[0, 0] if K else NULL
+    a.w_hh, a.b = &w_hh[0, 0], &b[0]
+    a.h0 = &h0[0, 0] if B else NULL
+    a.lengths = &lengths[0] if B else NULL
+    a.hs = &hs[0, 0, 0] if B else NULL
+    a.y = cnp.PyArray_DATA(<cnp.ndarray>y) if ldy else NULL
+    a.T, a.B, a.K, a.H, a.row0, a.row1, a.ldy = T, B, K, H, row0, row1, ldy
+    return done(part, defer) or hs_arr
 
 
 cdef Py_ssize_t output_row_stride(y, hs, Py_ssize_t T, Py_ssize_t B,
@@ -484,11 +710,12 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
                        floating *hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t K,
                        Py_ssize_t H, Py_ssize_t row0, Py_ssize_t row1, bint reverse,
                        bint relu, bint projected, floating *y,
-                       Py_ssize_t ldy) except -1:
+                       Py_ssize_t ldy) noexcept nogil:
     """:func:`layer_forward` on C-ordered arrays given by their first elements (x
     (T, B, K), NULL if empty; w_ih (H, K), NULL if K = 0; w_hh (H, H); b (H,); h0
     (B, H); lengths (B,); hs (T+1, B, H): NULL where B = 0), checked by the caller;
-    y (T·B rows of H elements, ``ldy`` apart) NULL, or receiving each step's states."""
+    y (T·B rows of H elements, ``ldy`` apart) NULL, or receiving each step's states.
+    0, or -1 (nothing computed) where its buffers cannot be allocated."""
     cdef Py_ssize_t R = row1 - row0                # the rows this call runs
     cdef Py_ssize_t steps = (T + 1) * B            # the rows of hs
     # every choice is made for the whole batch, so that each row's bits do not depend
@@ -513,96 +740,90 @@ cdef int forward_steps(const floating *x, const floating *w_ih, const floating *
     cdef floating *b_rows = NULL
     cdef bint per_step = copies_each_step(y, R, H, sizeof(floating))
     cdef unsigned int csr
-    try:
-        w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
-        packed = <floating *>workspace(rnn_packed_size(H, <int>H, plan.nr)
-                                       if plan.form == PACKED else 1, sizeof(floating))
-        work = <floating *>workspace(workspace_size(&plan, H, K, 1, floating is float),
-                                     sizeof(floating))
-        scratch = <floating *>workspace(R * H, sizeof(floating))
-        if R > 1 and shortest > 0 and H * sizeof(floating) <= SHORT_ROW_BYTES:
-            b_rows = <floating *>workspace(R * H, sizeof(floating))
-        with nogil:
-            csr = rnn_flush_denormals()       # given back below
-            try:
-                if b_rows != NULL:
-                    for i in range(R):
-                        memcpy(b_rows + i * H, b, row_bytes)
-                if R:
-                    # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every
-                    # step; one product over all rows of all steps when the call runs
-                    # the whole batch
-                    if projected:
-                        pass                     # hs holds x_t W_ihᵀ already
-                    elif R == B and T:
-                        seq_product(&plan, T * B, <int>H, K, x, K, 1, w_ih, 1, K,
-                                    row_of(hs, out_slot * B, steps, H), H, False, work)
-                    else:
-                        for t in range(T):
-                            seq_product(&plan, R, <int>H, K,
-                                        x + (t * B + row0) * K if K else NULL, K, 1,
-                                        w_ih, 1, K,
-                                        row_of(hs, (t + out_slot) * B + row0, steps, H),
-                                        H, False, work)
-                    memset(row_of(hs, extra * B + row0, steps, H), 0, R * row_bytes)
-                    for i in range(row0, row1):
-                        memcpy(row_of(hs, (lengths[i] if reverse else 0) * B + i, steps, H),
-                               row_of(h0, i, B, H), row_bytes)
-                    if plan.form == PACKED:      # element (k, c) of W_hhᵀ is w_hh[c, k]
-                        pack_step_matrix(&plan, <int>H, w_hh, 1, H, packed)
-                    if need_t:
-                        transpose(H, w_hh, w_hh_t)
-                    for s in range(T):
-                        t = T - 1 - s if reverse else s
-                        # the packed product adds h_{t-1} W_hhᵀ onto the projection where
-                        # it lies, its tile of it fetched while the tile is computed (the
-                        # pass reading it from a separate product waited on memory),
-                        # unless a row's h0 sits in step t's slot (reverse,
-                        # lengths[i] == t)
-                        onto = plan.form == PACKED
-                        if onto and reverse:
-                            for i in range(row0, row1):
-                                if lengths[i] == t:
-                                    onto = False
-                        if onto:
-                            # (R × H) += (R × H)(H × H): x_t W_ihᵀ + h_{t-1} W_hhᵀ
-                            step_product_onto(
-                                &plan, <int>R, <int>H,
-                                row_of(hs, (t + prev_slot) * B + row0, steps, H), packed,
-                                row_of(hs, (t + out_slot) * B + row0, steps, H))
-                        else:
-                            # (R × H) = (R × H)(H × H): the recurrent product
-                            # h_{t-1} W_hhᵀ
-                            step_product(&plan, <int>R, <int>H,
-                                         row_of(hs, (t + prev_slot) * B + row0, steps, H),
-                                         w_hh_t, w_hh, packed, scratch)
-                        if t < shortest and b_rows != NULL:
-                            # every row runs step t: one pass over the R·H values,
-                            # b repeated in b_rows (§59)
-                            step_pass(&plan, relu, <int>(R * H),
-                                      rows_of(hs, (t + out_slot) * B + row0, R, steps, H),
-                                      NULL if onto else scratch, b_rows)
-                        else:
-                            for i in range(row0, row1):
-                                h = row_of(hs, (t + out_slot) * B + i, steps, H)
-                                if t < lengths[i]:
-                                    step_pass(&plan, relu, <int>H, h,
-                                              NULL if onto else scratch + (i - row0) * H,
-                                              b)
-                                elif not (reverse and t == lengths[i]):  # h0's slot
-                                    memset(h, 0, row_bytes)
-                        if per_step:
-                            copy_states(hs, y, t, t + 1, T, B, row0, R, H, ldy, out_slot)
-                    if y != NULL and not per_step and R:
-                        copy_states(hs, y, 0, T, T, B, row0, R, H, ldy, out_slot)
-            finally:
-                rnn_restore_mxcsr(csr)
-    finally:
-        release(w_hh_t)
-        release(packed)
-        release(work)
-        release(scratch)
-        release(b_rows)
+    w_hh_t = <floating *>block(H * H if need_t else 1, sizeof(floating))
+    packed = <floating *>block(rnn_packed_size(H, <int>H, plan.nr)
+                               if plan.form == PACKED else 1, sizeof(floating))
+    work = <floating *>block(workspace_size(&plan, H, K, 1, floating is float),
+                             sizeof(floating))
+    scratch = <floating *>block(R * H, sizeof(floating))
+    if R > 1 and shortest > 0 and H * sizeof(floating) <= SHORT_ROW_BYTES:
+        b_rows = <floating *>block(R * H, sizeof(floating))
+    if w_hh_t == NULL or packed == NULL or work == NULL or scratch == NULL:
+        release_all(w_hh_t, packed, work, scratch, b_rows)
+        return -1
+    csr = rnn_flush_denormals()       # given back below
+    if b_rows != NULL:
+        for i in range(R):
+            memcpy(b_rows + i * H, b, row_bytes)
+    if R:
+        # (T·R × H) = (T·R × K)(H × K)ᵀ: the input projection of every
+        # step; one product over all rows of all steps when the call runs
+        # the whole batch
+        if projected:
+            pass                     # hs holds x_t W_ihᵀ already
+        elif R == B and T:
+            seq_product(&plan, T * B, <int>H, K, x, K, 1, w_ih, 1, K,
+                        row_of(hs, out_slot * B, steps, H), H, False, work)
+        else:
+            for t in range(T):
+                seq_product(&plan, R, <int>H, K,
+                            x + (t * B + row0) * K if K else NULL, K, 1,
+                            w_ih, 1, K,
+                            row_of(hs, (t + out_slot) * B + row0, steps, H),
+                            H, False, work)
+        memset(row_of(hs, extra * B + row0, steps, H), 0, R * row_bytes)
+        for i in range(row0, row1):
+            memcpy(row_of(hs, (lengths[i] if reverse else 0) * B + i, steps, H),
+                   row_of(h0, i, B, H), row_bytes)
+        if plan.form == PACKED:      # element (k, c) of W_hhᵀ is w_hh[c, k]
+            pack_step_matrix(&plan, <int>H, w_hh, 1, H, packed)
+        if need_t:
+            transpose(H, w_hh, w_hh_t)
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            # the packed product adds h_{t-1} W_hhᵀ onto the projection where
+            # it lies, its tile of it fetched while the tile is computed (the
+            # pass reading it from a separate product waited on memory),
+            # unless a row's h0 sits in step t's slot (reverse,
+            # lengths[i] == t)
+            onto = plan.form == PACKED
+            if onto and reverse:
+                for i in range(row0, row1):
+                    if lengths[i] == t:
+                        onto = False
+            if onto:
+                # (R × H) += (R × H)(H × H): x_t W_ihᵀ + h_{t-1} W_hhᵀ
+                step_product_onto(
+                    &plan, <int>R, <int>H,
+                    row_of(hs, (t + prev_slot) * B + row0, steps, H), packed,
+                    row_of(hs, (t + out_slot) * B + row0, steps, H))
+            else:
+                # (R × H) = (R × H)(H × H): the recurrent product
+                # h_{t-1} W_hhᵀ
+                step_product(&plan, <int>R, <int>H,
+                             row_of(hs, (t + prev_slot) * B + row0, steps, H),
+                             w_hh_t, w_hh, packed, scratch)
+            if t < shortest and b_rows != NULL:
+                # every row runs step t: one pass over the R·H values,
+                # b repeated in b_rows (§59)
+                step_pass(&plan, relu, <int>(R * H),
+                          rows_of(hs, (t + out_slot) * B + row0, R, steps, H),
+                          NULL if onto else scratch, b_rows)
+            else:
+                for i in range(row0, row1):
+                    h = row_of(hs, (t + out_slot) * B + i, steps, H)
+                    if t < lengths[i]:
+                        step_pass(&plan, relu, <int>H, h,
+                                  NULL if onto else scratch + (i - row0) * H,
+                                  b)
+                    elif not (reverse and t == lengths[i]):  # h0's slot
+                        memset(h, 0, row_bytes)
+            if per_step:
+                copy_states(hs, y, t, t + 1, T, B, row0, R, H, ldy, out_slot)
+        if y != NULL and not per_step and R:
+            copy_states(hs, y, 0, T, T, B, row0, R, H, ldy, out_slot)
+    rnn_restore_mxcsr(csr)
+    release_all(w_hh_t, packed, work, scratch, b_rows)
     return 0
 
 
@@ -740,18 +961,27 @@ cdef object forward_arrays(x, w_ih, w_hh, b, h0, lengths, bint relu, y):
     check_lengths(sz, <const int64_t *>data_of(lengths))
     cdef bint single = typenum == cnp.NPY_FLOAT32
     hs = new_array(3, T + 1, B, H, single)
-    if single:
-        forward_steps(<const float *>data_of(x), <const float *>data_of(w_ih),
-                      <const float *>data_of(w_hh), <const float *>data_of(b),
-                      <const float *>data_of(h0), <const int64_t *>data_of(lengths),
-                      <float *>data_of(hs), T, B, K, H, 0, B, False, relu, False,
-                      NULL if y is None else <float *>data_of(y), H)
-    else:
-        forward_steps(<const double *>data_of(x), <const double *>data_of(w_ih),
-                      <const double *>data_of(w_hh), <const double *>data_of(b),
-                      <const double *>data_of(h0), <const int64_t *>data_of(lengths),
-                      <double *>data_of(hs), T, B, K, H, 0, B, False, relu, False,
-                      NULL if y is None else <double *>data_of(y), H)
+    cdef const void *px = data_of(x)
+    cdef const void *pw_ih = data_of(w_ih)
+    cdef const void *pw_hh = data_of(w_hh)
+    cdef const void *pb = data_of(b)
+    cdef const void *ph0 = data_of(h0)
+    cdef const int64_t *plengths = <const int64_t *>data_of(lengths)
+    cdef void *phs = data_of(hs)
+    cdef void *py = NULL if y is None else data_of(y)
+    cdef int status
+    with nogil:
+        if single:
+            status = forward_steps(<const float *>px, <const float *>pw_ih,
+                                   <const float *>pw_hh, <const float *>pb,
+                                   <const float *>ph0, plengths, <float *>phs, T, B, K, H,
+                                   0, B, False, relu, False, <float *>py, H)
+        else:
+            status = forward_steps(<const double *>px, <const double *>pw_ih,
+                                   <const double *>pw_hh, <const double *>pb,
+                                   <const double *>ph0, plengths, <double *>phs, T, B, K,
+                                   H, 0, B, False, relu, False, <double *>py, H)
+    allocated(status)
     return hs
 
 
@@ -800,7 +1030,8 @@ def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
                      const floating[:, ::1] w_ih,   # IN  (N, K)
                      floating[:, :, ::1] out,       # OUT (T+1, B, N) or (T, B, S >= N)
                      bint reverse,
-                     steps=None):                   # (t0, t1), optional
+                     steps=None,                    # (t0, t1), optional
+                     bint defer=False):
     """The input projection x_t W_ihᵀ of steps [t0, t1) (all when ``steps`` is None)
     into the slots where the layer's forward reads it, so that the forward then runs
     only the recurrence (``projected=True``).
@@ -810,7 +1041,8 @@ def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
     ``out[t]`` (:func:`lstm_layer_forward`, :func:`gru_layer_forward`).
 
     Each row of the product is computed alone on the packed kernels, so steps split
-    over threads give the bits of one call; with the BLAS they may not.
+    over threads give the bits of one call; with the BLAS they may not. With
+    ``defer``, nothing is computed: the call, checked, is returned as a :class:`Part`.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = w_ih.shape[0]
     cdef Sizes sz = Sizes(T, B, K, N)
@@ -822,24 +1054,37 @@ def input_projection(const floating[:, :, ::1] x,   # IN  (T, B, K)
     cdef Py_ssize_t t0 = 0 if steps is None else steps[0]
     cdef Py_ssize_t t1 = T if steps is None else steps[1]
     check_rows("steps", t0, t1, T)
-    cdef Py_ssize_t M = (t1 - t0) * B
-    if M == 0:
-        return
-    cdef Plan plan = make_plan(B, N, floating is float, T * B)   # the whole call's T
     cdef int out_slot = (0 if reverse else 1) if in_hs else 0
-    cdef floating *work = <floating *>workspace(
+    cdef Part part = new_part(part_projection, (x, w_ih, out) if defer else None)
+    cdef projection_args *a = &part.args.projection
+    a.single = floating is float
+    a.M, a.N, a.K, a.ldo, a.B, a.rows = (t1 - t0) * B, N, K, out.shape[2], B, T * B
+    a.x = &x[t0, 0, 0] if a.M and K else NULL
+    a.w_ih = &w_ih[0, 0] if K else NULL
+    a.out = &out[t0 + out_slot, 0, 0] if a.M else NULL
+    return done(part, defer)
+
+
+cdef int projection_c(const floating *x, const floating *w_ih, floating *out,
+                      Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldo,
+                      Py_ssize_t B, Py_ssize_t rows) noexcept nogil:
+    """:func:`input_projection` on C arrays given by their first elements, checked by
+    the caller: x (M, K) the rows of its steps, w_ih (N, K), out (M rows of N elements,
+    ``ldo`` apart); every choice made for a call of ``rows`` = T·B rows of B. 0, or -1
+    (nothing computed) where its workspace cannot be allocated."""
+    if M == 0:
+        return 0
+    cdef Plan plan = make_plan(B, N, floating is float, rows)   # the whole call's T
+    cdef floating *work = <floating *>block(
         workspace_size(&plan, N, K, 1, floating is float), sizeof(floating))
-    cdef unsigned int csr
-    try:
-        with nogil:
-            csr = rnn_flush_denormals()       # given back below; nothing raises
-            # (M × N) = (M × K)(N × K)ᵀ over the rows of steps t0..t1
-            seq_product(&plan, M, <int>N, K, &x[t0, 0, 0] if K else NULL, K, 1,
-                        &w_ih[0, 0] if K else NULL, 1, K, &out[t0 + out_slot, 0, 0],
-                        out.shape[2], False, work)
-            rnn_restore_mxcsr(csr)
-    finally:
-        release(work)
+    if work == NULL:
+        return -1
+    cdef unsigned int csr = rnn_flush_denormals()       # given back below
+    # (M × N) = (M × K)(N × K)ᵀ over the rows of steps t0..t1
+    seq_product(&plan, M, <int>N, K, x, K, 1, w_ih, 1, K, out, ldo, False, work)
+    rnn_restore_mxcsr(csr)
+    release(work)
+    return 0
 
 
 def splits_are_exact(Py_ssize_t B, Py_ssize_t H, bint single, Py_ssize_t rows=-1):
@@ -859,23 +1104,28 @@ def backward_steps(const floating[:, ::1] w_hh,     # IN  (H, H)
                    bint reverse, bint relu,
                    floating[:, :, ::1] delta,       # OUT (T, B, H) δ_t = ∂L/∂a_t
                    floating[:, ::1] dh0,            # OUT (B, H)
-                   rows=None):                      # (row0, row1), optional
+                   rows=None,                       # (row0, row1), optional
+                   bint defer=False):
     """The recurrence of BPTT: δ_t of every step and dh0, rows [row0, row1) of the
     batch (all when ``rows`` is None); the other rows are left as they are. A row gets
-    the same bits whatever range it runs in. See :func:`layer_backward`.
+    the same bits whatever range it runs in. See :func:`layer_backward`. With
+    ``defer``, nothing is computed: the call, checked, is returned as a :class:`Part`.
     """
     cdef Py_ssize_t B = hs.shape[1]
     cdef Py_ssize_t row0 = 0 if rows is None else rows[0]
     cdef Py_ssize_t row1 = B if rows is None else rows[1]
-    run_backward_steps(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta, dh0, row0, row1)
+    return done(backward_steps_part(w_hh, hs, dy, dh_n, lengths, reverse, relu, delta, dh0,
+                                    row0, row1, (w_hh, hs, dy, dh_n, lengths, delta, dh0)
+                                    if defer else None), defer)
 
 
-cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::1] hs,
-                            const floating[:, :, :] dy, const floating[:, ::1] dh_n,
-                            const int64_t[::1] lengths, bint reverse, bint relu,
-                            floating[:, :, ::1] delta, floating[:, ::1] dh0,
-                            Py_ssize_t row0, Py_ssize_t row1) except -1:
-    """:func:`backward_steps` on arrays already taken as memoryviews."""
+cdef Part backward_steps_part(const floating[:, ::1] w_hh, const floating[:, :, ::1] hs,
+                              const floating[:, :, :] dy, const floating[:, ::1] dh_n,
+                              const int64_t[::1] lengths, bint reverse, bint relu,
+                              floating[:, :, ::1] delta, floating[:, ::1] dh0,
+                              Py_ssize_t row0, Py_ssize_t row1, arrays):
+    """:func:`backward_steps` on arrays already taken as memoryviews: the Part, holding
+    ``arrays``."""
     if hs.shape[0] < 1:
         raise ValueError(f"hs must have T+1 >= 1 rows; got shape ({hs.shape[0]}, {hs.shape[1]}, {hs.shape[2]})")
     cdef Py_ssize_t T = hs.shape[0] - 1, B = hs.shape[1], H = w_hh.shape[0]
@@ -891,12 +1141,19 @@ cdef int run_backward_steps(const floating[:, ::1] w_hh, const floating[:, :, ::
         raise ValueError("dy must have contiguous rows (unit stride in its last axis)")
     check_rows("rows", row0, row1, B)
     cdef Py_ssize_t item = sizeof(floating)
-    return backward_steps_c(&w_hh[0, 0], &hs[0, 0, 0] if B else NULL,
-                            &dy[0, 0, 0] if T * B else NULL, dy.strides[0] // item,
-                            dy.strides[1] // item, &dh_n[0, 0] if B else NULL,
-                            &lengths[0] if B else NULL, &delta[0, 0, 0] if T * B else NULL,
-                            &dh0[0, 0] if B else NULL, T, B, H, row0, row1, reverse, relu,
-                            True)
+    cdef Part part = new_part(part_backward, arrays)
+    cdef backward_args *a = &part.args.backward
+    a.single, a.reverse, a.relu, a.need_dh0 = floating is float, reverse, relu, True
+    a.w_hh = &w_hh[0, 0]
+    a.hs = &hs[0, 0, 0] if B else NULL
+    a.dy = &dy[0, 0, 0] if T * B else NULL
+    a.dh_n = &dh_n[0, 0] if B else NULL
+    a.lengths = &lengths[0] if B else NULL
+    a.delta = &delta[0, 0, 0] if T * B else NULL
+    a.dh0 = &dh0[0, 0] if B else NULL
+    a.dy_t, a.dy_b = dy.strides[0] // item, dy.strides[1] // item
+    a.T, a.B, a.H, a.row0, a.row1 = T, B, H, row0, row1
+    return part
 
 
 cdef int backward_steps_c(const floating *w_hh, const floating *hs, const floating *dy,
@@ -904,12 +1161,13 @@ cdef int backward_steps_c(const floating *w_hh, const floating *hs, const floati
                           const int64_t *lengths, floating *delta, floating *dh0,
                           Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t row0,
                           Py_ssize_t row1, bint reverse, bint relu,
-                          bint need_dh0) except -1:
-    """:func:`run_backward_steps` on C arrays given by their first elements (w_hh
-    (H, H); hs (T+1, B, H); dh_n, dh0 (B, H); lengths (B,); delta (T, B, H); NULL where
-    empty) and dy (T, B, H) with its rows at strides dy_t, dy_b (elements) and
+                          bint need_dh0) noexcept nogil:
+    """The call of :func:`backward_steps_part` on C arrays given by their first
+    elements (w_hh (H, H); hs (T+1, B, H); dh_n, dh0 (B, H); lengths (B,); delta
+    (T, B, H); NULL where empty) and dy (T, B, H) with its rows at strides dy_t, dy_b (elements) and
     contiguous, checked by the caller. Without ``need_dh0`` the last step's product
-    δ W_hh, which only dh0 reads, is skipped and dh0 left holding dh_n."""
+    δ W_hh, which only dh0 reads, is skipped and dh0 left holding dh_n. 0, or -1
+    (nothing computed) where its buffers cannot be allocated."""
     cdef Py_ssize_t R = row1 - row0
     cdef Plan plan = make_plan(B, H, floating is float, T * B, HOLDS_M)
     # W_hhᵀ for the form that reads mᵀ of m = W_hh; else a placeholder
@@ -924,68 +1182,64 @@ cdef int backward_steps_c(const floating *w_hh, const floating *hs, const floati
     cdef const floating *dh_n_i
     cdef int64_t shortest = shortest_length(lengths, row0, row1)
     cdef unsigned int csr
-    try:
-        w_hh_t = <floating *>workspace(H * H if need_t else 1, sizeof(floating))
-        packed = <floating *>workspace(rnn_packed_size(H, <int>H, plan.nr)
-                                       if plan.form == PACKED else 1, sizeof(floating))
-        carry = <floating *>workspace(R * H, sizeof(floating))
-        with nogil:
-            csr = rnn_flush_denormals()       # given back below
-            try:
-                memset(carry, 0, R * row_bytes)
-                for i in range(row0, row1):      # rows of length 0 pass dh_n through
-                    memcpy(row_of(dh0, i, B, H), row_of(dh_n, i, B, H), row_bytes)
-                if R and T:
-                    if plan.form == PACKED:
-                        pack_step_matrix(&plan, <int>H, w_hh, H, 1, packed)
-                    if need_t:
-                        transpose(H, w_hh, w_hh_t)
-                    for s in range(T):                           # backward in time
-                        t = s if reverse else T - 1 - s
-                        for i in range(row0, row1):
-                            t_final = 0 if reverse else lengths[i] - 1
-                            if t == t_final:
-                                dh_n_i = row_of(dh_n, i, B, H)
-                                for j in range(H):
-                                    carry[(i - row0) * H + j] += dh_n_i[j]
-                        if t < shortest and dy_b == H:
-                            # every row runs step t and the rows of each array lie
-                            # back to back: one pass over the R·H values (§59)
-                            grad_pass(&plan, relu, <int>(R * H),
-                                      rows_of(delta, t * B + row0, R, steps, H),
-                                      rows_of(row_of(dy, t, T, dy_t), row0, R, B, dy_b),
-                                      carry,
-                                      rows_of(hs, (t + out_slot) * B + row0, R, steps + B,
-                                              H))
-                        else:
-                            for i in range(row0, row1):
-                                if t < lengths[i]:
-                                    grad_pass(&plan, relu, <int>H,
-                                              row_of(delta, t * B + i, steps, H),
-                                              row_of(row_of(dy, t, T, dy_t), i, B, dy_b),
-                                              carry + (i - row0) * H,
-                                              row_of(hs, (t + out_slot) * B + i, steps + B,
-                                                     H))
-                                else:
-                                    memset(row_of(delta, t * B + i, steps, H), 0,
-                                           row_bytes)
-                        if s == T - 1 and not need_dh0:
-                            break                # δ_t W_hh would reach dh0 only
-                        # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
-                        step_product(&plan, <int>R, <int>H,
-                                     row_of(delta, t * B + row0, steps, H), w_hh, w_hh_t,
-                                     packed, carry)
-                        for i in range(row0, row1):
-                            t_initial = lengths[i] - 1 if reverse else 0
-                            if t == t_initial and t < lengths[i]:
-                                memcpy(row_of(dh0, i, B, H), carry + (i - row0) * H,
-                                       row_bytes)
-            finally:
-                rnn_restore_mxcsr(csr)
-    finally:
-        release(w_hh_t)
-        release(packed)
-        release(carry)
+    w_hh_t = <floating *>block(H * H if need_t else 1, sizeof(floating))
+    packed = <floating *>block(rnn_packed_size(H, <int>H, plan.nr)
+                               if plan.form == PACKED else 1, sizeof(floating))
+    carry = <floating *>block(R * H, sizeof(floating))
+    if w_hh_t == NULL or packed == NULL or carry == NULL:
+        release_all(w_hh_t, packed, carry)
+        return -1
+    csr = rnn_flush_denormals()       # given back below
+    memset(carry, 0, R * row_bytes)
+    for i in range(row0, row1):      # rows of length 0 pass dh_n through
+        memcpy(row_of(dh0, i, B, H), row_of(dh_n, i, B, H), row_bytes)
+    if R and T:
+        if plan.form == PACKED:
+            pack_step_matrix(&plan, <int>H, w_hh, H, 1, packed)
+        if need_t:
+            transpose(H, w_hh, w_hh_t)
+        for s in range(T):                           # backward in time
+            t = s if reverse else T - 1 - s
+            for i in range(row0, row1):
+                t_final = 0 if reverse else lengths[i] - 1
+                if t == t_final:
+                    dh_n_i = row_of(dh_n, i, B, H)
+                    for j in range(H):
+                        carry[(i - row0) * H + j] += dh_n_i[j]
+            if t < shortest and dy_b == H:
+                # every row runs step t and the rows of each array lie
+                # back to back: one pass over the R·H values (§59)
+                grad_pass(&plan, relu, <int>(R * H),
+                          rows_of(delta, t * B + row0, R, steps, H),
+                          rows_of(row_of(dy, t, T, dy_t), row0, R, B, dy_b),
+                          carry,
+                          rows_of(hs, (t + out_slot) * B + row0, R, steps + B,
+                                  H))
+            else:
+                for i in range(row0, row1):
+                    if t < lengths[i]:
+                        grad_pass(&plan, relu, <int>H,
+                                  row_of(delta, t * B + i, steps, H),
+                                  row_of(row_of(dy, t, T, dy_t), i, B, dy_b),
+                                  carry + (i - row0) * H,
+                                  row_of(hs, (t + out_slot) * B + i, steps + B,
+                                         H))
+                    else:
+                        memset(row_of(delta, t * B + i, steps, H), 0,
+                               row_bytes)
+            if s == T - 1 and not need_dh0:
+                break                # δ_t W_hh would reach dh0 only
+            # (R × H) = (R × H)(H × H): δ_t W_hh, carried to step t-1
+            step_product(&plan, <int>R, <int>H,
+                         row_of(delta, t * B + row0, steps, H), w_hh, w_hh_t,
+                         packed, carry)
+            for i in range(row0, row1):
+                t_initial = lengths[i] - 1 if reverse else 0
+                if t == t_initial and t < lengths[i]:
+                    memcpy(row_of(dh0, i, B, H), carry + (i - row0) * H,
+                           row_bytes)
+    rnn_restore_mxcsr(csr)
+    release_all(w_hh_t, packed, carry)
     return 0
 
 
@@ -1039,15 +1293,27 @@ def layer_backward(const floating[:, :, ::1] x,     # IN  (T, B, K)
     cdef floating[:, ::1] dh0_v = dh0, dw_ih_v = dw_ih, dw_hh_v = dw_hh
     cdef floating[::1] db_v = db
     cdef Py_ssize_t item = sizeof(floating)
-    backward_layer_c(&x[0, 0, 0] if T * B * K else NULL, &w_ih[0, 0] if K else NULL,
-                     &w_hh[0, 0], &hs[0, 0, 0] if B else NULL,
-                     &dy[0, 0, 0] if T * B else NULL, dy.strides[0] // item,
-                     dy.strides[1] // item, &dh_n[0, 0] if B else NULL,
-                     &lengths[0] if B else NULL, &delta_v[0, 0, 0] if T * B else NULL,
-                     &dh0_v[0, 0] if B else NULL, &dw_ih_v[0, 0] if K else NULL,
-                     &dw_hh_v[0, 0], &db_v[0],
-                     &dx_v[0, 0, 0] if dx is not None and T * B * K else NULL,
-                     dx is not None, T, B, K, H, reverse, relu, need_dh0)
+    cdef const floating *px = &x[0, 0, 0] if T * B * K else NULL
+    cdef const floating *pw_ih = &w_ih[0, 0] if K else NULL
+    cdef const floating *phs = &hs[0, 0, 0] if B else NULL
+    cdef const floating *pdy = &dy[0, 0, 0] if T * B else NULL
+    cdef const floating *pdh_n = &dh_n[0, 0] if B else NULL
+    cdef const int64_t *plengths = &lengths[0] if B else NULL
+    cdef floating *pdelta = &delta_v[0, 0, 0] if T * B else NULL
+    cdef floating *pdh0 = &dh0_v[0, 0] if B else NULL
+    cdef floating *pdw_ih = &dw_ih_v[0, 0] if K else NULL
+    cdef floating *pdx = &dx_v[0, 0, 0] if dx is not None and T * B * K else NULL
+    cdef const floating *pw_hh = &w_hh[0, 0]
+    cdef floating *pdw_hh = &dw_hh_v[0, 0]
+    cdef floating *pdb = &db_v[0]
+    cdef Py_ssize_t dy_t = dy.strides[0] // item, dy_b = dy.strides[1] // item
+    cdef bint want_dx = dx is not None
+    cdef int status
+    with nogil:
+        status = backward_layer_c(px, pw_ih, pw_hh, phs, pdy, dy_t, dy_b, pdh_n, plengths,
+                                  pdelta, pdh0, pdw_ih, pdw_hh, pdb, pdx, want_dx, T, B,
+                                  K, H, reverse, relu, need_dh0)
+    allocated(status)
     return (dh0 if need_dh0 else None), dw_ih, dw_hh, db, delta
 
 
@@ -1092,30 +1358,37 @@ cdef object backward_arrays(x, w_ih, w_hh, hs, dy, dh_n, lengths, bint relu, dx,
     cdef bint single = typenum == cnp.NPY_FLOAT32
     dh0, dw_ih, dw_hh, db = (new_array(2, B, H, 0, single), new_array(2, H, K, 0, single),
                              new_array(2, H, H, 0, single), new_array(1, H, 0, 0, single))
+    cdef const void *px = data_of(x)
+    cdef const void *pw_ih = data_of(w_ih)
+    cdef const void *pw_hh = data_of(w_hh)
+    cdef const void *phs = data_of(hs)
+    cdef const void *pdy = data_of(dy)
+    cdef const void *pdh_n = data_of(dh_n)
+    cdef const int64_t *plengths = <const int64_t *>data_of(lengths)
+    cdef void *pdh0 = data_of(dh0)
+    cdef void *pdw_ih = data_of(dw_ih)
+    cdef void *pdw_hh = data_of(dw_hh)
+    cdef void *pdb = data_of(db)
+    cdef void *pdx = NULL if dx is None else data_of(dx)
     cdef void *delta = workspace(T * B * H, 4 if single else 8)   # δ (T, B, H)
-    try:
+    cdef bint want_dx = dx is not None
+    cdef int status
+    with nogil:
         if single:
-            backward_layer_c(<const float *>data_of(x), <const float *>data_of(w_ih),
-                             <const float *>data_of(w_hh), <const float *>data_of(hs),
-                             <const float *>data_of(dy), B * H, H,
-                             <const float *>data_of(dh_n),
-                             <const int64_t *>data_of(lengths), <float *>delta,
-                             <float *>data_of(dh0), <float *>data_of(dw_ih),
-                             <float *>data_of(dw_hh), <float *>data_of(db),
-                             NULL if dx is None else <float *>data_of(dx), dx is not None,
-                             T, B, K, H, False, relu, need_dh0)
+            status = backward_layer_c(
+                <const float *>px, <const float *>pw_ih, <const float *>pw_hh,
+                <const float *>phs, <const float *>pdy, B * H, H, <const float *>pdh_n,
+                plengths, <float *>delta, <float *>pdh0, <float *>pdw_ih, <float *>pdw_hh,
+                <float *>pdb, <float *>pdx, want_dx, T, B, K, H, False, relu, need_dh0)
         else:
-            backward_layer_c(<const double *>data_of(x), <const double *>data_of(w_ih),
-                             <const double *>data_of(w_hh), <const double *>data_of(hs),
-                             <const double *>data_of(dy), B * H, H,
-                             <const double *>data_of(dh_n),
-                             <const int64_t *>data_of(lengths), <double *>delta,
-                             <double *>data_of(dh0), <double *>data_of(dw_ih),
-                             <double *>data_of(dw_hh), <double *>data_of(db),
-                             NULL if dx is None else <double *>data_of(dx), dx is not None,
-                             T, B, K, H, False, relu, need_dh0)
-    finally:
+            status = backward_layer_c(
+                <const double *>px, <const double *>pw_ih, <const double *>pw_hh,
+                <const double *>phs, <const double *>pdy, B * H, H,
+                <const double *>pdh_n, plengths, <double *>delta, <double *>pdh0,
+                <double *>pdw_ih, <double *>pdw_hh, <double *>pdb, <double *>pdx,
+                want_dx, T, B, K, H, False, relu, need_dh0)
         release(delta)
+    allocated(status)
     return (dh0 if need_dh0 else None), dw_ih, dw_hh, db
 
 
@@ -1125,17 +1398,20 @@ cdef int backward_layer_c(const floating *x, const floating *w_ih, const floatin
                           floating *delta, floating *dh0, floating *dw_ih, floating *dw_hh,
                           floating *db, floating *dx, bint want_dx, Py_ssize_t T,
                           Py_ssize_t B, Py_ssize_t K, Py_ssize_t H, bint reverse, bint relu,
-                          bint need_dh0) except -1:
+                          bint need_dh0) noexcept nogil:
     """What :func:`layer_backward` runs (every row), on C arrays given by their first
     elements (NULL where empty; dy's rows at strides dy_t, dy_b), checked by the
-    caller: BPTT's recurrence, the weight gradients, and ∂x if ``want_dx``."""
-    backward_steps_c(w_hh, hs, dy, dy_t, dy_b, dh_n, lengths, delta, dh0, T, B, H, 0, B,
-                     reverse, relu, need_dh0)
-    weight_products_c(x, hs + B * H if reverse and T * B else hs,     # H_prev
-                      delta, delta, dw_ih, dw_hh, db, db, False, False, NULL, NULL, NULL,
-                      T, B, K, H, H, 0, 0, 1, 1)
+    caller: BPTT's recurrence, the weight gradients, and ∂x if ``want_dx``. 0, or -1
+    where a buffer could not be allocated."""
+    if backward_steps_c(w_hh, hs, dy, dy_t, dy_b, dh_n, lengths, delta, dh0, T, B, H, 0,
+                        B, reverse, relu, need_dh0) < 0:
+        return -1
+    if weight_products_c(x, hs + B * H if reverse and T * B else hs,     # H_prev
+                         delta, delta, dw_ih, dw_hh, db, db, False, False, NULL, NULL,
+                         NULL, T, B, K, H, H, 0, 0, 1, 1) < 0:
+        return -1
     if want_dx:
-        input_grad_c(delta, w_ih, dx, T * B, B, K, H, False, T * B)
+        return input_grad_c(delta, w_ih, dx, T * B, B, K, H, False, T * B)
     return 0
 
 
@@ -1143,52 +1419,58 @@ def input_grad(const floating[:, :, ::1] delta,    # IN  (T, B, H)
                const floating[:, ::1] w_ih,        # IN  (H, K)
                floating[:, :, ::1] dx,             # OUT (T, B, K)
                bint accumulate,
-               Py_ssize_t rows=-1):                # the whole call's T·B, if known
+               Py_ssize_t rows=-1,                 # the whole call's T·B, if known
+               bint defer=False):
     """∂L/∂x_t = δ_t W_ih for every step at once; see ``reference.input_grad``.
 
     ∂x may be computed in ranges of steps (threads, chunks): the product's path is
     chosen from ``rows``, the T·B of the whole call the range belongs to, so that each
-    range runs what the whole call would (-1: a long call, the packed path).
+    range runs what the whole call would (-1: a long call, the packed path). With
+    ``defer``, nothing is computed: the call, checked, is returned as a :class:`Part`.
     """
-    run_input_grad(delta, w_ih, dx, accumulate, rows)
+    return done(input_grad_part(delta, w_ih, dx, accumulate, rows,
+                                (delta, w_ih, dx) if defer else None), defer)
 
 
-cdef int run_input_grad(const floating[:, :, ::1] delta, const floating[:, ::1] w_ih,
-                        floating[:, :, ::1] dx, bint accumulate,
-                        Py_ssize_t rows) except -1:
-    """:func:`input_grad` on arrays already taken as memoryviews."""
+cdef Part input_grad_part(const floating[:, :, ::1] delta, const floating[:, ::1] w_ih,
+                          floating[:, :, ::1] dx, bint accumulate, Py_ssize_t rows,
+                          arrays):
+    """:func:`input_grad` on arrays already taken as memoryviews: the Part, holding
+    ``arrays``."""
     cdef Py_ssize_t T = delta.shape[0], B = delta.shape[1], H = delta.shape[2]
     cdef Py_ssize_t K = w_ih.shape[1]
     cdef Sizes sz = Sizes(T, B, K, H)
     expect_shape("w_ih", 2, w_ih.shape, H, K, 0, sz, "delta and w_ih")
     expect_shape("dx", 3, dx.shape, T, B, K, sz, "delta and w_ih")
     check_sizes_c(sz)
-    return input_grad_c(&delta[0, 0, 0] if T * B * H else NULL,
-                        &w_ih[0, 0] if H * K else NULL,
-                        &dx[0, 0, 0] if T * B * K else NULL, T * B, B, K, H,
-                        accumulate, rows)
+    cdef Part part = new_part(part_input_grad, arrays)
+    cdef input_grad_args *a = &part.args.input_grad
+    a.single, a.accumulate = floating is float, accumulate
+    a.delta = &delta[0, 0, 0] if T * B * H else NULL
+    a.w_ih = &w_ih[0, 0] if H * K else NULL
+    a.dx = &dx[0, 0, 0] if T * B * K else NULL
+    a.M, a.B, a.K, a.H, a.rows = T * B, B, K, H, rows
+    return part
 
 
 cdef int input_grad_c(const floating *delta, const floating *w_ih, floating *dx,
                       Py_ssize_t M, Py_ssize_t B, Py_ssize_t K, Py_ssize_t H,
-                      bint accumulate, Py_ssize_t rows) except -1:
+                      bint accumulate, Py_ssize_t rows) noexcept nogil:
     """:func:`run_input_grad` on C arrays given by their first elements (delta (M, H),
-    w_ih (H, K), dx (M, K), M = T·B; NULL where empty), checked by the caller."""
+    w_ih (H, K), dx (M, K), M = T·B; NULL where empty), checked by the caller. 0, or
+    -1 (nothing computed) where its workspace cannot be allocated."""
     if M * K == 0:
         return 0
     cdef Plan plan = make_plan(B, H, floating is float, rows)
-    cdef floating *work = <floating *>workspace(
+    cdef floating *work = <floating *>block(
         workspace_size(&plan, K, H, 1, floating is float), sizeof(floating))
-    cdef unsigned int csr
-    try:
-        with nogil:
-            csr = rnn_flush_denormals()       # given back below; nothing raises
-            # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
-            seq_product(&plan, M, <int>K, H, delta, H, 1, w_ih, K, 1, dx, K, accumulate,
-                        work)
-            rnn_restore_mxcsr(csr)
-    finally:
-        release(work)
+    if work == NULL:
+        return -1
+    cdef unsigned int csr = rnn_flush_denormals()       # given back below
+    # (T·B × K) = (T·B × H)(H × K), added into dx or written over it
+    seq_product(&plan, M, <int>K, H, delta, H, 1, w_ih, K, 1, dx, K, accumulate, work)
+    rnn_restore_mxcsr(csr)
+    release(work)
     return 0
 
 

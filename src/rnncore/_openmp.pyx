@@ -11,6 +11,7 @@ other distributions), which serve GCC's entry point, ``GOMP_parallel``, with the
 meaning.
 """
 from cpython.ref cimport PyObject
+from libc.stdlib cimport calloc, free
 
 cdef extern from "_openmp.h" nogil:
     ctypedef void (*rnn_omp_body)(void *) noexcept nogil
@@ -19,6 +20,24 @@ cdef extern from "_openmp.h" nogil:
         int (*num_threads)() noexcept nogil
         int (*thread_num)() noexcept nogil
     int rnn_omp_find(rnn_omp *omp, const char *soname)
+
+cdef extern from "_task.h" nogil:
+    ctypedef struct rnn_task:
+        pass
+    int rnn_run_tasks(const rnn_task *t)
+    ctypedef struct rnn_barrier:
+        int arrived
+        int aborted
+    int rnn_barrier_wait(rnn_barrier *b, int parts)
+    void rnn_barrier_abort(rnn_barrier *b)
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clock, timespec *t)
+    int CLOCK_MONOTONIC
 
 cdef rnn_omp _omp              # filled by find(), once it finds a runtime
 cdef unsigned long long _regions = 0
@@ -123,3 +142,120 @@ def run(list calls):
         return None
     _regions += 1
     return outcomes
+
+
+cdef inline double seconds() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec + 1e-9 * t.tv_nsec
+
+
+# One section's part for one thread: a chain of the kernels' C tasks (the address of a
+# _kernels.Part, run without the GIL), else a Python callable (called with it), else
+# nothing (the section has fewer parts than threads).
+cdef struct slot:
+    rnn_task *task
+    PyObject *call
+
+
+cdef struct two_sections:
+    slot *slots            # [2][parts]: the first section's, then the second's
+    PyObject *errors       # list, the exception each thread's parts raised, or None
+    double *times          # [parts][2]: each thread's time in each section
+    rnn_barrier barrier
+    int parts
+    int ran                # set by thread 0 when the team had `parts` threads
+
+
+cdef int run_slot(two_sections *r, int section, int i) noexcept nogil:
+    """Thread i's part of a section: 0 if it ran (or there is none), -1 if it failed
+    (its error in r.errors[i])."""
+    cdef slot *s = &r.slots[section * r.parts + i]
+    if s.task != NULL:
+        if rnn_run_tasks(s.task) == 0:
+            return 0
+        with gil:
+            (<list>r.errors)[i] = MemoryError("cannot allocate a kernel's buffers")
+        return -1
+    if s.call != NULL:
+        with gil:
+            try:
+                (<object>s.call)()
+            except BaseException as error:
+                (<list>r.errors)[i] = error
+                return -1
+    return 0
+
+
+cdef void _sections_part(void *data) noexcept nogil:
+    cdef two_sections *r = <two_sections *>data
+    if _omp.num_threads() != r.parts:   # as _part: every part must run at once
+        return
+    cdef int i = _omp.thread_num()
+    cdef double start = seconds()
+    if run_slot(r, 0, i) < 0:
+        rnn_barrier_abort(&r.barrier)
+    else:
+        r.times[2 * i] = seconds() - start
+        if rnn_barrier_wait(&r.barrier, r.parts):
+            start = seconds()
+            if run_slot(r, 1, i) == 0:
+                r.times[2 * i + 1] = seconds() - start
+    if i == 0:
+        r.ran = 1
+
+
+def run_sections(list first, list second):
+    """Run two sections of a split call as one region of ``max(len(first),
+    len(second))`` threads, this thread being thread 0: thread i runs ``first[i]``,
+    waits at a barrier until every thread has run its part of ``first``, then runs
+    ``second[i]``. A part is a ``_kernels.Part`` (run as C, without the GIL: a thread
+    whose parts are all such never takes the GIL) or any other callable (called with
+    the GIL). A part that fails before the barrier releases the others, who skip
+    ``second``.
+
+    Returns
+    -------
+    tuple or None
+        ``(times, error)``: each thread's seconds in each section ([first, second];
+        0.0 for a part that did not run whole) and the first thread's error (an
+        exception a callable raised, or MemoryError for a Part that could not allocate
+        its buffers), or None; None, with nothing run, if no runtime was found
+        (:func:`find`) or the runtime gave the region fewer threads.
+    """
+    global _regions
+    cdef int parts = max(len(first), len(second))
+    if parts < 1:
+        raise ValueError("first or second must hold at least one part; got none")
+    if not find():
+        return None
+    cdef list errors = [None] * parts
+    cdef two_sections r
+    r.parts, r.ran = parts, 0
+    r.barrier.arrived, r.barrier.aborted = 0, 0
+    r.errors = <PyObject *>errors
+    r.slots = <slot *>calloc(2 * parts, sizeof(slot))
+    r.times = <double *>calloc(2 * parts, sizeof(double))
+    cdef int section, i
+    cdef size_t address
+    try:
+        if r.slots == NULL or r.times == NULL:
+            raise MemoryError("cannot allocate a region's slots")
+        for section, parts_of in enumerate((first, second)):
+            for i, item in enumerate(parts_of):
+                address = getattr(item, "address", 0) or 0
+                if address:
+                    r.slots[section * parts + i].task = <rnn_task *>address
+                elif item is not None:
+                    r.slots[section * parts + i].call = <PyObject *>item
+        with nogil:
+            _omp.parallel(_sections_part, &r, <unsigned>parts, 0)
+        if not r.ran:
+            return None
+        _regions += 1
+        times = [[r.times[2 * i], r.times[2 * i + 1]] for i in range(parts)]
+        error = next((e for e in errors if e is not None), None)
+        return times, error
+    finally:
+        free(r.slots)
+        free(r.times)

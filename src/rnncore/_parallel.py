@@ -392,18 +392,11 @@ def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
     rows = _by_speed(B, _recurrence_parts(parts, T, B, cell.step_work(w)), _MIN_PART_ROWS)
     _in_one_dispatch(
         module,
-        [functools.partial(cell.project, module, x, w, out, reverse, s) for s in steps],
-        [functools.partial(_recurrence_rows, cell, module, x, w, s0, lengths, reverse,
-                           relu, out, r, output) for r in rows],
+        [cell.project(module, x, w, out, reverse, s, defer=True) for s in steps],
+        [cell.forward_rows(module, x, w, s0, lengths, reverse, relu, out, r, output)
+         for r in rows],
         (steps, _if_alike(rows, lengths)))
     return out[0], tuple(out[1:])
-
-
-def _recurrence_rows(cell, module, x, w, s0, lengths, reverse, relu, out, rows, output):
-    """Rows [rows[0], rows[1]) of a projected recurrence into ``out``; their states
-    copied into ``output`` if given (see :func:`forward_direction`)."""
-    cell.run_forward_into(module, x, w, s0, lengths, reverse, relu, output, out=out,
-                          rows=rows, projected=True)
 
 
 def _copy_rows(hs, rows, reverse, output):
@@ -430,38 +423,32 @@ def backward_direction(cell, module, parts, x, w, hs, saved, dy, ds_n, lengths, 
     g = cell.backward_arrays(x, w, hs)
     row_work = cell.step_work(w)
     weight_parts = _weight_parts(_section_parts(parts, T * B * (w[0].size + row_work)))
-    second = [functools.partial(cell.backward_weights, module, x, hs, reverse, g, part)
+    second = [cell.backward_weights(module, x, hs, reverse, g, part, defer=True)
               for part in weight_parts]
     if dx is not None:
         steps = _step_ranges(T, T * B * w[0].size, parts)
-        second = [functools.partial(_after, second[i] if i < len(second) else None,
-                                    functools.partial(_input_grad_steps, module, g.delta,
-                                                      w[0], dx, steps[i])
-                                    if i < len(steps) else None)
-                  for i in range(max(len(second), len(steps)))]
+        for i, s in enumerate(steps):      # thread i: its weight part, then its ∂x
+            grad = _input_grad_steps(module, g.delta, w[0], dx, s)
+            if i < len(second):
+                second[i].then(grad)
+            else:
+                second.append(grad)
     rows = _by_speed(B, _recurrence_parts(parts, T, B, row_work), _MIN_PART_ROWS)
     _in_one_dispatch(
         module,
-        [functools.partial(cell.backward_rows, module, w, hs, saved, dy, ds_n, lengths,
-                           reverse, relu, g, r) for r in rows],
+        [cell.backward_rows_part(module, w, hs, saved, dy, ds_n, lengths, reverse, relu,
+                                 g, r) for r in rows],
         second, (_if_alike(rows, lengths), None))
     return cell.backward_result(g)
 
 
-def _after(first, second) -> None:
-    """Call ``first``, then ``second`` (either may be None)."""
-    if first is not None:
-        first()
-    if second is not None:
-        second()
-
-
-def _input_grad_steps(module, delta, w_ih, dx, steps) -> None:
-    """dx[t0:t1] = δ[t0:t1] W_ih over the steps ``(t0, t1)``; every choice of the
-    kernel made for the whole call (T·B rows), as :func:`split_steps`' parts do."""
+def _input_grad_steps(module, delta, w_ih, dx, steps):
+    """The kernels' deferred call (``Part``) of dx[t0:t1] = δ[t0:t1] W_ih over the
+    steps ``(t0, t1)``; every choice of the kernel made for the whole call (T·B rows),
+    as :func:`split_steps`' parts do."""
     t0, t1 = steps
     T, B, _ = dx.shape
-    module.input_grad(delta[t0:t1], w_ih, dx[t0:t1], False, T * B)
+    return module.input_grad(delta[t0:t1], w_ih, dx[t0:t1], False, T * B, defer=True)
 
 
 def _in_one_dispatch(module, first, second, ranges=(None, None)) -> None:
@@ -471,16 +458,51 @@ def _in_one_dispatch(module, first, second, ranges=(None, None)) -> None:
     of ``first``, then calls ``second[i]``. One handing out of work instead of two:
     each wakes a sleeping thread, and the GIL after it (20-50 µs each in a VM).
 
+    The parts are the kernels' deferred calls (``Part``, checked here beforehand) or
+    any callables. On a loaded OpenMP runtime both sections run as one region in C
+    (``rnncore._openmp.run_sections``), where a thread whose parts are all ``Part``
+    never takes the GIL: each return to Python between two parts would hand the GIL
+    over, 30-100 µs of a VM's wake-up each time (docs/perf-notes.md §99). On
+    rnncore's own workers each thread calls its parts from Python.
+
     ``ranges``, for ``first`` and for ``second``: the (start, stop) ranges of steps or
     rows their parts ran, if each part's work is in proportion to its range's length,
     else None. The parts' times over those lengths are the threads' speeds that
     :func:`_by_speed` cuts the next calls by.
 
     A part of ``first`` that raises lets the others go past the barrier, where they
-    skip ``second``; the call then raises its error (:func:`_run_parts`).
+    skip ``second``; the call then raises its error.
     """
-    barrier = module.Barrier(max(len(first), len(second)))
-    times = [[0.0, 0.0] for _ in range(barrier.parts)]
+    times = _run_sections(first, second)
+    if times is None:
+        times = _on_threads_with_barrier(module, first, second,
+                                         max(len(first), len(second)))
+    for section, these in enumerate(ranges):
+        if these is not None:
+            _learn_speeds(these, [t[section] for t in times[:len(these)]])
+
+
+def _run_sections(first, second):
+    """Both sections of :func:`_in_one_dispatch` as one region of the loaded OpenMP
+    runtime: each thread's [first, second] seconds; None, with nothing run, where
+    there is no runtime to join or it gave fewer threads."""
+    with _single_threaded_blas():
+        pool = _openmp_pool()
+        ran = None if pool is None else pool.run_sections(list(first), list(second))
+    if ran is None:
+        return None
+    dispatched["openmp"] += 1
+    times, error = ran
+    if error is not None:
+        raise error
+    return times
+
+
+def _on_threads_with_barrier(module, first, second, parts: int) -> list:
+    """:func:`_in_one_dispatch` from Python, on rnncore's workers (or a region whose
+    parts call back into Python): each thread's [first, second] seconds."""
+    barrier = module.Barrier(parts)
+    times = [[0.0, 0.0] for _ in range(parts)]
 
     def part(i):
         try:
@@ -496,10 +518,8 @@ def _in_one_dispatch(module, first, second, ranges=(None, None)) -> None:
             second[i]()
             times[i][1] = time.perf_counter() - start
 
-    _run_parts([functools.partial(part, i) for i in range(barrier.parts)])
-    for section, these in enumerate(ranges):
-        if these is not None:
-            _learn_speeds(these, [t[section] for t in times[:len(these)]])
+    _run_parts([functools.partial(part, i) for i in range(parts)])
+    return times
 
 
 def _if_alike(rows, lengths):

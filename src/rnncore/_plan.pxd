@@ -31,7 +31,7 @@ cdef struct Plan:
 
 cdef inline Plan make_plan(Py_ssize_t B, Py_ssize_t H, bint single,
                            Py_ssize_t rows=-1, HeldMatrix held=HOLDS_M,
-                           Py_ssize_t depth=-1) noexcept:
+                           Py_ssize_t depth=-1) noexcept nogil:
     """Read the policy once and decide every choice of one call from it.
 
     ``rows`` is T·B of the call (-1: unknown, taken as long). A short call (fewer rows
@@ -210,7 +210,7 @@ cdef inline void seq_product(const Plan *plan, Py_ssize_t M, int N, Py_ssize_t K
 
 
 cdef inline Py_ssize_t workspace_size(const Plan *plan, Py_ssize_t N, Py_ssize_t K,
-                                      Py_ssize_t ak, bint single) noexcept:
+                                      Py_ssize_t ak, bint single) noexcept nogil:
     """Elements of the workspace seq_product needs, under this plan, for products N
     wide and K deep whose A has column stride ``ak`` (at least 1, so that its first
     element can be addressed)."""

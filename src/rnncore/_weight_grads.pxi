@@ -108,7 +108,8 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
                      db_hh=None,                    # OUT (N,) GRU's Σ ε, or None
                      dhs=None,                      # IN  (T, B, W) LSTM's ∂L/∂h_t ...
                      ms=None,                       # IN  (T, B, H) ... and m_t, with
-                     dw_hr=None):                   # OUT (W, H) ... ∂W_hr (projection)
+                     dw_hr=None,                    # OUT (W, H) ... ∂W_hr (projection)
+                     bint defer=False):
     """The whole-sequence products of BPTT, for every cell: ∂W_ih = Σ_t δ_tᵀ x_t,
     ∂W_hh = Σ_t ε_tᵀ h_{t-1} (ε = δ but for GRU), ∂b = Σ_t δ_t (GRU's ∂b_hh = Σ_t ε_t)
     and, for LSTM's projection, ∂W_hr = Σ_t ∂h_tᵀ m_t; or with ``part = (i, n)`` the
@@ -124,7 +125,8 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
     that with K = W two parts are one whole product each, and each thread reads Δ
     once); or by ranges of rows where the product packs blocks of Δᵀ as well (rows of
     2 KB or more), so that no thread packs what another packs. The bias sums are
-    split by ranges of their elements.
+    split by ranges of their elements. With ``defer``, nothing is computed: the call,
+    checked, is returned as a :class:`Part`.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = delta.shape[2]
     cdef Py_ssize_t W = hs.shape[2]
@@ -146,23 +148,26 @@ def backward_weights(const floating[:, :, ::1] x,   # IN  (T, B, K)
         expect_shape("dw_hr", 2, dw_r.shape, W, Hm, 0, sz, "hs and ms")
     cdef Py_ssize_t lo, hi, den
     lo, hi, den = part_fractions(part)
-    run_weight_products(x, hs, delta, reverse, dw_ih, dw_hh, db, lo, hi, den, e, db2,
-                        db_hh is not None, proj, dh_s, m_s, dw_r)
+    return done(weight_products_part(x, hs, delta, reverse, dw_ih, dw_hh, db, lo, hi, den,
+                                     e, db2, db_hh is not None, proj, dh_s, m_s, dw_r,
+                                     (x, hs, delta, dw_ih, dw_hh, db, eps, db_hh, dhs, ms,
+                                      dw_hr) if defer else None), defer)
 
 
-cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
-                             const floating[:, :, ::1] delta, bint reverse,
-                             floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                             floating[::1] db, Py_ssize_t lo, Py_ssize_t hi,
-                             Py_ssize_t den, const floating[:, :, ::1] e,
-                             floating[::1] db2, bint two_biases, bint proj,
-                             const floating[:, :, ::1] dh_s,
-                             const floating[:, :, ::1] m_s,
-                             floating[:, ::1] dw_r) except -1:
+cdef Part weight_products_part(const floating[:, :, ::1] x, const floating[:, :, ::1] hs,
+                               const floating[:, :, ::1] delta, bint reverse,
+                               floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
+                               floating[::1] db, Py_ssize_t lo, Py_ssize_t hi,
+                               Py_ssize_t den, const floating[:, :, ::1] e,
+                               floating[::1] db2, bint two_biases, bint proj,
+                               const floating[:, :, ::1] dh_s,
+                               const floating[:, :, ::1] m_s,
+                               floating[:, ::1] dw_r, arrays):
     """The products of :func:`backward_weights`, their part [lo / den, hi / den)
-    (0 ≤ lo < hi ≤ den, else ValueError): ``e`` is ε (δ but for GRU), ``db2`` GRU's
-    Σ ε when ``two_biases``, and with ``proj`` LSTM's ∂W_hr = Σ_t ∂h_tᵀ m_t (``dh_s``,
-    ``m_s``, ``dw_r``); the unused ones are placeholders."""
+    (0 ≤ lo < hi ≤ den, else ValueError), as a Part holding ``arrays``: ``e`` is ε (δ
+    but for GRU), ``db2`` GRU's Σ ε when ``two_biases``, and with ``proj`` LSTM's
+    ∂W_hr = Σ_t ∂h_tᵀ m_t (``dh_s``, ``m_s``, ``dw_r``); the unused ones are
+    placeholders."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], K = x.shape[2], N = delta.shape[2]
     cdef Py_ssize_t W = hs.shape[2], Hm = m_s.shape[2] if proj else 0
     cdef Sizes sz = Sizes(T, B, K, N)
@@ -176,14 +181,21 @@ cdef int run_weight_products(const floating[:, :, ::1] x, const floating[:, :, :
         raise ValueError(f"part must be (i, n) with 0 <= i < n, or (lo, hi, den) with "
                          f"0 <= lo < hi <= den; got (lo, hi, den) = {(lo, hi, den)!r}")
     cdef Py_ssize_t M = T * B
-    return weight_products_c(&x[0, 0, 0] if M * K else NULL,
-                             &hs[1 if reverse else 0, 0, 0] if M else NULL,   # H_prev
-                             &delta[0, 0, 0] if M else NULL, &e[0, 0, 0] if M else NULL,
-                             &dw_ih[0, 0] if K else NULL, &dw_hh[0, 0], &db[0], &db2[0],
-                             two_biases, proj, &dh_s[0, 0, 0] if proj and M else NULL,
-                             &m_s[0, 0, 0] if proj and M else NULL,
-                             &dw_r[0, 0] if proj else NULL, T, B, K, N, W, Hm, lo, hi,
-                             den)
+    cdef Part part = new_part(part_weights, arrays)
+    cdef weights_args *a = &part.args.weights
+    a.single, a.two_biases, a.proj = floating is float, two_biases, proj
+    a.x = &x[0, 0, 0] if M * K else NULL
+    a.h = &hs[1 if reverse else 0, 0, 0] if M else NULL        # H_prev
+    a.delta = &delta[0, 0, 0] if M else NULL
+    a.eps = &e[0, 0, 0] if M else NULL
+    a.dh = &dh_s[0, 0, 0] if proj and M else NULL
+    a.m = &m_s[0, 0, 0] if proj and M else NULL
+    a.dw_ih = &dw_ih[0, 0] if K else NULL
+    a.dw_hh, a.db, a.db2 = &dw_hh[0, 0], &db[0], &db2[0]
+    a.dw_r = &dw_r[0, 0] if proj else NULL
+    a.T, a.B, a.K, a.N, a.W, a.Hm = T, B, K, N, W, Hm
+    a.lo, a.hi, a.den = lo, hi, den
+    return part
 
 
 cdef int weight_products_c(const floating *x_p, const floating *h_p,
@@ -193,35 +205,34 @@ cdef int weight_products_c(const floating *x_p, const floating *h_p,
                            const floating *m_p, floating *dw_r, Py_ssize_t T,
                            Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, Py_ssize_t W,
                            Py_ssize_t Hm, Py_ssize_t lo, Py_ssize_t hi,
-                           Py_ssize_t den) except -1:
-    """:func:`run_weight_products` on C arrays given by their first elements, checked
-    by the caller: x (T·B, K), H_prev (T·B, W) (rows 0..T-1 of the forward's hs, or
-    1..T in reverse), δ and ε (T·B, N), the gradients (N, K), (N, W), (N,), (N,) and
-    with ``proj`` ∂h (T·B, W), m (T·B, Hm), ∂W_hr (W, Hm); NULL where empty."""
+                           Py_ssize_t den) noexcept nogil:
+    """The call of :func:`weight_products_part` on C arrays given by their first
+    elements, checked by the caller: x (T·B, K), H_prev (T·B, W) (rows 0..T-1 of the
+    forward's hs, or 1..T in reverse), δ and ε (T·B, N), the gradients (N, K), (N, W),
+    (N,), (N,) and with ``proj`` ∂h (T·B, W), m (T·B, Hm), ∂W_hr (W, Hm); NULL where
+    empty. 0, or -1 (nothing computed) where its workspace cannot be allocated."""
     cdef Py_ssize_t M = T * B
     cdef Plan plan = make_plan(B, N, floating is float, M)
-    cdef floating *work = <floating *>workspace(
+    cdef floating *work = <floating *>block(
         workspace_size(&plan, max(K, W, Hm), M, N, floating is float), sizeof(floating))
-    cdef unsigned int csr
-    try:
-        with nogil:
-            csr = rnn_flush_denormals()       # given back below; nothing raises
-            # (N × K) = (T·B × N)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
-            # (the parts cut the columns of [∂W_ih | ∂W_hh] together)
-            product_part(&plan, lo, hi, den, N, K, M, delta_p, N, x_p, K, dw_ih, work, 0,
-                         K + W)
-            # (N × W) = (T·B × N)ᵀ(T·B × W): ∂W_hh = Σ_t ε_tᵀ h_{t-1}
-            product_part(&plan, lo, hi, den, N, W, M, eps_p, N, h_p, W, dw_hh, work, K,
-                         K + W)
-            if proj:
-                # (W × H) = (T·B × W)ᵀ(T·B × H): ∂W_hr = Σ_t ∂h_tᵀ m_t
-                product_part(&plan, lo, hi, den, W, Hm, M, dh_p, W, m_p, Hm, dw_r, work,
-                             0, Hm)
-            # ∂b = Σ_t Σ_b δ_t (and GRU's Σ ε_t)
-            sum_part(&plan, lo, hi, den, N, M, db, delta_p)
-            if two_biases:
-                sum_part(&plan, lo, hi, den, N, M, db2, eps_p)
-            rnn_restore_mxcsr(csr)
-    finally:
-        release(work)
+    if work == NULL:
+        return -1
+    cdef unsigned int csr = rnn_flush_denormals()       # given back below
+    # (N × K) = (T·B × N)ᵀ(T·B × K): ∂W_ih = Σ_t δ_tᵀ x_t
+    # (the parts cut the columns of [∂W_ih | ∂W_hh] together)
+    product_part(&plan, lo, hi, den, N, K, M, delta_p, N, x_p, K, dw_ih, work, 0,
+                 K + W)
+    # (N × W) = (T·B × N)ᵀ(T·B × W): ∂W_hh = Σ_t ε_tᵀ h_{t-1}
+    product_part(&plan, lo, hi, den, N, W, M, eps_p, N, h_p, W, dw_hh, work, K,
+                 K + W)
+    if proj:
+        # (W × H) = (T·B × W)ᵀ(T·B × H): ∂W_hr = Σ_t ∂h_tᵀ m_t
+        product_part(&plan, lo, hi, den, W, Hm, M, dh_p, W, m_p, Hm, dw_r, work,
+                     0, Hm)
+    # ∂b = Σ_t Σ_b δ_t (and GRU's Σ ε_t)
+    sum_part(&plan, lo, hi, den, N, M, db, delta_p)
+    if two_biases:
+        sum_part(&plan, lo, hi, den, N, M, db2, eps_p)
+    rnn_restore_mxcsr(csr)
+    release(work)
     return 0
