@@ -772,8 +772,12 @@ _KERNEL_BLAS = _OneThread(_kernel_blas_threads, lambda: _set_kernel_blas_threads
 def _single_threaded_blas():
     """One BLAS thread (the kernels') while the directions run on two threads of their
     own: two directions each calling a 2-thread OpenBLAS oversubscribe the cores
-    (medium-bi measured 24.1 ms against 18.7 ms with one BLAS thread)."""
-    return _KERNEL_BLAS.held()
+    (medium-bi measured 24.1 ms against 18.7 ms with one BLAS thread). Where it has one
+    already (the kernels' default) and no other call holds it there, nothing to do:
+    a check, where entering and leaving the context cost 10-15 µs of a split call
+    (docs/perf-notes.md §100)."""
+    return (_KERNEL_BLAS.held() if _KERNEL_BLAS.users or _kernel_blas_threads() > 1
+            else _NO_CHANGE)
 
 
 def step_parts_are_exact(module, B: int, H: int, dtype, rows: int = -1) -> bool:
