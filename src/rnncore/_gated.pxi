@@ -50,7 +50,10 @@ cdef int gated_forward(CellKind kind, const floating[:, :, ::1] x,
     # on the rows it runs with
     cdef Plan plan = make_plan(B, GH, floating is float, T * B, HOLDS_M, W)
     cdef bint packed = plan.form == PACKED
-    cdef floating[:, ::1] rec = np.empty((R, GH), dtype)         # h_{t-1} W_hhᵀ
+    # LSTM on the packed kernels adds h_{t-1} W_hhᵀ onto saved (4H = G·H wide); GRU keeps
+    # its n gate's h_{t-1} W_hnᵀ apart, and the BLAS is not promised to sum as they do
+    cdef bint onto = lstm and packed
+    cdef floating[:, ::1] rec = np.empty((0 if onto else R, GH), dtype)  # h_{t-1} W_hhᵀ
     cdef floating[:, ::1] m = np.empty(dims(P, (R, H)), dtype)   # m_t
     cdef floating[:, ::1] mp = np.empty(dims(P, (R, P)), dtype)  # m_t W_hrᵀ
     # W_hhᵀ and W_hrᵀ in panels if PACKED, the projection's workspace: C buffers
@@ -99,12 +102,22 @@ cdef int gated_forward(CellKind kind, const floating[:, :, ::1] x,
                     pack_rect(&plan, <int>H, <int>P, &w_hr[0, 0], True, packed_hr)
             for s in range(T if R else 0):
                 t = T - 1 - s if reverse else s
-                # (R × G·H) = (R × W)(G·H × W)ᵀ: the recurrent product of every gate
-                rect_product(&plan, <int>R, <int>GH, <int>W, &hs[t + prev, row0, 0], W,
-                             &w_hh[0, 0], True, packed_hh, &rec[0, 0], GH, False)
+                if onto:
+                    # (R × 4H) += (R × W)(4H × W)ᵀ: LSTM's recurrent product added onto
+                    # the input projection where it lies, its tile of it fetched while
+                    # the tile is computed (the pass reading it from memory waited on
+                    # it: docs/perf-notes.md §101); acc + x_t W_ihᵀ, the same bits
+                    rect_product(&plan, <int>R, <int>GH, <int>W, &hs[t + prev, row0, 0],
+                                 W, &w_hh[0, 0], True, packed_hh, &saved[t, row0, 0], S,
+                                 True)
+                else:
+                    # (R × G·H) = (R × W)(G·H × W)ᵀ: the recurrent product of every gate
+                    rect_product(&plan, <int>R, <int>GH, <int>W, &hs[t + prev, row0, 0],
+                                 W, &w_hh[0, 0], True, packed_hh, &rec[0, 0], GH, False)
                 for i in range(row0, row1):
                     if t < lengths[i]:
-                        cell_step(&plan, kind, <int>H, &saved[t, i, 0], &rec[i - row0, 0],
+                        cell_step(&plan, kind, <int>H, &saved[t, i, 0],
+                                  NULL if onto else &rec[i - row0, 0],
                                   &b1[0], &b2[0], &hs[t + prev, i, 0],
                                   &m[i - row0, 0] if P else &hs[t + out, i, 0],
                                   &cs[t + prev, i, 0] if lstm else NULL,

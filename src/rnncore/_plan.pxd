@@ -288,8 +288,9 @@ cdef inline void cell_step(const Plan *plan, CellKind kind, int H, floating *s,
                            const floating *h_prev, floating *h, const floating *c_prev,
                            floating *c) noexcept nogil:
     """The fused forward pass of one row of one step: ``s`` holds x_t W_ihᵀ on entry and
-    what backward needs on return; ``rec`` is h_{t-1} W_hhᵀ; b1, b2 the biases (LSTM:
-    b_ih + b_hh and unused; GRU: b_ih, b_hh); ``h`` receives h_t (LSTM: m_t)."""
+    what backward needs on return; ``rec`` is h_{t-1} W_hhᵀ (LSTM: NULL where ``s``
+    holds it added already); b1, b2 the biases (LSTM: b_ih + b_hh and unused; GRU:
+    b_ih, b_hh); ``h`` receives h_t (LSTM: m_t)."""
     if kind == LSTM_CELL:
         if floating is float:
             plan.policy.vm.lstm_step_f(H, s, rec, b1, c_prev, c, h)

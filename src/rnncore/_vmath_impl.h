@@ -283,7 +283,8 @@ static inline __attribute__((always_inline)) double VM(exp1_d)(double y)
  * to 0 (within the flushed denormals) for x below -87 (float32) or -708 (float64).
  *
  * LSTM forward: gates holds x_t W_ihᵀ on entry and the activated [i f g o] on return;
- * r is h_{t-1} W_hhᵀ, b is b_ih + b_hh; c = f ⊙ c_prev + i ⊙ g, m = o ⊙ tanh(c).
+ * r is h_{t-1} W_hhᵀ (NULL: gates holds it added already), b is b_ih + b_hh;
+ * c = f ⊙ c_prev + i ⊙ g, m = o ⊙ tanh(c).
  * GRU forward: s holds gi = x_t W_ihᵀ in its first 3n values on entry and [r z n gh_n]
  * (4n) on return; gh is h_{t-1} W_hhᵀ without b_hh; h = (1 - z) ⊙ n + z ⊙ h_prev.
  * LSTM backward: ∂m = dm_a + dm_b; delta = ∂L/∂a (4n); carry_c holds ∂L/∂c_t from the
@@ -296,26 +297,39 @@ static inline __attribute__((always_inline)) T VM(sigmoid1_##SFX)(T x)          
     return (T)1 / ((T)1 + EXP(-x));                                               \
 }                                                                                 \
                                                                                   \
-static void VM(lstm_step_##SFX)(int n, T *restrict gates, const T *restrict r,     \
-                                const T *restrict b, const T *restrict c_prev,    \
-                                T *restrict c, T *restrict m)                     \
+static inline __attribute__((always_inline)) void                                   \
+VM(lstm_cells_##SFX)(int n, T *restrict gates, const T *restrict r,               \
+                     const T *restrict b, const T *restrict c_prev, T *restrict c,  \
+                     T *restrict m, const int with_r)                             \
 {                                                                                 \
     T *restrict gi = gates, *restrict gf = gates + n, *restrict gg = gates + 2 * n, \
       *restrict go = gates + 3 * n;                                               \
-    const T *restrict ri = r, *restrict rf = r + n, *restrict rg = r + 2 * n,      \
-            *restrict ro = r + 3 * n;                                             \
+    const T *restrict ri = with_r ? r : gates, *restrict rf = ri + n,             \
+            *restrict rg = ri + 2 * n, *restrict ro = ri + 3 * n;                 \
     const T *restrict bi = b, *restrict bf = b + n, *restrict bg = b + 2 * n,      \
             *restrict bo = b + 3 * n;                                             \
     for (int j = 0; j < n; j++) {                                                 \
-        T i = VM(sigmoid1_##SFX)(gi[j] + ri[j] + bi[j]);                          \
-        T f = VM(sigmoid1_##SFX)(gf[j] + rf[j] + bf[j]);                          \
-        T g = TANH(gg[j] + rg[j] + bg[j]);                                        \
-        T o = VM(sigmoid1_##SFX)(go[j] + ro[j] + bo[j]);                          \
+        T i = VM(sigmoid1_##SFX)(with_r ? gi[j] + ri[j] + bi[j] : gi[j] + bi[j]); \
+        T f = VM(sigmoid1_##SFX)(with_r ? gf[j] + rf[j] + bf[j] : gf[j] + bf[j]); \
+        T g = TANH(with_r ? gg[j] + rg[j] + bg[j] : gg[j] + bg[j]);               \
+        T o = VM(sigmoid1_##SFX)(with_r ? go[j] + ro[j] + bo[j] : go[j] + bo[j]); \
         T cj = f * c_prev[j] + i * g;                                             \
         gi[j] = i, gf[j] = f, gg[j] = g, go[j] = o;                               \
         c[j] = cj;                                                                \
         m[j] = o * TANH(cj);                                                      \
     }                                                                             \
+}                                                                                 \
+                                                                                  \
+/* r NULL: gates holds x_t W_ihᵀ + h_{t-1} W_hhᵀ already (the packed product added    \
+ * onto it, acc + g, the sum g + r the pass would form: the same bits). */        \
+static void VM(lstm_step_##SFX)(int n, T *restrict gates, const T *restrict r,     \
+                                const T *restrict b, const T *restrict c_prev,    \
+                                T *restrict c, T *restrict m)                     \
+{                                                                                 \
+    if (r != NULL)                                                                \
+        VM(lstm_cells_##SFX)(n, gates, r, b, c_prev, c, m, 1);                    \
+    else                                                                          \
+        VM(lstm_cells_##SFX)(n, gates, r, b, c_prev, c, m, 0);                    \
 }                                                                                 \
                                                                                   \
 static void VM(gru_step_##SFX)(int n, T *restrict s, const T *restrict gh,         \
