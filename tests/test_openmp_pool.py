@@ -123,6 +123,36 @@ def test_an_error_in_a_part_on_the_pool_is_raised_after_the_others_finished(
     assert _parallel._run_parts([lambda: 1, lambda: 2]) == [1, 2]
 
 
+def test_run_sections_runs_parts_as_c_and_other_callables_with_the_gil(openmp_pool):
+    """Thread i runs first[i], then past the barrier second[i]; a kernels' Part runs
+    as C, anything else is called, even an object with an ``address`` of its own."""
+    T, B, K, H = 4, 3, 5, 6
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, K)).astype(np.float32)
+    w_ih = rng.standard_normal((H, K)).astype(np.float32)
+    want, got = np.zeros((T + 1, B, H), np.float32), np.zeros((T + 1, B, H), np.float32)
+    _kernels.input_projection(x, w_ih, want, False)
+    order = []
+
+    class Call:
+        address = 12345                 # not a task: must not be taken for one
+
+        def __call__(self):
+            order.append(threading.current_thread() is threading.main_thread())
+
+    part = _kernels.input_projection(x, w_ih, got, False, defer=True)
+    times, error = _openmp.run_sections([part, Call()], [None, Call()])
+    assert error is None
+    np.testing.assert_array_equal(got, want)
+    assert order == [False, False]      # both calls on the pool's thread, after the part
+    assert len(times) == 2 and times[0][0] > 0 and times[1][1] > 0
+
+
+def test_run_sections_refuses_two_empty_sections():
+    with pytest.raises(ValueError, match="at least one"):
+        _openmp.run_sections([], [])
+
+
 def test_run_refuses_an_empty_list_of_calls():
     with pytest.raises(ValueError, match="at least one"):
         _openmp.run([])

@@ -117,7 +117,8 @@ class _Cell:
         return module.input_projection(x, w[0], out[-1], reverse, steps=steps,
                                        defer=defer)
 
-    def forward_rows(self, module, x, w, s0, lengths, reverse, relu, out, rows, output):
+    def forward_rows_part(self, module, x, w, s0, lengths, reverse, relu, out, rows,
+                          output):
         """A callable that runs rows [rows[0], rows[1]) of the recurrence, its input
         projection already in ``out``, their states copied into ``output`` if given
         (:func:`rnncore._parallel.forward_direction`)."""
@@ -202,7 +203,8 @@ class _Elman(_Cell):
         return module.backward_steps(w[1], hs, dy, ds_n[0], lengths, reverse, relu,
                                      g.delta, g.dh0, rows=rows, defer=defer)
 
-    def forward_rows(self, module, x, w, s0, lengths, reverse, relu, out, rows, output):
+    def forward_rows_part(self, module, x, w, s0, lengths, reverse, relu, out, rows,
+                          output):
         # the kernels' deferred call, run without the GIL (_parallel._in_one_dispatch)
         return module.layer_forward(x, *w, s0[0], lengths, reverse, relu, out=out[0],
                                     rows=rows, projected=True, y=output, defer=True)

@@ -91,9 +91,10 @@ def _chunk_rows(cell_type, module, x, w, s0, lengths, reverse, relu, bounds, who
     for t0, t1 in bounds:
         init = _chunks._chunk_init(carried, s0_rows, lengths_rows, t0, t1, reverse)
         out = tuple(_chunks._steps_of(a, T, t0, t1) for a in whole)
-        cell_type.forward_rows(module, x[t0:t1], w, _in_batch(init, B, r0),
-                               _chunks._chunk_lengths(lengths, t0, t1), reverse, relu,
-                               out, rows, None if output is None else output[t0:t1])()
+        cell_type.forward_rows_part(module, x[t0:t1], w, _in_batch(init, B, r0),
+                                    _chunks._chunk_lengths(lengths, t0, t1), reverse,
+                                    relu, out, rows,
+                                    None if output is None else output[t0:t1])()
         carried = [s[r0:r1] for s in
                    _chunks._carried(cell_type.seqs(out[0], out[1:]), t0, t1, reverse)]
 

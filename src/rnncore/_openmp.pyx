@@ -237,15 +237,15 @@ def run_sections(list first, list second):
     r.slots = <slot *>calloc(2 * parts, sizeof(slot))
     r.times = <double *>calloc(2 * parts, sizeof(double))
     cdef int section, i
-    cdef size_t address
+    # the kernels are loaded by the time a split call runs; this links nothing
+    from rnncore._kernels import Part
     try:
         if r.slots == NULL or r.times == NULL:
             raise MemoryError("cannot allocate a region's slots")
         for section, parts_of in enumerate((first, second)):
             for i, item in enumerate(parts_of):
-                address = getattr(item, "address", 0) or 0
-                if address:
-                    r.slots[section * parts + i].task = <rnn_task *>address
+                if type(item) is Part:
+                    r.slots[section * parts + i].task = <rnn_task *><size_t>item.address
                 elif item is not None:
                     r.slots[section * parts + i].call = <PyObject *>item
         with nogil:

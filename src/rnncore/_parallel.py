@@ -393,8 +393,8 @@ def forward_direction(cell, module, parts, x, w, s0, lengths, reverse, relu,
     _in_one_dispatch(
         module,
         [cell.project(module, x, w, out, reverse, s, defer=True) for s in steps],
-        [cell.forward_rows(module, x, w, s0, lengths, reverse, relu, out, r, output)
-         for r in rows],
+        [cell.forward_rows_part(module, x, w, s0, lengths, reverse, relu, out, r,
+                                output) for r in rows],
         (steps, _if_alike(rows, lengths)))
     return out[0], tuple(out[1:])
 
