@@ -41,6 +41,8 @@ from rnncore._checks cimport (BLAS_INT_MAX, Sizes, check_sizes_c, check_layer,
                               check_lengths, expect_shape)
 
 from rnncore._memory cimport cache_alloc, cache_release
+from rnncore._task cimport (rnn_task, rnn_run_tasks, rnn_barrier, rnn_barrier_wait,
+                            rnn_barrier_abort)
 
 
 cnp.import_array()
@@ -289,19 +291,6 @@ cdef int check_rows(str name, Py_ssize_t row0, Py_ssize_t row1, Py_ssize_t n) ex
     return 0
 
 
-cdef extern from "_task.h" nogil:
-    ctypedef struct rnn_task:
-        int (*run)(void *) noexcept nogil
-        void *arg
-        rnn_task *next
-    int rnn_run_tasks(const rnn_task *t)
-    ctypedef struct rnn_barrier:
-        int arrived
-        int aborted
-    int rnn_barrier_wait(rnn_barrier *b, int parts)
-    void rnn_barrier_abort(rnn_barrier *b)
-
-
 cdef class Barrier:
     """Where the parts of one split call, each on a thread of its own, wait for each
     other between two phases split differently (the input projection by steps, then
@@ -413,68 +402,70 @@ cdef union part_args:
     input_grad_args input_grad
 
 
+# Each kind's call on its arguments for one dtype: ``kind`` (NULL) picks the
+# specialisation, float or double, that the part's ``single`` names.
+
+cdef inline int projection_of(projection_args *a, const floating *kind) noexcept nogil:
+    return projection_c(<const floating *>a.x, <const floating *>a.w_ih,
+                        <floating *>a.out, a.M, a.N, a.K, a.ldo, a.B, a.rows)
+
+
+cdef inline int forward_of(forward_args *a, const floating *kind) noexcept nogil:
+    return forward_steps(<const floating *>a.x, <const floating *>a.w_ih,
+                         <const floating *>a.w_hh, <const floating *>a.b,
+                         <const floating *>a.h0, a.lengths, <floating *>a.hs, a.T, a.B,
+                         a.K, a.H, a.row0, a.row1, a.reverse, a.relu, a.projected,
+                         <floating *>a.y, a.ldy)
+
+
+cdef inline int backward_of(backward_args *a, const floating *kind) noexcept nogil:
+    return backward_steps_c(<const floating *>a.w_hh, <const floating *>a.hs,
+                            <const floating *>a.dy, a.dy_t, a.dy_b,
+                            <const floating *>a.dh_n, a.lengths, <floating *>a.delta,
+                            <floating *>a.dh0, a.T, a.B, a.H, a.row0, a.row1, a.reverse,
+                            a.relu, a.need_dh0)
+
+
+cdef inline int weights_of(weights_args *a, const floating *kind) noexcept nogil:
+    return weight_products_c(<const floating *>a.x, <const floating *>a.h,
+                             <const floating *>a.delta, <const floating *>a.eps,
+                             <floating *>a.dw_ih, <floating *>a.dw_hh, <floating *>a.db,
+                             <floating *>a.db2, a.two_biases, a.proj,
+                             <const floating *>a.dh, <const floating *>a.m,
+                             <floating *>a.dw_r, a.T, a.B, a.K, a.N, a.W, a.Hm, a.lo,
+                             a.hi, a.den)
+
+
+cdef inline int input_grad_of(input_grad_args *a, const floating *kind) noexcept nogil:
+    return input_grad_c(<const floating *>a.delta, <const floating *>a.w_ih,
+                        <floating *>a.dx, a.M, a.B, a.K, a.H, a.accumulate, a.rows)
+
+
 cdef int part_projection(void *p) noexcept nogil:
     cdef projection_args *a = <projection_args *>p
-    if a.single:
-        return projection_c(<const float *>a.x, <const float *>a.w_ih, <float *>a.out,
-                            a.M, a.N, a.K, a.ldo, a.B, a.rows)
-    return projection_c(<const double *>a.x, <const double *>a.w_ih, <double *>a.out,
-                        a.M, a.N, a.K, a.ldo, a.B, a.rows)
+    return (projection_of(a, <float *>NULL) if a.single
+            else projection_of(a, <double *>NULL))
 
 
 cdef int part_forward(void *p) noexcept nogil:
     cdef forward_args *a = <forward_args *>p
-    if a.single:
-        return forward_steps(<const float *>a.x, <const float *>a.w_ih,
-                             <const float *>a.w_hh, <const float *>a.b,
-                             <const float *>a.h0, a.lengths, <float *>a.hs, a.T, a.B,
-                             a.K, a.H, a.row0, a.row1, a.reverse, a.relu, a.projected,
-                             <float *>a.y, a.ldy)
-    return forward_steps(<const double *>a.x, <const double *>a.w_ih,
-                         <const double *>a.w_hh, <const double *>a.b,
-                         <const double *>a.h0, a.lengths, <double *>a.hs, a.T, a.B, a.K,
-                         a.H, a.row0, a.row1, a.reverse, a.relu, a.projected,
-                         <double *>a.y, a.ldy)
+    return forward_of(a, <float *>NULL) if a.single else forward_of(a, <double *>NULL)
 
 
 cdef int part_backward(void *p) noexcept nogil:
     cdef backward_args *a = <backward_args *>p
-    if a.single:
-        return backward_steps_c(<const float *>a.w_hh, <const float *>a.hs,
-                                <const float *>a.dy, a.dy_t, a.dy_b,
-                                <const float *>a.dh_n, a.lengths, <float *>a.delta,
-                                <float *>a.dh0, a.T, a.B, a.H, a.row0, a.row1, a.reverse,
-                                a.relu, a.need_dh0)
-    return backward_steps_c(<const double *>a.w_hh, <const double *>a.hs,
-                            <const double *>a.dy, a.dy_t, a.dy_b, <const double *>a.dh_n,
-                            a.lengths, <double *>a.delta, <double *>a.dh0, a.T, a.B, a.H,
-                            a.row0, a.row1, a.reverse, a.relu, a.need_dh0)
+    return backward_of(a, <float *>NULL) if a.single else backward_of(a, <double *>NULL)
 
 
 cdef int part_weights(void *p) noexcept nogil:
     cdef weights_args *a = <weights_args *>p
-    if a.single:
-        return weight_products_c(<const float *>a.x, <const float *>a.h,
-                                 <const float *>a.delta, <const float *>a.eps,
-                                 <float *>a.dw_ih, <float *>a.dw_hh, <float *>a.db,
-                                 <float *>a.db2, a.two_biases, a.proj,
-                                 <const float *>a.dh, <const float *>a.m, <float *>a.dw_r,
-                                 a.T, a.B, a.K, a.N, a.W, a.Hm, a.lo, a.hi, a.den)
-    return weight_products_c(<const double *>a.x, <const double *>a.h,
-                             <const double *>a.delta, <const double *>a.eps,
-                             <double *>a.dw_ih, <double *>a.dw_hh, <double *>a.db,
-                             <double *>a.db2, a.two_biases, a.proj, <const double *>a.dh,
-                             <const double *>a.m, <double *>a.dw_r, a.T, a.B, a.K, a.N,
-                             a.W, a.Hm, a.lo, a.hi, a.den)
+    return weights_of(a, <float *>NULL) if a.single else weights_of(a, <double *>NULL)
 
 
 cdef int part_input_grad(void *p) noexcept nogil:
     cdef input_grad_args *a = <input_grad_args *>p
-    if a.single:
-        return input_grad_c(<const float *>a.delta, <const float *>a.w_ih, <float *>a.dx,
-                            a.M, a.B, a.K, a.H, a.accumulate, a.rows)
-    return input_grad_c(<const double *>a.delta, <const double *>a.w_ih, <double *>a.dx,
-                        a.M, a.B, a.K, a.H, a.accumulate, a.rows)
+    return (input_grad_of(a, <float *>NULL) if a.single
+            else input_grad_of(a, <double *>NULL))
 
 
 cdef class Part:
@@ -961,26 +952,16 @@ cdef object forward_arrays(x, w_ih, w_hh, b, h0, lengths, bint relu, y):
     check_lengths(sz, <const int64_t *>data_of(lengths))
     cdef bint single = typenum == cnp.NPY_FLOAT32
     hs = new_array(3, T + 1, B, H, single)
-    cdef const void *px = data_of(x)
-    cdef const void *pw_ih = data_of(w_ih)
-    cdef const void *pw_hh = data_of(w_hh)
-    cdef const void *pb = data_of(b)
-    cdef const void *ph0 = data_of(h0)
-    cdef const int64_t *plengths = <const int64_t *>data_of(lengths)
-    cdef void *phs = data_of(hs)
-    cdef void *py = NULL if y is None else data_of(y)
+    cdef forward_args a              # the whole batch, as layer_forward's part runs it
+    a.single, a.reverse, a.relu, a.projected = single, False, relu, False
+    a.x, a.w_ih, a.w_hh, a.b, a.h0 = (data_of(x), data_of(w_ih), data_of(w_hh),
+                                      data_of(b), data_of(h0))
+    a.lengths = <const int64_t *>data_of(lengths)
+    a.hs, a.y = data_of(hs), NULL if y is None else data_of(y)
+    a.T, a.B, a.K, a.H, a.row0, a.row1, a.ldy = T, B, K, H, 0, B, H
     cdef int status
     with nogil:
-        if single:
-            status = forward_steps(<const float *>px, <const float *>pw_ih,
-                                   <const float *>pw_hh, <const float *>pb,
-                                   <const float *>ph0, plengths, <float *>phs, T, B, K, H,
-                                   0, B, False, relu, False, <float *>py, H)
-        else:
-            status = forward_steps(<const double *>px, <const double *>pw_ih,
-                                   <const double *>pw_hh, <const double *>pb,
-                                   <const double *>ph0, plengths, <double *>phs, T, B, K,
-                                   H, 0, B, False, relu, False, <double *>py, H)
+        status = part_forward(&a)
     allocated(status)
     return hs
 

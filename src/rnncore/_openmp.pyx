@@ -21,15 +21,8 @@ cdef extern from "_openmp.h" nogil:
         int (*thread_num)() noexcept nogil
     int rnn_omp_find(rnn_omp *omp, const char *soname)
 
-cdef extern from "_task.h" nogil:
-    ctypedef struct rnn_task:
-        pass
-    int rnn_run_tasks(const rnn_task *t)
-    ctypedef struct rnn_barrier:
-        int arrived
-        int aborted
-    int rnn_barrier_wait(rnn_barrier *b, int parts)
-    void rnn_barrier_abort(rnn_barrier *b)
+from rnncore._task cimport (rnn_task, rnn_run_tasks, rnn_barrier, rnn_barrier_wait,
+                            rnn_barrier_abort)
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
